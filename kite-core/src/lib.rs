@@ -1,0 +1,3 @@
+//! The transport-agnostic core of Kite.
+pub mod json;
+pub mod sockjs;

@@ -1,0 +1,238 @@
+//! SockJS framing (protocol 0.3.x), shared by native and wasm transports.
+//!
+//! Server → client frames: `o` (open), `h` (heartbeat), `a[...]` (a batch of messages, each a JSON
+//! string), `c[code,"reason"]` (close) and the legacy `m"..."` (one message; servers never send it,
+//! clients accept it). Client → server frames are JSON arrays of strings (`["msg1","msg2"]`), sent
+//! as one websocket text message or as one `xhr_send` body.
+//!
+//! ```
+//! use kite_core::sockjs::{self, Frame};
+//!
+//! let frame = Frame::decode("a[\"{\\\"method\\\":0}\"]").unwrap();
+//! assert_eq!(frame, Frame::Messages(vec!["{\"method\":0}".to_owned()]));
+//! assert_eq!(sockjs::decode_client_frame("[\"hi\"]").unwrap(), vec!["hi".to_owned()]);
+//! ```
+
+use crate::json;
+
+/// Close code and reason Kite sends when it ends a session (`c[3000,"Go away!"]`).
+pub const GO_AWAY: (u16, &str) = (3000, "Go away!");
+/// Close code and reason a second concurrent receiver of one session gets.
+pub const ANOTHER_CONNECTION_OPEN: (u16, &str) = (2010, "Another connection still open");
+/// Close code and reason for a message larger than the configured limit.
+pub const MESSAGE_TOO_BIG: (u16, &str) = (1009, "Message too big");
+/// Close code and reason for a client frame that is not a JSON array of strings.
+pub const BROKEN_FRAME: (u16, &str) = (1002, "Broken framing.");
+
+/// One server → client SockJS frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// `o`: the session is open.
+    Open,
+    /// `h`: heartbeat.
+    Heartbeat,
+    /// `a[...]`: one or more messages.
+    Messages(Vec<String>),
+    /// `m"..."`: a single message (legacy; accepted, never sent).
+    Message(String),
+    /// `c[code,"reason"]`: the session is closed.
+    Close {
+        /// Close code (`3000`, `2010`, ...).
+        code: u16,
+        /// Human readable reason.
+        reason: String,
+    },
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The frame was empty.
+    #[error("empty SockJS frame")]
+    Empty,
+    /// The first byte is not one of `o h a m c`.
+    #[error("unknown SockJS frame type {0:?}")]
+    UnknownType(char),
+    /// The JSON body of the frame is malformed or of the wrong shape.
+    #[error("broken SockJS frame: {0}")]
+    Broken(String),
+}
+
+impl Frame {
+    /// Decodes a server → client frame (one websocket message, or one line of an XHR body
+    /// without its trailing newline).
+    pub fn decode(text: &str) -> Result<Frame, FrameError> {
+        let text = text.strip_suffix('\n').unwrap_or(text);
+        let mut chars = text.chars();
+        let kind = chars.next().ok_or(FrameError::Empty)?;
+        let body = chars.as_str();
+        let broken = |e: serde_json::Error| FrameError::Broken(e.to_string());
+        match kind {
+            'o' => Ok(Frame::Open),
+            'h' => Ok(Frame::Heartbeat),
+            'a' => serde_json::from_str(body).map(Frame::Messages).map_err(broken),
+            'm' => serde_json::from_str(body).map(Frame::Message).map_err(broken),
+            'c' => {
+                let (code, reason): (u16, String) = serde_json::from_str(body).map_err(broken)?;
+                Ok(Frame::Close { code, reason })
+            }
+            other => Err(FrameError::UnknownType(other)),
+        }
+    }
+
+    /// Encodes this frame, without any trailing newline.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::with_capacity(64);
+        self.encode_into(&mut out);
+        String::from_utf8(out).expect("frames are UTF-8")
+    }
+
+    /// Appends the encoded frame to `out`, without any trailing newline.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        match self {
+            Frame::Open => out.push(b'o'),
+            Frame::Heartbeat => out.push(b'h'),
+            Frame::Messages(msgs) => encode_messages_into(out, msgs.iter().map(String::as_str)),
+            Frame::Message(msg) => {
+                out.push(b'm');
+                json::write_str(out, msg);
+            }
+            Frame::Close { code, reason } => encode_close_into(out, *code, reason),
+        }
+    }
+}
+
+/// Appends an `a[...]` frame holding `msgs` to `out`.
+pub fn encode_messages_into<'a>(out: &mut Vec<u8>, msgs: impl IntoIterator<Item = &'a str>) {
+    out.extend_from_slice(b"a[");
+    for (i, msg) in msgs.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json::write_str(out, msg);
+    }
+    out.push(b']');
+}
+
+/// Encodes an `a[...]` frame holding `msgs`.
+pub fn encode_messages<'a>(msgs: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = Vec::with_capacity(64);
+    encode_messages_into(&mut out, msgs);
+    String::from_utf8(out).expect("frames are UTF-8")
+}
+
+/// Appends a `c[code,"reason"]` frame to `out`.
+pub fn encode_close_into(out: &mut Vec<u8>, code: u16, reason: &str) {
+    out.extend_from_slice(b"c[");
+    out.extend_from_slice(code.to_string().as_bytes());
+    out.push(b',');
+    json::write_str(out, reason);
+    out.push(b']');
+}
+
+/// Encodes a `c[code,"reason"]` frame.
+pub fn encode_close(code: u16, reason: &str) -> String {
+    let mut out = Vec::with_capacity(32);
+    encode_close_into(&mut out, code, reason);
+    String::from_utf8(out).expect("frames are UTF-8")
+}
+
+/// Encodes a client → server frame: a JSON array of strings.
+pub fn encode_client_frame<'a>(msgs: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = Vec::with_capacity(64);
+    out.push(b'[');
+    for (i, msg) in msgs.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json::write_str(&mut out, msg);
+    }
+    out.push(b']');
+    String::from_utf8(out).expect("frames are UTF-8")
+}
+
+/// Decodes a client → server frame.
+///
+/// Accepts a JSON array of strings (the standard form) and, like sockjs-node, a single JSON string
+/// as one message. An empty or whitespace-only frame decodes to no messages (the SockJS spec says
+/// such frames are ignored). Anything else is [`FrameError::Broken`]: the server should close the
+/// session with [`BROKEN_FRAME`].
+pub fn decode_client_frame(text: &str) -> Result<Vec<String>, FrameError> {
+    let trimmed = text.trim_ascii();
+    if trimmed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let broken = |e: serde_json::Error| FrameError::Broken(e.to_string());
+    if trimmed.starts_with('"') {
+        return serde_json::from_str::<String>(trimmed)
+            .map(|s| vec![s])
+            .map_err(broken);
+    }
+    serde_json::from_str::<Vec<String>>(trimmed).map_err(broken)
+}
+
+/// The body that opens an `xhr_streaming` response: 2048 `h` bytes and a newline, so that
+/// browsers start delivering the stream at once.
+pub fn xhr_streaming_prelude() -> String {
+    let mut s = "h".repeat(2048);
+    s.push('\n');
+    s
+}
+
+/// The `/info` response body.
+pub fn info_body(websocket: bool, cookie_needed: bool, entropy: u32) -> String {
+    format!(
+        "{{\"websocket\":{websocket},\"cookie_needed\":{cookie_needed},\"origins\":[\"*:*\"],\"entropy\":{entropy}}}"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_server_frames() {
+        for f in [
+            Frame::Open,
+            Frame::Heartbeat,
+            Frame::Messages(vec!["{\"a\":\"<x>\"}".into(), "two".into()]),
+            Frame::Message("m".into()),
+            Frame::Close {
+                code: 3000,
+                reason: "Go away!".into(),
+            },
+        ] {
+            assert_eq!(Frame::decode(&f.encode()).unwrap(), f);
+        }
+    }
+
+    #[test]
+    fn encodes_like_go_sockjs() {
+        assert_eq!(encode_close(3000, "Go away!"), "c[3000,\"Go away!\"]");
+        assert_eq!(
+            encode_messages(["{\"method\":0,\"arguments\":[\"<\"]}"]),
+            r#"a["{\"method\":0,\"arguments\":[\"\u003c\"]}"]"#
+        );
+    }
+
+    #[test]
+    fn decodes_client_frames() {
+        assert_eq!(
+            decode_client_frame(r#"["a","b"]"#).unwrap(),
+            vec!["a".to_owned(), "b".to_owned()]
+        );
+        assert_eq!(decode_client_frame(r#""a""#).unwrap(), vec!["a".to_owned()]);
+        assert!(decode_client_frame("").unwrap().is_empty());
+        assert!(decode_client_frame("[\"a").is_err());
+        assert!(decode_client_frame("{\"a\":1}").is_err());
+        assert!(decode_client_frame("[1]").is_err());
+    }
+
+    #[test]
+    fn rejects_bad_server_frames() {
+        assert_eq!(Frame::decode(""), Err(FrameError::Empty));
+        assert!(matches!(Frame::decode("x"), Err(FrameError::UnknownType('x'))));
+        assert!(matches!(Frame::decode("a[1"), Err(FrameError::Broken(_))));
+        assert_eq!(Frame::decode("h\n"), Ok(Frame::Heartbeat));
+    }
+}
