@@ -22,6 +22,26 @@ fn needs_go_escape(fragment: &str) -> bool {
 }
 
 impl Formatter for GoFormatter {
+    fn write_f64<W>(&mut self, writer: &mut W, value: f64) -> io::Result<()>
+    where
+        W: ?Sized + io::Write,
+    {
+        // Go: shortest representation; integral values have no ".0"; exponent form (with an
+        // explicit sign, e.g. 1e+21, 1.5e-7) below 1e-6 and from 1e21 on.
+        let abs = value.abs();
+        if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+            let s = format!("{value:e}");
+            match s.split_once('e') {
+                Some((mantissa, exp)) if !exp.starts_with('-') => {
+                    write!(writer, "{mantissa}e+{exp}")
+                }
+                _ => writer.write_all(s.as_bytes()),
+            }
+        } else {
+            write!(writer, "{value}")
+        }
+    }
+
     fn write_string_fragment<W>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()>
     where
         W: ?Sized + io::Write,
@@ -103,12 +123,29 @@ mod tests {
 
     #[test]
     fn escapes_like_go() {
-        let s = to_string(&serde_json::json!({"a": "<b>&\u{2028}\u{2029}é✓\u{1}\u{8}\u{c}\"\\/\n"}))
-            .unwrap();
+        let s =
+            to_string(&serde_json::json!({"a": "<b>&\u{2028}\u{2029}é✓\u{1}\u{8}\u{c}\"\\/\n"}))
+                .unwrap();
         assert_eq!(
             s,
             r#"{"a":"\u003cb\u003e\u0026\u2028\u2029é✓\u0001\u0008\u000c\"\\/\n"}"#
         );
+    }
+
+    #[test]
+    fn floats_like_go() {
+        let cases = [
+            (16.0, "16"),
+            (2.5, "2.5"),
+            (-1.5e-7, "-1.5e-7"),
+            (1e21, "1e+21"),
+            (1e20, "100000000000000000000"),
+            (0.000001, "0.000001"),
+            (-0.0, "-0"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(to_string(&v).unwrap(), want, "{v}");
+        }
     }
 
     #[test]

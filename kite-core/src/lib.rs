@@ -1,3 +1,21 @@
-//! The transport-agnostic core of Kite.
+//! The transport-agnostic core of Kite: identity, the dnode codec with callbacks, the request and
+//! response envelopes, the error object and SockJS framing.
+//!
+//! This crate does no I/O and depends on no async runtime, so it builds for native targets and
+//! for `wasm32-unknown-unknown` alike. A driver (kite-native's tokio runtime, kite-wasm's browser
+//! bindings) owns sockets, clocks and randomness, and feeds this crate bytes. The protocol state
+//! of one connection is a [`connection::Connection`]; see its docs for a full round trip.
+
+pub mod connection;
+pub mod dnode;
+pub mod envelope;
+pub mod error;
+pub mod identity;
 pub mod json;
 pub mod sockjs;
+
+pub use connection::{Connection, Incoming};
+pub use dnode::{Args, Callback};
+pub use envelope::{Auth, Request};
+pub use error::{ErrorKind, KiteError, ProtocolError};
+pub use identity::{Kite, KontrolQuery};

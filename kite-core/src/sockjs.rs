@@ -70,8 +70,12 @@ impl Frame {
         match kind {
             'o' => Ok(Frame::Open),
             'h' => Ok(Frame::Heartbeat),
-            'a' => serde_json::from_str(body).map(Frame::Messages).map_err(broken),
-            'm' => serde_json::from_str(body).map(Frame::Message).map_err(broken),
+            'a' => serde_json::from_str(body)
+                .map(Frame::Messages)
+                .map_err(broken),
+            'm' => serde_json::from_str(body)
+                .map(Frame::Message)
+                .map_err(broken),
             'c' => {
                 let (code, reason): (u16, String) = serde_json::from_str(body).map_err(broken)?;
                 Ok(Frame::Close { code, reason })
@@ -231,7 +235,10 @@ mod tests {
     #[test]
     fn rejects_bad_server_frames() {
         assert_eq!(Frame::decode(""), Err(FrameError::Empty));
-        assert!(matches!(Frame::decode("x"), Err(FrameError::UnknownType('x'))));
+        assert!(matches!(
+            Frame::decode("x"),
+            Err(FrameError::UnknownType('x'))
+        ));
         assert!(matches!(Frame::decode("a[1"), Err(FrameError::Broken(_))));
         assert_eq!(Frame::decode("h\n"), Ok(Frame::Heartbeat));
     }

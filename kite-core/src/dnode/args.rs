@@ -1,0 +1,242 @@
+//! [`Args`]: received arguments (or a result) with their callbacks, decoded with serde.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+
+use super::callback::{Callback, CallbackSink, Scrubbed, marker, parse_marker, with_decoding};
+use super::path::{self, Path, Segment};
+use crate::error::KiteError;
+
+/// Arguments received from a peer (or a result), with the functions inside them.
+///
+/// Decode into any serde type with [`Args::decode`]; a [`Callback`] field or element receives the
+/// peer's function at that place. Decoding never panics: a wrong shape is an `argumentError`.
+///
+/// ```
+/// use kite_core::dnode::Args;
+/// let args = Args::from_value(serde_json::json!([4]));
+/// let (n,): (f64,) = args.decode().unwrap();
+/// assert_eq!(n, 4.0);
+/// assert_eq!(args.one::<f64>().unwrap(), 4.0);
+/// assert_eq!(args.decode::<(String,)>().unwrap_err().kind.as_str(), "argumentError");
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Args {
+    value: Value,
+    callbacks: Vec<Callback>,
+}
+
+impl Args {
+    /// Arguments without callbacks.
+    pub fn from_value(value: Value) -> Self {
+        Args {
+            value,
+            callbacks: Vec::new(),
+        }
+    }
+
+    pub(crate) fn from_parts(value: Value, callbacks: Vec<Callback>) -> Self {
+        Args { value, callbacks }
+    }
+
+    /// Takes the subtree at `prefix` of a received message's `arguments`, turning the callbacks
+    /// under it into remote functions reached through `sink`. Callbacks elsewhere are ignored;
+    /// paths that lead nowhere are ignored (as Go does).
+    pub fn from_message(
+        arguments: &mut Value,
+        callbacks: &[(u64, Path)],
+        prefix: &[Segment],
+        sink: &Arc<dyn CallbackSink>,
+    ) -> Self {
+        let Some(root) = path::get_mut(arguments, prefix) else {
+            return Args::default();
+        };
+        let mut value = root.take();
+        let mut list = Vec::new();
+        for (id, full) in callbacks {
+            let Some(rest) = path::strip_prefix(full, prefix) else {
+                continue;
+            };
+            if let Some(slot) = path::get_mut(&mut value, rest) {
+                *slot = Value::String(marker(list.len()));
+                list.push(Callback::remote(*id, sink.clone()));
+            }
+        }
+        Args {
+            value,
+            callbacks: list,
+        }
+    }
+
+    /// Makes these arguments an argument list (`null` → `[]`, a scalar `x` → `[x]`), keeping
+    /// callbacks. Used for `withArgs`, which Go sends as `null` and Kite.js as a bare value.
+    pub fn into_list(mut self) -> Self {
+        self.value = super::callback::normalize_args(self.value);
+        self
+    }
+
+    /// Decodes the whole value (for a list of arguments, a tuple or `Vec` fits).
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, KiteError> {
+        with_decoding(&self.callbacks, || T::deserialize(&self.value))
+            .map_err(|e| KiteError::argument(format!("{e}. Data: {}", self.value_for_error())))
+    }
+
+    /// Decodes the only argument; fails unless there is exactly one (Go's `One()`).
+    pub fn one<T: DeserializeOwned>(&self) -> Result<T, KiteError> {
+        self.nth_checked(0, Some(1))
+    }
+
+    /// Decodes argument `index`; fails if it is missing.
+    pub fn nth<T: DeserializeOwned>(&self, index: usize) -> Result<T, KiteError> {
+        self.nth_checked(index, None)
+    }
+
+    fn nth_checked<T: DeserializeOwned>(
+        &self,
+        index: usize,
+        exact_len: Option<usize>,
+    ) -> Result<T, KiteError> {
+        let Value::Array(items) = &self.value else {
+            return Err(KiteError::argument(format!(
+                "arguments are not a list. Data: {}",
+                self.value_for_error()
+            )));
+        };
+        if exact_len.is_some_and(|n| items.len() != n) || index >= items.len() {
+            return Err(KiteError::argument("Invalid array length"));
+        }
+        with_decoding(&self.callbacks, || T::deserialize(&items[index])).map_err(|e| {
+            KiteError::argument(format!("{e}. Data: {}", truncate(items[index].to_string())))
+        })
+    }
+
+    /// The number of arguments (0 unless this is a list).
+    pub fn len(&self) -> usize {
+        self.value.as_array().map_or(0, Vec::len)
+    }
+
+    /// Whether there are no arguments.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The raw JSON. Functions show as internal marker strings; decode into [`Callback`] to use
+    /// them.
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+
+    /// The functions inside these arguments.
+    pub fn callbacks(&self) -> &[Callback] {
+        &self.callbacks
+    }
+
+    /// The JSON with functions shown as `"[Function]"` and their paths, ready to send on.
+    pub fn into_scrubbed(self) -> Scrubbed {
+        let Args {
+            mut value,
+            callbacks,
+        } = self;
+        let mut out = Vec::new();
+        if !callbacks.is_empty() {
+            let mut p = Vec::new();
+            collect(&mut value, &mut p, &callbacks, &mut out);
+        }
+        Scrubbed {
+            value,
+            callbacks: out,
+        }
+    }
+
+    /// Argument `index` as its own `Args`, keeping the functions inside it.
+    pub fn get(&self, index: usize) -> Option<Args> {
+        let item = self.value.as_array()?.get(index)?;
+        Some(Args {
+            value: item.clone(),
+            callbacks: self.callbacks.clone(),
+        })
+    }
+
+    fn value_for_error(&self) -> String {
+        truncate(self.value.to_string())
+    }
+}
+
+/// Serializes the value with its functions as functions: returning or sending received `Args`
+/// (or part of them, see [`Args::get`]) forwards the peer's callbacks.
+impl Serialize for Args {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        WithCallbacks(&self.value, &self.callbacks).serialize(s)
+    }
+}
+
+struct WithCallbacks<'a>(&'a Value, &'a [Callback]);
+
+impl Serialize for WithCallbacks<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Value::String(text) => match parse_marker(text).and_then(|i| self.1.get(i)) {
+                Some(cb) => cb.serialize(s),
+                None => s.serialize_str(text),
+            },
+            Value::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&WithCallbacks(item, self.1))?;
+                }
+                seq.end()
+            }
+            Value::Object(map) => {
+                let mut m = s.serialize_map(Some(map.len()))?;
+                for (k, v) in map {
+                    m.serialize_entry(k, &WithCallbacks(v, self.1))?;
+                }
+                m.end()
+            }
+            other => other.serialize(s),
+        }
+    }
+}
+
+fn truncate(mut s: String) -> String {
+    const MAX: usize = 256;
+    if s.len() > MAX {
+        let mut end = MAX;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+fn collect(node: &mut Value, p: &mut Path, cbs: &[Callback], out: &mut Vec<(Path, Callback)>) {
+    match node {
+        Value::String(s) => {
+            if let Some(cb) = parse_marker(s).and_then(|i| cbs.get(i)) {
+                out.push((p.clone(), cb.clone()));
+                *s = "[Function]".to_owned();
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                p.push(Segment::Index(i));
+                collect(item, p, cbs, out);
+                p.pop();
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                p.push(Segment::Key(k.clone()));
+                collect(v, p, cbs, out);
+                p.pop();
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,203 @@
+//! The dnode message: `{"method", "arguments", "callbacks"}` (+ `links`, tolerated).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Visitor};
+use serde_json::Value;
+
+use super::path::Path;
+use crate::error::ProtocolError;
+use crate::json;
+
+/// The `method` of a dnode message: a method name, or the id of a callback to invoke.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// Call the named method (a kite request).
+    Name(String),
+    /// Invoke the callback with this id (a response, or any other callback).
+    Callback(u64),
+}
+
+impl<'de> Deserialize<'de> for Method {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct MethodVisitor;
+        impl<'de> Visitor<'de> for MethodVisitor {
+            type Value = Method;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a method name or a callback id")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Method, E> {
+                Ok(Method::Callback(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Method, E> {
+                u64::try_from(v)
+                    .map(Method::Callback)
+                    .map_err(|_| E::custom("negative callback id"))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Method, E> {
+                // Go decodes numbers as float64; integral values are callback ids.
+                if v >= 0.0 && v.fract() == 0.0 && v < 9_007_199_254_740_992.0 {
+                    Ok(Method::Callback(v as u64))
+                } else {
+                    Err(E::custom("callback id is not a non-negative integer"))
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Method, E> {
+                Ok(Method::Name(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Method, E> {
+                Ok(Method::Name(v))
+            }
+        }
+        d.deserialize_any(MethodVisitor)
+    }
+}
+
+/// A decoded incoming dnode message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// Method name or callback id.
+    pub method: Method,
+    /// The arguments (a JSON array for every well-formed message).
+    pub arguments: Value,
+    /// Callback id → path into `arguments`, in ascending id order.
+    pub callbacks: Vec<(u64, Path)>,
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    method: Option<Value>,
+    #[serde(default)]
+    arguments: Value,
+    #[serde(default)]
+    callbacks: Option<BTreeMap<String, Path>>,
+    // `links` (dnode-protocol's cycle list) is tolerated and ignored, like Go does.
+}
+
+impl Message {
+    /// Decodes one dnode message from JSON text.
+    pub fn decode(text: &str) -> Result<Message, ProtocolError> {
+        // serde's derived structs also accept arrays; a dnode message is always an object.
+        if !text.trim_ascii_start().starts_with('{') {
+            return Err(ProtocolError::InvalidMessage(
+                "a dnode message is a JSON object".into(),
+            ));
+        }
+        let wire: Wire =
+            serde_json::from_str(text).map_err(|e| ProtocolError::InvalidMessage(e.to_string()))?;
+        let method = match wire.method {
+            Some(v) => Method::deserialize(v).map_err(|_| ProtocolError::InvalidMethod)?,
+            None => return Err(ProtocolError::InvalidMethod),
+        };
+        let mut callbacks = Vec::new();
+        for (key, path) in wire.callbacks.unwrap_or_default() {
+            let id: u64 = key.parse().map_err(|_| {
+                ProtocolError::InvalidCallbacks(format!("callback id {key:?} is not an integer"))
+            })?;
+            callbacks.push((id, path));
+        }
+        callbacks.sort_by_key(|(id, _)| *id);
+        Ok(Message {
+            method,
+            arguments: wire.arguments,
+            callbacks,
+        })
+    }
+}
+
+/// Writes the `"callbacks":{...}` object the way Go does: keys sorted as strings.
+fn write_callbacks(out: &mut Vec<u8>, callbacks: &[(u64, Path)]) {
+    out.extend_from_slice(b"\"callbacks\":{");
+    let mut keyed: Vec<(String, &Path)> = callbacks
+        .iter()
+        .map(|(id, path)| (id.to_string(), path))
+        .collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    for (i, (key, path)) in keyed.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json::write_str(out, key);
+        out.push(b':');
+        let _ = json::write_into(out, path);
+    }
+    out.push(b'}');
+}
+
+/// Encodes a message `{"method":..,"arguments":..,"callbacks":{..}}` in Go's key order.
+/// `arguments` must already be JSON text of an array.
+pub(crate) fn encode_raw(method: &Method, arguments: &[u8], callbacks: &[(u64, Path)]) -> String {
+    let mut out = Vec::with_capacity(arguments.len() + 64);
+    out.extend_from_slice(b"{\"method\":");
+    match method {
+        Method::Name(name) => json::write_str(&mut out, name),
+        Method::Callback(id) => out.extend_from_slice(id.to_string().as_bytes()),
+    }
+    out.extend_from_slice(b",\"arguments\":");
+    out.extend_from_slice(arguments);
+    out.push(b',');
+    write_callbacks(&mut out, callbacks);
+    out.push(b'}');
+    String::from_utf8(out).expect("JSON output is UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::path::Segment;
+    use super::*;
+
+    #[test]
+    fn decodes_go_and_kitejs_layouts() {
+        let go = Message::decode(
+            r#"{"method":"square","arguments":[{"withArgs":[3]}],"callbacks":{"0":[0,"responseCallback"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(go.method, Method::Name("square".into()));
+        assert_eq!(
+            go.callbacks,
+            vec![(
+                0,
+                vec![Segment::Index(0), Segment::Key("responseCallback".into())]
+            )]
+        );
+        let js = Message::decode(
+            r#"{"arguments":[1],"callbacks":{"1":["0","responseCallback"]},"links":[],"method":0}"#,
+        )
+        .unwrap();
+        assert_eq!(js.method, Method::Callback(0));
+        let float = Message::decode(r#"{"method":3.0,"arguments":[]}"#).unwrap();
+        assert_eq!(float.method, Method::Callback(3));
+        assert!(float.callbacks.is_empty());
+    }
+
+    #[test]
+    fn rejects_bad_messages() {
+        for bad in [
+            "",
+            "\"hello\"",
+            "[1]",
+            "{",
+            r#"{"method":true,"arguments":[]}"#,
+            r#"{"method":-1,"arguments":[]}"#,
+            r#"{"method":1.5,"arguments":[]}"#,
+            r#"{"method":{},"arguments":[]}"#,
+            r#"{"arguments":[]}"#,
+            r#"{"method":"x","arguments":[],"callbacks":{"a":[0]}}"#,
+            r#"{"method":"x","arguments":[],"callbacks":{"1":[true]}}"#,
+            r#"{"method":"x","arguments":[],"callbacks":[1]}"#,
+        ] {
+            assert!(Message::decode(bad).is_err(), "{bad:?} must fail");
+        }
+    }
+
+    #[test]
+    fn encodes_callbacks_sorted_as_strings() {
+        let cbs = vec![(2, vec![Segment::Index(1)]), (10, vec![Segment::Index(0)])];
+        assert_eq!(
+            encode_raw(&Method::Callback(5), b"[]", &cbs),
+            r#"{"method":5,"arguments":[],"callbacks":{"10":[0],"2":[1]}}"#
+        );
+    }
+}
