@@ -284,3 +284,13 @@ fn a_forged_marker_string_is_not_a_function() {
     };
     assert!(req.args.one::<Callback>().is_err());
 }
+
+#[test]
+fn callbacks_inside_json_macro_values_are_still_functions() {
+    let cb = Callback::new(|_| {});
+    let value = json!({"value": 1, "cb": cb});
+    let s = scrub_args(&(value,)).unwrap();
+    assert_eq!(s.callbacks.len(), 1);
+    assert_eq!(s.value, json!([{"value": 1, "cb": "[Function]"}]));
+    assert!(s.callbacks[0].1.ptr_eq(&cb));
+}

@@ -1,4 +1,54 @@
-//! Kite for native targets.
-pub use kite_core as core;
+//! Kite for native targets: a tokio runtime that serves methods over SockJS and calls other
+//! kites, wire-compatible with Go kite and Kite.js.
+//!
+//! The introduction's two programs, in Rust:
+//!
+//! ```no_run
+//! use kite_native::{Kite, KiteError, Request};
+//!
+//! # async fn first() -> Result<(), Box<dyn std::error::Error>> {
+//! // "first" serves square on port 6000.
+//! let mut config = kite_native::Config::from_env()?;
+//! config.port = 6000;
+//! config.disable_authentication = true;
+//! let kite = Kite::with_config("first", "1.0.0", config)?;
+//! kite.handle("square", |req: Request| async move {
+//!     let n: f64 = req.arg()?;
+//!     Ok::<_, KiteError>(n * n)
+//! });
+//! kite.run().await?;
+//! # Ok(()) }
+//!
+//! # async fn second() -> Result<(), Box<dyn std::error::Error>> {
+//! // "second" dials it and calls square(4).
+//! let kite = Kite::new("second", "1.0.0")?;
+//! let client = kite.new_client("http://localhost:6000/kite");
+//! client.dial().await?;
+//! let n: f64 = client.call("square", (4,)).await?;
+//! println!("{n}");
+//! # Ok(()) }
+//! ```
+//!
+//! Layers: [`session`] is the transport-independent message session; [`sockjs`] serves SockJS
+//! (websocket, raw websocket, xhr-polling, xhr-streaming); [`transport`] dials them; [`Kite`],
+//! [`Client`] and [`Request`] are the runtime; protocol logic comes from [`kite_core`].
 
+pub use kite_core as core;
+pub use kite_core::{Args, Auth, Callback, ErrorKind, KiteError};
+
+pub mod builtins;
+mod client;
+pub mod config;
+mod kite;
+mod link;
+pub mod method;
+mod request;
 pub mod session;
+pub mod sockjs;
+pub mod transport;
+
+pub use client::Client;
+pub use config::Config;
+pub use kite::{Authenticator, Error, Kite};
+pub use method::{Method, MethodHandling};
+pub use request::Request;

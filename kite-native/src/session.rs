@@ -81,7 +81,9 @@ impl SessionSender {
 
     /// Queues one message for the peer.
     pub fn send(&self, msg: String) -> Result<(), SessionClosed> {
-        self.tx.send(Outgoing::Message(msg)).map_err(|_| SessionClosed)
+        self.tx
+            .send(Outgoing::Message(msg))
+            .map_err(|_| SessionClosed)
     }
 
     /// Asks the transport to close the session with a SockJS close frame.

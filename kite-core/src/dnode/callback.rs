@@ -8,8 +8,10 @@
 //! anywhere inside ordinary serde types, in both directions.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::de::{self, Deserialize, Deserializer};
 use serde::{Serialize, Serializer};
@@ -122,6 +124,36 @@ impl Callback {
 /// that no ordinary argument string is mistaken for it by accident.
 pub(crate) const MARKER: &str = "\u{0}kite-callback:";
 
+/// Marker prefix for a function serialized outside a scrub (e.g. inside `serde_json::json!`):
+/// it waits in [`PARKED`] until a scrub claims it.
+const PARKED_MARKER: &str = "\u{0}kite-callback-parked:";
+
+/// Functions serialized outside any scrub, by marker number, until a scrub claims them.
+static PARKED: Mutex<BTreeMap<u64, Callback>> = Mutex::new(BTreeMap::new());
+static PARKED_NEXT: AtomicU64 = AtomicU64::new(0);
+static PARKED_LEN: AtomicUsize = AtomicUsize::new(0);
+
+fn park(cb: &Callback) -> String {
+    let n = PARKED_NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut parked = PARKED.lock().unwrap_or_else(|e| e.into_inner());
+    parked.insert(n, cb.clone());
+    PARKED_LEN.store(parked.len(), Ordering::Relaxed);
+    format!("{PARKED_MARKER}{n}")
+}
+
+fn claim(s: &str) -> Option<Callback> {
+    let n: u64 = s.strip_prefix(PARKED_MARKER)?.parse().ok()?;
+    let mut parked = PARKED.lock().unwrap_or_else(|e| e.into_inner());
+    let cb = parked.remove(&n);
+    PARKED_LEN.store(parked.len(), Ordering::Relaxed);
+    cb
+}
+
+/// Functions serialized outside a scrub that no scrub has claimed yet.
+pub fn parked_len() -> usize {
+    PARKED_LEN.load(Ordering::Relaxed)
+}
+
 pub(crate) fn marker(index: usize) -> String {
     format!("{MARKER}{index}")
 }
@@ -147,8 +179,9 @@ impl Serialize for Callback {
         });
         match index {
             Some(i) => s.serialize_str(&marker(i)),
-            // Outside a scrub (e.g. logging), a function shows as dnode does.
-            None => s.serialize_str("[Function]"),
+            // Outside a scrub (`json!({"cb": cb})` builds a Value first): park the function so
+            // that scrubbing that Value later still finds it.
+            None => s.serialize_str(&park(self)),
         }
     }
 }
@@ -235,7 +268,7 @@ pub fn scrub(value: &impl Serialize) -> Result<Scrubbed, KiteError> {
     let mut value =
         result.map_err(|e| KiteError::argument(format!("cannot serialize arguments: {e}")))?;
     let mut callbacks = Vec::with_capacity(found.len());
-    if !found.is_empty() {
+    if !found.is_empty() || parked_len() > 0 {
         let mut path = Vec::new();
         replace_markers(&mut value, &mut path, &found, &mut callbacks);
     }
@@ -272,8 +305,13 @@ fn replace_markers(
 ) {
     match node {
         Value::String(s) => {
-            if let Some(cb) = parse_marker(s).and_then(|i| found.get(i)) {
-                out.push((path.clone(), cb.clone()));
+            let cb = match parse_marker(s).and_then(|i| found.get(i)) {
+                Some(cb) => Some(cb.clone()),
+                None if s.starts_with('\u{0}') => claim(s),
+                None => None,
+            };
+            if let Some(cb) = cb {
+                out.push((path.clone(), cb));
                 *s = "[Function]".to_owned();
             }
         }

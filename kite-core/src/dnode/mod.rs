@@ -11,7 +11,9 @@ pub mod path;
 mod table;
 
 pub use args::Args;
-pub use callback::{Callback, CallbackSink, Scrubbed, normalize_args, scrub, scrub_args};
+pub use callback::{
+    Callback, CallbackSink, Scrubbed, normalize_args, parked_len, scrub, scrub_args,
+};
 pub(crate) use message::encode_raw;
 pub use message::{Message, Method};
 pub use path::{Path, Segment};

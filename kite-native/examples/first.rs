@@ -1,0 +1,30 @@
+//! The introduction's first kite: "first" 1.0.0 on port 6000, serving only the built-in
+//! methods (`kite.ping`, `kite.systemInfo`, ...).
+//!
+//! ```text
+//! cargo run -p kite-native --example first
+//! ```
+
+use kite_native::{Config, Kite};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KITE_LOG_LEVEL")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let mut config = Config::from_env()?;
+    if std::env::var_os("KITE_PORT").is_none() {
+        config.port = 6000;
+    }
+    let kite = Kite::with_config("first", "1.0.0", config)?;
+    let stopper = kite.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stopper.close();
+    });
+    kite.run().await?;
+    Ok(())
+}

@@ -1,0 +1,357 @@
+//! [`Client`]: a connection to another kite, dialed by us or accepted by our server.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kite_core::dnode::{Args, scrub_args};
+use kite_core::{Auth, ErrorKind, Kite as KiteIdentity, KiteError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+use crate::kite::KiteInner;
+use crate::link::{Link, read_loop, send_error};
+use crate::session::{Session, SessionInfo};
+use crate::transport::{self, DialOptions, Transport};
+
+type Hook = Arc<dyn Fn(&Client) + Send + Sync>;
+
+#[derive(Default)]
+struct Hooks {
+    connect: Vec<Hook>,
+    disconnect: Vec<Hook>,
+}
+
+pub(crate) struct ClientInner {
+    pub(crate) kite: Arc<KiteInner>,
+    url: String,
+    remote: Mutex<KiteIdentity>,
+    auth: Mutex<Option<Auth>>,
+    link: Mutex<Option<Arc<Link>>>,
+    /// Bumped on every connect; `Some(true)` while connected.
+    state: watch::Sender<bool>,
+    reconnect: AtomicBool,
+    closed: AtomicBool,
+    options: Mutex<DialOptions>,
+    hooks: Mutex<Hooks>,
+    pub(crate) accepted: bool,
+    pub(crate) first_request_seen: AtomicBool,
+}
+
+/// A connection to another kite.
+///
+/// Made by [`crate::Kite::new_client`] (then [`Client::dial`] or [`Client::dial_forever`]), or
+/// handed to handlers as [`crate::Request::client`] for the connection a call came on. Calls go
+/// both ways: the peer can call this kite's methods over the same connection. Cloning is cheap.
+#[derive(Clone)]
+pub struct Client(pub(crate) Arc<ClientInner>);
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.0.url)
+            .field(
+                "remote",
+                &*self.0.remote.lock().unwrap_or_else(|e| e.into_inner()),
+            )
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Client {
+    pub(crate) fn new(kite: Arc<KiteInner>, url: String, accepted: bool) -> Client {
+        let options = DialOptions {
+            transport: kite.config.transport,
+            handshake_timeout: kite.config.handshake_timeout,
+            timeout: kite.config.timeout,
+            max_message_size: kite.config.max_message_size,
+            ..DialOptions::default()
+        };
+        Client(Arc::new(ClientInner {
+            kite,
+            url,
+            remote: Mutex::default(),
+            auth: Mutex::default(),
+            link: Mutex::default(),
+            state: watch::channel(false).0,
+            reconnect: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            options: Mutex::new(options),
+            hooks: Mutex::default(),
+            accepted,
+            first_request_seen: AtomicBool::new(false),
+        }))
+    }
+
+    /// The URL this client dials (empty for accepted connections).
+    pub fn url(&self) -> &str {
+        &self.0.url
+    }
+
+    /// The peer's identity: set from the first request on accepted connections, or by the
+    /// creator (e.g. from Kontrol's `getKites`).
+    pub fn remote(&self) -> KiteIdentity {
+        lock(&self.0.remote).clone()
+    }
+
+    /// Sets the peer's identity.
+    pub fn set_remote(&self, kite: KiteIdentity) {
+        *lock(&self.0.remote) = kite;
+    }
+
+    /// Sets the credentials sent with every call.
+    pub fn set_auth(&self, auth: Option<Auth>) {
+        *lock(&self.0.auth) = auth;
+    }
+
+    /// The credentials sent with every call.
+    pub fn auth(&self) -> Option<Auth> {
+        lock(&self.0.auth).clone()
+    }
+
+    /// Chooses the transport for the next dial (default: the kite's `Config::transport`).
+    pub fn set_transport(&self, transport: Transport) {
+        lock(&self.0.options).transport = transport;
+    }
+
+    /// Changes the dial options used by the next dial.
+    pub fn set_dial_options(&self, options: DialOptions) {
+        *lock(&self.0.options) = options;
+    }
+
+    /// The transport of the current session, if connected.
+    pub fn transport(&self) -> Option<crate::session::TransportKind> {
+        self.link().map(|l| l.info.transport)
+    }
+
+    /// Information about the current session, if connected.
+    pub fn session_info(&self) -> Option<SessionInfo> {
+        self.link().map(|l| l.info.clone())
+    }
+
+    /// Whether a session is open.
+    pub fn is_connected(&self) -> bool {
+        self.link().is_some_and(|l| !l.is_closed())
+    }
+
+    pub(crate) fn link(&self) -> Option<Arc<Link>> {
+        lock(&self.0.link).clone()
+    }
+
+    /// Runs `f` each time a session opens.
+    pub fn on_connect(&self, f: impl Fn(&Client) + Send + Sync + 'static) {
+        lock(&self.0.hooks).connect.push(Arc::new(f));
+    }
+
+    /// Runs `f` each time a session ends.
+    pub fn on_disconnect(&self, f: impl Fn(&Client) + Send + Sync + 'static) {
+        lock(&self.0.hooks).disconnect.push(Arc::new(f));
+    }
+
+    /// Dials the URL once.
+    pub async fn dial(&self) -> Result<(), KiteError> {
+        if self.0.url.is_empty() {
+            return Err(send_error("this client has no URL to dial"));
+        }
+        self.0.closed.store(false, Ordering::SeqCst);
+        let options = lock(&self.0.options).clone();
+        let session = transport::dial(&self.0.url, &options)
+            .await
+            .map_err(|e| send_error(format!("dial {}: {e}", self.0.url)))?;
+        self.attach(session);
+        Ok(())
+    }
+
+    /// Dials until it succeeds, and dials again whenever the session drops, with exponential
+    /// backoff (500 ms, ×1.5, ±50 % jitter, at most 60 s). Resolves after the first successful
+    /// dial; reconnecting goes on in the background until [`Client::close`].
+    pub async fn dial_forever(&self) {
+        self.0.reconnect.store(true, Ordering::SeqCst);
+        self.0.closed.store(false, Ordering::SeqCst);
+        let mut connected = self.0.state.subscribe();
+        if !self.is_connected() {
+            tokio::spawn(self.clone().redial());
+        }
+        let _ = connected.wait_for(|c| *c).await;
+    }
+
+    async fn redial(self) {
+        let mut backoff = Backoff::default();
+        loop {
+            if self.0.closed.load(Ordering::SeqCst) || !self.0.reconnect.load(Ordering::SeqCst) {
+                return;
+            }
+            match self.dial().await {
+                Ok(()) => return,
+                Err(e) => {
+                    let wait = backoff.next();
+                    debug!(url = %self.0.url, error = %e, ?wait, "dial failed, retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Wires a fresh session to this client and starts its read loop.
+    pub(crate) fn attach(&self, session: Session) {
+        let Session { rx, tx, info } = session;
+        let link = Link::new(tx, info);
+        if let Some(old) = lock(&self.0.link).replace(link.clone()) {
+            old.tx
+                .close(kite_core::sockjs::GO_AWAY.0, kite_core::sockjs::GO_AWAY.1);
+            old.shut();
+        }
+        let _ = self.0.state.send(true);
+        debug!(url = %self.0.url, transport = %link.info.transport, session = %link.info.id, "connected");
+        let hooks = lock(&self.0.hooks).connect.clone();
+        for h in hooks {
+            run_hook(&h, self);
+        }
+        let client = self.clone();
+        let dispatch: Arc<dyn crate::link::Dispatch> = Arc::new(client.clone());
+        tokio::spawn(async move {
+            read_loop(link.clone(), rx, dispatch).await;
+            client.detached(&link);
+        });
+    }
+
+    fn detached(&self, link: &Arc<Link>) {
+        let current = {
+            let mut slot = lock(&self.0.link);
+            if slot.as_ref().is_some_and(|l| Arc::ptr_eq(l, link)) {
+                slot.take();
+                true
+            } else {
+                false
+            }
+        };
+        if !current {
+            return;
+        }
+        let _ = self.0.state.send(false);
+        debug!(url = %self.0.url, session = %link.info.id, "disconnected");
+        let hooks = lock(&self.0.hooks).disconnect.clone();
+        for h in hooks {
+            run_hook(&h, self);
+        }
+        if self.0.accepted {
+            self.0.kite.disconnected(self);
+        }
+        if self.0.reconnect.load(Ordering::SeqCst) && !self.0.closed.load(Ordering::SeqCst) {
+            info!(url = %self.0.url, "connection lost, reconnecting");
+            tokio::spawn(self.clone().redial());
+        }
+    }
+
+    /// Calls `method` on the peer and waits for the answer, with no time limit (Go's `Tell`).
+    ///
+    /// `args` is the argument list: a tuple (`(4,)`, `("a", 2)`), an array, or `()` for none;
+    /// any other value is sent as the only argument. [`kite_core::Callback`]s anywhere inside are
+    /// sent as functions the peer can call. Errors are [`KiteError`]s: the peer's own, or
+    /// `sendError`, `disconnect`, `invalidResponse`.
+    pub async fn tell(&self, method: &str, args: impl Serialize) -> Result<Args, KiteError> {
+        self.call_inner(method, scrub_args(&args)?, None).await
+    }
+
+    /// Like [`Client::tell`], failing with a `timeout` error after `timeout`.
+    pub async fn tell_with_timeout(
+        &self,
+        method: &str,
+        args: impl Serialize,
+        timeout: Duration,
+    ) -> Result<Args, KiteError> {
+        self.call_inner(method, scrub_args(&args)?, Some(timeout))
+            .await
+    }
+
+    /// Like [`Client::tell`], decoding the result into `T`.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: impl Serialize,
+    ) -> Result<T, KiteError> {
+        self.call_inner(method, scrub_args(&args)?, None)
+            .await?
+            .decode()
+    }
+
+    async fn call_inner(
+        &self,
+        method: &str,
+        args: kite_core::dnode::Scrubbed,
+        timeout: Option<Duration>,
+    ) -> Result<Args, KiteError> {
+        let link = self
+            .link()
+            .ok_or_else(|| send_error("can't send, session is not established yet"))?;
+        let auth = lock(&self.0.auth).clone();
+        let (id, rx) = link.request(method, &self.0.kite.identity, auth.as_ref(), args)?;
+        let answer = match timeout {
+            None => rx.await,
+            Some(t) => match tokio::time::timeout(t, rx).await {
+                Ok(a) => a,
+                Err(_) => {
+                    link.conn().cancel(id);
+                    return Err(KiteError::new(
+                        ErrorKind::Timeout,
+                        format!("No response to {method:?} method in {t:?}"),
+                    ));
+                }
+            },
+        };
+        answer.unwrap_or_else(|_| Err(KiteError::disconnect()))
+    }
+
+    /// Closes the session (with `c[3000,"Go away!"]`) and stops reconnecting. Calls in flight
+    /// fail with `disconnect`.
+    pub fn close(&self) {
+        self.0.closed.store(true, Ordering::SeqCst);
+        self.0.reconnect.store(false, Ordering::SeqCst);
+        if let Some(link) = self.link() {
+            let (code, reason) = kite_core::sockjs::GO_AWAY;
+            link.tx.close(code, reason);
+            link.shut();
+        }
+    }
+
+    /// Resolves when the current session (if any) has ended.
+    pub async fn disconnected(&self) {
+        let mut state = self.0.state.subscribe();
+        let _ = state.wait_for(|c| !*c).await;
+    }
+}
+
+fn run_hook(h: &Arc<dyn Fn(&Client) + Send + Sync>, client: &Client) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(client))).is_err() {
+        tracing::warn!("a connection hook panicked");
+    }
+}
+
+/// Exponential backoff with jitter: 500 ms, ×1.5, ±50 %, capped at 60 s.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    current: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            current: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Backoff {
+    pub(crate) fn next(&mut self) -> Duration {
+        let base = self.current;
+        self.current = (self.current.mul_f64(1.5)).min(Duration::from_secs(60));
+        let jitter: f64 = rand::random_range(0.5..1.5);
+        base.mul_f64(jitter)
+    }
+}

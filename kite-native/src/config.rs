@@ -1,0 +1,254 @@
+//! Kite configuration: Go's `config.Config` defaults and its `KITE_*` environment overrides.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::transport::Transport;
+
+/// Configuration of a kite, with the same defaults as Go kite.
+///
+/// `Config::default()` never reads the environment; [`Config::from_env`] starts from the
+/// defaults and applies `KITE_*` variables the way Go's `ReadEnvironmentVariables` does.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Owner of the kite (`KITE_USERNAME`; default `unknown`).
+    pub username: String,
+    /// Environment (`KITE_ENVIRONMENT`; default `unknown`).
+    pub environment: String,
+    /// Region (`KITE_REGION`; default `unknown`).
+    pub region: String,
+    /// The kite's id. Empty (the default) means a fresh UUIDv4 per kite, as Go does.
+    pub id: String,
+    /// Address to listen on (`KITE_IP`; default `0.0.0.0`).
+    pub ip: IpAddr,
+    /// Port to listen on (`KITE_PORT`; default 0, a free port).
+    pub port: u16,
+    /// Transport for outgoing connections (`KITE_TRANSPORT`: `WebSocket`, `XHRPolling`, `auto`).
+    pub transport: Transport,
+    /// Timeout for XHR polls, Kontrol calls and HTTP requests (`KITE_TIMEOUT`; default 15 s).
+    pub timeout: Duration,
+    /// Websocket handshake timeout (`KITE_HANDSHAKE_TIMEOUT`; default 15 s).
+    pub handshake_timeout: Duration,
+    /// The Kontrol URL (`KITE_KONTROL_URL`).
+    pub kontrol_url: String,
+    /// The raw kite.key, if loaded.
+    pub kite_key: String,
+    /// Disables authentication of every method of this kite (read when a method is
+    /// registered; per-method `disable_authentication` also exists).
+    pub disable_authentication: bool,
+    /// Largest incoming message in bytes; larger ones end the session (default 1 MiB).
+    pub max_message_size: usize,
+    /// SockJS heartbeat interval of the server (default 10 s, as Go kite).
+    pub heartbeat_delay: Duration,
+    /// How long an XHR session without a receiver lives (default 10 s, as Go kite).
+    pub disconnect_delay: Duration,
+    /// Whether the SockJS websocket transport is offered (default true).
+    pub websocket: bool,
+    /// Serve over TLS with this certificate and key (PEM files).
+    pub tls: Option<TlsConfig>,
+}
+
+/// PEM certificate chain and private key files for serving over TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM).
+    pub cert_path: std::path::PathBuf,
+    /// Private key (PEM).
+    pub key_path: std::path::PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            username: "unknown".into(),
+            environment: "unknown".into(),
+            region: "unknown".into(),
+            id: String::new(),
+            ip: IpAddr::from([0, 0, 0, 0]),
+            port: 0,
+            transport: Transport::Auto,
+            timeout: Duration::from_secs(15),
+            handshake_timeout: Duration::from_secs(15),
+            kontrol_url: String::new(),
+            kite_key: String::new(),
+            disable_authentication: false,
+            max_message_size: 1 << 20,
+            heartbeat_delay: Duration::from_secs(10),
+            disconnect_delay: Duration::from_secs(10),
+            websocket: true,
+            tls: None,
+        }
+    }
+}
+
+/// A `KITE_*` variable that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {name}={value:?}: {reason}")]
+pub struct ConfigError {
+    /// The variable.
+    pub name: &'static str,
+    /// Its value.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl Config {
+    /// The defaults with `KITE_*` environment variables applied.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut c = Config::default();
+        c.apply_env(|name| std::env::var(name).ok())?;
+        Ok(c)
+    }
+
+    /// Applies variables looked up through `get` (testable without touching the process
+    /// environment). Unset or empty variables are skipped.
+    pub fn apply_env(
+        &mut self,
+        get: impl Fn(&'static str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let var = |name: &'static str| get(name).filter(|v| !v.is_empty());
+        let err = |name: &'static str, value: &str, reason: String| ConfigError {
+            name,
+            value: value.to_owned(),
+            reason,
+        };
+        if let Some(v) = var("KITE_USERNAME") {
+            self.username = v;
+        }
+        if let Some(v) = var("KITE_ENVIRONMENT") {
+            self.environment = v;
+        }
+        if let Some(v) = var("KITE_REGION") {
+            self.region = v;
+        }
+        if let Some(v) = var("KITE_IP") {
+            self.ip = v.parse().map_err(|e| err("KITE_IP", &v, format!("{e}")))?;
+        }
+        if let Some(v) = var("KITE_PORT") {
+            self.port = v
+                .parse()
+                .map_err(|e| err("KITE_PORT", &v, format!("{e}")))?;
+        }
+        if let Some(v) = var("KITE_KONTROL_URL") {
+            self.kontrol_url = v;
+        }
+        if let Some(v) = var("KITE_TRANSPORT") {
+            self.transport = v
+                .parse()
+                .map_err(|e| err("KITE_TRANSPORT", &v, format!("{e}")))?;
+        }
+        if let Some(v) = var("KITE_TIMEOUT") {
+            self.timeout = parse_go_duration(&v).map_err(|e| err("KITE_TIMEOUT", &v, e))?;
+        }
+        if let Some(v) = var("KITE_HANDSHAKE_TIMEOUT") {
+            self.handshake_timeout =
+                parse_go_duration(&v).map_err(|e| err("KITE_HANDSHAKE_TIMEOUT", &v, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses a Go duration string such as `15s`, `1m30s`, `250ms`, `1.5h`.
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("missing unit in duration {s:?}"))?;
+        let (num, tail) = rest.split_at(num_end);
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("invalid number in duration {s:?}"))?;
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_end);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(format!("unknown unit {unit:?} in duration {s:?}")),
+        };
+        total += value * scale;
+        rest = next;
+    }
+    Duration::try_from_secs_f64(total).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn defaults_follow_go() {
+        let c = Config::default();
+        assert_eq!(c.username, "unknown");
+        assert_eq!(c.environment, "unknown");
+        assert_eq!(c.region, "unknown");
+        assert_eq!(c.port, 0);
+        assert_eq!(c.timeout, Duration::from_secs(15));
+        assert_eq!(c.heartbeat_delay, Duration::from_secs(10));
+        assert_eq!(c.transport, Transport::Auto);
+        assert_eq!(c.max_message_size, 1 << 20);
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let env: HashMap<&str, &str> = [
+            ("KITE_USERNAME", "bob"),
+            ("KITE_ENVIRONMENT", "prod"),
+            ("KITE_REGION", "eu"),
+            ("KITE_PORT", "6000"),
+            ("KITE_IP", "127.0.0.1"),
+            ("KITE_TRANSPORT", "XHRPolling"),
+            ("KITE_TIMEOUT", "1m30s"),
+            ("KITE_KONTROL_URL", "http://k:4000/kite"),
+        ]
+        .into();
+        let mut c = Config::default();
+        c.apply_env(|n| env.get(n).map(|v| v.to_string())).unwrap();
+        assert_eq!(c.username, "bob");
+        assert_eq!(c.port, 6000);
+        assert_eq!(c.transport, Transport::XhrPolling);
+        assert_eq!(c.timeout, Duration::from_secs(90));
+        assert_eq!(c.kontrol_url, "http://k:4000/kite");
+
+        let mut c = Config::default();
+        let e = c
+            .apply_env(|n| (n == "KITE_PORT").then(|| "x".to_string()))
+            .unwrap_err();
+        assert_eq!(e.name, "KITE_PORT");
+        let e = c
+            .apply_env(|n| (n == "KITE_TRANSPORT").then(|| "carrier-pigeon".to_string()))
+            .unwrap_err();
+        assert_eq!(e.name, "KITE_TRANSPORT");
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(
+            parse_go_duration("250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            parse_go_duration("1.5h").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert!(parse_go_duration("5").is_err());
+        assert!(parse_go_duration("5y").is_err());
+    }
+}

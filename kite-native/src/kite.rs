@@ -1,0 +1,587 @@
+//! [`Kite`]: a process that serves methods and calls other kites.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use kite_core::dnode::Scrubbed;
+use kite_core::envelope::response_args;
+use kite_core::{ErrorKind, Kite as KiteIdentity, KiteError};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::client::Client;
+use crate::config::{Config, ConfigError};
+use crate::link::{Dispatch, Link};
+use crate::method::{BoxFuture, DynHandler, FinalFn, Method, MethodHandling, into_handler};
+use crate::request::Request;
+use crate::session::Session;
+use crate::sockjs::{SockJsOptions, router as sockjs_router};
+
+/// Checks credentials of one type and returns the authenticated username.
+pub type Authenticator = Arc<dyn Fn(Request) -> BoxFuture<Result<String, KiteError>> + Send + Sync>;
+
+type Hook = Arc<dyn Fn(&Client) + Send + Sync>;
+
+#[derive(Default)]
+struct KiteHooks {
+    connect: Vec<Hook>,
+    first_request: Vec<Hook>,
+    disconnect: Vec<Hook>,
+}
+
+#[derive(Default)]
+struct Chain {
+    pre: Vec<DynHandler>,
+    post: Vec<DynHandler>,
+    finals: Vec<FinalFn>,
+    handling: MethodHandling,
+}
+
+pub(crate) struct KiteInner {
+    pub(crate) identity: KiteIdentity,
+    pub(crate) config: Config,
+    methods: RwLock<HashMap<String, Method>>,
+    chain: RwLock<Chain>,
+    authenticators: RwLock<HashMap<String, Authenticator>>,
+    hooks: Mutex<KiteHooks>,
+    routes: Mutex<axum::Router>,
+    shutdown: CancellationToken,
+    local_addr: watch::Sender<Option<SocketAddr>>,
+    accepted: Mutex<HashMap<usize, Client>>,
+    pub(crate) heartbeat: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Errors creating or running a kite.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The name or version is not valid.
+    #[error("invalid kite identity: {0}")]
+    Identity(#[from] kite_core::identity::IdentityError),
+    /// A `KITE_*` variable is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Binding or serving failed.
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A kite: serves methods over SockJS at `/kite` and dials other kites.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use kite_native::{Kite, Request};
+///
+/// let kite = Kite::new("math", "1.0.0")?;
+/// kite.handle("square", |req: Request| async move {
+///     let n: f64 = req.arg()?;
+///     Ok::<_, kite_native::KiteError>(n * n)
+/// })
+/// .disable_authentication();
+/// kite.run().await?;
+/// # Ok(()) }
+/// ```
+///
+/// Cloning is cheap; clones are the same kite.
+#[derive(Clone)]
+pub struct Kite(pub(crate) Arc<KiteInner>);
+
+impl std::fmt::Debug for Kite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kite")
+            .field("identity", &self.0.identity.to_string())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// 16 random lowercase hex characters, like Go's request ids.
+pub(crate) fn request_id() -> String {
+    hex::encode(rand::random::<[u8; 8]>())
+}
+
+fn hostname() -> String {
+    sysinfo::System::host_name().unwrap_or_else(|| "localhost".into())
+}
+
+impl Kite {
+    /// A kite named `name` at `version` (three dot-separated parts), configured from the
+    /// defaults and `KITE_*` environment variables ([`Config::from_env`]).
+    pub fn new(name: &str, version: &str) -> Result<Kite, Error> {
+        Self::with_config(name, version, Config::from_env()?)
+    }
+
+    /// A kite with an explicit configuration.
+    pub fn with_config(name: &str, version: &str, config: Config) -> Result<Kite, Error> {
+        if name.is_empty() {
+            return Err(kite_core::identity::IdentityError::EmptyField("name").into());
+        }
+        kite_core::identity::validate_version(version)?;
+        let identity = KiteIdentity {
+            name: name.to_owned(),
+            username: config.username.clone(),
+            id: if config.id.is_empty() {
+                uuid::Uuid::new_v4().to_string()
+            } else {
+                config.id.clone()
+            },
+            environment: config.environment.clone(),
+            region: config.region.clone(),
+            version: version.to_owned(),
+            hostname: hostname(),
+        };
+        let kite = Kite(Arc::new(KiteInner {
+            identity,
+            config,
+            methods: RwLock::default(),
+            chain: RwLock::default(),
+            authenticators: RwLock::default(),
+            hooks: Mutex::default(),
+            routes: Mutex::new(axum::Router::new()),
+            shutdown: CancellationToken::new(),
+            local_addr: watch::channel(None).0,
+            accepted: Mutex::default(),
+            heartbeat: Mutex::default(),
+        }));
+        crate::builtins::register(&kite);
+        Ok(kite)
+    }
+
+    /// This kite's identity.
+    pub fn identity(&self) -> &KiteIdentity {
+        &self.0.identity
+    }
+
+    /// This kite's configuration.
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    /// Serves `name` with an async handler. Re-registering a name replaces it. The returned
+    /// [`Method`] sets options: authentication, throttling, pre/post/final handlers.
+    /// Methods require authentication unless `Config::disable_authentication` is set or
+    /// [`Method::disable_authentication`] is called.
+    pub fn handle<F, Fut, T, E>(&self, name: &str, f: F) -> Method
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Serialize + 'static,
+        E: Into<KiteError> + 'static,
+    {
+        let method = Method::new(name, into_handler(f), self.0.config.disable_authentication);
+        self.0
+            .methods
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), method.clone());
+        method
+    }
+
+    /// The method registered as `name`.
+    pub fn method(&self, name: &str) -> Option<Method> {
+        self.0
+            .methods
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Runs `f` before every method's handler (after the method's own pre handlers).
+    pub fn pre_handle<F, Fut, T, E>(&self, f: F)
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Serialize + 'static,
+        E: Into<KiteError> + 'static,
+    {
+        self.0
+            .chain
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .pre
+            .push(into_handler(f));
+    }
+
+    /// Runs `f` after every method's handler (after the method's own post handlers).
+    pub fn post_handle<F, Fut, T, E>(&self, f: F)
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Serialize + 'static,
+        E: Into<KiteError> + 'static,
+    {
+        self.0
+            .chain
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .post
+            .push(into_handler(f));
+    }
+
+    /// Runs `f` last for every method, after the method's own final functions.
+    pub fn final_func<F>(&self, f: F)
+    where
+        F: Fn(&Request, Result<Scrubbed, KiteError>) -> Result<Scrubbed, KiteError>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.0
+            .chain
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .finals
+            .push(Arc::new(f));
+    }
+
+    /// Chooses which result a chain returns (default [`MethodHandling::ReturnMethod`]).
+    pub fn set_method_handling(&self, handling: MethodHandling) {
+        self.0
+            .chain
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .handling = handling;
+    }
+
+    /// Accepts credentials whose `authentication.type` is `kind`: `f` returns the
+    /// authenticated username or an error.
+    pub fn authenticator<F, Fut>(&self, kind: &str, f: F)
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, KiteError>> + Send + 'static,
+    {
+        let a: Authenticator = Arc::new(move |r| Box::pin(f(r)));
+        self.0
+            .authenticators
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(kind.to_owned(), a);
+    }
+
+    /// Runs `f` for every accepted connection, when it opens.
+    pub fn on_connect(&self, f: impl Fn(&Client) + Send + Sync + 'static) {
+        lock(&self.0.hooks).connect.push(Arc::new(f));
+    }
+
+    /// Runs `f` once per accepted connection, before its first request is handled (the
+    /// client's remote identity is set by then).
+    pub fn on_first_request(&self, f: impl Fn(&Client) + Send + Sync + 'static) {
+        lock(&self.0.hooks).first_request.push(Arc::new(f));
+    }
+
+    /// Runs `f` when an accepted connection ends.
+    pub fn on_disconnect(&self, f: impl Fn(&Client) + Send + Sync + 'static) {
+        lock(&self.0.hooks).disconnect.push(Arc::new(f));
+    }
+
+    /// Mounts extra HTTP routes beside `/kite` (merged into the server's router). Call before
+    /// [`Kite::run`].
+    pub fn route(&self, path: &str, route: axum::routing::MethodRouter) {
+        let mut routes = lock(&self.0.routes);
+        *routes = std::mem::take(&mut *routes).route(path, route);
+    }
+
+    /// The HTTP router of this kite: SockJS at `/kite` plus extra routes. Mount it in another
+    /// server to serve the kite there (serve it with connect info for peer addresses).
+    pub fn router(&self) -> axum::Router {
+        let inner = Arc::downgrade(&self.0);
+        let options = SockJsOptions {
+            heartbeat_delay: self.0.config.heartbeat_delay,
+            disconnect_delay: self.0.config.disconnect_delay,
+            max_message_size: self.0.config.max_message_size,
+            websocket: self.0.config.websocket,
+            ..SockJsOptions::default()
+        };
+        let on_session = move |session: Session| {
+            if let Some(inner) = inner.upgrade() {
+                Kite(inner).accept(session);
+            }
+        };
+        lock(&self.0.routes)
+            .clone()
+            .nest("/kite", sockjs_router(options, on_session))
+    }
+
+    fn accept(&self, session: Session) {
+        if self.0.shutdown.is_cancelled() {
+            let (code, reason) = kite_core::sockjs::GO_AWAY;
+            session.tx.close(code, reason);
+            return;
+        }
+        let client = Client::new(self.0.clone(), String::new(), true);
+        debug!(session = %session.info.id, transport = %session.info.transport, "new session");
+        lock(&self.0.accepted).insert(Arc::as_ptr(&client.0) as usize, client.clone());
+        let hooks = lock(&self.0.hooks).connect.clone();
+        for h in hooks {
+            run_hook(&h, &client);
+        }
+        client.attach(session);
+    }
+
+    /// Binds `Config::ip:Config::port` and serves until [`Kite::close`].
+    pub async fn run(&self) -> Result<(), Error> {
+        let listener = TcpListener::bind((self.0.config.ip, self.0.config.port)).await?;
+        self.serve(listener).await
+    }
+
+    /// Serves on an already bound listener until [`Kite::close`].
+    pub async fn serve(&self, listener: TcpListener) -> Result<(), Error> {
+        let addr = listener.local_addr()?;
+        if self.0.config.tls.is_some() {
+            return Err(Error::Io(std::io::Error::other(
+                "TLS is configured but this build serves plain HTTP; terminate TLS in front of the kite",
+            )));
+        }
+        let router = self.router();
+        let _ = self.0.local_addr.send(Some(addr));
+        info!(kite = %self.0.identity, %addr, "serving at http://{addr}/kite");
+        let shutdown = self.0.shutdown.clone();
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        tokio::select! {
+            r = server => r?,
+            // Long-lived connections do not hold shutdown up for more than a moment.
+            () = async { shutdown.cancelled().await; tokio::time::sleep(Duration::from_secs(2)).await } => {}
+        }
+        let _ = self.0.local_addr.send(None);
+        Ok(())
+    }
+
+    /// Resolves when the server is listening, with its address.
+    pub async fn ready(&self) -> SocketAddr {
+        let mut rx = self.0.local_addr.subscribe();
+        loop {
+            if let Some(addr) = *rx.borrow_and_update() {
+                return addr;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// The port the server listens on, once it does.
+    pub fn port(&self) -> Option<u16> {
+        self.0.local_addr.borrow().map(|a| a.port())
+    }
+
+    /// The base URL of this kite's server (`http://127.0.0.1:<port>/kite` for loopback or
+    /// wildcard binds), once it listens.
+    pub fn url(&self) -> Option<String> {
+        let addr = (*self.0.local_addr.borrow())?;
+        let ip = if addr.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            addr.ip()
+        };
+        Some(format!("http://{}/kite", SocketAddr::new(ip, addr.port())))
+    }
+
+    /// Stops the server: closes every accepted session with `c[3000,"Go away!"]` and makes
+    /// [`Kite::run`] return.
+    pub fn close(&self) {
+        self.0.shutdown.cancel();
+        let clients: Vec<Client> = lock(&self.0.accepted).drain().map(|(_, c)| c).collect();
+        for c in clients {
+            c.close();
+        }
+        if let Some(h) = lock(&self.0.heartbeat).take() {
+            h.abort();
+        }
+    }
+
+    /// A client for the kite at `url` (its SockJS base URL, e.g. `http://host:6000/kite`).
+    /// Nothing is dialed until [`Client::dial`] or [`Client::dial_forever`].
+    pub fn new_client(&self, url: &str) -> Client {
+        Client::new(self.0.clone(), url.to_owned(), false)
+    }
+
+    /// Number of accepted connections currently open.
+    pub fn connections(&self) -> usize {
+        lock(&self.0.accepted).len()
+    }
+}
+
+impl KiteInner {
+    pub(crate) fn disconnected(&self, client: &Client) {
+        lock(&self.accepted).remove(&(Arc::as_ptr(&client.0) as usize));
+        let hooks = lock(&self.hooks).disconnect.clone();
+        for h in hooks {
+            run_hook(&h, client);
+        }
+    }
+
+    async fn authenticate(&self, req: &Request) -> Result<String, KiteError> {
+        let auth_error = |m: String| KiteError::new(ErrorKind::Authentication, m);
+        let auth = req
+            .auth
+            .as_ref()
+            .ok_or_else(|| auth_error("No authentication information is provided".into()))?;
+        let authenticator = self
+            .authenticators
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&auth.kind)
+            .cloned()
+            .ok_or_else(|| auth_error(format!("Unknown authentication type: {}", auth.kind)))?;
+        authenticator(req.clone())
+            .await
+            .map_err(|e| auth_error(format!("{}: {}", auth.kind, e.message)))
+    }
+
+    async fn run_method(
+        self: &Arc<Self>,
+        client: &Client,
+        link: &Arc<Link>,
+        request: kite_core::Request,
+        id: &str,
+    ) -> Result<Scrubbed, KiteError> {
+        let Some(method) = self
+            .methods
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&request.method)
+            .cloned()
+        else {
+            return Err(KiteError::method_not_found(&request.method));
+        };
+        let mut req = Request::new(
+            request.method,
+            id.to_owned(),
+            request.args,
+            request.kite,
+            request.auth,
+            client.clone(),
+            link.context.child_token(),
+            self.identity.clone(),
+        );
+        if !method.authentication_disabled() && !self.config.disable_authentication {
+            let username = self.authenticate(&req).await?;
+            req.caller.username.clone_from(&username);
+            req.username = username;
+        }
+        if !method.admit() {
+            return Err(KiteError::request_limit());
+        }
+        self.run_chain(&method, req).await
+    }
+
+    async fn run_chain(&self, method: &Method, req: Request) -> Result<Scrubbed, KiteError> {
+        let (pre, post, finals, handling) = {
+            let own = method.options.lock().unwrap_or_else(|e| e.into_inner());
+            let kite = self.chain.read().unwrap_or_else(|e| e.into_inner());
+            let cat = |a: &[DynHandler], b: &[DynHandler]| -> Vec<DynHandler> {
+                a.iter().chain(b).cloned().collect()
+            };
+            (
+                cat(&own.pre, &kite.pre),
+                cat(&own.post, &kite.post),
+                own.finals
+                    .iter()
+                    .chain(&kite.finals)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+                kite.handling,
+            )
+        };
+        let outcome = async {
+            let mut first: Option<Scrubbed> = None;
+            let mut note = |v: &Scrubbed| {
+                if first.is_none() && !v.value.is_null() {
+                    first = Some(v.clone());
+                }
+            };
+            for h in &pre {
+                note(&h(req.clone()).await?);
+            }
+            let main = (method.handler)(req.clone()).await?;
+            note(&main);
+            let mut latest = None;
+            for h in &post {
+                let v = h(req.clone()).await?;
+                note(&v);
+                latest = Some(v);
+            }
+            Ok(match handling {
+                MethodHandling::ReturnMethod => main,
+                MethodHandling::ReturnFirst => first.unwrap_or(main),
+                MethodHandling::ReturnLatest => latest.unwrap_or(main),
+            })
+        };
+        let result = match std::panic::AssertUnwindSafe(outcome).catch_unwind().await {
+            Ok(r) => r,
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "handler panicked".to_owned());
+                warn!(method = %req.method, id = %req.id, panic = %msg, "handler panicked");
+                Err(KiteError::generic(msg))
+            }
+        };
+        finals.iter().fold(result, |r, f| f(&req, r))
+    }
+
+    async fn serve_request(
+        self: Arc<Self>,
+        client: Client,
+        link: Arc<Link>,
+        request: kite_core::Request,
+    ) {
+        if client.0.accepted && !client.0.first_request_seen.swap(true, Ordering::SeqCst) {
+            client.set_remote(request.kite.clone());
+            let hooks = lock(&self.hooks).first_request.clone();
+            for h in hooks {
+                run_hook(&h, &client);
+            }
+        }
+        let response = request.response.clone();
+        let method = request.method.clone();
+        let id = request_id();
+        let result = self
+            .run_method(&client, &link, request, &id)
+            .await
+            .map_err(|mut e| {
+                if e.id.is_empty() && e.kind != ErrorKind::MethodNotFound {
+                    e.id.clone_from(&id);
+                }
+                e
+            });
+        if let Err(e) = &result {
+            debug!(%method, error = %e, "request failed");
+        }
+        if let Some(response) = response
+            && let Err(e) = response.call_scrubbed(response_args(result))
+        {
+            debug!(%method, error = %e, "could not send the response");
+        }
+    }
+}
+
+impl Dispatch for Client {
+    fn dispatch(&self, link: &Arc<Link>, request: kite_core::Request) {
+        let inner = self.0.kite.clone();
+        tokio::spawn(inner.serve_request(self.clone(), link.clone(), request));
+    }
+}
+
+fn run_hook(h: &Hook, client: &Client) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(client))).is_err() {
+        warn!("a connection hook panicked");
+    }
+}

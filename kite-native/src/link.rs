@@ -1,0 +1,141 @@
+//! The driver of one session: protocol state, outgoing queue, the read loop.
+
+use std::sync::{Arc, Mutex};
+
+use kite_core::connection::{Connection, Incoming};
+use kite_core::dnode::{Args, CallbackSink, Scrubbed};
+use kite_core::{ErrorKind, KiteError};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::session::{SessionInfo, SessionSender};
+
+/// The waiting side of a call in flight.
+pub(crate) type Pending = oneshot::Sender<Result<Args, KiteError>>;
+
+/// One live session with a peer.
+pub(crate) struct Link {
+    pub(crate) conn: Mutex<Connection<Pending>>,
+    pub(crate) tx: SessionSender,
+    pub(crate) info: SessionInfo,
+    /// Cancelled when the session ends.
+    pub(crate) context: CancellationToken,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link").field("info", &self.info).finish()
+    }
+}
+
+pub(crate) fn send_error(message: impl Into<String>) -> KiteError {
+    KiteError::new(ErrorKind::Send, message)
+}
+
+impl Link {
+    pub(crate) fn new(tx: SessionSender, info: SessionInfo) -> Arc<Self> {
+        Arc::new(Link {
+            conn: Mutex::new(Connection::new()),
+            tx,
+            info,
+            context: CancellationToken::new(),
+        })
+    }
+
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection<Pending>> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.context.is_cancelled() || self.tx.is_closed()
+    }
+
+    /// Sends a request; returns the response id and the receiver of the answer.
+    pub(crate) fn request(
+        &self,
+        method: &str,
+        kite: &kite_core::Kite,
+        auth: Option<&kite_core::Auth>,
+        args: Scrubbed,
+    ) -> Result<(u64, oneshot::Receiver<Result<Args, KiteError>>), KiteError> {
+        if self.is_closed() {
+            return Err(send_error("can't send, client is closed"));
+        }
+        let (tx, rx) = oneshot::channel();
+        let (id, text) = self.conn().request(method, kite, auth, args, tx);
+        if self.tx.send(text).is_err() {
+            self.conn().cancel(id);
+            return Err(send_error("can't send, client is closed"));
+        }
+        Ok((id, rx))
+    }
+
+    /// Fails every call in flight with `disconnect` and drops registered functions.
+    pub(crate) fn shut(&self) {
+        self.context.cancel();
+        let pending = self.conn().drain_pending();
+        for p in pending {
+            let _ = p.send(Err(KiteError::disconnect()));
+        }
+    }
+}
+
+impl CallbackSink for Link {
+    fn invoke(&self, id: u64, args: Scrubbed) -> Result<(), KiteError> {
+        if self.is_closed() {
+            return Err(send_error("can't send, client is closed"));
+        }
+        let text = self.conn().invoke(id, args);
+        self.tx
+            .send(text)
+            .map_err(|_| send_error("can't send, client is closed"))
+    }
+}
+
+/// What the read loop hands to the kite for each request.
+pub(crate) trait Dispatch: Send + Sync + 'static {
+    fn dispatch(&self, link: &Arc<Link>, request: kite_core::Request);
+}
+
+/// Reads messages until the session ends. Responses complete their calls, callbacks run here
+/// in order (as Go does by default), requests go to `dispatch` (each in its own task).
+pub(crate) async fn read_loop(
+    link: Arc<Link>,
+    mut rx: mpsc::Receiver<String>,
+    dispatch: Arc<dyn Dispatch>,
+) {
+    let sink: Arc<dyn CallbackSink> = link.clone();
+    while let Some(text) = rx.recv().await {
+        let incoming = link.conn().receive(&text, &sink);
+        match incoming {
+            Ok(Incoming::Request(req)) => dispatch.dispatch(&link, req),
+            Ok(Incoming::Response { pending, result }) => {
+                let _ = pending.send(result);
+            }
+            Ok(Incoming::Callback { callback, args }) => {
+                let run = std::panic::AssertUnwindSafe(|| callback.call_with(args));
+                match std::panic::catch_unwind(run) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => debug!(error = %e, "forwarding a callback failed"),
+                    Err(_) => warn!("a callback panicked; the connection goes on"),
+                }
+            }
+            Ok(Incoming::InvalidRequest { response, error }) => {
+                warn!(session = %link.info.id, error = %error, "invalid request");
+                if let Some(response) = response {
+                    let _ = response.call_scrubbed(kite_core::envelope::response_args(Err(error)));
+                }
+            }
+            Ok(Incoming::UnknownCallback(id)) => {
+                // A late answer to a call that timed out, or a peer invoking a response
+                // callback twice: nothing waits for it any more.
+                debug!(session = %link.info.id, id, "unknown or already answered callback");
+            }
+            Err(e) => {
+                warn!(session = %link.info.id, error = %e, "dropping malformed message");
+            }
+        }
+    }
+    link.shut();
+}

@@ -1,0 +1,108 @@
+//! [`Request`]: what a method handler receives.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use kite_core::{Args, Auth, Kite as KiteIdentity};
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::Client;
+
+/// A call to one of our methods.
+///
+/// Cloning is cheap (arguments are shared); pre handlers, the handler and post handlers of one
+/// call see clones of the same request and share its [`Request::extensions`].
+#[derive(Clone)]
+pub struct Request {
+    /// The method name.
+    pub method: String,
+    /// A random id (16 hex chars), put in the `id` of errors this call returns.
+    pub id: String,
+    /// The arguments (`withArgs`), always a list.
+    pub args: Args,
+    /// The caller's identity as it declared it, with `username` replaced by the authenticated
+    /// username.
+    pub caller: KiteIdentity,
+    /// The authenticated username (the declared one when authentication is disabled).
+    pub username: String,
+    /// The credentials the caller sent.
+    pub auth: Option<Auth>,
+    /// The connection the call came on: call the caller's methods with it.
+    pub client: Client,
+    /// Cancelled when that connection ends.
+    pub context: CancellationToken,
+    /// This kite's identity.
+    pub local: KiteIdentity,
+    extensions: Arc<Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("id", &self.id)
+            .field("args", &self.args)
+            .field("caller", &self.caller)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Request {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        method: String,
+        id: String,
+        args: Args,
+        caller: KiteIdentity,
+        auth: Option<Auth>,
+        client: Client,
+        context: CancellationToken,
+        local: KiteIdentity,
+    ) -> Self {
+        Request {
+            method,
+            id,
+            username: caller.username.clone(),
+            args,
+            caller,
+            auth,
+            client,
+            context,
+            local,
+            extensions: Arc::default(),
+        }
+    }
+
+    /// Decodes the only argument (see [`Args::one`]).
+    pub fn arg<T: DeserializeOwned>(&self) -> Result<T, kite_core::KiteError> {
+        self.args.one()
+    }
+
+    /// Decodes all arguments, e.g. as a tuple (see [`Args::decode`]).
+    pub fn args<T: DeserializeOwned>(&self) -> Result<T, kite_core::KiteError> {
+        self.args.decode()
+    }
+
+    /// Stores a value for later handlers of the same call (Go passes values down the chain
+    /// through `Request.Context`).
+    pub fn insert<T: Any + Send + Sync>(&self, value: T) {
+        self.extensions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(TypeId::of::<T>(), Arc::new(value));
+    }
+
+    /// A value stored by an earlier handler of the same call.
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        let v = self
+            .extensions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&TypeId::of::<T>())
+            .cloned()?;
+        v.downcast().ok()
+    }
+}

@@ -1,0 +1,228 @@
+//! Interoperability with the original peers.
+//!
+//! * Go kite clients: the exact bytes a Go `math-client` sent (golden captures in
+//!   `kite-core/tests/golden/`) are replayed against our kite over SockJS websocket and over
+//!   xhr-polling, and our answers must be what the Go server answered.
+//! * Kite.js: the real `kite.js` 1.0.13 package from npm (with `sockjs-client`) runs under Node
+//!   against our kite over every SockJS transport it has and over its raw websocket transport.
+//!   Set up by `scripts/setup` (`npm ci` in `tests/interop`). Outside CI the Kite.js test is
+//!   skipped when Node or the packages are missing; under `CI=true` that is a failure.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{TestKite, within};
+use kite_native::core::sockjs::{self, Frame};
+use serde_json::{Value, json};
+
+fn golden_square_request() -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../kite-core/tests/golden/s1-go-go-websocket.jsonl"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        if v["case"] == "square-4" && v["dir"] == "c2s" && v["kind"] == "ws-message" {
+            return v["payload"].as_str().unwrap().to_owned();
+        }
+    }
+    panic!("no square-4 request in the golden file");
+}
+
+/// What the Go server answered to square(4), byte for byte (inside the SockJS frame).
+const GO_ANSWER: &str =
+    r#"a["{\"method\":0,\"arguments\":[{\"error\":null,\"result\":16}],\"callbacks\":{}}"]"#;
+
+#[tokio::test]
+async fn go_client_bytes_get_go_answers_over_websocket() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = TestKite::start().await;
+    let frame = golden_square_request();
+    let ws_url = format!(
+        "{}/571/0123456789abcdef0123/websocket",
+        server.url.replacen("http", "ws", 1)
+    );
+    let (mut ws, _) = within("connect", tokio_tungstenite::connect_async(ws_url))
+        .await
+        .unwrap();
+    // Go's client does not wait for `o` before sending.
+    ws.send(Message::text(frame.clone())).await.unwrap();
+    let mut frames = Vec::new();
+    while frames.len() < 2 {
+        match within("answer", ws.next()).await {
+            Some(Ok(Message::Text(t))) if t.as_str() != "h" => frames.push(t.to_string()),
+            Some(Ok(_)) => {}
+            other => panic!("socket ended: {other:?}"),
+        }
+    }
+    assert_eq!(frames[0], "o");
+    assert_eq!(frames[1], GO_ANSWER);
+}
+
+#[tokio::test]
+async fn go_client_bytes_get_go_answers_over_xhr_polling() {
+    let server = TestKite::start().await;
+    let frame = golden_square_request();
+    let http = reqwest::Client::new();
+    let session = format!("{}/571/0123456789abcdef0124", server.url);
+    let open = http
+        .post(format!("{session}/xhr"))
+        .header("Content-Type", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status().as_u16(), 200);
+    assert_eq!(
+        open.headers()["content-type"],
+        "application/javascript; charset=UTF-8"
+    );
+    assert_eq!(open.text().await.unwrap(), "o\n");
+    let sent = http
+        .post(format!("{session}/xhr_send"))
+        .body(frame)
+        .send()
+        .await
+        .unwrap();
+    assert!(sent.status().is_success(), "{}", sent.status());
+    let poll = within("poll", http.post(format!("{session}/xhr")).send())
+        .await
+        .unwrap();
+    assert_eq!(poll.text().await.unwrap(), format!("{GO_ANSWER}\n"));
+}
+
+#[tokio::test]
+async fn our_client_speaks_what_go_servers_expect() {
+    // Our client's first frame to a server, captured by a fake SockJS server, has the Go
+    // layout: one message per array, `withArgs` always an array, `authentication: null`.
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        ws.send(Message::text("o")).await.unwrap();
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            if let Some(Ok(Message::Text(t))) = ws.next().await {
+                let msgs = sockjs::decode_client_frame(&t).unwrap();
+                for m in msgs {
+                    let v: Value = serde_json::from_str(&m).unwrap();
+                    let answer = json!({"method": 0, "arguments": [{"error": null, "result": null}], "callbacks": {}});
+                    let id = v["callbacks"]
+                        .as_object()
+                        .unwrap()
+                        .keys()
+                        .next()
+                        .unwrap()
+                        .parse::<u64>()
+                        .unwrap();
+                    let mut answer = answer;
+                    answer["method"] = json!(id);
+                    ws.send(Message::text(sockjs::encode_messages([answer
+                        .to_string()
+                        .as_str()])))
+                        .await
+                        .unwrap();
+                    seen.push(m);
+                }
+            }
+        }
+        seen
+    });
+    let kite = kite_native::Kite::with_config("second", "1.0.0", common::config()).unwrap();
+    let client = kite.new_client(&format!("http://{addr}/kite"));
+    client.set_transport(kite_native::transport::Transport::WebSocket);
+    within("dial", client.dial()).await.unwrap();
+    let _ = within("ping", client.tell("kite.ping", ())).await.unwrap();
+    let _ = within("square", client.tell("square", (4,))).await.unwrap();
+    let seen = within("fake server", fake).await.unwrap();
+    let ping: Value = serde_json::from_str(&seen[0]).unwrap();
+    assert_eq!(ping["method"], "kite.ping");
+    assert_eq!(ping["arguments"].as_array().unwrap().len(), 1);
+    assert_eq!(ping["arguments"][0]["withArgs"], json!([]));
+    assert_eq!(ping["arguments"][0]["authentication"], Value::Null);
+    assert_eq!(ping["callbacks"], json!({"0": [0, "responseCallback"]}));
+    assert!(seen[0].starts_with(r#"{"method":"kite.ping","arguments":[{"kite":{"name":"second","username":"unknown","id":""#), "{}", seen[0]);
+    let square: Value = serde_json::from_str(&seen[1]).unwrap();
+    assert_eq!(square["arguments"][0]["withArgs"], json!([4]));
+    assert_eq!(square["callbacks"], json!({"1": [0, "responseCallback"]}));
+    client.close();
+}
+
+fn interop_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("KITE_INTEROP_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/interop")));
+    let ready = dir.join("node_modules/kite.js").is_dir()
+        && std::process::Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok();
+    if ready {
+        return Some(dir);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "Kite.js interop needs node and `npm ci` in {} (run scripts/setup)",
+            dir.display()
+        );
+    }
+    eprintln!("skipping Kite.js interop: run scripts/setup to install node packages");
+    None
+}
+
+#[tokio::test]
+async fn kitejs_client_calls_our_kite_over_every_transport() {
+    let Some(dir) = interop_dir() else { return };
+    let server = TestKite::start().await;
+    let port = server.kite.port().unwrap();
+    for (transport, url) in [
+        ("websocket", server.url.clone()),
+        ("xhr-polling", server.url.clone()),
+        ("xhr-streaming", server.url.clone()),
+        ("raw", format!("ws://127.0.0.1:{port}/kite/websocket")),
+    ] {
+        let out = within(
+            "node",
+            tokio::process::Command::new("node")
+                .arg(dir.join("kitejs-client.js"))
+                .arg(&url)
+                .arg(transport)
+                .current_dir(&dir)
+                .output(),
+        )
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{transport}: node failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: Value = serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("{transport}: {e}: {stdout}"));
+        assert_eq!(r["ping"]["result"], "pong", "{transport}: {r}");
+        assert_eq!(r["square"]["result"], 16, "{transport}: {r}");
+        assert_eq!(r["scalar"]["result"], 25, "{transport}: {r}");
+        assert_eq!(r["callback"]["result"], 42, "{transport}: {r}");
+        assert_eq!(r["callbackCalls"], json!([42, 42, 42]), "{transport}: {r}");
+        assert_eq!(
+            r["error"]["error"]["type"], "genericError",
+            "{transport}: {r}"
+        );
+        assert_eq!(
+            r["error"]["error"]["message"], "intentional error",
+            "{transport}: {r}"
+        );
+        assert_eq!(
+            r["unknown"]["error"]["type"], "methodNotFound",
+            "{transport}: {r}"
+        );
+        assert_eq!(r["concurrent"], true, "{transport}: {r}");
+    }
+    let _ = Frame::Open;
+}
