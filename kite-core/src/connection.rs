@@ -54,7 +54,7 @@ use crate::json;
 #[derive(Debug)]
 pub enum Incoming<P> {
     /// The peer calls one of our methods.
-    Request(Request),
+    Request(Box<Request>),
     /// The answer to one of our calls (its response callback was invoked). The slot is freed.
     Response {
         /// The driver's handle given to [`Connection::request`].
@@ -276,11 +276,11 @@ fn decode_request<P>(
         sink,
     )
     .into_list();
-    Incoming::Request(Request {
+    Incoming::Request(Box::new(Request {
         method,
         kite,
         auth,
         args,
         response,
-    })
+    }))
 }

@@ -20,11 +20,13 @@ impl CallbackSink for Outbox {
     }
 }
 
-fn peer() -> (
+type Peer = (
     Arc<Mutex<Connection<()>>>,
     Arc<Mutex<Vec<String>>>,
     Arc<dyn CallbackSink>,
-) {
+);
+
+fn peer() -> Peer {
     let conn = Arc::new(Mutex::new(Connection::new()));
     let out = Arc::new(Mutex::new(Vec::new()));
     let sink: Arc<dyn CallbackSink> = Arc::new(Outbox(conn.clone(), out.clone()));

@@ -574,9 +574,9 @@ impl KiteInner {
 }
 
 impl Dispatch for Client {
-    fn dispatch(&self, link: &Arc<Link>, request: kite_core::Request) {
+    fn dispatch(&self, link: &Arc<Link>, request: Box<kite_core::Request>) {
         let inner = self.0.kite.clone();
-        tokio::spawn(inner.serve_request(self.clone(), link.clone(), request));
+        tokio::spawn(inner.serve_request(self.clone(), link.clone(), *request));
     }
 }
 

@@ -95,7 +95,7 @@ impl CallbackSink for Link {
 
 /// What the read loop hands to the kite for each request.
 pub(crate) trait Dispatch: Send + Sync + 'static {
-    fn dispatch(&self, link: &Arc<Link>, request: kite_core::Request);
+    fn dispatch(&self, link: &Arc<Link>, request: Box<kite_core::Request>);
 }
 
 /// Reads messages until the session ends. Responses complete their calls, callbacks run here
