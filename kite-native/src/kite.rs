@@ -311,6 +311,19 @@ impl Kite {
         lock(&self.0.routes)
             .clone()
             .nest("/kite", sockjs_router(options, on_session))
+            // Go serves the SockJS welcome at both `/kite` and `/kite/`.
+            .route(
+                "/kite/",
+                axum::routing::get(|| async {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; charset=UTF-8",
+                        )],
+                        "Welcome to SockJS!\n",
+                    )
+                }),
+            )
     }
 
     fn accept(&self, session: Session) {

@@ -254,3 +254,42 @@ async fn throttle_pre_post_and_final_handlers() {
     assert_eq!(e.message, "pre said no");
     client.close();
 }
+
+#[tokio::test]
+async fn extra_http_routes_are_served_beside_kite() {
+    let kite = kite_native::Kite::with_config("web", "1.0.0", common::config()).unwrap();
+    kite.route(
+        "/hello",
+        axum::routing::get(|| async { "hello from a route" }),
+    );
+    let server = kite.clone();
+    tokio::spawn(async move { server.run().await.unwrap() });
+    let addr = within("ready", kite.ready()).await;
+    assert_eq!(kite.port(), Some(addr.port()));
+    let http = reqwest::Client::new();
+    let body = http
+        .get(format!("http://{addr}/hello"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "hello from a route");
+    for path in ["/kite", "/kite/"] {
+        let body = http
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, "Welcome to SockJS!\n", "{path}");
+    }
+    // The kite still answers calls.
+    let (_k, client) = client_for(&kite.url().unwrap(), TRANSPORTS[0]).await;
+    let pong: String = within("ping", client.call("kite.ping", ())).await.unwrap();
+    assert_eq!(pong, "pong");
+    kite.close();
+}
