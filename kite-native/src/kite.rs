@@ -351,24 +351,36 @@ impl Kite {
     /// Serves on an already bound listener until [`Kite::close`].
     pub async fn serve(&self, listener: TcpListener) -> Result<(), Error> {
         let addr = listener.local_addr()?;
-        if self.0.config.tls.is_some() {
-            return Err(Error::Io(std::io::Error::other(
-                "TLS is configured but this build serves plain HTTP; terminate TLS in front of the kite",
-            )));
-        }
         let router = self.router();
-        let _ = self.0.local_addr.send(Some(addr));
-        info!(kite = %self.0.identity, %addr, "serving at http://{addr}/kite");
+        let scheme = if self.0.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let shutdown = self.0.shutdown.clone();
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        tokio::select! {
-            r = server => r?,
-            // Long-lived connections do not hold shutdown up for more than a moment.
-            () = async { shutdown.cancelled().await; tokio::time::sleep(Duration::from_secs(2)).await } => {}
+        // Long-lived connections do not hold shutdown up for more than a moment.
+        let grace = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        };
+        let make = router.into_make_service_with_connect_info::<crate::sockjs::PeerAddr>();
+        match &self.0.config.tls {
+            Some(tls) => {
+                let listener =
+                    crate::tls::TlsListener::new(listener, crate::tls::server_config(tls)?)?;
+                let _ = self.0.local_addr.send(Some(addr));
+                info!(kite = %self.0.identity, %addr, "serving at {scheme}://{addr}/kite");
+                let server = axum::serve(listener, make)
+                    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+                tokio::select! { r = server => r?, () = grace => {} }
+            }
+            None => {
+                let _ = self.0.local_addr.send(Some(addr));
+                info!(kite = %self.0.identity, %addr, "serving at {scheme}://{addr}/kite");
+                let server = axum::serve(listener, make)
+                    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+                tokio::select! { r = server => r?, () = grace => {} }
+            }
         }
         let _ = self.0.local_addr.send(None);
         Ok(())
@@ -392,7 +404,7 @@ impl Kite {
         self.0.local_addr.borrow().map(|a| a.port())
     }
 
-    /// The base URL of this kite's server (`http://127.0.0.1:<port>/kite` for loopback or
+    /// The base URL of this kite's server (`http(s)://127.0.0.1:<port>/kite` for loopback or
     /// wildcard binds), once it listens.
     pub fn url(&self) -> Option<String> {
         let addr = (*self.0.local_addr.borrow())?;
@@ -401,7 +413,15 @@ impl Kite {
         } else {
             addr.ip()
         };
-        Some(format!("http://{}/kite", SocketAddr::new(ip, addr.port())))
+        let scheme = if self.0.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        Some(format!(
+            "{scheme}://{}/kite",
+            SocketAddr::new(ip, addr.port())
+        ))
     }
 
     /// Stops the server: closes every accepted session with `c[3000,"Go away!"]` and makes

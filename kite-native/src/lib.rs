@@ -45,6 +45,7 @@ pub mod method;
 mod request;
 pub mod session;
 pub mod sockjs;
+pub mod tls;
 pub mod transport;
 
 pub use client::Client;

@@ -293,3 +293,48 @@ async fn extra_http_routes_are_served_beside_kite() {
     assert_eq!(pong, "pong");
     kite.close();
 }
+
+#[tokio::test]
+async fn tls_serves_websocket_and_xhr() {
+    common::init_tracing();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("kite-tls-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+
+    let mut config = common::config();
+    config.tls = Some(kite_native::config::TlsConfig {
+        cert_path,
+        key_path,
+    });
+    let server = TestKite::start_with(config).await;
+    assert!(server.kite.url().unwrap().starts_with("https://127.0.0.1:"));
+    let url = server.url.replacen("http://", "https://", 1);
+    for transport in TRANSPORTS {
+        let kite = kite_native::Kite::with_config("tester", "1.0.0", common::config()).unwrap();
+        let client = kite.new_client(&url);
+        let mut options = kite_native::transport::DialOptions::default();
+        options.transport = transport;
+        options.root_certificates = vec![cert.cert.pem()];
+        client.set_dial_options(options);
+        within("dial tls", client.dial()).await.unwrap();
+        let n: f64 = within("square", client.call("square", (4,))).await.unwrap();
+        assert_eq!(n, 16.0);
+        client.close();
+
+        // Without trusting the certificate the dial fails.
+        let untrusting = kite.new_client(&url);
+        untrusting.set_transport(transport);
+        assert!(within("untrusted", untrusting.dial()).await.is_err());
+    }
+    // Plain HTTP to a TLS port is refused without harming the server.
+    let plain = reqwest::Client::new()
+        .get(format!("{}/info", server.url))
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+    let _ = std::fs::remove_dir_all(&dir);
+}

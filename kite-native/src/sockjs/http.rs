@@ -82,11 +82,37 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RemoteAddr {
         parts: &mut axum::http::request::Parts,
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
+        let ext = &parts.extensions;
         Ok(RemoteAddr(
-            parts
-                .extensions
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0),
+            ext.get::<axum::extract::ConnectInfo<PeerAddr>>()
+                .map(|c| c.0.0)
+                .or_else(|| {
+                    ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                        .map(|c| c.0)
+                }),
         ))
+    }
+}
+
+/// The peer address of a connection, as connect info for plain and TLS listeners alike
+/// (`router.into_make_service_with_connect_info::<PeerAddr>()`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
     }
 }

@@ -21,6 +21,8 @@
 //! ```
 
 mod http;
+
+pub use http::PeerAddr;
 mod websocket;
 mod xhr;
 

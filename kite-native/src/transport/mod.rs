@@ -77,6 +77,9 @@ pub struct DialOptions {
     pub max_message_size: usize,
     /// Extra HTTP headers sent with the handshake and every XHR request.
     pub headers: Vec<(String, String)>,
+    /// Extra trusted root certificates (PEM) for `https`/`wss`, beside the web PKI roots:
+    /// for private CAs and self-signed servers.
+    pub root_certificates: Vec<String>,
 }
 
 impl Default for DialOptions {
@@ -87,6 +90,7 @@ impl Default for DialOptions {
             timeout: Duration::from_secs(15),
             max_message_size: 1 << 20,
             headers: Vec::new(),
+            root_certificates: Vec::new(),
         }
     }
 }

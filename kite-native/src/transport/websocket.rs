@@ -78,8 +78,21 @@ async fn connect(url: &str, origin: Option<String>, opts: &DialOptions) -> Resul
             request.headers_mut().insert(name, value);
         }
     }
-    let connect =
-        tokio_tungstenite::connect_async_with_config(request, Some(ws_config(opts)), false);
+    let connector = if url.starts_with("wss:") {
+        let config = crate::tls::client_config(&opts.root_certificates)
+            .map_err(|e| DialError::InvalidUrl(format!("TLS roots: {e}")))?;
+        Some(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(
+            config,
+        )))
+    } else {
+        None
+    };
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        Some(ws_config(opts)),
+        false,
+        connector,
+    );
     match tokio::time::timeout(opts.handshake_timeout, connect).await {
         Err(_) => Err(DialError::Timeout),
         Ok(Ok((ws, _))) => Ok(ws),

@@ -20,7 +20,13 @@ fn client(opts: &DialOptions) -> Result<reqwest::Client, DialError> {
             headers.insert(name, value);
         }
     }
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    for pem in &opts.root_certificates {
+        let cert = reqwest::Certificate::from_pem(pem.as_bytes())
+            .map_err(|e| DialError::InvalidUrl(format!("TLS roots: {e}")))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder
         .default_headers(headers)
         .connect_timeout(opts.timeout)
         .build()
