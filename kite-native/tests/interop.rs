@@ -226,3 +226,60 @@ async fn kitejs_client_calls_our_kite_over_every_transport() {
     }
     let _ = Frame::Open;
 }
+
+#[tokio::test]
+async fn our_client_calls_a_kitejs_server_over_raw_websocket() {
+    use tokio::io::AsyncBufReadExt;
+    let Some(dir) = interop_dir() else { return };
+    common::init_tracing();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut node = tokio::process::Command::new("node")
+        .arg(dir.join("kitejs-server.js"))
+        .arg(port.to_string())
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(node.stdout.take().unwrap()).lines();
+    let ready = within("kite.js server start", lines.next_line())
+        .await
+        .unwrap();
+    assert_eq!(ready.as_deref(), Some("ready"));
+
+    let kite = kite_native::Kite::with_config("second", "1.0.0", common::config()).unwrap();
+    let client = kite.new_client(&format!("ws://127.0.0.1:{port}"));
+    client.set_transport(kite_native::transport::Transport::RawWebSocket);
+    within("dial", client.dial()).await.unwrap();
+
+    let n: f64 = within("square", client.call("square", (4,))).await.unwrap();
+    assert_eq!(n, 16.0);
+    let pong: String = within("ping", client.call("kite.ping", ())).await.unwrap();
+    assert_eq!(pong, "pong");
+    let e = within("fail", client.tell("fail", ())).await.unwrap_err();
+    assert_eq!(e.message, "js says no");
+    assert_eq!(e.code, "JS1");
+
+    // Kite.js wraps every argument list it sends as {error, result}; the calls still arrive.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let cb = kite_native::Callback::new(move |args| {
+        let _ = tx.send(args.value().clone());
+    });
+    let v: Value = within(
+        "callback",
+        client.call("callback", (json!({"value": 7, "times": 2, "cb": cb}),)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(v, json!(7));
+    for _ in 0..2 {
+        let got = within("callback call", rx.recv()).await.unwrap();
+        assert!(got.to_string().contains('7'), "{got}");
+    }
+    client.close();
+    drop(node.stdin.take());
+}
