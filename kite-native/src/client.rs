@@ -11,12 +11,12 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{debug, info};
 
-use crate::kite::KiteInner;
+use crate::kite::{KiteInner, lock, run_hook};
 use crate::link::{Link, read_loop, send_error};
 use crate::session::{Session, SessionInfo};
 use crate::transport::{self, DialOptions, Transport};
 
-type Hook = Arc<dyn Fn(&Client) + Send + Sync>;
+use crate::kite::Hook;
 
 #[derive(Default)]
 struct Hooks {
@@ -58,10 +58,6 @@ impl std::fmt::Debug for Client {
             )
             .finish()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Client {
@@ -324,12 +320,6 @@ impl Client {
     pub async fn disconnected(&self) {
         let mut state = self.0.state.subscribe();
         let _ = state.wait_for(|c| !*c).await;
-    }
-}
-
-fn run_hook(h: &Arc<dyn Fn(&Client) + Send + Sync>, client: &Client) {
-    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(client))).is_err() {
-        tracing::warn!("a connection hook panicked");
     }
 }
 

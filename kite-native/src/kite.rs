@@ -28,7 +28,7 @@ use crate::sockjs::{SockJsOptions, router as sockjs_router};
 /// Checks credentials of one type and returns the authenticated username.
 pub type Authenticator = Arc<dyn Fn(Request) -> BoxFuture<Result<String, KiteError>> + Send + Sync>;
 
-type Hook = Arc<dyn Fn(&Client) + Send + Sync>;
+pub(crate) type Hook = Arc<dyn Fn(&Client) + Send + Sync>;
 
 #[derive(Default)]
 struct KiteHooks {
@@ -101,7 +101,7 @@ impl std::fmt::Debug for Kite {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -613,7 +613,8 @@ impl Dispatch for Client {
     }
 }
 
-fn run_hook(h: &Hook, client: &Client) {
+/// Runs a connection hook; a panicking hook is logged and ignored.
+pub(crate) fn run_hook(h: &Hook, client: &Client) {
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(client))).is_err() {
         warn!("a connection hook panicked");
     }

@@ -143,3 +143,30 @@ pub fn channel(
         out_rx,
     )
 }
+
+/// For transport writers: `first` plus every message queued right now, to send as one batch.
+/// Stops at a close request, which is returned so the writer sends the batch and then closes.
+pub fn drain_batch(
+    first: String,
+    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
+) -> (Vec<String>, Option<(u16, String)>) {
+    let mut batch = vec![first];
+    while let Ok(next) = rx.try_recv() {
+        match next {
+            Outgoing::Message(m) => batch.push(m),
+            Outgoing::Close(code, reason) => return (batch, Some((code, reason))),
+        }
+    }
+    (batch, None)
+}
+
+/// For transport readers: hands `msgs` to the runtime in order, waiting while its queue is
+/// full. `false` when the runtime has dropped the session.
+pub async fn deliver(tx: &mpsc::Sender<String>, msgs: Vec<String>) -> bool {
+    for m in msgs {
+        if tx.send(m).await.is_err() {
+            return false;
+        }
+    }
+    true
+}

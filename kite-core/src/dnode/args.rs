@@ -6,7 +6,9 @@ use serde::de::DeserializeOwned;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use super::callback::{Callback, CallbackSink, Scrubbed, marker, parse_marker, with_decoding};
+use super::callback::{
+    Callback, CallbackSink, Scrubbed, marker, parse_marker, replace_markers, with_decoding,
+};
 use super::path::{self, Path, Segment};
 use crate::error::KiteError;
 
@@ -142,8 +144,7 @@ impl Args {
         } = self;
         let mut out = Vec::new();
         if !callbacks.is_empty() {
-            let mut p = Vec::new();
-            collect(&mut value, &mut p, &callbacks, &mut out);
+            replace_markers(&mut value, &mut Vec::new(), &callbacks, &mut out);
         }
         Scrubbed {
             value,
@@ -213,30 +214,4 @@ fn truncate(mut s: String) -> String {
         s.push('…');
     }
     s
-}
-
-fn collect(node: &mut Value, p: &mut Path, cbs: &[Callback], out: &mut Vec<(Path, Callback)>) {
-    match node {
-        Value::String(s) => {
-            if let Some(cb) = parse_marker(s).and_then(|i| cbs.get(i)) {
-                out.push((p.clone(), cb.clone()));
-                *s = "[Function]".to_owned();
-            }
-        }
-        Value::Array(items) => {
-            for (i, item) in items.iter_mut().enumerate() {
-                p.push(Segment::Index(i));
-                collect(item, p, cbs, out);
-                p.pop();
-            }
-        }
-        Value::Object(map) => {
-            for (k, v) in map.iter_mut() {
-                p.push(Segment::Key(k.clone()));
-                collect(v, p, cbs, out);
-                p.pop();
-            }
-        }
-        _ => {}
-    }
 }

@@ -297,7 +297,9 @@ pub fn normalize_args(value: Value) -> Value {
     }
 }
 
-fn replace_markers(
+/// Replaces each marker inside `node` by `"[Function]"`, collecting the function and its path:
+/// local markers index `found`, parked markers are claimed.
+pub(crate) fn replace_markers(
     node: &mut Value,
     path: &mut Path,
     found: &[Callback],

@@ -84,14 +84,7 @@ async fn serve(socket: WebSocket, state: State, remote: Option<SocketAddr>, fram
                 Some(Outgoing::Message(first)) => {
                     if framed {
                         // Batch everything queued right now into one `a[...]` frame.
-                        let mut batch = vec![first];
-                        let mut close_after = None;
-                        while let Ok(next) = out_rx.try_recv() {
-                            match next {
-                                Outgoing::Message(m) => batch.push(m),
-                                Outgoing::Close(c, r) => { close_after = Some((c, r)); break; }
-                            }
-                        }
+                        let (batch, close_after) = session::drain_batch(first, &mut out_rx);
                         buf.clear();
                         sockjs::encode_messages_into(&mut buf, batch.iter().map(String::as_str));
                         let text = String::from_utf8(std::mem::take(&mut buf)).unwrap_or_default();
@@ -125,14 +118,7 @@ async fn serve(socket: WebSocket, state: State, remote: Option<SocketAddr>, fram
                     } else {
                         vec![text.to_string()]
                     };
-                    let mut gone = false;
-                    for m in msgs {
-                        if in_tx.send(m).await.is_err() {
-                            gone = true;
-                            break;
-                        }
-                    }
-                    if gone {
+                    if !session::deliver(&in_tx, msgs).await {
                         break None;
                     }
                 }

@@ -160,16 +160,9 @@ fn run(ws: Ws, id: String, transport: TransportKind, opts: &DialOptions) -> Sess
                 out = out_rx.recv() => match out {
                     Some(Outgoing::Message(first)) => {
                         let text = if framed {
-                            let mut batch = vec![first];
-                            let mut close = false;
-                            while let Ok(next) = out_rx.try_recv() {
-                                match next {
-                                    Outgoing::Message(m) => batch.push(m),
-                                    Outgoing::Close(..) => { close = true; break; }
-                                }
-                            }
+                            let (batch, close) = session::drain_batch(first, &mut out_rx);
                             let frame = sockjs::encode_client_frame(batch.iter().map(String::as_str));
-                            if close {
+                            if close.is_some() {
                                 let _ = sink.send(Message::text(frame)).await;
                                 break;
                             }
@@ -206,14 +199,7 @@ fn run(ws: Ws, id: String, transport: TransportKind, opts: &DialOptions) -> Sess
                         } else {
                             vec![t.to_string()]
                         };
-                        let mut gone = false;
-                        for m in msgs {
-                            if in_tx.send(m).await.is_err() {
-                                gone = true;
-                                break;
-                            }
-                        }
-                        if gone {
+                        if !session::deliver(&in_tx, msgs).await {
                             break;
                         }
                     }

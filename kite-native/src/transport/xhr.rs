@@ -138,10 +138,8 @@ async fn poll_loop(
                     break 'outer;
                 }
             };
-            for m in msgs {
-                if in_tx.send(m).await.is_err() {
-                    break 'outer;
-                }
+            if !session::deliver(&in_tx, msgs).await {
+                break 'outer;
             }
         }
     }
@@ -160,20 +158,10 @@ async fn send_loop(
             () = stop.cancelled() => break,
             out = out_rx.recv() => out,
         };
-        let mut batch = match first {
-            Some(Outgoing::Message(m)) => vec![m],
+        let (batch, close) = match first {
+            Some(Outgoing::Message(m)) => session::drain_batch(m, &mut out_rx),
             Some(Outgoing::Close(..)) | None => break,
         };
-        let mut close = false;
-        while let Ok(next) = out_rx.try_recv() {
-            match next {
-                Outgoing::Message(m) => batch.push(m),
-                Outgoing::Close(..) => {
-                    close = true;
-                    break;
-                }
-            }
-        }
         let body = sockjs::encode_client_frame(batch.iter().map(String::as_str));
         let sent = http
             .post(&send_url)
@@ -192,7 +180,7 @@ async fn send_loop(
                 break;
             }
         }
-        if close {
+        if close.is_some() {
             break;
         }
     }
