@@ -240,3 +240,101 @@ async fn oversized_messages_close_the_session_cleanly() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 413);
 }
+
+/// A hand-driven SockJS xhr-polling client.
+struct Xhr {
+    http: reqwest::Client,
+    session: String,
+}
+
+impl Xhr {
+    async fn open(url: &str, id: &str) -> Xhr {
+        let x = Xhr {
+            http: reqwest::Client::new(),
+            session: format!("{url}/321/{id}"),
+        };
+        let body = x.post("xhr", String::new()).await.1;
+        assert_eq!(body, "o\n");
+        x
+    }
+
+    async fn post(&self, what: &str, body: String) -> (u16, String) {
+        let r = within(
+            what,
+            self.http
+                .post(format!("{}/{what}", self.session))
+                .body(body)
+                .send(),
+        )
+        .await
+        .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn send(&self, msgs: &[&str]) {
+        let (status, _) = self
+            .post(
+                "xhr_send",
+                sockjs::encode_client_frame(msgs.iter().copied()),
+            )
+            .await;
+        assert_eq!(status, 204);
+    }
+
+    /// Polls until a message arrives (skipping heartbeats) and returns the first one.
+    async fn next_message(&self) -> Value {
+        loop {
+            let body = self.post("xhr", String::new()).await.1;
+            match Frame::decode(&body).unwrap() {
+                Frame::Heartbeat => continue,
+                Frame::Messages(m) => return serde_json::from_str(&m[0]).unwrap(),
+                other => panic!("expected a message, got {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_input_over_xhr_polling() {
+    let server = TestKite::start().await;
+    let x = Xhr::open(&server.url, "badinput").await;
+    // Malformed dnode messages are dropped; the session keeps serving.
+    x.send(&[
+        r#"{"method":"kite.ping","arguments":[],"callbacks":{}}"#,
+        "hello",
+        "{broken",
+        r#"{"method":true,"arguments":[]}"#,
+        r#"{"method":999,"arguments":[1]}"#,
+    ])
+    .await;
+    x.send(&[&request("square", json!([3]))]).await;
+    assert_eq!(x.next_message().await["arguments"][0]["result"], json!(9));
+    // A request with a response callback but two arguments gets argumentError.
+    x.send(&[r#"{"method":"square","arguments":[{"withArgs":[2]},5],"callbacks":{"0":[0,"responseCallback"]}}"#])
+        .await;
+    let msg = x.next_message().await;
+    assert_eq!(
+        msg["arguments"][0]["error"]["type"], "argumentError",
+        "{msg}"
+    );
+    // Wrong types and a panicking handler are errors for that call only.
+    x.send(&[&request("square", json!(["four"]))]).await;
+    assert_eq!(
+        x.next_message().await["arguments"][0]["error"]["type"],
+        "argumentError"
+    );
+    x.send(&[&request("panic", json!([]))]).await;
+    let msg = x.next_message().await;
+    assert_eq!(msg["arguments"][0]["error"]["type"], "genericError");
+    // Broken frames are refused without ending the session.
+    assert_eq!(
+        x.post("xhr_send", "[\"a".into()).await,
+        (500, "Broken JSON encoding.".into())
+    );
+    assert_eq!(
+        x.post("xhr_send", String::new()).await,
+        (500, "Payload expected.".into())
+    );
+    x.send(&[&request("square", json!([5]))]).await;
+    assert_eq!(x.next_message().await["arguments"][0]["result"], json!(25));
+}
