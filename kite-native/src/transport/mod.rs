@@ -1,18 +1,40 @@
-//! Client transports: dial a kite over SockJS websocket, xhr-polling or a raw websocket.
+//! Client transports: dial a kite over SockJS websocket, SockJS xhr-polling or a raw websocket.
 //!
 //! Every dial ends in a [`Session`], the same type the server hands the runtime, so a
-//! [`crate::Client`] runs unchanged over any transport.
+//! [`crate::Client`] runs unchanged over any transport. On the wire the clients behave like Go's
+//! `sockjsclient`: the same URLs, ids, `Origin` header and framing, except that messages queued
+//! together are sent together as one client frame (`["m1","m2"]`), which every SockJS server
+//! accepts.
+//!
+//! ```no_run
+//! use kite_native::transport::{self, DialOptions};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut session = transport::dial("http://127.0.0.1:6000/kite", &DialOptions::default()).await?;
+//! session.tx.send("{\"method\":\"kite.ping\",\"arguments\":[],\"callbacks\":{}}".into())?;
+//! let reply = session.rx.recv().await;
+//! # Ok(()) }
+//! ```
 
+mod url;
 mod websocket;
 mod xhr;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use kite_core::sockjs::Frame;
+
 use crate::session::Session;
 
-pub use websocket::{dial_raw_websocket, dial_websocket, sockjs_websocket_url};
+pub use self::url::{parse_base_url, sockjs_websocket_url};
+pub use websocket::{dial_raw_websocket, dial_websocket};
 pub use xhr::dial_xhr;
 
 /// Which transport a client uses.
@@ -39,19 +61,20 @@ impl FromStr for Transport {
     type Err = UnknownTransport;
 
     /// Accepts Go's `KITE_TRANSPORT` values (`WebSocket`, `XHRPolling`, `auto`) and the SockJS
-    /// names (`websocket`, `xhr-polling`), plus `raw-websocket`.
+    /// names (`websocket`, `xhr-polling`), plus `raw-websocket`, in any letter case.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" | "Auto" => Ok(Transport::Auto),
-            "WebSocket" | "websocket" => Ok(Transport::WebSocket),
-            "XHRPolling" | "xhr-polling" | "xhr_polling" => Ok(Transport::XhrPolling),
-            "raw-websocket" | "RawWebSocket" => Ok(Transport::RawWebSocket),
-            other => Err(UnknownTransport(other.to_owned())),
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Transport::Auto),
+            "websocket" => Ok(Transport::WebSocket),
+            "xhrpolling" | "xhr-polling" | "xhr_polling" => Ok(Transport::XhrPolling),
+            "rawwebsocket" | "raw-websocket" | "raw_websocket" => Ok(Transport::RawWebSocket),
+            _ => Err(UnknownTransport(s.to_owned())),
         }
     }
 }
 
 impl fmt::Display for Transport {
+    /// Go's spelling (`auto`, `WebSocket`, `XHRPolling`), and `raw-websocket`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Transport::Auto => "auto",
@@ -68,14 +91,17 @@ impl fmt::Display for Transport {
 pub struct DialOptions {
     /// The transport (default [`Transport::Auto`]).
     pub transport: Transport,
-    /// Websocket handshake limit, including the SockJS `o` frame (15 s, as Go).
+    /// Websocket limit for connecting, the HTTP upgrade and the SockJS `o` frame together
+    /// (15 s, as Go).
     pub handshake_timeout: Duration,
-    /// XHR: a poll with no answer in this long is abandoned and re-issued; also the limit of
-    /// the opening request (15 s, as Go; keep it above the server's 10 s heartbeat).
+    /// XHR: the limit of the opening request, and the first-byte wait of every poll; a poll
+    /// with no answer in this long is abandoned and re-issued (15 s, as Go; keep it above the
+    /// server's 10 s heartbeat).
     pub timeout: Duration,
     /// Largest incoming message; a larger one ends the session (1 MiB).
     pub max_message_size: usize,
-    /// Extra HTTP headers sent with the handshake and every XHR request.
+    /// Extra HTTP headers (cookies, ...) sent with the websocket handshake and with every XHR
+    /// request. Names or values that are not valid HTTP are skipped with a warning.
     pub headers: Vec<(String, String)>,
     /// Extra trusted root certificates (PEM) for `https`/`wss`, beside the web PKI roots:
     /// for private CAs and self-signed servers.
@@ -98,23 +124,31 @@ impl Default for DialOptions {
 /// Why a dial failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DialError {
-    /// The URL cannot be used.
+    /// The URL (or the TLS roots) cannot be used.
     #[error("invalid URL {0}")]
     InvalidUrl(String),
-    /// The server refused the handshake (HTTP status, or no `o` frame).
+    /// The server refused the handshake: an HTTP status other than the expected one (101 for
+    /// websocket, 200 for the xhr open), or a refused websocket upgrade. [`Transport::Auto`]
+    /// falls back to xhr-polling on this error only.
     #[error("handshake failed: {0}")]
     Handshake(String),
     /// No answer in time.
     #[error("timed out")]
     Timeout,
-    /// The connection failed.
+    /// The connection failed (refused, reset, TLS, ...).
     #[error("{0}")]
     Io(String),
+    /// The server answered, but not with SockJS: no `o` frame first, or a close frame.
+    #[error("protocol error: {0}")]
+    Protocol(String),
 }
 
-/// Dials `url` (a kite's SockJS base URL such as `http://127.0.0.1:6000/kite`) with the
-/// transport of `opts`. `Auto` tries websocket and falls back to xhr-polling only when the
-/// websocket handshake is refused (as Go's client does).
+/// Dials `url` (a kite's SockJS base URL such as `http://127.0.0.1:6000/kite`; `ws`, `wss`,
+/// `http` and `https` accepted) with the transport of `opts` and returns the open session.
+///
+/// [`Transport::Auto`] tries websocket and falls back to xhr-polling only when the websocket
+/// handshake is refused ([`DialError::Handshake`], e.g. a 404 from a server with websockets
+/// off), as Go's client does; any other error, such as a refused connection, is returned as is.
 pub async fn dial(url: &str, opts: &DialOptions) -> Result<Session, DialError> {
     match opts.transport {
         Transport::WebSocket => dial_websocket(url, opts).await,
@@ -130,40 +164,67 @@ pub async fn dial(url: &str, opts: &DialOptions) -> Result<Session, DialError> {
     }
 }
 
-/// Random SockJS server id (3 digits) and session id (20 hex chars), as Go's client makes.
-pub(crate) fn sockjs_ids() -> (String, String) {
-    let server = rand::random_range(100..1000u32).to_string();
-    let session = hex::encode(rand::random::<[u8; 10]>());
-    (server, session)
+/// What a reader does with one incoming SockJS frame.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Hand these messages to the runtime.
+    Deliver(Vec<String>),
+    /// Nothing to deliver (`o`, `h`).
+    Skip,
+    /// End the session (`c[...]`, a broken frame, an oversized message).
+    End,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn transport_names() {
-        assert_eq!("WebSocket".parse(), Ok(Transport::WebSocket));
-        assert_eq!("XHRPolling".parse(), Ok(Transport::XhrPolling));
-        assert_eq!("auto".parse(), Ok(Transport::Auto));
-        assert_eq!("xhr-polling".parse(), Ok(Transport::XhrPolling));
-        assert!("pigeon".parse::<Transport>().is_err());
+/// Decodes one server → client frame (a websocket message or one line of an xhr body).
+fn decode_frame(text: &str, max_message_size: usize) -> Step {
+    let msgs = match Frame::decode(text) {
+        Ok(Frame::Messages(msgs)) => msgs,
+        Ok(Frame::Message(msg)) => vec![msg],
+        Ok(Frame::Open | Frame::Heartbeat) => return Step::Skip,
+        Ok(Frame::Close { code, reason }) => {
+            tracing::debug!(code, %reason, "server closed the session");
+            return Step::End;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "broken SockJS frame from the server, closing");
+            return Step::End;
+        }
+    };
+    if let Some(big) = msgs.iter().find(|m| m.len() > max_message_size) {
+        tracing::warn!(
+            size = big.len(),
+            limit = max_message_size,
+            "message over the size limit, closing"
+        );
+        return Step::End;
     }
+    Step::Deliver(msgs)
+}
 
-    #[test]
-    fn websocket_urls_like_go() {
-        assert_eq!(
-            sockjs_websocket_url("http://example.com/kite", "123", "abc").unwrap(),
-            "ws://example.com:80/kite/123/abc/websocket"
-        );
-        assert_eq!(
-            sockjs_websocket_url("https://example.com:8443/kite/?x=1", "1", "s").unwrap(),
-            "wss://example.com:8443/kite/1/s/websocket?x=1"
-        );
-        assert_eq!(
-            sockjs_websocket_url("ws://[::1]:6000/kite", "1", "s").unwrap(),
-            "ws://[::1]:6000/kite/1/s/websocket"
-        );
-        assert!(sockjs_websocket_url("not a url", "1", "s").is_err());
-    }
+/// Largest SockJS frame accepted from a server: one frame may batch several messages, and JSON
+/// escaping can make a message up to six times longer on the wire (Go writes `<` as `\u003c`).
+/// Each message is then held to `max_message_size`.
+fn frame_limit(max_message_size: usize) -> usize {
+    max_message_size.saturating_mul(8).saturating_add(64 * 1024)
+}
+
+/// The pairs of `headers` that are valid HTTP, each invalid one skipped with a warning.
+fn valid_headers(
+    headers: &[(String, String)],
+) -> Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)> {
+    headers
+        .iter()
+        .filter_map(|(k, v)| {
+            match (
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()),
+                reqwest::header::HeaderValue::from_str(v),
+            ) {
+                (Ok(name), Ok(value)) => Some((name, value)),
+                _ => {
+                    tracing::warn!(header = %k, "skipping an invalid HTTP header");
+                    None
+                }
+            }
+        })
+        .collect()
 }

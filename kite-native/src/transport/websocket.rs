@@ -1,222 +1,311 @@
 //! SockJS websocket and raw websocket clients.
+//!
+//! A dialed websocket runs two tasks: a reader that turns incoming frames into messages for the
+//! runtime (waiting while the runtime's queue is full) and a writer that drains the session's
+//! outgoing queue, batching whatever is queued into one frame. Either ending ends the other,
+//! drops the incoming channel and so ends the session.
 
+use std::sync::Arc;
+
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use kite_core::sockjs::{self, Frame};
-use reqwest::Url;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
-use tracing::debug;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
 
-use super::{DialError, DialOptions, sockjs_ids};
+use super::url::{origin_of, parse_base_url, raw_websocket_url, sockjs_ids, websocket_url};
+use super::{DialError, DialOptions, Step, decode_frame, frame_limit, valid_headers};
 use crate::session::{self, Outgoing, Session, SessionInfo, TransportKind};
 
-/// The SockJS websocket URL for a base URL, as Go's client builds it: `https`/`wss` → `wss`,
-/// else `ws`; default port added; `/<server>/<session>/websocket` appended to the path; the
-/// query string kept.
-pub fn sockjs_websocket_url(base: &str, server: &str, session: &str) -> Result<String, DialError> {
-    let mut url = Url::parse(base).map_err(|e| DialError::InvalidUrl(format!("{base}: {e}")))?;
-    let secure = matches!(url.scheme(), "https" | "wss");
-    let port = url
-        .port_or_known_default()
-        .unwrap_or(if secure { 443 } else { 80 });
-    let host = url
-        .host_str()
-        .ok_or_else(|| DialError::InvalidUrl(format!("{base}: no host")))?
-        .to_owned();
-    let path = format!(
-        "{}/{server}/{session}/websocket",
-        url.path().trim_end_matches('/')
-    );
-    url.set_path(&path);
-    let query = url.query().map(|q| format!("?{q}")).unwrap_or_default();
-    let host = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host
-    };
-    Ok(format!(
-        "{}://{host}:{port}{}{query}",
-        if secure { "wss" } else { "ws" },
-        url.path()
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Dials the SockJS websocket of the kite at `base` (`<base>/<server>/<session>/websocket`, see
+/// [`super::sockjs_websocket_url`]) and waits for its `o` frame, all within
+/// [`DialOptions::handshake_timeout`].
+pub async fn dial_websocket(base: &str, opts: &DialOptions) -> Result<Session, DialError> {
+    let deadline = Instant::now() + opts.handshake_timeout;
+    let base_url = parse_base_url(base)?;
+    let (server, id) = sockjs_ids();
+    let url = websocket_url(&base_url, &server, &id);
+    let limit = frame_limit(opts.max_message_size);
+    let mut ws = connect(&url, &origin_of(&base_url), limit, opts, deadline).await?;
+    match tokio::time::timeout_at(deadline, first_frame(&mut ws)).await {
+        Err(_) => return Err(DialError::Timeout),
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(Frame::Open)) => {}
+        Ok(Ok(Frame::Close { code, reason })) => {
+            return Err(DialError::Protocol(format!(
+                "closed before opening: {code} {reason}"
+            )));
+        }
+        Ok(Ok(_)) => {
+            return Err(DialError::Protocol("the first frame is not `o`".into()));
+        }
+    }
+    Ok(spawn(
+        ws,
+        id,
+        TransportKind::WebSocket,
+        opts.max_message_size,
     ))
 }
 
-fn origin_of(base: &str) -> Option<String> {
-    let url = Url::parse(base).ok()?;
-    let scheme = match url.scheme() {
-        "wss" => "https",
-        "ws" => "http",
-        s => s,
-    };
-    Some(format!("{scheme}://{}", url.host_str()?))
+/// Dials a plain websocket at `url` verbatim (a Kite.js server, or a kite's `/kite/websocket`):
+/// one text message per message, no SockJS framing. `http`/`https` are spelled `ws`/`wss`.
+pub async fn dial_raw_websocket(url: &str, opts: &DialOptions) -> Result<Session, DialError> {
+    let deadline = Instant::now() + opts.handshake_timeout;
+    let ws_url = raw_websocket_url(url)?;
+    let origin = origin_of(&parse_base_url(url.trim())?);
+    let ws = connect(&ws_url, &origin, opts.max_message_size, opts, deadline).await?;
+    let (_, id) = sockjs_ids();
+    Ok(spawn(
+        ws,
+        id,
+        TransportKind::RawWebSocket,
+        opts.max_message_size,
+    ))
 }
 
-fn ws_config(opts: &DialOptions) -> WebSocketConfig {
-    let limit = opts.max_message_size + 1024;
-    WebSocketConfig::default()
-        .max_message_size(Some(limit))
-        .max_frame_size(Some(limit))
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(url: &str, origin: Option<String>, opts: &DialOptions) -> Result<Ws, DialError> {
+/// Connects and upgrades, with `Origin`, the extra headers and a read limit of `limit` bytes.
+async fn connect(
+    url: &str,
+    origin: &str,
+    limit: usize,
+    opts: &DialOptions,
+    deadline: Instant,
+) -> Result<Ws, DialError> {
     let mut request = url
         .into_client_request()
         .map_err(|e| DialError::InvalidUrl(format!("{url}: {e}")))?;
-    if let Some(origin) = origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
-        request.headers_mut().insert("Origin", origin);
+    let headers = request.headers_mut();
+    if let Ok(origin) = tungstenite::http::HeaderValue::from_str(origin) {
+        headers.insert(tungstenite::http::header::ORIGIN, origin);
     }
-    for (k, v) in &opts.headers {
-        if let (Ok(name), Ok(value)) = (
-            tungstenite::http::HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(v),
-        ) {
-            request.headers_mut().insert(name, value);
-        }
+    for (name, value) in valid_headers(&opts.headers) {
+        headers.insert(name, value);
     }
     let connector = if url.starts_with("wss:") {
         let config = crate::tls::client_config(&opts.root_certificates)
             .map_err(|e| DialError::InvalidUrl(format!("TLS roots: {e}")))?;
-        Some(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(
-            config,
-        )))
+        Some(tokio_tungstenite::Connector::Rustls(Arc::new(config)))
     } else {
         None
     };
-    let connect = tokio_tungstenite::connect_async_tls_with_config(
-        request,
-        Some(ws_config(opts)),
-        false,
-        connector,
-    );
-    match tokio::time::timeout(opts.handshake_timeout, connect).await {
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit));
+    let connect =
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(config), false, connector);
+    match tokio::time::timeout_at(deadline, connect).await {
         Err(_) => Err(DialError::Timeout),
         Ok(Ok((ws, _))) => Ok(ws),
-        Ok(Err(tungstenite::Error::Http(resp))) => {
-            Err(DialError::Handshake(format!("HTTP {}", resp.status())))
-        }
-        Ok(Err(tungstenite::Error::Io(e))) => Err(DialError::Io(e.to_string())),
-        Ok(Err(e)) => Err(DialError::Handshake(e.to_string())),
+        Ok(Err(e)) => Err(handshake_error(e)),
     }
 }
 
-/// Dials the SockJS websocket of the kite at `base` and waits for its `o` frame.
-pub async fn dial_websocket(base: &str, opts: &DialOptions) -> Result<Session, DialError> {
-    let (server, session_id) = sockjs_ids();
-    let url = sockjs_websocket_url(base, &server, &session_id)?;
-    let mut ws = connect(&url, origin_of(base), opts).await?;
-    let open = async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Text(t))) => return Frame::decode(&t).ok(),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                _ => return None,
+/// Classifies a failed connect: only a refused upgrade is a [`DialError::Handshake`].
+fn handshake_error(e: tungstenite::Error) -> DialError {
+    match e {
+        tungstenite::Error::Http(resp) => DialError::Handshake(format!("HTTP {}", resp.status())),
+        tungstenite::Error::Protocol(e) => DialError::Handshake(e.to_string()),
+        tungstenite::Error::HttpFormat(e) => DialError::Handshake(e.to_string()),
+        tungstenite::Error::Url(e) => DialError::InvalidUrl(e.to_string()),
+        other => DialError::Io(other.to_string()),
+    }
+}
+
+/// Reads the first SockJS frame, skipping pings.
+async fn first_frame(ws: &mut Ws) -> Result<Frame, DialError> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => {
+                return Frame::decode(&text)
+                    .map_err(|e| DialError::Protocol(format!("first frame: {e}")));
             }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+            Some(Ok(Message::Binary(_))) => {
+                return Err(DialError::Protocol("binary message instead of `o`".into()));
+            }
+            Some(Ok(Message::Close(_))) | None => {
+                return Err(DialError::Io(
+                    "connection closed before the `o` frame".into(),
+                ));
+            }
+            Some(Err(e)) => return Err(DialError::Io(e.to_string())),
         }
-    };
-    match tokio::time::timeout(opts.handshake_timeout, open).await {
-        Ok(Some(Frame::Open)) => {}
-        Ok(Some(Frame::Close { code, reason })) => {
-            return Err(DialError::Handshake(format!("closed: {code} {reason}")));
-        }
-        Ok(_) => return Err(DialError::Handshake("no SockJS open frame".into())),
-        Err(_) => return Err(DialError::Timeout),
     }
-    Ok(run(ws, session_id, TransportKind::WebSocket, opts))
 }
 
-/// Dials a plain websocket at `url` verbatim (Kite.js servers, or `/kite/websocket`).
-pub async fn dial_raw_websocket(url: &str, opts: &DialOptions) -> Result<Session, DialError> {
-    let ws_url = if let Some(rest) = url.strip_prefix("http") {
-        format!("ws{rest}")
-    } else {
-        url.to_owned()
+/// Starts the reader and writer tasks of an open websocket and returns its session.
+fn spawn(ws: Ws, id: String, transport: TransportKind, max_message_size: usize) -> Session {
+    let remote_addr = match ws.get_ref() {
+        MaybeTlsStream::Plain(s) => s.peer_addr().ok(),
+        MaybeTlsStream::Rustls(s) => s.get_ref().0.peer_addr().ok(),
+        _ => None,
     };
-    let ws = connect(&ws_url, origin_of(url), opts).await?;
-    let (_, id) = sockjs_ids();
-    Ok(run(ws, id, TransportKind::RawWebSocket, opts))
-}
-
-fn run(ws: Ws, id: String, transport: TransportKind, opts: &DialOptions) -> Session {
     let info = SessionInfo {
         transport,
-        remote_addr: match ws.get_ref() {
-            tokio_tungstenite::MaybeTlsStream::Plain(s) => s.peer_addr().ok(),
-            _ => None,
-        },
+        remote_addr,
         id,
     };
-    let (session, in_tx, mut out_rx) = session::channel(info);
     let framed = transport == TransportKind::WebSocket;
-    let max = opts.max_message_size;
-    tokio::spawn(async move {
-        let (mut sink, mut stream) = ws.split();
-        loop {
-            tokio::select! {
-                out = out_rx.recv() => match out {
-                    Some(Outgoing::Message(first)) => {
-                        let text = if framed {
-                            let (batch, close) = session::drain_batch(first, &mut out_rx);
-                            let frame = sockjs::encode_client_frame(batch.iter().map(String::as_str));
-                            if close.is_some() {
-                                let _ = sink.send(Message::text(frame)).await;
-                                break;
-                            }
-                            frame
-                        } else {
-                            first
-                        };
-                        if sink.send(Message::text(text)).await.is_err() {
-                            break;
-                        }
-                    }
-                    Some(Outgoing::Close(..)) | None => break,
-                },
-                inc = stream.next() => match inc {
-                    Some(Ok(Message::Text(t))) => {
-                        if t.len() > max {
-                            debug!("message over the size limit, closing");
-                            break;
-                        }
-                        let msgs = if framed {
-                            match Frame::decode(&t) {
-                                Ok(Frame::Messages(m)) => m,
-                                Ok(Frame::Message(m)) => vec![m],
-                                Ok(Frame::Open | Frame::Heartbeat) => continue,
-                                Ok(Frame::Close { code, reason }) => {
-                                    debug!(code, %reason, "server closed the session");
-                                    break;
-                                }
-                                Err(e) => {
-                                    debug!(error = %e, "broken frame from server");
-                                    break;
-                                }
-                            }
-                        } else {
-                            vec![t.to_string()]
-                        };
-                        if !session::deliver(&in_tx, msgs).await {
-                            break;
-                        }
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                    Some(Ok(Message::Binary(_))) if framed => break,
-                    Some(Ok(Message::Binary(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => break,
-                    Some(Err(e)) => {
-                        debug!(error = %e, "websocket read failed");
-                        break;
-                    }
-                },
-            }
-        }
-        drop(in_tx);
-        let _ = sink.send(Message::Close(None)).await;
-        let _ = sink.close().await;
-    });
+    let (session, in_tx, out_rx) = session::channel(info);
+    let (sink, stream) = ws.split();
+    let done = CancellationToken::new();
+    tokio::spawn(read_loop(
+        stream,
+        in_tx,
+        framed,
+        max_message_size,
+        done.clone(),
+    ));
+    tokio::spawn(write_loop(sink, out_rx, framed, done));
     session
+}
+
+/// Reads frames until the server closes, a frame is broken or too big, the runtime drops the
+/// session, or the writer ends; then drops `in_tx`, which ends the session.
+async fn read_loop(
+    mut stream: SplitStream<Ws>,
+    in_tx: mpsc::Sender<String>,
+    framed: bool,
+    max: usize,
+    done: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            () = done.cancelled() => break,
+            next = stream.next() => next,
+        };
+        let msgs = match next {
+            Some(Ok(Message::Text(text))) if framed => match decode_frame(&text, max) {
+                Step::Deliver(msgs) => msgs,
+                Step::Skip => continue,
+                Step::End => break,
+            },
+            Some(Ok(Message::Text(text))) => {
+                if text.len() > max {
+                    warn!(
+                        size = text.len(),
+                        limit = max,
+                        "message over the size limit, closing"
+                    );
+                    break;
+                }
+                vec![text.to_string()]
+            }
+            Some(Ok(Message::Binary(_))) if framed => {
+                warn!("binary message on a SockJS websocket, closing");
+                break;
+            }
+            Some(Ok(Message::Binary(_))) => {
+                debug!("ignoring a binary message");
+                continue;
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+            Some(Ok(Message::Close(frame))) => {
+                debug!(?frame, "server closed the websocket");
+                break;
+            }
+            None => break,
+            Some(Err(e)) => {
+                debug!(error = %e, "websocket read failed");
+                break;
+            }
+        };
+        let delivered = tokio::select! {
+            () = done.cancelled() => false,
+            ok = session::deliver(&in_tx, msgs) => ok,
+        };
+        if !delivered {
+            break;
+        }
+    }
+    done.cancel();
+}
+
+/// Writes queued messages (batched into one SockJS client frame when `framed`) until a close
+/// request, the runtime dropping the session, a write error or the reader ending; then sends a
+/// close frame.
+async fn write_loop(
+    mut sink: SplitSink<Ws, Message>,
+    mut out_rx: mpsc::UnboundedReceiver<Outgoing>,
+    framed: bool,
+    done: CancellationToken,
+) {
+    let close = loop {
+        let first = tokio::select! {
+            () = done.cancelled() => break None,
+            out = out_rx.recv() => out,
+        };
+        let (texts, close) = match first {
+            Some(Outgoing::Message(first)) if framed => {
+                let (batch, close) = session::drain_batch(first, &mut out_rx);
+                (
+                    vec![sockjs::encode_client_frame(
+                        batch.iter().map(String::as_str),
+                    )],
+                    close,
+                )
+            }
+            Some(Outgoing::Message(first)) => {
+                let (batch, close) = session::drain_batch(first, &mut out_rx);
+                (batch, close)
+            }
+            Some(Outgoing::Close(code, reason)) => break Some((code, reason)),
+            None => break Some((1000, String::new())),
+        };
+        let written = tokio::select! {
+            () = done.cancelled() => false,
+            ok = write_all(&mut sink, texts) => ok,
+        };
+        if !written {
+            break None;
+        }
+        if close.is_some() {
+            break close;
+        }
+    };
+    done.cancel();
+    if let Some((code, reason)) = close {
+        let frame = Message::Close(Some(close_frame(code, &reason)));
+        let grace = std::time::Duration::from_secs(5);
+        let _ = tokio::time::timeout(grace, sink.send(frame)).await;
+    }
+}
+
+/// Sends each text and flushes once; `false` on a write error.
+async fn write_all(sink: &mut SplitSink<Ws, Message>, texts: Vec<String>) -> bool {
+    for text in texts {
+        if let Err(e) = sink.feed(Message::text(text)).await {
+            debug!(error = %e, "websocket write failed");
+            return false;
+        }
+    }
+    sink.flush().await.is_ok()
+}
+
+/// A websocket close frame for a SockJS close request: the code if websocket allows sending it
+/// (1000–1003, 1007–1011, 3000–4999), else 1000; the reason cut to the 123 bytes a frame holds.
+pub(super) fn close_frame(code: u16, reason: &str) -> CloseFrame {
+    let code = match code {
+        1000..=1003 | 1007..=1011 | 3000..=4999 => code,
+        _ => 1000,
+    };
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason[..end].to_owned().into(),
+    }
 }
