@@ -1,0 +1,133 @@
+//! Printing a [`Report`] as Markdown tables (the same tables `docs/BENCHMARKS.md` carries).
+
+use std::fmt::Write;
+
+use crate::suite::Report;
+
+fn ratio(r: Option<f64>) -> String {
+    r.map_or_else(|| "".to_owned(), |r| format!("{r:.2}×"))
+}
+
+fn rate(r: f64) -> String {
+    if r >= 10_000.0 {
+        format!("{:.1}k", r / 1000.0)
+    } else {
+        format!("{r:.0}")
+    }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+/// The report as Markdown.
+pub fn markdown(report: &Report) -> String {
+    let mut out = String::new();
+    let m = &report.machine;
+    let _ = writeln!(
+        out,
+        "Machine: {} CPUs, {}, Linux {}. Window {:.1} s (after {:.1} s warm-up), {} repetition(s), medians.\n",
+        m.cpus,
+        m.cpu,
+        m.kernel,
+        report.options.window.measure.as_secs_f64(),
+        report.options.window.warmup.as_secs_f64(),
+        report.options.repeat
+    );
+    if !report.rows.is_empty() {
+        out.push_str("| group | system | C | payload | calls/s | p50 µs | p99 µs | p99.9 µs | errors | server RSS MiB | vs echo | vs echo-batched | vs jsonrpsee |\n");
+        out.push_str("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for r in &report.rows {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
+                serde_json::to_value(r.group)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                r.system,
+                r.concurrency,
+                r.payload,
+                rate(r.calls_per_sec),
+                r.p50_us,
+                r.p99_us,
+                r.p999_us,
+                r.errors,
+                mib(r.server_rss_kib),
+                ratio(r.vs_echo),
+                ratio(r.vs_echo_batched),
+                ratio(r.vs_jsonrpsee),
+            );
+        }
+        out.push('\n');
+    }
+    if !report.connections.is_empty() {
+        out.push_str("| connections | system | calls each | dials/s | dial p50 µs | dial p99 µs | calls/s | p50 µs | p99 µs | errors | server RSS MiB (all open) |\n");
+        out.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for c in &report.connections {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {} | {} |",
+                c.connections,
+                c.system,
+                c.calls_each,
+                rate(c.dials_per_sec),
+                c.dial_p50_us,
+                c.dial_p99_us,
+                rate(c.calls_per_sec),
+                c.p50_us,
+                c.p99_us,
+                c.errors,
+                mib(c.server_rss_kib),
+            );
+        }
+        out.push('\n');
+    }
+    if !report.idle.is_empty() {
+        out.push_str("| idle connections | system | server RSS before MiB | with all open MiB | KiB per connection | failed |\n");
+        out.push_str("|---:|---|---:|---:|---:|---:|\n");
+        for i in &report.idle {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.1} | {} |",
+                i.connections,
+                i.system,
+                mib(i.rss_before_kib),
+                mib(i.rss_open_kib),
+                i.kib_per_connection,
+                i.failed
+            );
+        }
+        out.push('\n');
+    }
+    if let Some(s) = &report.soak {
+        let _ = writeln!(
+            out,
+            "Soak: {} `square` calls on one websocket connection at C={} in {:.1} s, {} errors; server RSS growth {} KiB, client {} KiB from the first tenth to the end.\n",
+            s.calls, s.concurrency, s.seconds, s.errors, s.server_growth_kib, s.client_growth_kib
+        );
+        out.push_str("| calls | server RSS KiB | client RSS KiB |\n|---:|---:|---:|\n");
+        for p in &s.samples {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                p.calls, p.server_rss_kib, p.client_rss_kib
+            );
+        }
+        out.push('\n');
+    }
+    if !report.targets.is_empty() {
+        out.push_str("| target | value | bound | met |\n|---|---:|---:|---|\n");
+        for t in &report.targets {
+            let _ = writeln!(
+                out,
+                "| {} | {:.2} | {} | {} |",
+                t.name,
+                t.value,
+                t.bound,
+                if t.met { "yes" } else { "**no**" }
+            );
+        }
+    }
+    out
+}
