@@ -28,6 +28,36 @@ impl Auth {
     }
 }
 
+/// The start of every request one client sends, which only depends on who calls with which
+/// credentials: `{"kite":{..},"authentication":..,"responseCallback":"[Function]","withArgs":`.
+///
+/// A client encodes it once (again when its credentials change) and hands it to
+/// [`crate::Connection::request_with_head`] for every call, instead of encoding its identity and
+/// credentials per call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    bytes: Vec<u8>,
+}
+
+impl RequestHead {
+    /// Encodes the head for calls made by `kite` with `auth` (Go's key order and escaping).
+    pub fn new(kite: &Kite, auth: Option<&Auth>) -> Self {
+        let mut bytes = Vec::with_capacity(256);
+        bytes.extend_from_slice(b"{\"kite\":");
+        // Serializing plain data cannot fail.
+        let _ = crate::json::write_into(&mut bytes, kite);
+        bytes.extend_from_slice(b",\"authentication\":");
+        let _ = crate::json::write_into(&mut bytes, &auth);
+        bytes.extend_from_slice(b",\"responseCallback\":\"[Function]\",\"withArgs\":");
+        RequestHead { bytes }
+    }
+
+    /// The encoded head.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// A request received from a peer.
 #[derive(Debug, Clone)]
 pub struct Request {

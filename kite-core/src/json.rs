@@ -111,10 +111,81 @@ pub fn to_string<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String>
     Ok(String::from_utf8(out).expect("JSON output is UTF-8"))
 }
 
+/// What [`write_str`] does with each byte: 0 copies it, anything else names its escape.
+/// `u` is `\u00XX`; `G` is a byte Go escapes as `\u00XX` (`<`, `>`, `&`); `L` (0xE2) may start
+/// U+2028 or U+2029.
+static ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = b'u';
+        b += 1;
+    }
+    t[b'\n' as usize] = b'n';
+    t[b'\r' as usize] = b'r';
+    t[b'\t' as usize] = b't';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t[b'<' as usize] = b'G';
+    t[b'>' as usize] = b'G';
+    t[b'&' as usize] = b'G';
+    t[0xE2] = b'L';
+    t
+};
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// Appends `s` as a JSON string literal (quoted, Go escaping) to `out`.
+///
+/// This is the hot path of every SockJS frame (each dnode message is a JSON string inside the
+/// frame), so it scans with a table instead of going through serde; the output is the same as
+/// [`to_string`] of the string.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    // Serializing a str cannot fail.
-    let _ = write_into(out, s);
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let class = ESCAPE[b as usize];
+        if class == 0 {
+            i += 1;
+            continue;
+        }
+        if class == b'L' {
+            // U+2028 is E2 80 A8, U+2029 is E2 80 A9; other characters starting E2 pass.
+            if bytes.get(i + 1) == Some(&0x80) && matches!(bytes.get(i + 2), Some(0xA8 | 0xA9)) {
+                out.extend_from_slice(&bytes[start..i]);
+                out.extend_from_slice(if bytes[i + 2] == 0xA8 {
+                    b"\\u2028"
+                } else {
+                    b"\\u2029"
+                });
+                i += 3;
+                start = i;
+            } else {
+                i += 1;
+            }
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        match class {
+            b'u' | b'G' => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xF) as usize],
+            ]),
+            other => out.extend_from_slice(&[b'\\', other]),
+        }
+        i += 1;
+        start = i;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 #[cfg(test)]
@@ -145,6 +216,31 @@ mod tests {
         ];
         for (v, want) in cases {
             assert_eq!(to_string(&v).unwrap(), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn write_str_matches_the_formatter() {
+        let cases = [
+            "",
+            "plain",
+            "<b>&amp;</b>",
+            "quote \" backslash \\ slash /",
+            "\u{0}\u{1}\u{8}\t\n\u{b}\u{c}\r\u{1f} \u{7f}",
+            "line\u{2028}para\u{2029}end",
+            "\u{2027}\u{202a}€✓é 日本",
+            "{\"method\":\"square\",\"arguments\":[{\"withArgs\":[4]}]}",
+        ];
+        for s in cases {
+            let mut fast = Vec::new();
+            write_str(&mut fast, s);
+            let mut serde = Vec::new();
+            write_into(&mut serde, s).unwrap();
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(serde).unwrap(),
+                "{s:?}"
+            );
         }
     }
 

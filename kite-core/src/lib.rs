@@ -16,6 +16,6 @@ pub mod sockjs;
 
 pub use connection::{Connection, Incoming};
 pub use dnode::{Args, Callback};
-pub use envelope::{Auth, Request};
+pub use envelope::{Auth, Request, RequestHead};
 pub use error::{ErrorKind, KiteError, ProtocolError};
 pub use identity::{Kite, KontrolQuery};

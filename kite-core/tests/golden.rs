@@ -165,7 +165,11 @@ fn go_server_responses_match_our_encoding() {
             } else {
                 Err(serde_json::from_value::<KiteError>(args[0]["error"].clone()).unwrap())
             };
-            conn.invoke(id, response_args(result))
+            // The direct encoder a server uses gives the same text as the generic one.
+            let direct = Connection::<()>::new().respond(id, result.clone());
+            let generic = conn.invoke(id, response_args(result));
+            assert_eq!(direct, generic, "{case}");
+            generic
         } else {
             conn.invoke(id, Scrubbed::plain(args.clone()))
         };

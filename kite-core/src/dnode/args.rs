@@ -1,10 +1,13 @@
 //! [`Args`]: received arguments (or a result) with their callbacks, decoded with serde.
 
-use std::sync::Arc;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::{Arc, OnceLock};
 
-use serde::de::DeserializeOwned;
-use serde::{Serialize, Serializer};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::callback::{
     Callback, CallbackSink, Scrubbed, marker, parse_marker, replace_markers, with_decoding,
@@ -27,21 +30,54 @@ use crate::error::KiteError;
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct Args {
-    value: Value,
+    repr: Repr,
     callbacks: Vec<Callback>,
+}
+
+/// How the JSON is held.
+#[derive(Debug, Clone)]
+enum Repr {
+    /// A parsed value; functions inside it are marker strings indexing `callbacks`.
+    Value(Value),
+    /// The JSON text as received, holding no functions: decoding reads the text directly, and
+    /// the parsed [`Value`] is only built if someone asks for it.
+    Raw {
+        text: Box<RawValue>,
+        parsed: OnceLock<Value>,
+    },
+}
+
+impl Default for Repr {
+    fn default() -> Self {
+        Repr::Value(Value::Null)
+    }
 }
 
 impl Args {
     /// Arguments without callbacks.
     pub fn from_value(value: Value) -> Self {
         Args {
-            value,
+            repr: Repr::Value(value),
+            callbacks: Vec::new(),
+        }
+    }
+
+    /// Arguments from JSON text received from a peer, holding no functions.
+    pub fn from_raw(text: Box<RawValue>) -> Self {
+        Args {
+            repr: Repr::Raw {
+                text,
+                parsed: OnceLock::new(),
+            },
             callbacks: Vec::new(),
         }
     }
 
     pub(crate) fn from_parts(value: Value, callbacks: Vec<Callback>) -> Self {
-        Args { value, callbacks }
+        Args {
+            repr: Repr::Value(value),
+            callbacks,
+        }
     }
 
     /// Takes the subtree at `prefix` of a received message's `arguments`, turning the callbacks
@@ -67,22 +103,45 @@ impl Args {
                 list.push(Callback::remote(*id, sink.clone()));
             }
         }
-        Args {
-            value,
-            callbacks: list,
-        }
+        Args::from_parts(value, list)
     }
 
     /// Makes these arguments an argument list (`null` → `[]`, a scalar `x` → `[x]`), keeping
     /// callbacks. Used for `withArgs`, which Go sends as `null` and Kite.js as a bare value.
-    pub fn into_list(mut self) -> Self {
-        self.value = super::callback::normalize_args(self.value);
-        self
+    pub fn into_list(self) -> Self {
+        let Args { repr, callbacks } = self;
+        let repr = match repr {
+            Repr::Value(v) => Repr::Value(super::callback::normalize_args(v)),
+            Repr::Raw { text, parsed } => {
+                let json = text.get();
+                let listed = match json.as_bytes().first() {
+                    Some(b'[') => None,
+                    _ if json == "null" => Some("[]".to_owned()),
+                    _ => Some(format!("[{json}]")),
+                };
+                match listed.map(RawValue::from_string) {
+                    None => Repr::Raw { text, parsed },
+                    Some(Ok(text)) => Repr::Raw {
+                        text,
+                        parsed: OnceLock::new(),
+                    },
+                    // Cannot happen: a valid JSON value inside brackets is a valid list.
+                    Some(Err(_)) => Repr::Value(super::callback::normalize_args(parse(&text))),
+                }
+            }
+        };
+        Args { repr, callbacks }
     }
 
     /// Decodes the whole value (for a list of arguments, a tuple or `Vec` fits).
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, KiteError> {
-        with_decoding(&self.callbacks, || T::deserialize(&self.value))
+        if let Repr::Raw { text, .. } = &self.repr
+            && let Ok(v) = serde_json::from_str(text.get())
+        {
+            return Ok(v);
+        }
+        // The parsed value gives the same answer; errors are worded from it.
+        with_decoding(&self.callbacks, || T::deserialize(self.value()))
             .map_err(|e| KiteError::argument(format!("{e}. Data: {}", self.value_for_error())))
     }
 
@@ -101,7 +160,18 @@ impl Args {
         index: usize,
         exact_len: Option<usize>,
     ) -> Result<T, KiteError> {
-        let Value::Array(items) = &self.value else {
+        if let Repr::Raw { text, .. } = &self.repr {
+            let mut de = serde_json::Deserializer::from_str(text.get());
+            let seed = Nth::<T> {
+                index,
+                exact_len,
+                item: PhantomData,
+            };
+            if let Ok(Some(v)) = seed.deserialize(&mut de) {
+                return Ok(v);
+            }
+        }
+        let Value::Array(items) = self.value() else {
             return Err(KiteError::argument(format!(
                 "arguments are not a list. Data: {}",
                 self.value_for_error()
@@ -117,7 +187,7 @@ impl Args {
 
     /// The number of arguments (0 unless this is a list).
     pub fn len(&self) -> usize {
-        self.value.as_array().map_or(0, Vec::len)
+        self.value().as_array().map_or(0, Vec::len)
     }
 
     /// Whether there are no arguments.
@@ -128,7 +198,18 @@ impl Args {
     /// The raw JSON. Functions show as internal marker strings; decode into [`Callback`] to use
     /// them.
     pub fn value(&self) -> &Value {
-        &self.value
+        match &self.repr {
+            Repr::Value(v) => v,
+            Repr::Raw { text, parsed } => parsed.get_or_init(|| parse(text)),
+        }
+    }
+
+    fn into_value(self) -> (Value, Vec<Callback>) {
+        let value = match self.repr {
+            Repr::Value(v) => v,
+            Repr::Raw { text, parsed } => parsed.into_inner().unwrap_or_else(|| parse(&text)),
+        };
+        (value, self.callbacks)
     }
 
     /// The functions inside these arguments.
@@ -138,10 +219,7 @@ impl Args {
 
     /// The JSON with functions shown as `"[Function]"` and their paths, ready to send on.
     pub fn into_scrubbed(self) -> Scrubbed {
-        let Args {
-            mut value,
-            callbacks,
-        } = self;
+        let (mut value, callbacks) = self.into_value();
         let mut out = Vec::new();
         if !callbacks.is_empty() {
             replace_markers(&mut value, &mut Vec::new(), &callbacks, &mut out);
@@ -154,15 +232,12 @@ impl Args {
 
     /// Argument `index` as its own `Args`, keeping the functions inside it.
     pub fn get(&self, index: usize) -> Option<Args> {
-        let item = self.value.as_array()?.get(index)?;
-        Some(Args {
-            value: item.clone(),
-            callbacks: self.callbacks.clone(),
-        })
+        let item = self.value().as_array()?.get(index)?;
+        Some(Args::from_parts(item.clone(), self.callbacks.clone()))
     }
 
     fn value_for_error(&self) -> String {
-        truncate(self.value.to_string())
+        truncate(self.value().to_string())
     }
 }
 
@@ -170,7 +245,53 @@ impl Args {
 /// (or part of them, see [`Args::get`]) forwards the peer's callbacks.
 impl Serialize for Args {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        WithCallbacks(&self.value, &self.callbacks).serialize(s)
+        WithCallbacks(self.value(), &self.callbacks).serialize(s)
+    }
+}
+
+/// Parses received JSON text (valid by construction; `null` if a number is out of range).
+fn parse(text: &RawValue) -> Value {
+    serde_json::from_str(text.get()).unwrap_or(Value::Null)
+}
+
+/// Picks element `index` of a JSON list while checking its length, skipping the other elements
+/// without building them. `Ok(None)`: not that long (or not `exact_len` long).
+struct Nth<T> {
+    index: usize,
+    exact_len: Option<usize>,
+    item: PhantomData<T>,
+}
+
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Nth<T> {
+    type Value = Option<T>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for Nth<T> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of arguments")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<T>, A::Error> {
+        let mut found = None;
+        let mut len = 0;
+        loop {
+            let more = if len == self.index {
+                seq.next_element::<T>()?.map(|v| found = Some(v)).is_some()
+            } else {
+                seq.next_element::<IgnoredAny>()?.is_some()
+            };
+            if !more {
+                break;
+            }
+            len += 1;
+        }
+        Ok(found.filter(|_| self.exact_len.is_none_or(|n| n == len)))
     }
 }
 

@@ -1,11 +1,13 @@
 //! The dnode message: `{"method", "arguments", "callbacks"}` (+ `links`, tolerated).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{self, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::path::Path;
 use crate::error::ProtocolError;
@@ -67,28 +69,40 @@ pub struct Message {
 }
 
 #[derive(Deserialize)]
-struct Wire {
-    method: Option<Value>,
-    #[serde(default)]
-    arguments: Value,
-    #[serde(default)]
-    callbacks: Option<BTreeMap<String, Path>>,
+struct Wire<'a> {
+    #[serde(borrow)]
+    method: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    arguments: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    callbacks: Option<BTreeMap<Cow<'a, str>, Path>>,
     // `links` (dnode-protocol's cycle list) is tolerated and ignored, like Go does.
 }
 
-impl Message {
-    /// Decodes one dnode message from JSON text.
-    pub fn decode(text: &str) -> Result<Message, ProtocolError> {
+/// A dnode message whose `arguments` are still JSON text borrowed from the input: the
+/// envelope is checked, the arguments are only parsed as far as a reader needs.
+#[derive(Debug, Clone)]
+pub(crate) struct RawMessage<'a> {
+    pub(crate) method: Method,
+    /// `None` when missing or `null`.
+    pub(crate) arguments: Option<&'a RawValue>,
+    /// Callback id → path, in ascending id order.
+    pub(crate) callbacks: Vec<(u64, Path)>,
+}
+
+impl<'a> RawMessage<'a> {
+    pub(crate) fn decode(text: &'a str) -> Result<RawMessage<'a>, ProtocolError> {
         // serde's derived structs also accept arrays; a dnode message is always an object.
         if !text.trim_ascii_start().starts_with('{') {
             return Err(ProtocolError::InvalidMessage(
                 "a dnode message is a JSON object".into(),
             ));
         }
-        let wire: Wire =
+        let wire: Wire<'a> =
             serde_json::from_str(text).map_err(|e| ProtocolError::InvalidMessage(e.to_string()))?;
         let method = match wire.method {
-            Some(v) => Method::deserialize(v).map_err(|_| ProtocolError::InvalidMethod)?,
+            Some(raw) => serde_json::from_str::<Method>(raw.get())
+                .map_err(|_| ProtocolError::InvalidMethod)?,
             None => return Err(ProtocolError::InvalidMethod),
         };
         let mut callbacks = Vec::new();
@@ -99,10 +113,32 @@ impl Message {
             callbacks.push((id, path));
         }
         callbacks.sort_by_key(|(id, _)| *id);
-        Ok(Message {
+        Ok(RawMessage {
             method,
             arguments: wire.arguments,
             callbacks,
+        })
+    }
+
+    /// The arguments parsed (`null` when missing).
+    pub(crate) fn arguments_value(&self) -> Result<Value, ProtocolError> {
+        match self.arguments {
+            None => Ok(Value::Null),
+            Some(raw) => serde_json::from_str(raw.get())
+                .map_err(|e| ProtocolError::InvalidMessage(e.to_string())),
+        }
+    }
+}
+
+impl Message {
+    /// Decodes one dnode message from JSON text.
+    pub fn decode(text: &str) -> Result<Message, ProtocolError> {
+        let raw = RawMessage::decode(text)?;
+        let arguments = raw.arguments_value()?;
+        Ok(Message {
+            method: raw.method,
+            arguments,
+            callbacks: raw.callbacks,
         })
     }
 }
@@ -110,18 +146,30 @@ impl Message {
 /// Writes the `"callbacks":{...}` object the way Go does: keys sorted as strings.
 fn write_callbacks(out: &mut Vec<u8>, callbacks: &[(u64, Path)]) {
     out.extend_from_slice(b"\"callbacks\":{");
-    let mut keyed: Vec<(String, &Path)> = callbacks
-        .iter()
-        .map(|(id, path)| (id.to_string(), path))
-        .collect();
-    keyed.sort_by(|a, b| a.0.cmp(&b.0));
-    for (i, (key, path)) in keyed.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        json::write_str(out, key);
-        out.push(b':');
+    let write_one = |out: &mut Vec<u8>, id: u64, path: &Path| {
+        out.push(b'"');
+        out.extend_from_slice(id.to_string().as_bytes());
+        out.extend_from_slice(b"\":");
         let _ = json::write_into(out, path);
+    };
+    match callbacks {
+        [] => {}
+        [(id, path)] => write_one(out, *id, path),
+        _ => {
+            let mut keyed: Vec<(String, &Path)> = callbacks
+                .iter()
+                .map(|(id, path)| (id.to_string(), path))
+                .collect();
+            keyed.sort_by(|a, b| a.0.cmp(&b.0));
+            for (i, (key, path)) in keyed.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                json::write_str(out, key);
+                out.push(b':');
+                let _ = json::write_into(out, path);
+            }
+        }
     }
     out.push(b'}');
 }
@@ -129,14 +177,27 @@ fn write_callbacks(out: &mut Vec<u8>, callbacks: &[(u64, Path)]) {
 /// Encodes a message `{"method":..,"arguments":..,"callbacks":{..}}` in Go's key order.
 /// `arguments` must already be JSON text of an array.
 pub(crate) fn encode_raw(method: &Method, arguments: &[u8], callbacks: &[(u64, Path)]) -> String {
-    let mut out = Vec::with_capacity(arguments.len() + 64);
+    encode_with(method, callbacks, arguments.len(), |out| {
+        out.extend_from_slice(arguments)
+    })
+}
+
+/// Encodes a message like [`encode_raw`], with `write_arguments` writing the JSON array of the
+/// arguments in place (`size_hint`: about how many bytes it writes).
+pub(crate) fn encode_with(
+    method: &Method,
+    callbacks: &[(u64, Path)],
+    size_hint: usize,
+    write_arguments: impl FnOnce(&mut Vec<u8>),
+) -> String {
+    let mut out = Vec::with_capacity(size_hint + 96);
     out.extend_from_slice(b"{\"method\":");
     match method {
         Method::Name(name) => json::write_str(&mut out, name),
         Method::Callback(id) => out.extend_from_slice(id.to_string().as_bytes()),
     }
     out.extend_from_slice(b",\"arguments\":");
-    out.extend_from_slice(arguments);
+    write_arguments(&mut out);
     out.push(b',');
     write_callbacks(&mut out, callbacks);
     out.push(b'}');

@@ -14,7 +14,7 @@ pub use args::Args;
 pub use callback::{
     Callback, CallbackSink, Scrubbed, normalize_args, parked_len, scrub, scrub_args,
 };
-pub(crate) use message::encode_raw;
 pub use message::{Message, Method};
+pub(crate) use message::{RawMessage, encode_raw, encode_with};
 pub use path::{Path, Segment};
 pub use table::{CallbackTable, Entry};
