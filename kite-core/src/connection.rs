@@ -208,19 +208,24 @@ impl<P> Connection<P> {
         sink: &Arc<dyn CallbackSink>,
     ) -> Result<Incoming<P>, ProtocolError> {
         let raw = RawMessage::decode(text)?;
+        // Malformed callbacks reject the message before anything else happens.
+        let callbacks = match raw.only_response_callback() {
+            Some(only) => Callbacks::OnlyResponse(only),
+            None => Callbacks::List(raw.callbacks()?),
+        };
         match &raw.method {
             Method::Callback(id) => Ok(match self.table.take(*id) {
                 Some(Entry::Pending(pending)) => Incoming::Response {
                     pending,
-                    result: decode_response(&raw, sink)?,
+                    result: decode_response(&raw, callbacks, sink)?,
                 },
                 Some(Entry::Callback(callback)) => Incoming::Callback {
                     callback,
-                    args: decode_args(&raw, sink)?,
+                    args: decode_args(&raw, callbacks, sink)?,
                 },
                 None => Incoming::UnknownCallback(*id),
             }),
-            Method::Name(method) => decode_request(method, &raw, sink),
+            Method::Name(method) => decode_request(method, &raw, callbacks, sink),
         }
     }
 
@@ -247,9 +252,34 @@ impl<P> Connection<P> {
     }
 }
 
+/// The callbacks of a message: recognised without parsing, or parsed.
+enum Callbacks {
+    /// None (`None`), or only the response callback of a request.
+    OnlyResponse(Option<u64>),
+    /// Anything else, id → path.
+    List(Vec<(u64, Path)>),
+}
+
+impl Callbacks {
+    fn into_list(self) -> Vec<(u64, Path)> {
+        match self {
+            Callbacks::OnlyResponse(None) => Vec::new(),
+            Callbacks::OnlyResponse(Some(id)) => vec![(
+                id,
+                vec![Segment::Index(0), Segment::Key("responseCallback".into())],
+            )],
+            Callbacks::List(list) => list,
+        }
+    }
+}
+
 /// The arguments of a callback invocation, as a list.
-fn decode_args(raw: &RawMessage<'_>, sink: &Arc<dyn CallbackSink>) -> Result<Args, ProtocolError> {
-    if raw.callbacks.is_empty() {
+fn decode_args(
+    raw: &RawMessage<'_>,
+    callbacks: Callbacks,
+    sink: &Arc<dyn CallbackSink>,
+) -> Result<Args, ProtocolError> {
+    if let Callbacks::OnlyResponse(None) = callbacks {
         return Ok(match raw.arguments {
             Some(text) => Args::from_raw(text.to_owned()),
             None => Args::default(),
@@ -257,20 +287,21 @@ fn decode_args(raw: &RawMessage<'_>, sink: &Arc<dyn CallbackSink>) -> Result<Arg
         .into_list());
     }
     let mut arguments = raw.arguments_value()?;
-    Ok(Args::from_message(&mut arguments, &raw.callbacks, &[], sink).into_list())
+    Ok(Args::from_message(&mut arguments, &callbacks.into_list(), &[], sink).into_list())
 }
 
 /// The outcome carried by an invocation of a response callback.
 fn decode_response(
     raw: &RawMessage<'_>,
+    callbacks: Callbacks,
     sink: &Arc<dyn CallbackSink>,
 ) -> Result<Result<Args, KiteError>, ProtocolError> {
-    if raw.callbacks.is_empty()
+    if let Callbacks::OnlyResponse(None) = callbacks
         && let Some(outcome) = raw.arguments.and_then(fast_response)
     {
         return Ok(outcome);
     }
-    Ok(parse_response(decode_args(raw, sink)?))
+    Ok(parse_response(decode_args(raw, callbacks, sink)?))
 }
 
 /// [`parse_response`] for a response without functions, read from the text. `None` when the
@@ -316,62 +347,117 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
 fn decode_request<P>(
     method: &str,
     raw: &RawMessage<'_>,
+    callbacks: Callbacks,
     sink: &Arc<dyn CallbackSink>,
 ) -> Result<Incoming<P>, ProtocolError> {
-    let response_path = [Segment::Index(0), Segment::Key("responseCallback".into())];
-    let is_response =
-        |p: &Path| p.len() == 2 && crate::dnode::path::strip_prefix(p, &response_path).is_some();
-    let response = raw
-        .callbacks
-        .iter()
-        .find(|(_, p)| is_response(p))
-        .map(|(id, _)| Callback::remote(*id, sink.clone()));
-    if raw.callbacks.iter().all(|(_, p)| is_response(p))
+    if let Callbacks::OnlyResponse(response_id) = callbacks
         && let Some(request) = raw
             .arguments
-            .and_then(|a| fast_request(method, a, &response))
+            .and_then(|a| fast_request(method, a, response_id, sink))
     {
         return Ok(Incoming::Request(Box::new(request)));
     }
+    let callbacks = callbacks.into_list();
+    let response_path = [Segment::Index(0), Segment::Key("responseCallback".into())];
+    let response = callbacks
+        .iter()
+        .find(|(_, p)| {
+            p.len() == 2 && crate::dnode::path::strip_prefix(p, &response_path).is_some()
+        })
+        .map(|(id, _)| Callback::remote(*id, sink.clone()));
     let arguments = raw.arguments_value()?;
     Ok(decode_request_value(
         method.to_owned(),
         arguments,
-        &raw.callbacks,
+        &callbacks,
         response,
         sink,
     ))
 }
 
-/// A request with no functions besides its response callback, read from the text. `None`
-/// when the shape is not the usual one.
+/// The options object of a request, its parts still JSON text.
+#[derive(Default)]
+struct Options<'a> {
+    kite: Option<&'a RawValue>,
+    authentication: Option<&'a RawValue>,
+    with_args: Option<&'a RawValue>,
+}
+
+/// `[options]`: exactly one argument, a JSON object (not an array posing as a struct).
+struct OnlyOptions<'a>(Options<'a>);
+
+impl<'de> Deserialize<'de> for OnlyOptions<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct List;
+        impl<'de> serde::de::Visitor<'de> for List {
+            type Value = OnlyOptions<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list holding one options object")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let options = seq
+                    .next_element::<OptionsObject<'de>>()?
+                    .ok_or_else(|| serde::de::Error::custom("no options"))?;
+                if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(serde::de::Error::custom("more than one argument"));
+                }
+                Ok(OnlyOptions(options.0))
+            }
+        }
+        d.deserialize_seq(List)
+    }
+}
+
+struct OptionsObject<'a>(Options<'a>);
+
+impl<'de> Deserialize<'de> for OptionsObject<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Object;
+        impl<'de> serde::de::Visitor<'de> for Object {
+            type Value = OptionsObject<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an options object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut o = Options::default();
+                // A repeated key keeps its last value, as a parsed object does.
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match &*key {
+                        "kite" => o.kite = Some(map.next_value()?),
+                        "authentication" => o.authentication = Some(map.next_value()?),
+                        "withArgs" => o.with_args = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(OptionsObject(o))
+            }
+        }
+        d.deserialize_map(Object)
+    }
+}
+
+/// A request with no functions besides its response callback, read from the text in one
+/// pass. `None` when the shape is not the usual one.
 fn fast_request(
     method: &str,
     arguments: &RawValue,
-    response: &Option<Callback>,
+    response_id: Option<u64>,
+    sink: &Arc<dyn CallbackSink>,
 ) -> Option<Request> {
-    #[derive(Deserialize)]
-    struct Options<'a> {
-        #[serde(borrow, default)]
-        kite: Option<&'a RawValue>,
-        #[serde(borrow, default)]
-        authentication: Option<&'a RawValue>,
-        #[serde(borrow, default, rename = "withArgs")]
-        with_args: Option<&'a RawValue>,
-    }
-    let items: Vec<&RawValue> = serde_json::from_str(arguments.get()).ok()?;
-    let [only] = items.as_slice() else {
-        return None;
-    };
-    if !only.get().starts_with('{') {
-        return None;
-    }
-    let options: Options<'_> = serde_json::from_str(only.get()).ok()?;
+    let OnlyOptions(options) = serde_json::from_str(arguments.get()).ok()?;
     let kite = options
         .kite
         .and_then(|k| serde_json::from_str(k.get()).ok())
         .unwrap_or_default();
-    let auth = match options.authentication {
+    let auth = match options.authentication.filter(|a| a.get() != "null") {
         None => None,
         // A malformed one is answered from the parsed path, with its wording.
         Some(a) => Some(serde_json::from_str::<Auth>(a.get()).ok()?),
@@ -386,7 +472,7 @@ fn fast_request(
         kite,
         auth,
         args,
-        response: response.clone(),
+        response: response_id.map(|id| Callback::remote(id, sink.clone())),
     })
 }
 
@@ -526,7 +612,23 @@ mod tests {
             r#"{"method":"m","arguments":[{"withArgs":[1e400]}],"callbacks":{}}"#,
             r#"{"method":"m","arguments":[{"withArgs":[{"f":"[Function]"}]}],"callbacks":{"0":[0,"responseCallback"],"1":[0,"withArgs",0,"f"]}}"#,
             r#"{"method":"m","arguments":[{"withArgs":["\u2028 \"q\" \\"]}],"callbacks":{}}"#,
+            r#"{"method":"m","arguments":[{"withArgs":[1]}],"callbacks":null}"#,
+            r#"{"method":"m","arguments":[{"withArgs":[1]}],"callbacks":{"0":["0","responseCallback"]}}"#,
+            r#"{"method":"m","arguments":[{"withArgs":[1]}],"callbacks":{"0":[0.0,"responseCallback"]}}"#,
+            r#"{"method":"m","arguments":[{"withArgs":[1]}],"callbacks":{"2":[0,"responseCallback"],"1":[0,"responseCallback"]}}"#,
+            r#"{"method":"m","arguments":[{"withArgs":[1]}],"callbacks":{"a":[0,"responseCallback"]}}"#,
+            r#"{"method":"m","arguments":[{"withArgs":[1]}],"callbacks":{"0":[0,"responseCallback",1]}}"#,
+            r#"{"method":"m","arguments":[{"withArgs":[1]}],"callbacks":{"0":[0,"response\u0043allback"]}}"#,
+            r#"{"method":"m","arguments":[{"withArgs":[1]}],"callbacks":{"0":[0]}}"#,
+            r#"{"method":"m","arguments":[{"withArgs":[1]}],"callbacks":{"0":[-1,"x"]}}"#,
+            r#"{"method":"m","arguments":[{"withArgs":[1]}],"callbacks":[1]}"#,
+            r#"{"method":"m","arguments":[{"withArgs":[1]},2],"callbacks":{"0":[0,"responseCallback"]}}"#,
+            r#"{"method":"m","arguments":[{"with\u0041rgs":[9]}],"callbacks":{}}"#,
+            r#"{"method":"m","arguments":[{"withArgs":[1]}],"callbacks":{"0":[1,"responseCallback"]}}"#,
             // Responses and callback invocations (ids 0..=9 are pending or callbacks).
+            r#"{"method":0,"arguments":[{"error":null,"result":1}],"callbacks":null}"#,
+            r#"{"method":0,"arguments":[{"error":null,"result":1}],"callbacks":{"x":[0]}}"#,
+            r#"{"method":0,"arguments":[{"error":null,"result":1}],"callbacks":{"3":[0,"responseCallback"]}}"#,
             r#"{"method":0,"arguments":[{"error":null,"result":16}],"callbacks":{}}"#,
             r#"{"method":0,"arguments":[{"result":{"a":[1,2]}}]}"#,
             r#"{"method":0,"arguments":[{"error":null}],"callbacks":{}}"#,
@@ -595,21 +697,21 @@ mod tests {
         sink: &Arc<dyn CallbackSink>,
     ) -> Result<Incoming<u64>, ProtocolError> {
         let raw = RawMessage::decode(text)?;
+        let callbacks = raw.callbacks()?;
         let mut arguments = raw.arguments_value()?;
         Ok(match &raw.method {
             Method::Callback(id) if *id < 5 => Incoming::Response {
                 pending: *id,
                 result: parse_response(
-                    Args::from_message(&mut arguments, &raw.callbacks, &[], sink).into_list(),
+                    Args::from_message(&mut arguments, &callbacks, &[], sink).into_list(),
                 ),
             },
             Method::Callback(_) => Incoming::Callback {
                 callback: Callback::new(|_| {}),
-                args: Args::from_message(&mut arguments, &raw.callbacks, &[], sink).into_list(),
+                args: Args::from_message(&mut arguments, &callbacks, &[], sink).into_list(),
             },
             Method::Name(m) => {
-                let response = raw
-                    .callbacks
+                let response = callbacks
                     .iter()
                     .find(|(_, p)| {
                         p.len() == 2
@@ -620,7 +722,7 @@ mod tests {
                             .is_some()
                     })
                     .map(|(id, _)| Callback::remote(*id, sink.clone()));
-                decode_request_value(m.clone(), arguments, &raw.callbacks, response, sink)
+                decode_request_value(m.clone(), arguments, &callbacks, response, sink)
             }
         })
     }

@@ -188,6 +188,167 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// Why [`parse_string_list`] rejected its input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} at byte {at}")]
+pub struct ListError {
+    /// What is wrong.
+    pub what: &'static str,
+    /// Where.
+    pub at: usize,
+}
+
+fn list_error(what: &'static str, at: usize) -> ListError {
+    ListError { what, at }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// Parses a JSON array of strings (`["a","b"]`, whitespace allowed), the body of every SockJS
+/// frame that carries messages. Accepts exactly what `serde_json::from_str::<Vec<String>>`
+/// accepts and gives the same strings; it is written out because this runs for every frame
+/// and serde's per-escape overhead dominates on dnode text, where every quote is escaped.
+pub fn parse_string_list(text: &str) -> Result<Vec<String>, ListError> {
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'[') {
+        return Err(list_error("expected `[`", i));
+    }
+    i = skip_ws(b, i + 1);
+    let mut out = Vec::new();
+    if b.get(i) == Some(&b']') {
+        i += 1;
+    } else {
+        loop {
+            if b.get(i) != Some(&b'"') {
+                return Err(list_error("expected a string", i));
+            }
+            let (s, next) = parse_string_at(text, i + 1)?;
+            out.push(s);
+            i = skip_ws(b, next);
+            match b.get(i) {
+                Some(b',') => i = skip_ws(b, i + 1),
+                Some(b']') => {
+                    i += 1;
+                    break;
+                }
+                _ => return Err(list_error("expected `,` or `]`", i)),
+            }
+        }
+    }
+    if skip_ws(b, i) != b.len() {
+        return Err(list_error("trailing characters", i));
+    }
+    Ok(out)
+}
+
+/// Parses one JSON string literal that makes up all of `text` (whitespace around allowed).
+pub fn parse_string(text: &str) -> Result<String, ListError> {
+    let b = text.as_bytes();
+    let i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'"') {
+        return Err(list_error("expected a string", i));
+    }
+    let (s, next) = parse_string_at(text, i + 1)?;
+    if skip_ws(b, next) != b.len() {
+        return Err(list_error("trailing characters", next));
+    }
+    Ok(s)
+}
+
+/// Decodes the string whose contents start at `start` (after the opening quote); returns it
+/// and the index after the closing quote.
+fn parse_string_at(text: &str, start: usize) -> Result<(String, usize), ListError> {
+    let b = text.as_bytes();
+    // First pass: find the closing quote, so the string is allocated once.
+    let mut end = start;
+    loop {
+        match b.get(end) {
+            None => return Err(list_error("unterminated string", end)),
+            Some(b'"') => break,
+            Some(b'\\') => end += 2,
+            Some(_) => end += 1,
+        }
+    }
+    // Second pass: bytes pushed one by one; runs between escapes are short in dnode text
+    // (every quote is escaped), where copying run by run measured slower.
+    let mut out = Vec::with_capacity(end - start);
+    let mut i = start;
+    while i < end {
+        match b[i] {
+            b'\\' => i = unescape(b, i + 1, &mut out)?,
+            0..=0x1f => return Err(list_error("control character in a string", i)),
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    if i != end {
+        // An escape ran past the quote the first pass took as the end.
+        return Err(list_error("invalid escape", end));
+    }
+    // The input is UTF-8 and escapes add whole characters, so this only re-checks it.
+    let s = String::from_utf8(out).map_err(|_| list_error("invalid UTF-8", start))?;
+    Ok((s, end + 1))
+}
+
+/// Decodes the escape whose letter is at `i`, appending it; returns the index after it.
+fn unescape(b: &[u8], i: usize, out: &mut Vec<u8>) -> Result<usize, ListError> {
+    let simple = match b.get(i) {
+        Some(b'"') => b'"',
+        Some(b'\\') => b'\\',
+        Some(b'/') => b'/',
+        Some(b'b') => 0x08,
+        Some(b'f') => 0x0c,
+        Some(b'n') => b'\n',
+        Some(b'r') => b'\r',
+        Some(b't') => b'\t',
+        Some(b'u') => {
+            let first = hex4(b, i + 1)?;
+            let mut next = i + 5;
+            let c = match first {
+                0xD800..=0xDBFF => {
+                    if b.get(next) != Some(&b'\\') || b.get(next + 1) != Some(&b'u') {
+                        return Err(list_error("lone leading surrogate", i));
+                    }
+                    let second = hex4(b, next + 2)?;
+                    if !(0xDC00..=0xDFFF).contains(&second) {
+                        return Err(list_error("invalid surrogate pair", i));
+                    }
+                    next += 6;
+                    0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
+                }
+                0xDC00..=0xDFFF => return Err(list_error("lone trailing surrogate", i)),
+                c => c,
+            };
+            let c = char::from_u32(c).ok_or_else(|| list_error("invalid escape", i))?;
+            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+            return Ok(next);
+        }
+        _ => return Err(list_error("invalid escape", i)),
+    };
+    out.push(simple);
+    Ok(i + 1)
+}
+
+fn hex4(b: &[u8], i: usize) -> Result<u32, ListError> {
+    let digits = b
+        .get(i..i + 4)
+        .ok_or_else(|| list_error("short \\u escape", i))?;
+    digits.iter().try_fold(0u32, |acc, d| {
+        let v = (*d as char)
+            .to_digit(16)
+            .ok_or_else(|| list_error("bad hex digit in \\u escape", i))?;
+        Ok(acc * 16 + v)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +401,89 @@ mod tests {
                 String::from_utf8(fast).unwrap(),
                 String::from_utf8(serde).unwrap(),
                 "{s:?}"
+            );
+        }
+    }
+
+    /// A tiny deterministic generator, so the differential test needs no extra crate.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[(self.next() % items.len() as u64) as usize]
+        }
+    }
+
+    #[test]
+    fn string_lists_parse_like_serde_json() {
+        let fixed = [
+            r#"[]"#,
+            r#" [ ] "#,
+            r#"["a"]"#,
+            r#"["a","b"]"#,
+            r#" [ "a" , "b" ] "#,
+            r#"["{\"method\":\"square\",\"arguments\":[4]}"]"#,
+            r#"["\u003c\u2028\ud83d\ude00 é ✓ \/ \b\f\n\r\t"]"#,
+            r#"["\ud83d"]"#,
+            r#"["\ude00"]"#,
+            r#"["\ud83d\u0041"]"#,
+            r#"["\x"]"#,
+            r#"["\u12"]"#,
+            r#"["\u12G4"]"#,
+            r#"["a\"]"#,
+            r#"["a"#,
+            r#"["a",]"#,
+            r#"[,"a"]"#,
+            r#"["a""b"]"#,
+            r#"["a"] x"#,
+            r#"[1]"#,
+            r#"{"a":1}"#,
+            "[\"tab\there\"]",
+            "[\"nul\u{0}\"]",
+            "",
+            "[",
+            r#""alone""#,
+        ];
+        let check = |text: &str| {
+            let ours = parse_string_list(text);
+            let serde = serde_json::from_str::<Vec<String>>(text);
+            match (&ours, &serde) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{text:?}"),
+                (Err(_), Err(_)) => {}
+                _ => panic!("{text:?}: ours {ours:?}, serde_json {serde:?}"),
+            }
+        };
+        for text in fixed {
+            check(text);
+        }
+        let pieces = [
+            "a", "Z", " ", "\\\"", "\\\\", "\\/", "\\n", "\\t", "\\u0041", "\\u00e9", "\\ud83d",
+            "\\ude00", "\\u2028", "é", "✓", "😀", "\"", "\\", "\\q", "\\u00", ",", "]", "[", "\t",
+        ];
+        let mut rng = Lcg(7);
+        for _ in 0..20_000 {
+            let mut text = String::from("[\"");
+            for _ in 0..rng.next() % 12 {
+                text.push_str(rng.pick(&pieces));
+            }
+            text.push_str(rng.pick(&["\"]", "\",\"x\"]", "\"", "\"] ", "\"]]"]));
+            check(&text);
+        }
+    }
+
+    #[test]
+    fn single_strings_parse_like_serde_json() {
+        for text in [r#""a\"b""#, r#" "x" "#, r#""x" y"#, r#"5"#, r#""\ud800""#] {
+            assert_eq!(
+                parse_string(text).ok(),
+                serde_json::from_str::<String>(text).ok(),
+                "{text:?}"
             );
         }
     }

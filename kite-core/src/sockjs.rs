@@ -66,18 +66,17 @@ impl Frame {
         let mut chars = text.chars();
         let kind = chars.next().ok_or(FrameError::Empty)?;
         let body = chars.as_str();
-        let broken = |e: serde_json::Error| FrameError::Broken(e.to_string());
+        let broken = |e: json::ListError| FrameError::Broken(e.to_string());
         match kind {
             'o' => Ok(Frame::Open),
             'h' => Ok(Frame::Heartbeat),
-            'a' => serde_json::from_str(body)
+            'a' => json::parse_string_list(body)
                 .map(Frame::Messages)
                 .map_err(broken),
-            'm' => serde_json::from_str(body)
-                .map(Frame::Message)
-                .map_err(broken),
+            'm' => json::parse_string(body).map(Frame::Message).map_err(broken),
             'c' => {
-                let (code, reason): (u16, String) = serde_json::from_str(body).map_err(broken)?;
+                let (code, reason): (u16, String) =
+                    serde_json::from_str(body).map_err(|e| FrameError::Broken(e.to_string()))?;
                 Ok(Frame::Close { code, reason })
             }
             other => Err(FrameError::UnknownType(other)),
@@ -166,13 +165,11 @@ pub fn decode_client_frame(text: &str) -> Result<Vec<String>, FrameError> {
     if trimmed.is_empty() {
         return Ok(Vec::new());
     }
-    let broken = |e: serde_json::Error| FrameError::Broken(e.to_string());
+    let broken = |e: json::ListError| FrameError::Broken(e.to_string());
     if trimmed.starts_with('"') {
-        return serde_json::from_str::<String>(trimmed)
-            .map(|s| vec![s])
-            .map_err(broken);
+        return json::parse_string(trimmed).map(|s| vec![s]).map_err(broken);
     }
-    serde_json::from_str::<Vec<String>>(trimmed).map_err(broken)
+    json::parse_string_list(trimmed).map_err(broken)
 }
 
 /// The body that opens an `xhr_streaming` response: 2048 `h` bytes and a newline, so that

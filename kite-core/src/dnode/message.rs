@@ -75,19 +75,18 @@ struct Wire<'a> {
     #[serde(borrow, default)]
     arguments: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    callbacks: Option<BTreeMap<Cow<'a, str>, Path>>,
+    callbacks: Option<&'a RawValue>,
     // `links` (dnode-protocol's cycle list) is tolerated and ignored, like Go does.
 }
 
-/// A dnode message whose `arguments` are still JSON text borrowed from the input: the
-/// envelope is checked, the arguments are only parsed as far as a reader needs.
+/// A dnode message whose `arguments` and `callbacks` are still JSON text borrowed from the
+/// input: the envelope is checked, the rest is only parsed as far as a reader needs.
 #[derive(Debug, Clone)]
 pub(crate) struct RawMessage<'a> {
     pub(crate) method: Method,
     /// `None` when missing or `null`.
     pub(crate) arguments: Option<&'a RawValue>,
-    /// Callback id → path, in ascending id order.
-    pub(crate) callbacks: Vec<(u64, Path)>,
+    callbacks: Option<&'a RawValue>,
 }
 
 impl<'a> RawMessage<'a> {
@@ -105,19 +104,43 @@ impl<'a> RawMessage<'a> {
                 .map_err(|_| ProtocolError::InvalidMethod)?,
             None => return Err(ProtocolError::InvalidMethod),
         };
+        Ok(RawMessage {
+            method,
+            arguments: wire.arguments,
+            callbacks: wire.callbacks,
+        })
+    }
+
+    /// The callbacks, id → path in ascending id order.
+    pub(crate) fn callbacks(&self) -> Result<Vec<(u64, Path)>, ProtocolError> {
+        let Some(raw) = self.callbacks else {
+            return Ok(Vec::new());
+        };
+        let map: Option<BTreeMap<Cow<'_, str>, Path>> = serde_json::from_str(raw.get())
+            .map_err(|e| ProtocolError::InvalidMessage(e.to_string()))?;
         let mut callbacks = Vec::new();
-        for (key, path) in wire.callbacks.unwrap_or_default() {
+        for (key, path) in map.unwrap_or_default() {
             let id: u64 = key.parse().map_err(|_| {
                 ProtocolError::InvalidCallbacks(format!("callback id {key:?} is not an integer"))
             })?;
             callbacks.push((id, path));
         }
         callbacks.sort_by_key(|(id, _)| *id);
-        Ok(RawMessage {
-            method,
-            arguments: wire.arguments,
-            callbacks,
-        })
+        Ok(callbacks)
+    }
+
+    /// Recognises, without allocating, the callbacks of nearly every message: none
+    /// (`Some(None)`), or only a request's response callback at `[0,"responseCallback"]`
+    /// (`Some(Some(id))`). `None` for anything else, malformed included: then
+    /// [`RawMessage::callbacks`] decides.
+    pub(crate) fn only_response_callback(&self) -> Option<Option<u64>> {
+        let Some(raw) = self.callbacks else {
+            return Some(None);
+        };
+        let mut de = serde_json::Deserializer::from_str(raw.get());
+        let found = serde::Deserializer::deserialize_any(&mut de, OnlyResponse).ok()?;
+        de.end().ok()?;
+        Some(found)
     }
 
     /// The arguments parsed (`null` when missing).
@@ -130,15 +153,73 @@ impl<'a> RawMessage<'a> {
     }
 }
 
+/// Visits a callbacks object holding at most one entry, a response callback path.
+struct OnlyResponse;
+
+impl<'de> Visitor<'de> for OnlyResponse {
+    type Value = Option<u64>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("callbacks holding only a response callback")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Option<u64>, E> {
+        Ok(None)
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Option<u64>, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<&'de str>()? {
+            let id: u64 = key
+                .parse()
+                .map_err(|_| de::Error::custom("callback id is not an integer"))?;
+            map.next_value::<ResponsePath>()?;
+            if found.replace(id).is_some() {
+                return Err(de::Error::custom("more than one callback"));
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Accepts exactly the path `[0, "responseCallback"]` (`0` may be `"0"` or `0.0`).
+struct ResponsePath;
+
+impl<'de> de::Deserialize<'de> for ResponsePath {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Seq;
+        impl<'de> Visitor<'de> for Seq {
+            type Value = ResponsePath;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("[0, \"responseCallback\"]")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ResponsePath, A::Error> {
+                let zero = seq.next_element::<super::path::Segment>()?;
+                let name = seq.next_element::<&'de str>()?;
+                let more = seq.next_element::<de::IgnoredAny>()?;
+                match (zero.and_then(|z| z.as_index()), name, more) {
+                    (Some(0), Some("responseCallback"), None) => Ok(ResponsePath),
+                    _ => Err(de::Error::custom("not a response callback path")),
+                }
+            }
+        }
+        d.deserialize_seq(Seq)
+    }
+}
+
 impl Message {
     /// Decodes one dnode message from JSON text.
     pub fn decode(text: &str) -> Result<Message, ProtocolError> {
         let raw = RawMessage::decode(text)?;
+        let callbacks = raw.callbacks()?;
         let arguments = raw.arguments_value()?;
         Ok(Message {
             method: raw.method,
             arguments,
-            callbacks: raw.callbacks,
+            callbacks,
         })
     }
 }

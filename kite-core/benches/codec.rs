@@ -1,0 +1,181 @@
+//! Codec benchmarks: what one call costs in kite-core, each side of the wire.
+//!
+//! Run with `cargo bench -p kite-core --bench codec` (figures in `docs/BENCHMARKS.md`);
+//! `cargo test -p kite-core --benches` runs each once as a smoke test.
+
+// criterion's macros define undocumented public functions.
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use kite_core::dnode::{CallbackSink, Scrubbed, scrub_args};
+use kite_core::sockjs::{self, Frame};
+use kite_core::{Callback, Connection, Incoming, Kite, KiteError, RequestHead};
+use serde::{Deserialize, Serialize};
+
+struct Nowhere;
+impl CallbackSink for Nowhere {
+    fn invoke(&self, _id: u64, _args: Scrubbed) -> Result<(), KiteError> {
+        Ok(())
+    }
+}
+
+/// A caller with all seven identity fields filled, as a real kite sends them.
+fn caller() -> Kite {
+    Kite {
+        username: "devrim".into(),
+        environment: "production".into(),
+        name: "second".into(),
+        version: "1.0.0".into(),
+        region: "eu-west-1".into(),
+        hostname: "worker-17.example.com".into(),
+        id: "0b5e4d6c-2f7a-4b51-9f3e-3c1d2a9b8e71".into(),
+    }
+}
+
+/// The dnode text of `square(4)` from `caller()`.
+fn square_request() -> String {
+    let mut conn: Connection<()> = Connection::new();
+    let head = RequestHead::new(&caller(), None);
+    conn.request_with_head("square", &head, scrub_args(&(4.0,)).unwrap(), ())
+        .1
+}
+
+fn request(c: &mut Criterion) {
+    let sink: Arc<dyn CallbackSink> = Arc::new(Nowhere);
+    let head = RequestHead::new(&caller(), None);
+    let mut g = c.benchmark_group("request");
+    g.bench_function("encode square (client)", |b| {
+        let mut conn: Connection<()> = Connection::new();
+        b.iter(|| {
+            let (id, text) = conn.request_with_head(
+                "square",
+                &head,
+                scrub_args(&(black_box(4.0),)).unwrap(),
+                (),
+            );
+            conn.cancel(id);
+            text
+        })
+    });
+    let text = square_request();
+    g.throughput(Throughput::Bytes(text.len() as u64));
+    g.bench_function("decode square and its argument (server)", |b| {
+        let mut conn: Connection<()> = Connection::new();
+        b.iter(|| {
+            let Ok(Incoming::Request(req)) = conn.receive(black_box(&text), &sink) else {
+                unreachable!()
+            };
+            req.args.one::<f64>().unwrap()
+        })
+    });
+    g.finish();
+}
+
+fn response(c: &mut Criterion) {
+    let sink: Arc<dyn CallbackSink> = Arc::new(Nowhere);
+    let mut g = c.benchmark_group("response");
+    g.bench_function("encode 16 (server)", |b| {
+        let mut conn: Connection<()> = Connection::new();
+        b.iter(|| conn.respond(7, Ok(Scrubbed::plain(black_box(16.0).into()))))
+    });
+    g.bench_function("decode 16 (client)", |b| {
+        let text = r#"{"method":0,"arguments":[{"error":null,"result":16}],"callbacks":{}}"#;
+        b.iter_batched(
+            // Each answer finds its call waiting, as on a live connection.
+            || {
+                let mut conn: Connection<u32> = Connection::new();
+                conn.request("square", &Kite::default(), None, Scrubbed::default(), 1);
+                conn
+            },
+            |mut conn| {
+                let Ok(Incoming::Response { result, .. }) = conn.receive(text, &sink) else {
+                    unreachable!()
+                };
+                result.unwrap().decode::<f64>().unwrap()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+/// Arguments with functions inside, as a user writes them.
+#[derive(Serialize, Deserialize)]
+struct Job {
+    name: String,
+    #[serde(rename = "onProgress")]
+    on_progress: Callback,
+    #[serde(rename = "onDone")]
+    on_done: Callback,
+    sizes: Vec<u32>,
+}
+
+fn callbacks(c: &mut Criterion) {
+    let sink: Arc<dyn CallbackSink> = Arc::new(Nowhere);
+    let job = Job {
+        name: "resize".into(),
+        on_progress: Callback::new(|_| {}),
+        on_done: Callback::new(|_| {}),
+        sizes: vec![16, 32, 64],
+    };
+    let mut g = c.benchmark_group("callbacks");
+    g.bench_function("scrub two functions", |b| {
+        b.iter(|| scrub_args(&(black_box(&job),)).unwrap())
+    });
+    let mut conn: Connection<()> = Connection::new();
+    let head = RequestHead::new(&caller(), None);
+    let text = conn
+        .request_with_head("longJob", &head, scrub_args(&(&job,)).unwrap(), ())
+        .1;
+    g.bench_function("unscrub two functions (decode into Callback fields)", |b| {
+        let mut server: Connection<()> = Connection::new();
+        b.iter(|| {
+            let Ok(Incoming::Request(req)) = server.receive(black_box(&text), &sink) else {
+                unreachable!()
+            };
+            req.args.one::<Job>().unwrap()
+        })
+    });
+    g.finish();
+}
+
+fn sockjs_frames(c: &mut Criterion) {
+    let msg = square_request();
+    let mut g = c.benchmark_group("sockjs");
+    for n in [1usize, 64] {
+        let msgs: Vec<String> = vec![msg.clone(); n];
+        let client_frame = sockjs::encode_client_frame(msgs.iter().map(String::as_str));
+        let server_frame = sockjs::encode_messages(msgs.iter().map(String::as_str));
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::new("encode a[...]", n), &msgs, |b, msgs| {
+            let mut out = Vec::new();
+            b.iter(|| {
+                out.clear();
+                sockjs::encode_messages_into(&mut out, msgs.iter().map(String::as_str));
+                out.len()
+            })
+        });
+        g.bench_with_input(
+            BenchmarkId::new("decode a[...]", n),
+            &server_frame,
+            |b, f| b.iter(|| Frame::decode(black_box(f)).unwrap()),
+        );
+        g.bench_with_input(
+            BenchmarkId::new("encode client frame", n),
+            &msgs,
+            |b, msgs| b.iter(|| sockjs::encode_client_frame(msgs.iter().map(String::as_str))),
+        );
+        g.bench_with_input(
+            BenchmarkId::new("decode client frame", n),
+            &client_frame,
+            |b, f| b.iter(|| sockjs::decode_client_frame(black_box(f)).unwrap()),
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, request, response, callbacks, sockjs_frames);
+criterion_main!(benches);
