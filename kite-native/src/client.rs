@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kite_core::dnode::{Args, scrub_args};
-use kite_core::{Auth, ErrorKind, Kite as KiteIdentity, KiteError};
+use kite_core::{Auth, ErrorKind, Kite as KiteIdentity, KiteError, RequestHead};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -29,6 +29,8 @@ pub(crate) struct ClientInner {
     url: String,
     remote: Mutex<KiteIdentity>,
     auth: Mutex<Option<Auth>>,
+    /// This kite's identity and `auth`, encoded once for every call.
+    head: Mutex<Arc<RequestHead>>,
     link: Mutex<Option<Arc<Link>>>,
     /// Bumped on every connect; `Some(true)` while connected.
     state: watch::Sender<bool>,
@@ -69,11 +71,13 @@ impl Client {
             max_message_size: kite.config.max_message_size,
             ..DialOptions::default()
         };
+        let head = Arc::new(RequestHead::new(&kite.identity, None));
         Client(Arc::new(ClientInner {
             kite,
             url,
             remote: Mutex::default(),
             auth: Mutex::default(),
+            head: Mutex::new(head),
             link: Mutex::default(),
             state: watch::channel(false).0,
             reconnect: AtomicBool::new(false),
@@ -103,7 +107,9 @@ impl Client {
 
     /// Sets the credentials sent with every call.
     pub fn set_auth(&self, auth: Option<Auth>) {
-        *lock(&self.0.auth) = auth;
+        let mut slot = lock(&self.0.auth);
+        *lock(&self.0.head) = Arc::new(RequestHead::new(&self.0.kite.identity, auth.as_ref()));
+        *slot = auth;
     }
 
     /// The credentials sent with every call.
@@ -286,8 +292,8 @@ impl Client {
         let link = self
             .link()
             .ok_or_else(|| send_error("can't send, session is not established yet"))?;
-        let auth = lock(&self.0.auth).clone();
-        let (id, rx) = link.request(method, &self.0.kite.identity, auth.as_ref(), args)?;
+        let head = lock(&self.0.head).clone();
+        let (id, rx) = link.request(method, &head, args)?;
         let answer = match timeout {
             None => rx.await,
             Some(t) => match tokio::time::timeout(t, rx).await {

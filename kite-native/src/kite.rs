@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 use crate::client::Client;
 use crate::config::{Config, ConfigError};
 use crate::link::{Dispatch, Link};
-use crate::method::{BoxFuture, DynHandler, FinalFn, Method, MethodHandling, into_handler};
+use crate::method::{BoxFuture, DynHandler, FinalFn, Method, MethodHandling, Plan, into_handler};
 use crate::request::Request;
 use crate::session::Session;
 use crate::sockjs::{SockJsOptions, router as sockjs_router};
@@ -46,7 +46,7 @@ struct Chain {
 }
 
 pub(crate) struct KiteInner {
-    pub(crate) identity: KiteIdentity,
+    pub(crate) identity: Arc<KiteIdentity>,
     pub(crate) config: Config,
     methods: RwLock<HashMap<String, Method>>,
     chain: RwLock<Chain>,
@@ -141,7 +141,7 @@ impl Kite {
             hostname: hostname(),
         };
         let kite = Kite(Arc::new(KiteInner {
-            identity,
+            identity: Arc::new(identity),
             config,
             methods: RwLock::default(),
             chain: RwLock::default(),
@@ -377,7 +377,7 @@ impl Kite {
             None => {
                 let _ = self.0.local_addr.send(Some(addr));
                 info!(kite = %self.0.identity, %addr, "serving at {scheme}://{addr}/kite");
-                let server = axum::serve(listener, make)
+                let server = axum::serve(crate::sockjs::NoDelayListener(listener), make)
                     .with_graceful_shutdown(shutdown.clone().cancelled_owned());
                 tokio::select! { r = server => r?, () = grace => {} }
             }
@@ -492,6 +492,7 @@ impl KiteInner {
         else {
             return Err(KiteError::method_not_found(&request.method));
         };
+        let plan = method.plan();
         let mut req = Request::new(
             request.method,
             id.to_owned(),
@@ -499,38 +500,56 @@ impl KiteInner {
             request.kite,
             request.auth,
             client.clone(),
-            link.context.child_token(),
+            link.context.clone(),
             self.identity.clone(),
         );
-        if !method.authentication_disabled() && !self.config.disable_authentication {
+        if !plan.auth_disabled && !self.config.disable_authentication {
             let username = self.authenticate(&req).await?;
             req.caller.username.clone_from(&username);
             req.username = username;
         }
-        if !method.admit() {
+        if plan.throttled && !method.admit() {
             return Err(KiteError::request_limit());
         }
-        self.run_chain(&method, req).await
+        self.run_chain(&method, plan, req, id).await
     }
 
-    async fn run_chain(&self, method: &Method, req: Request) -> Result<Scrubbed, KiteError> {
+    async fn run_chain(
+        &self,
+        method: &Method,
+        plan: Plan,
+        req: Request,
+        id: &str,
+    ) -> Result<Scrubbed, KiteError> {
         let (pre, post, finals, handling) = {
-            let own = method.options.lock().unwrap_or_else(|e| e.into_inner());
             let kite = self.chain.read().unwrap_or_else(|e| e.into_inner());
-            let cat = |a: &[DynHandler], b: &[DynHandler]| -> Vec<DynHandler> {
-                a.iter().chain(b).cloned().collect()
+            let cat = |mut a: Vec<DynHandler>, b: &[DynHandler]| -> Vec<DynHandler> {
+                a.extend(b.iter().cloned());
+                a
             };
+            let mut finals = plan.finals;
+            finals.extend(kite.finals.iter().cloned());
             (
-                cat(&own.pre, &kite.pre),
-                cat(&own.post, &kite.post),
-                own.finals
-                    .iter()
-                    .chain(&kite.finals)
-                    .cloned()
-                    .collect::<Vec<_>>(),
+                cat(plan.pre, &kite.pre),
+                cat(plan.post, &kite.post),
+                finals,
                 kite.handling,
             )
         };
+        let caught = |panic: Box<dyn std::any::Any + Send>| {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "handler panicked".to_owned());
+            warn!(method = %method.name(), %id, panic = %msg, "handler panicked");
+            Err(KiteError::generic(msg))
+        };
+        if pre.is_empty() && post.is_empty() && finals.is_empty() {
+            // The usual case: the handler alone, which takes the request as it is.
+            let outcome = std::panic::AssertUnwindSafe((method.handler)(req));
+            return outcome.catch_unwind().await.unwrap_or_else(caught);
+        }
         let outcome = async {
             let mut first: Option<Scrubbed> = None;
             let mut note = |v: &Scrubbed| {
@@ -555,18 +574,10 @@ impl KiteInner {
                 MethodHandling::ReturnLatest => latest.unwrap_or(main),
             })
         };
-        let result = match std::panic::AssertUnwindSafe(outcome).catch_unwind().await {
-            Ok(r) => r,
-            Err(panic) => {
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "handler panicked".to_owned());
-                warn!(method = %req.method, id = %req.id, panic = %msg, "handler panicked");
-                Err(KiteError::generic(msg))
-            }
-        };
+        let result = std::panic::AssertUnwindSafe(outcome)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(caught);
         finals.iter().fold(result, |r, f| f(&req, r))
     }
 
@@ -574,16 +585,19 @@ impl KiteInner {
         self: Arc<Self>,
         client: Client,
         link: Arc<Link>,
-        request: kite_core::Request,
+        mut request: kite_core::Request,
     ) {
-        if client.0.accepted && !client.0.first_request_seen.swap(true, Ordering::SeqCst) {
+        if client.0.accepted
+            && !client.0.first_request_seen.load(Ordering::Relaxed)
+            && !client.0.first_request_seen.swap(true, Ordering::SeqCst)
+        {
             client.set_remote(request.kite.clone());
             let hooks = lock(&self.hooks).first_request.clone();
             for h in hooks {
                 run_hook(&h, &client);
             }
         }
-        let response = request.response.clone();
+        let response = request.response.take();
         let method = request.method.clone();
         let id = request_id();
         let result = self
@@ -598,18 +612,23 @@ impl KiteInner {
         if let Err(e) = &result {
             debug!(%method, error = %e, "request failed");
         }
-        if let Some(response) = response
-            && let Err(e) = response.call_scrubbed(response_args(result))
-        {
+        let Some(response) = response else {
+            return;
+        };
+        let sent = match response.remote_id() {
+            Some(rid) => link.respond(rid, result),
+            None => response.call_scrubbed(response_args(result)),
+        };
+        if let Err(e) = sent {
             debug!(%method, error = %e, "could not send the response");
         }
     }
 }
 
 impl Dispatch for Client {
-    fn dispatch(&self, link: &Arc<Link>, request: Box<kite_core::Request>) {
+    fn dispatch(&self, link: &Arc<Link>, request: Box<kite_core::Request>) -> BoxFuture<()> {
         let inner = self.0.kite.clone();
-        tokio::spawn(inner.serve_request(self.clone(), link.clone(), *request));
+        Box::pin(inner.serve_request(self.clone(), link.clone(), *request))
     }
 }
 

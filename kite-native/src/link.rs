@@ -1,15 +1,18 @@
 //! The driver of one session: protocol state, outgoing queue, the read loop.
 
+use std::future::poll_fn;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use kite_core::connection::{Connection, Incoming};
 use kite_core::dnode::{Args, CallbackSink, Scrubbed};
-use kite_core::{ErrorKind, KiteError};
-use tokio::sync::{mpsc, oneshot};
+use kite_core::{ErrorKind, KiteError, RequestHead};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::session::{SessionInfo, SessionSender};
+use crate::method::BoxFuture;
+use crate::session::{SessionInfo, SessionReceiver, SessionSender};
 
 /// The waiting side of a call in flight.
 pub(crate) type Pending = oneshot::Sender<Result<Args, KiteError>>;
@@ -51,24 +54,39 @@ impl Link {
         self.context.is_cancelled() || self.tx.is_closed()
     }
 
-    /// Sends a request; returns the response id and the receiver of the answer.
+    /// Sends a request made by the caller whose identity and credentials `head` holds; returns
+    /// the response id and the receiver of the answer.
     pub(crate) fn request(
         &self,
         method: &str,
-        kite: &kite_core::Kite,
-        auth: Option<&kite_core::Auth>,
+        head: &RequestHead,
         args: Scrubbed,
     ) -> Result<(u64, oneshot::Receiver<Result<Args, KiteError>>), KiteError> {
         if self.is_closed() {
             return Err(send_error("can't send, client is closed"));
         }
         let (tx, rx) = oneshot::channel();
-        let (id, text) = self.conn().request(method, kite, auth, args, tx);
+        let (id, text) = self.conn().request_with_head(method, head, args, tx);
         if self.tx.send(text).is_err() {
             self.conn().cancel(id);
             return Err(send_error("can't send, client is closed"));
         }
         Ok((id, rx))
+    }
+
+    /// Answers the peer's request whose response callback is `id`.
+    pub(crate) fn respond(
+        &self,
+        id: u64,
+        result: Result<Scrubbed, KiteError>,
+    ) -> Result<(), KiteError> {
+        if self.is_closed() {
+            return Err(send_error("can't send, client is closed"));
+        }
+        let text = self.conn().respond(id, result);
+        self.tx
+            .send(text)
+            .map_err(|_| send_error("can't send, client is closed"))
     }
 
     /// Fails every call in flight with `disconnect` and drops registered functions.
@@ -93,23 +111,32 @@ impl CallbackSink for Link {
     }
 }
 
-/// What the read loop hands to the kite for each request.
+/// What the read loop hands to the kite for each request: the future that serves it.
 pub(crate) trait Dispatch: Send + Sync + 'static {
-    fn dispatch(&self, link: &Arc<Link>, request: Box<kite_core::Request>);
+    fn dispatch(&self, link: &Arc<Link>, request: Box<kite_core::Request>) -> BoxFuture<()>;
 }
 
 /// Reads messages until the session ends. Responses complete their calls, callbacks run here
-/// in order (as Go does by default), requests go to `dispatch` (each in its own task).
+/// in order (as Go does by default), requests are served by `dispatch`: a handler that
+/// finishes without waiting (most do) runs right here, so its answer leaves without a hop
+/// between tasks; one that waits goes on in a task of its own, so calls never wait for each
+/// other.
 pub(crate) async fn read_loop(
     link: Arc<Link>,
-    mut rx: mpsc::Receiver<String>,
+    mut rx: SessionReceiver,
     dispatch: Arc<dyn Dispatch>,
 ) {
     let sink: Arc<dyn CallbackSink> = link.clone();
     while let Some(text) = rx.recv().await {
         let incoming = link.conn().receive(&text, &sink);
         match incoming {
-            Ok(Incoming::Request(req)) => dispatch.dispatch(&link, req),
+            Ok(Incoming::Request(req)) => {
+                let mut serve = dispatch.dispatch(&link, req);
+                let finished = poll_fn(|cx| Poll::Ready(serve.as_mut().poll(cx).is_ready())).await;
+                if !finished {
+                    tokio::spawn(serve);
+                }
+            }
             Ok(Incoming::Response { pending, result }) => {
                 let _ = pending.send(result);
             }
@@ -123,8 +150,8 @@ pub(crate) async fn read_loop(
             }
             Ok(Incoming::InvalidRequest { response, error }) => {
                 warn!(session = %link.info.id, error = %error, "invalid request");
-                if let Some(response) = response {
-                    let _ = response.call_scrubbed(kite_core::envelope::response_args(Err(error)));
+                if let Some(id) = response.as_ref().and_then(kite_core::Callback::remote_id) {
+                    let _ = link.respond(id, Err(error));
                 }
             }
             Ok(Incoming::UnknownCallback(id)) => {

@@ -99,6 +99,15 @@ pub(crate) struct MethodOptions {
     pub(crate) finals: Vec<FinalFn>,
 }
 
+/// A snapshot of a method's options for one call.
+pub(crate) struct Plan {
+    pub(crate) auth_disabled: bool,
+    pub(crate) throttled: bool,
+    pub(crate) pre: Vec<DynHandler>,
+    pub(crate) post: Vec<DynHandler>,
+    pub(crate) finals: Vec<FinalFn>,
+}
+
 /// A method registered on a kite. Returned by [`crate::Kite::handle`] to set its options.
 #[derive(Clone)]
 pub struct Method {
@@ -194,6 +203,18 @@ impl Method {
     {
         let f: FinalFn = Arc::new(f);
         self.with_options(|o| o.finals.push(f))
+    }
+
+    /// What a call needs to know about the method's options, read under one lock.
+    pub(crate) fn plan(&self) -> Plan {
+        let o = self.options.lock().unwrap_or_else(|e| e.into_inner());
+        Plan {
+            auth_disabled: o.auth_disabled,
+            throttled: o.throttle.is_some(),
+            pre: o.pre.clone(),
+            post: o.post.clone(),
+            finals: o.finals.clone(),
+        }
     }
 
     /// Takes a throttle token; `false` if the method is throttled and the bucket is empty.

@@ -12,8 +12,9 @@ use crate::client::Client;
 
 /// A call to one of our methods.
 ///
-/// Cloning is cheap (arguments are shared); pre handlers, the handler and post handlers of one
-/// call see clones of the same request and share its [`Request::extensions`].
+/// Pre handlers, the handler and post handlers of one call see clones of the same request and
+/// share its [`Request::extensions`]; a method without pre, post or final handlers gets the
+/// request itself.
 #[derive(Clone)]
 pub struct Request {
     /// The method name.
@@ -34,7 +35,7 @@ pub struct Request {
     /// Cancelled when that connection ends.
     pub context: CancellationToken,
     /// This kite's identity.
-    pub local: KiteIdentity,
+    pub local: Arc<KiteIdentity>,
     extensions: Arc<Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>>,
 }
 
@@ -60,7 +61,7 @@ impl Request {
         auth: Option<Auth>,
         client: Client,
         context: CancellationToken,
-        local: KiteIdentity,
+        local: Arc<KiteIdentity>,
     ) -> Self {
         Request {
             method,

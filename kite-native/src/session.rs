@@ -1,13 +1,21 @@
 //! A message-oriented session with one peer, independent of the transport under it.
 //!
 //! Every transport (SockJS websocket, raw websocket, xhr-polling, xhr-streaming; server side and
-//! client side) ends in a [`Session`]: a stream of whole text messages from the peer (dnode JSON,
-//! SockJS framing already removed) and a [`SessionSender`] that queues messages and closes. The kite
-//! runtime only ever sees sessions, so it runs unchanged over any transport.
+//! client side) ends in a [`Session`]: a [`SessionReceiver`] of whole text messages from the peer
+//! (dnode JSON, SockJS framing already removed) and a [`SessionSender`] that queues messages and
+//! closes. The kite runtime only ever sees sessions, so it runs unchanged over any transport.
+//!
+//! Websocket sessions are pulled: receiving reads the socket in the receiver's own task, so a
+//! message goes from the socket to its handler without a hop between tasks. Messages of the XHR
+//! transports arrive through a channel from the HTTP handlers.
 
 use std::fmt;
+use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use futures_util::Stream;
 use tokio::sync::mpsc;
 
 /// Which transport carries a session.
@@ -102,6 +110,63 @@ impl SessionSender {
     }
 }
 
+/// The receiving half of a session: whole messages from the peer, in order; `None` once the
+/// session has ended. Dropping it ends the session.
+pub struct SessionReceiver {
+    inner: Receiver,
+}
+
+enum Receiver {
+    Channel(mpsc::Receiver<String>),
+    Stream(Pin<Box<dyn Stream<Item = String> + Send>>),
+}
+
+impl fmt::Debug for SessionReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.inner {
+            Receiver::Channel(_) => "SessionReceiver(channel)",
+            Receiver::Stream(_) => "SessionReceiver(stream)",
+        })
+    }
+}
+
+impl SessionReceiver {
+    /// Messages that a transport pushes into a channel.
+    pub fn from_channel(rx: mpsc::Receiver<String>) -> Self {
+        SessionReceiver {
+            inner: Receiver::Channel(rx),
+        }
+    }
+
+    /// Messages that a transport produces when polled (it reads its socket then).
+    pub fn from_stream(stream: impl Stream<Item = String> + Send + 'static) -> Self {
+        SessionReceiver {
+            inner: Receiver::Stream(Box::pin(stream)),
+        }
+    }
+
+    /// The next message; `None` when the session has ended.
+    pub async fn recv(&mut self) -> Option<String> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next message.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<String>> {
+        match &mut self.inner {
+            Receiver::Channel(rx) => rx.poll_recv(cx),
+            Receiver::Stream(s) => s.as_mut().poll_next(cx),
+        }
+    }
+}
+
+impl Stream for SessionReceiver {
+    type Item = String;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<String>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
 /// One session with a peer: incoming messages, a sender, and facts about it.
 ///
 /// The transport owns the socket. It ends the session (so [`Session::rx`] yields `None`) when the
@@ -110,7 +175,7 @@ impl SessionSender {
 #[derive(Debug)]
 pub struct Session {
     /// Whole messages from the peer, in order.
-    pub rx: mpsc::Receiver<String>,
+    pub rx: SessionReceiver,
     /// Queue messages to the peer.
     pub tx: SessionSender,
     /// Transport, peer address, session id.
@@ -135,7 +200,7 @@ pub fn channel(
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     (
         Session {
-            rx: in_rx,
+            rx: SessionReceiver::from_channel(in_rx),
             tx: SessionSender::new(out_tx),
             info,
         },
@@ -144,23 +209,113 @@ pub fn channel(
     )
 }
 
-/// For transport writers: `first` plus every message queued right now, to send as one batch.
-/// Stops at a close request, which is returned so the writer sends the batch and then closes.
-pub fn drain_batch(
-    first: String,
-    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
-) -> (Vec<String>, Option<(u16, String)>) {
-    let mut batch = vec![first];
-    while let Ok(next) = rx.try_recv() {
-        match next {
-            Outgoing::Message(m) => batch.push(m),
-            Outgoing::Close(code, reason) => return (batch, Some((code, reason))),
-        }
-    }
-    (batch, None)
+/// Bytes of messages a transport writer puts in one frame (one websocket message, one
+/// `xhr_send` body, one poll answer) before starting another; a single larger message still
+/// goes alone. Keeps frames well under every peer's limit while batching many small calls.
+pub const BATCH_BUDGET: usize = 64 * 1024;
+
+/// A batch of queued output for a transport writer.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Messages to send together, in order (may be empty before a close).
+    pub messages: Vec<String>,
+    /// Close the session after sending `messages`.
+    pub close: Option<(u16, String)>,
 }
 
-/// For transport readers: hands `msgs` to the runtime in order, waiting while its queue is
+/// The writer's side of a session's outgoing queue: hands out batches of what is queued, at
+/// most [`BATCH_BUDGET`] bytes each (a message that does not fit waits for the next batch).
+#[derive(Debug)]
+pub struct Outbox {
+    rx: mpsc::UnboundedReceiver<Outgoing>,
+    carry: Option<Outgoing>,
+    budget: usize,
+    yield_score: u8,
+    batches: u32,
+}
+
+impl Outbox {
+    /// Wraps the receiver of a session's [`SessionSender`].
+    pub fn new(rx: mpsc::UnboundedReceiver<Outgoing>) -> Self {
+        Outbox {
+            rx,
+            carry: None,
+            budget: BATCH_BUDGET,
+            yield_score: 0,
+            batches: 0,
+        }
+    }
+
+    /// Waits for output, then takes everything queued up to the budget. `None` when every
+    /// sender is gone and nothing is left.
+    ///
+    /// Between the first message and taking the rest, the writer may let every task that is
+    /// already runnable run first: callers woken by the same incoming frame then queue their
+    /// calls before the frame is written, instead of each call leaving in its own frame (tokio
+    /// runs a woken task, here the writer, before the other runnable ones).
+    pub async fn next_batch(&mut self) -> Option<Batch> {
+        let first = match self.carry.take() {
+            Some(item) => item,
+            None => self.rx.recv().await?,
+        };
+        if !matches!(first, Outgoing::Close(..)) && self.rx.is_empty() && self.should_yield() {
+            tokio::task::yield_now().await;
+            self.yielded(!self.rx.is_empty());
+        }
+        Some(self.batch_from(first))
+    }
+
+    /// Yielding costs a trip through the scheduler (tens of µs when nothing else runs), so the
+    /// writer keeps doing it only while it pays: while it gathers more messages (many calls
+    /// in flight), and once every 32 batches to notice when they come back.
+    fn should_yield(&mut self) -> bool {
+        self.batches = self.batches.wrapping_add(1);
+        self.yield_score > 0 || self.batches % 32 == 0
+    }
+
+    fn yielded(&mut self, gathered: bool) {
+        self.yield_score = if gathered {
+            (self.yield_score + 2).min(8)
+        } else {
+            self.yield_score.saturating_sub(1)
+        };
+    }
+
+    /// Takes what is queued right now, up to the budget, without waiting.
+    pub fn try_batch(&mut self) -> Option<Batch> {
+        let first = match self.carry.take() {
+            Some(item) => item,
+            None => self.rx.try_recv().ok()?,
+        };
+        Some(self.batch_from(first))
+    }
+
+    fn batch_from(&mut self, first: Outgoing) -> Batch {
+        let mut batch = Batch::default();
+        let mut size = 0;
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Outgoing::Message(m) => {
+                    if !batch.messages.is_empty() && size + m.len() > self.budget {
+                        self.carry = Some(Outgoing::Message(m));
+                        break;
+                    }
+                    size += m.len();
+                    batch.messages.push(m);
+                }
+                Outgoing::Close(code, reason) => {
+                    batch.close = Some((code, reason));
+                    break;
+                }
+            }
+            next = self.rx.try_recv().ok();
+        }
+        batch
+    }
+}
+
+/// For channel transports: hands `msgs` to the runtime in order, waiting while its queue is
 /// full. `false` when the runtime has dropped the session.
 pub async fn deliver(tx: &mpsc::Sender<String>, msgs: Vec<String>) -> bool {
     for m in msgs {
@@ -169,4 +324,53 @@ pub async fn deliver(tx: &mpsc::Sender<String>, msgs: Vec<String>) -> bool {
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(items: Vec<Outgoing>) -> Outbox {
+        let (tx, rx) = mpsc::unbounded_channel();
+        for i in items {
+            tx.send(i).unwrap();
+        }
+        Outbox::new(rx)
+    }
+
+    #[tokio::test]
+    async fn batches_stop_at_the_budget_and_at_a_close() {
+        let big = "x".repeat(BATCH_BUDGET / 2 + 1);
+        let mut out = queue(vec![
+            Outgoing::Message("a".into()),
+            Outgoing::Message(big.clone()),
+            Outgoing::Message(big.clone()),
+            Outgoing::Message("b".into()),
+            Outgoing::Close(3000, "Go away!".into()),
+            Outgoing::Message("after".into()),
+        ]);
+        let b = out.next_batch().await.unwrap();
+        assert_eq!(b.messages, vec!["a".to_owned(), big.clone()]);
+        assert_eq!(b.close, None);
+        let b = out.next_batch().await.unwrap();
+        assert_eq!(b.messages, vec![big.clone(), "b".to_owned()]);
+        assert_eq!(b.close, Some((3000, "Go away!".to_owned())));
+        let b = out.try_batch().unwrap();
+        assert_eq!(b.messages, vec!["after".to_owned()]);
+        assert!(out.try_batch().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_message_over_the_budget_goes_alone() {
+        let huge = "y".repeat(BATCH_BUDGET * 3);
+        let mut out = queue(vec![
+            Outgoing::Message(huge.clone()),
+            Outgoing::Message("z".into()),
+        ]);
+        assert_eq!(out.next_batch().await.unwrap().messages, vec![huge]);
+        assert_eq!(
+            out.next_batch().await.unwrap().messages,
+            vec!["z".to_owned()]
+        );
+    }
 }

@@ -96,6 +96,8 @@ impl TlsListener {
                         continue;
                     }
                 };
+                // Calls are small messages that must leave at once.
+                let _ = stream.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {

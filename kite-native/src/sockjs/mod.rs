@@ -22,7 +22,7 @@
 
 mod http;
 
-pub use http::PeerAddr;
+pub use http::{NoDelayListener, PeerAddr};
 mod websocket;
 mod xhr;
 
@@ -53,6 +53,10 @@ pub struct SockJsOptions {
     pub raw_websocket: bool,
     /// Whether xhr-streaming is offered.
     pub xhr_streaming: bool,
+    /// Bytes a websocket reads from its socket at a time (4 KiB). The buffer lives as long as
+    /// the connection, so it is most of an idle connection's memory; tungstenite's default of
+    /// 128 KiB would also be zeroed on every read.
+    pub read_buffer_size: usize,
 }
 
 impl Default for SockJsOptions {
@@ -65,6 +69,7 @@ impl Default for SockJsOptions {
             websocket: true,
             raw_websocket: true,
             xhr_streaming: true,
+            read_buffer_size: 4 * 1024,
         }
     }
 }

@@ -1,23 +1,47 @@
 //! SockJS websocket (`/<server>/<session>/websocket`) and raw websocket (`/websocket`).
+//!
+//! The runtime reads the socket itself, through the session's receiver (so a request goes from
+//! the socket to its handler in one task); the task of the upgraded connection writes: it sends
+//! `o`, then batches of queued messages as `a[...]` frames, heartbeats, and the close frames.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use kite_core::sockjs::{self, BROKEN_FRAME, MESSAGE_TOO_BIG};
+use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::debug;
 
 use super::http::RemoteAddr;
 use super::{State, valid_segment};
-use crate::session::{self, Outgoing, SessionInfo, TransportKind};
+use crate::session::{
+    Batch, Outbox, Session, SessionInfo, SessionReceiver, SessionSender, TransportKind,
+};
 
-fn upgrade(ws: WebSocketUpgrade, state: &State) -> WebSocketUpgrade {
-    // A little headroom: the SockJS array wrapping is not part of the message.
-    let limit = state.options.max_message_size + 1024;
-    ws.max_message_size(limit).max_frame_size(limit)
+/// The largest websocket message accepted: one message of `max_message_size` may come
+/// JSON-escaped inside a SockJS frame (at most twice as long), and clients batch small
+/// messages into frames of tens of KiB. Each message is then held to `max_message_size`.
+fn frame_limit(max_message_size: usize, framed: bool) -> usize {
+    if framed {
+        max_message_size
+            .saturating_mul(2)
+            .saturating_add(crate::session::BATCH_BUDGET)
+    } else {
+        max_message_size
+    }
+}
+
+fn upgrade(ws: WebSocketUpgrade, state: &State, framed: bool) -> WebSocketUpgrade {
+    let limit = frame_limit(state.options.max_message_size, framed);
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .read_buffer_size(state.options.read_buffer_size)
 }
 
 fn session_id() -> String {
@@ -34,7 +58,7 @@ pub(crate) async fn sockjs(
     if !state.options.websocket || !valid_segment(&server) || !valid_segment(&session) {
         return StatusCode::NOT_FOUND.into_response();
     }
-    upgrade(ws, &state)
+    upgrade(ws, &state, true)
         .on_upgrade(move |socket| serve(socket, state, remote, true))
         .into_response()
 }
@@ -48,9 +72,77 @@ pub(crate) async fn raw(
     if !state.options.raw_websocket {
         return StatusCode::NOT_FOUND.into_response();
     }
-    upgrade(ws, &state)
+    upgrade(ws, &state, false)
         .on_upgrade(move |socket| serve(socket, state, remote, false))
         .into_response()
+}
+
+/// The reading half of a session, polled by the runtime.
+struct Reader {
+    stream: SplitStream<WebSocket>,
+    framed: bool,
+    max: usize,
+    tx: SessionSender,
+    queue: VecDeque<String>,
+    id: String,
+    done: CancellationToken,
+    /// Tells the writer when the reader ends or the runtime drops it.
+    _ended: DropGuard,
+}
+
+impl Reader {
+    /// The next message, reading frames as needed; `None` ends the session (after queueing a
+    /// close frame for broken or oversized input).
+    async fn next(&mut self) -> Option<String> {
+        loop {
+            if let Some(m) = self.queue.pop_front() {
+                return Some(m);
+            }
+            let next = tokio::select! {
+                biased;
+                next = self.stream.next() => next,
+                () = self.done.cancelled() => return None,
+            };
+            match next {
+                Some(Ok(Message::Text(text))) if self.framed => {
+                    let msgs = match sockjs::decode_client_frame(&text) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            debug!(session = %self.id, error = %e, "broken SockJS frame");
+                            return self.close(BROKEN_FRAME);
+                        }
+                    };
+                    if msgs.iter().any(|m| m.len() > self.max) {
+                        return self.close(MESSAGE_TOO_BIG);
+                    }
+                    self.queue.extend(msgs);
+                }
+                Some(Ok(Message::Text(text))) => {
+                    if text.len() > self.max {
+                        return self.close(MESSAGE_TOO_BIG);
+                    }
+                    return Some(text.to_string());
+                }
+                Some(Ok(Message::Binary(_))) => return self.close(BROKEN_FRAME),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None => return None,
+                Some(Err(e)) => {
+                    debug!(session = %self.id, error = %e, "websocket read failed");
+                    // tungstenite reports oversized messages as a capacity error.
+                    let text = e.to_string().to_ascii_lowercase();
+                    if text.contains("too long") || text.contains("size") {
+                        return self.close(MESSAGE_TOO_BIG);
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn close(&self, (code, reason): (u16, &str)) -> Option<String> {
+        self.tx.close(code, reason);
+        None
+    }
 }
 
 async fn serve(socket: WebSocket, state: State, remote: Option<SocketAddr>, framed: bool) {
@@ -63,86 +155,33 @@ async fn serve(socket: WebSocket, state: State, remote: Option<SocketAddr>, fram
         remote_addr: remote,
         id: session_id(),
     };
-    let id = info.id.clone();
-    let (session, in_tx, mut out_rx) = session::channel(info);
-    (state.on_session)(session);
-    let (mut sink, mut stream) = socket.split();
-    let max = state.options.max_message_size;
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let tx = SessionSender::new(out_tx);
+    let (mut sink, stream) = socket.split();
+    let done = CancellationToken::new();
+    let reader = Reader {
+        stream,
+        framed,
+        max: state.options.max_message_size,
+        tx: tx.clone(),
+        queue: VecDeque::new(),
+        id: info.id.clone(),
+        done: done.clone(),
+        _ended: done.clone().drop_guard(),
+    };
+    let rx =
+        SessionReceiver::from_stream(futures_util::stream::unfold(reader, |mut r| async move {
+            r.next().await.map(|m| (m, r))
+        }));
+    (state.on_session)(Session { rx, tx, info });
 
     if framed && sink.send(Message::text("o")).await.is_err() {
+        done.cancel();
         return;
     }
-    let delay = state.options.heartbeat_delay;
-    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + delay, delay);
-    let mut buf = Vec::with_capacity(256);
-
-    // One loop per connection: writes, reads and heartbeats. Closing (either side) ends it,
-    // which drops `in_tx` so the runtime sees the session end.
-    let close: Option<(u16, String)> = loop {
-        tokio::select! {
-            out = out_rx.recv() => match out {
-                Some(Outgoing::Message(first)) => {
-                    if framed {
-                        // Batch everything queued right now into one `a[...]` frame.
-                        let (batch, close_after) = session::drain_batch(first, &mut out_rx);
-                        buf.clear();
-                        sockjs::encode_messages_into(&mut buf, batch.iter().map(String::as_str));
-                        let text = String::from_utf8(std::mem::take(&mut buf)).unwrap_or_default();
-                        if sink.send(Message::text(text)).await.is_err() {
-                            break None;
-                        }
-                        if close_after.is_some() {
-                            break close_after;
-                        }
-                    } else if sink.send(Message::text(first)).await.is_err() {
-                        break None;
-                    }
-                    heartbeat.reset();
-                }
-                Some(Outgoing::Close(code, reason)) => break Some((code, reason)),
-                None => break Some((sockjs::GO_AWAY.0, sockjs::GO_AWAY.1.to_owned())),
-            },
-            inc = stream.next() => match inc {
-                Some(Ok(Message::Text(text))) => {
-                    if text.len() > max {
-                        break Some((MESSAGE_TOO_BIG.0, MESSAGE_TOO_BIG.1.to_owned()));
-                    }
-                    let msgs = if framed {
-                        match sockjs::decode_client_frame(&text) {
-                            Ok(m) => m,
-                            Err(e) => {
-                                debug!(session = %id, error = %e, "broken SockJS frame");
-                                break Some((BROKEN_FRAME.0, BROKEN_FRAME.1.to_owned()));
-                            }
-                        }
-                    } else {
-                        vec![text.to_string()]
-                    };
-                    if !session::deliver(&in_tx, msgs).await {
-                        break None;
-                    }
-                }
-                Some(Ok(Message::Binary(_))) => {
-                    break Some((BROKEN_FRAME.0, BROKEN_FRAME.1.to_owned()));
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None => break None,
-                Some(Err(e)) => {
-                    debug!(session = %id, error = %e, "websocket read failed");
-                    // tungstenite reports oversized messages as a capacity error.
-                    let too_big = e.to_string().to_ascii_lowercase().contains("too long")
-                        || e.to_string().to_ascii_lowercase().contains("size");
-                    break too_big.then(|| (MESSAGE_TOO_BIG.0, MESSAGE_TOO_BIG.1.to_owned()));
-                }
-            },
-            _ = heartbeat.tick(), if framed => {
-                if sink.send(Message::text("h")).await.is_err() {
-                    break None;
-                }
-            }
-        }
-    };
-    drop(in_tx);
+    let close = write_loop(&mut sink, Outbox::new(out_rx), &state, framed, &done).await;
+    // Ends the reader too, should the peer never answer the close.
+    done.cancel();
     if let Some((code, reason)) = close {
         if framed {
             let _ = sink
@@ -158,4 +197,65 @@ async fn serve(socket: WebSocket, state: State, remote: Option<SocketAddr>, fram
             .await;
     }
     let _ = sink.close().await;
+}
+
+/// Writes batches and heartbeats until a close is asked for (returned), the runtime is gone
+/// (`Go away!`), the reader ends (the close it queued, if any) or a write fails (`None`).
+async fn write_loop(
+    sink: &mut SplitSink<WebSocket, Message>,
+    mut outbox: Outbox,
+    state: &State,
+    framed: bool,
+    done: &CancellationToken,
+) -> Option<(u16, String)> {
+    let delay = state.options.heartbeat_delay;
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + delay, delay);
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        let batch = tokio::select! {
+            biased;
+            batch = outbox.next_batch() => match batch {
+                Some(b) => b,
+                None => return Some((sockjs::GO_AWAY.0, sockjs::GO_AWAY.1.to_owned())),
+            },
+            () = done.cancelled() => {
+                // The reader ended: send the close it queued (broken or oversized input).
+                return outbox.try_batch().and_then(|b| b.close);
+            }
+            _ = heartbeat.tick(), if framed => {
+                if sink.send(Message::text("h")).await.is_err() {
+                    return None;
+                }
+                continue;
+            }
+        };
+        let Batch { messages, close } = batch;
+        if !messages.is_empty() {
+            let written = if framed {
+                buf.clear();
+                sockjs::encode_messages_into(&mut buf, messages.iter().map(String::as_str));
+                let text = String::from_utf8(std::mem::take(&mut buf)).unwrap_or_default();
+                sink.send(Message::text(text)).await.is_ok()
+            } else {
+                write_each(sink, messages).await
+            };
+            if !written {
+                return None;
+            }
+            heartbeat.reset();
+        }
+        if close.is_some() {
+            return close;
+        }
+    }
+}
+
+/// Raw websocket: one text message per message, flushed once.
+async fn write_each(sink: &mut SplitSink<WebSocket, Message>, messages: Vec<String>) -> bool {
+    for m in messages {
+        if sink.feed(Message::text(m)).await.is_err() {
+            return false;
+        }
+    }
+    sink.flush().await.is_ok()
 }

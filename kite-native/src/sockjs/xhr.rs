@@ -54,7 +54,18 @@ impl XhrSession {
     fn take(&self) -> Take {
         let mut s = self.lock();
         if !s.queue.is_empty() {
-            return Take::Messages(s.queue.drain(..).collect());
+            // Up to the batch budget per answer (a larger message goes alone); the rest waits
+            // for the next poll, or the next chunk of a stream.
+            let mut size = 0;
+            let mut n = 0;
+            for m in &s.queue {
+                if n > 0 && size + m.len() > session::BATCH_BUDGET {
+                    break;
+                }
+                size += m.len();
+                n += 1;
+            }
+            return Take::Messages(s.queue.drain(..n).collect());
         }
         match &s.closed {
             Some((c, r)) => Take::Closed(*c, r.clone()),

@@ -103,6 +103,9 @@ pub struct DialOptions {
     /// Extra HTTP headers (cookies, ...) sent with the websocket handshake and with every XHR
     /// request. Names or values that are not valid HTTP are skipped with a warning.
     pub headers: Vec<(String, String)>,
+    /// Bytes a websocket reads from its socket at a time (16 KiB; tungstenite's default of
+    /// 128 KiB is zeroed on every read).
+    pub read_buffer_size: usize,
     /// Extra trusted root certificates (PEM) for `https`/`wss`, beside the web PKI roots:
     /// for private CAs and self-signed servers.
     pub root_certificates: Vec<String>,
@@ -115,6 +118,7 @@ impl Default for DialOptions {
             handshake_timeout: Duration::from_secs(15),
             timeout: Duration::from_secs(15),
             max_message_size: 1 << 20,
+            read_buffer_size: 16 * 1024,
             headers: Vec::new(),
             root_certificates: Vec::new(),
         }

@@ -1,10 +1,11 @@
 //! SockJS websocket and raw websocket clients.
 //!
-//! A dialed websocket runs two tasks: a reader that turns incoming frames into messages for the
-//! runtime (waiting while the runtime's queue is full) and a writer that drains the session's
-//! outgoing queue, batching whatever is queued into one frame. Either ending ends the other,
-//! drops the incoming channel and so ends the session.
+//! A dialed websocket has a writer task that drains the session's outgoing queue, batching
+//! whatever is queued into one frame, and a reader that the runtime polls through the session's
+//! receiver, so incoming messages reach the runtime without a hop between tasks. Either ending
+//! ends the other and so the session.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use futures_util::stream::{SplitSink, SplitStream};
@@ -18,12 +19,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, warn};
 
 use super::url::{origin_of, parse_base_url, raw_websocket_url, sockjs_ids, websocket_url};
 use super::{DialError, DialOptions, Step, decode_frame, frame_limit, valid_headers};
-use crate::session::{self, Outgoing, Session, SessionInfo, TransportKind};
+use crate::session::{
+    Batch, Outbox, Session, SessionInfo, SessionReceiver, SessionSender, TransportKind,
+};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -101,9 +104,11 @@ async fn connect(
     };
     let config = WebSocketConfig::default()
         .max_message_size(Some(limit))
-        .max_frame_size(Some(limit));
+        .max_frame_size(Some(limit))
+        .read_buffer_size(opts.read_buffer_size);
+    // Nagle off: calls are small messages that must leave at once.
     let connect =
-        tokio_tungstenite::connect_async_tls_with_config(request, Some(config), false, connector);
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector);
     match tokio::time::timeout_at(deadline, connect).await {
         Err(_) => Err(DialError::Timeout),
         Ok(Ok((ws, _))) => Ok(ws),
@@ -144,7 +149,8 @@ async fn first_frame(ws: &mut Ws) -> Result<Frame, DialError> {
     }
 }
 
-/// Starts the reader and writer tasks of an open websocket and returns its session.
+/// Starts the writer task of an open websocket and returns its session, whose receiver reads
+/// the socket when the runtime polls it.
 fn spawn(ws: Ws, id: String, transport: TransportKind, max_message_size: usize) -> Session {
     let remote_addr = match ws.get_ref() {
         MaybeTlsStream::Plain(s) => s.peer_addr().ok(),
@@ -157,111 +163,113 @@ fn spawn(ws: Ws, id: String, transport: TransportKind, max_message_size: usize) 
         id,
     };
     let framed = transport == TransportKind::WebSocket;
-    let (session, in_tx, out_rx) = session::channel(info);
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (sink, stream) = ws.split();
     let done = CancellationToken::new();
-    tokio::spawn(read_loop(
+    let reader = Reader {
         stream,
-        in_tx,
         framed,
-        max_message_size,
-        done.clone(),
-    ));
-    tokio::spawn(write_loop(sink, out_rx, framed, done));
-    session
+        max: max_message_size,
+        queue: VecDeque::new(),
+        done: done.clone(),
+        _ended: done.clone().drop_guard(),
+    };
+    tokio::spawn(write_loop(sink, Outbox::new(out_rx), framed, done));
+    Session {
+        rx: SessionReceiver::from_stream(futures_util::stream::unfold(
+            reader,
+            |mut r| async move { r.next().await.map(|m| (m, r)) },
+        )),
+        tx: SessionSender::new(out_tx),
+        info,
+    }
 }
 
-/// Reads frames until the server closes, a frame is broken or too big, the runtime drops the
-/// session, or the writer ends; then drops `in_tx`, which ends the session.
-async fn read_loop(
-    mut stream: SplitStream<Ws>,
-    in_tx: mpsc::Sender<String>,
+/// The reading half of a session, polled by the runtime. It ends (ending the session) when
+/// the server closes, a frame is broken or too big, or the writer ends; its end or drop stops
+/// the writer.
+struct Reader {
+    stream: SplitStream<Ws>,
     framed: bool,
     max: usize,
+    queue: VecDeque<String>,
     done: CancellationToken,
-) {
-    loop {
-        let next = tokio::select! {
-            () = done.cancelled() => break,
-            next = stream.next() => next,
-        };
-        let msgs = match next {
-            Some(Ok(Message::Text(text))) if framed => match decode_frame(&text, max) {
-                Step::Deliver(msgs) => msgs,
-                Step::Skip => continue,
-                Step::End => break,
-            },
-            Some(Ok(Message::Text(text))) => {
-                if text.len() > max {
-                    warn!(
-                        size = text.len(),
-                        limit = max,
-                        "message over the size limit, closing"
-                    );
-                    break;
-                }
-                vec![text.to_string()]
-            }
-            Some(Ok(Message::Binary(_))) if framed => {
-                warn!("binary message on a SockJS websocket, closing");
-                break;
-            }
-            Some(Ok(Message::Binary(_))) => {
-                debug!("ignoring a binary message");
-                continue;
-            }
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-            Some(Ok(Message::Close(frame))) => {
-                debug!(?frame, "server closed the websocket");
-                break;
-            }
-            None => break,
-            Some(Err(e)) => {
-                debug!(error = %e, "websocket read failed");
-                break;
-            }
-        };
-        let delivered = tokio::select! {
-            () = done.cancelled() => false,
-            ok = session::deliver(&in_tx, msgs) => ok,
-        };
-        if !delivered {
-            break;
-        }
-    }
-    done.cancel();
+    _ended: DropGuard,
 }
 
-/// Writes queued messages (batched into one SockJS client frame when `framed`) until a close
+impl Reader {
+    async fn next(&mut self) -> Option<String> {
+        loop {
+            if let Some(m) = self.queue.pop_front() {
+                return Some(m);
+            }
+            let next = tokio::select! {
+                biased;
+                next = self.stream.next() => next,
+                () = self.done.cancelled() => return None,
+            };
+            match next {
+                Some(Ok(Message::Text(text))) if self.framed => {
+                    match decode_frame(&text, self.max) {
+                        Step::Deliver(msgs) => self.queue.extend(msgs),
+                        Step::Skip => {}
+                        Step::End => return None,
+                    }
+                }
+                Some(Ok(Message::Text(text))) => {
+                    if text.len() > self.max {
+                        warn!(
+                            size = text.len(),
+                            limit = self.max,
+                            "message over the size limit, closing"
+                        );
+                        return None;
+                    }
+                    return Some(text.to_string());
+                }
+                Some(Ok(Message::Binary(_))) if self.framed => {
+                    warn!("binary message on a SockJS websocket, closing");
+                    return None;
+                }
+                Some(Ok(Message::Binary(_))) => debug!("ignoring a binary message"),
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Close(frame))) => {
+                    debug!(?frame, "server closed the websocket");
+                    return None;
+                }
+                None => return None,
+                Some(Err(e)) => {
+                    debug!(error = %e, "websocket read failed");
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Writes queued messages (batched into SockJS client frames when `framed`) until a close
 /// request, the runtime dropping the session, a write error or the reader ending; then sends a
 /// close frame.
 async fn write_loop(
     mut sink: SplitSink<Ws, Message>,
-    mut out_rx: mpsc::UnboundedReceiver<Outgoing>,
+    mut outbox: Outbox,
     framed: bool,
     done: CancellationToken,
 ) {
     let close = loop {
-        let first = tokio::select! {
+        let batch = tokio::select! {
             () = done.cancelled() => break None,
-            out = out_rx.recv() => out,
+            batch = outbox.next_batch() => batch,
         };
-        let (texts, close) = match first {
-            Some(Outgoing::Message(first)) if framed => {
-                let (batch, close) = session::drain_batch(first, &mut out_rx);
-                (
-                    vec![sockjs::encode_client_frame(
-                        batch.iter().map(String::as_str),
-                    )],
-                    close,
-                )
-            }
-            Some(Outgoing::Message(first)) => {
-                let (batch, close) = session::drain_batch(first, &mut out_rx);
-                (batch, close)
-            }
-            Some(Outgoing::Close(code, reason)) => break Some((code, reason)),
-            None => break Some((1000, String::new())),
+        let Some(Batch { messages, close }) = batch else {
+            break Some((1000, String::new()));
+        };
+        let texts = if framed && !messages.is_empty() {
+            vec![sockjs::encode_client_frame(
+                messages.iter().map(String::as_str),
+            )]
+        } else {
+            messages
         };
         let written = tokio::select! {
             () = done.cancelled() => false,

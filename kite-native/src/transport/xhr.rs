@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 
 use super::url::{endpoint, parse_base_url, sockjs_ids, xhr_session_url};
 use super::{DialError, DialOptions, Step, decode_frame, frame_limit, valid_headers};
-use crate::session::{self, Outgoing, Session, SessionInfo, TransportKind};
+use crate::session::{self, Batch, Outbox, Outgoing, Session, SessionInfo, TransportKind};
 
 /// Dials the kite at `base` over xhr-polling: `POST <base>/<server>/<session>/xhr` must answer
 /// 200 with an `o` frame within [`DialOptions::timeout`]; then a task polls and another sends
@@ -262,19 +262,22 @@ async fn poll_loop(
 async fn send_loop(
     http: reqwest::Client,
     url: Url,
-    mut out_rx: mpsc::UnboundedReceiver<Outgoing>,
+    out_rx: mpsc::UnboundedReceiver<Outgoing>,
     stop: CancellationToken,
 ) {
+    let mut outbox = Outbox::new(out_rx);
     loop {
-        let first = tokio::select! {
+        let batch = tokio::select! {
             () = stop.cancelled() => break,
-            out = out_rx.recv() => out,
+            batch = outbox.next_batch() => batch,
         };
-        let (batch, close) = match first {
-            Some(Outgoing::Message(m)) => session::drain_batch(m, &mut out_rx),
-            Some(Outgoing::Close(..)) | None => break,
+        let Some(Batch { messages, close }) = batch else {
+            break;
         };
-        let body = sockjs::encode_client_frame(batch.iter().map(String::as_str));
+        if messages.is_empty() {
+            break;
+        }
+        let body = sockjs::encode_client_frame(messages.iter().map(String::as_str));
         let send = http
             .post(url.clone())
             .header(CONTENT_TYPE, "text/plain;charset=UTF-8")
