@@ -132,6 +132,28 @@ async fn no_head_of_line_blocking_and_many_calls_in_flight() {
 }
 
 #[tokio::test]
+async fn large_calls_in_flight_together_stay_under_the_message_limit() {
+    // Sixteen 200 KiB calls queued at once must not be batched into one SockJS frame over the
+    // server's 1 MiB limit (each would then fail with `1009 Message too big`), in either
+    // direction: requests and answers.
+    let server = TestKite::start().await;
+    let big = "x".repeat(200 * 1024);
+    for transport in TRANSPORTS {
+        let (_k, client) = client_for(&server.url, transport).await;
+        let calls = (0..16).map(|_| {
+            let (c, big) = (client.clone(), big.clone());
+            async move { c.call::<String>("kite.echo", (big,)).await }
+        });
+        let results = within("large calls", futures_util::future::join_all(calls)).await;
+        for r in results {
+            assert_eq!(r.unwrap().len(), big.len(), "{transport}");
+        }
+        assert!(client.is_connected(), "{transport}");
+        client.close();
+    }
+}
+
+#[tokio::test]
 async fn timeouts_are_timeout_errors_and_late_answers_are_ignored() {
     let server = TestKite::start().await;
     for transport in TRANSPORTS {
