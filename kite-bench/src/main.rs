@@ -144,6 +144,9 @@ enum Command {
         #[arg(long)]
         exit_with_stdin: bool,
     },
+    /// Prints a token that `serve --system kite --token-public-key "$(cat
+    /// testdata/keys/kontrol.pub.pem)"` accepts, for `load --token`.
+    Token,
     /// Holds idle websocket connections to a fresh server and reports its RSS per connection.
     Idle {
         /// What to connect to.
@@ -312,6 +315,10 @@ async fn run(command: Command) -> Result<(), String> {
             server::serve(system, addr, options)
                 .await
                 .map_err(|e| e.to_string())
+        }
+        Command::Token => {
+            println!("{}", token::TestKeys::generate()?.token_for_bench_kite()?);
+            Ok(())
         }
         Command::Idle {
             system,

@@ -142,9 +142,28 @@ fn callbacks(c: &mut Criterion) {
     g.finish();
 }
 
+/// The dnode text of `square(4)` carrying a token of `len` base64 characters, as a caller
+/// authenticated by Kontrol sends it (an RS256 token is about 600).
+fn square_request_with_token(len: usize) -> String {
+    let mut conn: Connection<()> = Connection::new();
+    let token: String = "eyJhbGciOiJSUzI1NiJ9-_".chars().cycle().take(len).collect();
+    let auth = kite_core::Auth::new("token", token);
+    let head = RequestHead::new(&caller(), Some(&auth));
+    conn.request_with_head("square", &head, scrub_args(&(4.0,)).unwrap(), ())
+        .1
+}
+
 fn sockjs_frames(c: &mut Criterion) {
-    let msg = square_request();
     let mut g = c.benchmark_group("sockjs");
+    let with_token = square_request_with_token(600);
+    let client_frame = sockjs::encode_client_frame([with_token.as_str()]);
+    g.bench_function("encode client frame with token/1", |b| {
+        b.iter(|| sockjs::encode_client_frame([black_box(with_token.as_str())]))
+    });
+    g.bench_function("decode client frame with token/1", |b| {
+        b.iter(|| sockjs::decode_client_frame(black_box(&client_frame)).unwrap())
+    });
+    let msg = square_request();
     for n in [1usize, 64] {
         let msgs: Vec<String> = vec![msg.clone(); n];
         let client_frame = sockjs::encode_client_frame(msgs.iter().map(String::as_str));

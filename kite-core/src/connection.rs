@@ -45,7 +45,7 @@ use serde_json::value::RawValue;
 
 use crate::dnode::{
     Args, Callback, CallbackSink, CallbackTable, Entry, Method, Path, RawMessage, Scrubbed,
-    Segment, encode_raw, encode_with,
+    Segment, encode_raw, encode_with, only_response_callback,
 };
 use crate::envelope::{Auth, Request, RequestHead, parse_response};
 use crate::error::{KiteError, ProtocolError};
@@ -88,12 +88,19 @@ pub enum Incoming<P> {
 #[derive(Debug)]
 pub struct Connection<P> {
     table: CallbackTable<P>,
+    /// The last caller identity decoded, with its JSON text: a peer sends the same identity
+    /// with every request, so it is parsed once per connection.
+    caller: Option<(Box<str>, Arc<Kite>)>,
+    /// The same for the caller's credentials (a token is hundreds of bytes).
+    credentials: Option<(Box<str>, Arc<Auth>)>,
 }
 
 impl<P> Default for Connection<P> {
     fn default() -> Self {
         Connection {
             table: CallbackTable::new(),
+            caller: None,
+            credentials: None,
         }
     }
 }
@@ -129,15 +136,7 @@ impl<P> Connection<P> {
         pending: P,
     ) -> (u64, String) {
         let id = self.table.insert_pending(pending);
-        let mut callbacks: Vec<(u64, Path)> = Vec::with_capacity(1 + args.callbacks.len());
-        callbacks.push((
-            id,
-            vec![Segment::Index(0), Segment::Key("responseCallback".into())],
-        ));
-        for (mut path, cb) in args.callbacks {
-            path.splice(0..0, [Segment::Index(0), Segment::Key("withArgs".into())]);
-            callbacks.push((self.table.register(&cb), path));
-        }
+        let callbacks = self.request_callbacks(id, args.callbacks);
         let head = head.as_bytes();
         let text = encode_with(
             &Method::Name(method.to_owned()),
@@ -152,6 +151,51 @@ impl<P> Connection<P> {
             },
         );
         (id, text)
+    }
+
+    /// [`Connection::request_with_head`] encoded the way a SockJS frame carries it: as one JSON
+    /// string literal (quoted and escaped), equal to [`json::write_str`] of the plain text.
+    /// Only the parts that change per call are escaped; the head comes escaped already.
+    pub fn request_quoted(
+        &mut self,
+        method: &str,
+        head: &RequestHead,
+        args: Scrubbed,
+        pending: P,
+    ) -> (u64, String) {
+        let id = self.table.insert_pending(pending);
+        let callbacks = self.request_callbacks(id, args.callbacks);
+        let mut plain = Vec::with_capacity(64);
+        plain.extend_from_slice(b"{\"method\":");
+        json::write_str(&mut plain, method);
+        plain.extend_from_slice(b",\"arguments\":[");
+        let mut out = Vec::with_capacity(head.quoted_bytes().len() + 160);
+        out.push(b'"');
+        json::write_contents(&mut out, std::str::from_utf8(&plain).unwrap_or_default());
+        out.extend_from_slice(head.quoted_bytes());
+        plain.clear();
+        // Serializing plain data cannot fail.
+        let _ = json::write_into(&mut plain, &args.value);
+        plain.extend_from_slice(b"}],");
+        crate::dnode::write_callbacks(&mut plain, &callbacks);
+        plain.push(b'}');
+        json::write_contents(&mut out, std::str::from_utf8(&plain).unwrap_or_default());
+        out.push(b'"');
+        (id, String::from_utf8(out).expect("JSON output is UTF-8"))
+    }
+
+    /// The callbacks of a request: its response callback `id`, then the functions in `args`.
+    fn request_callbacks(&mut self, id: u64, functions: Vec<(Path, Callback)>) -> Vec<(u64, Path)> {
+        let mut callbacks: Vec<(u64, Path)> = Vec::with_capacity(1 + functions.len());
+        callbacks.push((
+            id,
+            vec![Segment::Index(0), Segment::Key("responseCallback".into())],
+        ));
+        for (mut path, cb) in functions {
+            path.splice(0..0, [Segment::Index(0), Segment::Key("withArgs".into())]);
+            callbacks.push((self.table.register(&cb), path));
+        }
+        callbacks
     }
 
     /// Encodes an invocation of the peer's callback `id` (a response, or any function the peer
@@ -207,6 +251,9 @@ impl<P> Connection<P> {
         text: &str,
         sink: &Arc<dyn CallbackSink>,
     ) -> Result<Incoming<P>, ProtocolError> {
+        if let Some(incoming) = self.receive_usual(text, sink) {
+            return Ok(incoming);
+        }
         let raw = RawMessage::decode(text)?;
         // Malformed callbacks reject the message before anything else happens.
         let callbacks = match raw.only_response_callback() {
@@ -225,8 +272,87 @@ impl<P> Connection<P> {
                 },
                 None => Incoming::UnknownCallback(*id),
             }),
-            Method::Name(method) => decode_request(method, &raw, callbacks, sink),
+            Method::Name(method) => decode_request(method, &raw, callbacks, sink, &mut self.caller),
         }
+    }
+
+    /// The two messages nearly all traffic is made of, read in one pass over the text: a
+    /// request whose only function is its response callback, and a response without
+    /// functions. `None` for anything else (or anything unusual about these), which the
+    /// general path then decodes.
+    fn receive_usual(&mut self, text: &str, sink: &Arc<dyn CallbackSink>) -> Option<Incoming<P>> {
+        #[derive(Deserialize)]
+        struct Usual<'a> {
+            #[serde(borrow)]
+            method: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            arguments: Option<OnlyOptions<'a>>,
+            #[serde(borrow, default)]
+            callbacks: Option<&'a RawValue>,
+        }
+        if !text.trim_ascii_start().starts_with('{') {
+            return None;
+        }
+        let wire: Usual<'_> = serde_json::from_str(text).ok()?;
+        let method = serde_json::from_str::<Method>(wire.method?.get()).ok()?;
+        let response_id = only_response_callback(wire.callbacks)?;
+        let OnlyOptions(options) = wire.arguments?;
+        match method {
+            Method::Name(name) => Some(Incoming::Request(Box::new(Request {
+                method: name,
+                kite: self.caller_from(options.kite),
+                // Malformed credentials are answered by the general path, with its wording.
+                auth: self.credentials_from(options.authentication)?,
+                args: match options.with_args {
+                    Some(text) => Args::from_raw(text.to_owned()),
+                    None => Args::default(),
+                }
+                .into_list(),
+                response: response_id.map(|id| Callback::remote(id, sink.clone())),
+            }))),
+            Method::Callback(id) => {
+                if response_id.is_some() || !self.table.is_pending(id) {
+                    return None;
+                }
+                let result = outcome(options.error, options.result)?;
+                let Some(Entry::Pending(pending)) = self.table.take(id) else {
+                    return None;
+                };
+                Some(Incoming::Response { pending, result })
+            }
+        }
+    }
+
+    /// The caller identity of a request: the one decoded last on this connection when the text
+    /// is the same (it nearly always is).
+    fn caller_from(&mut self, text: Option<&RawValue>) -> Arc<Kite> {
+        let Some(text) = text else {
+            return Arc::default();
+        };
+        if let Some((last, kite)) = &self.caller
+            && **last == *text.get()
+        {
+            return kite.clone();
+        }
+        let kite: Arc<Kite> = Arc::new(serde_json::from_str(text.get()).unwrap_or_default());
+        self.caller = Some((text.get().into(), kite.clone()));
+        kite
+    }
+
+    /// The credentials of a request (`Some(None)`: none or `null`), reused when the text is the
+    /// same as last time; `None` if malformed.
+    fn credentials_from(&mut self, text: Option<&RawValue>) -> Option<Option<Arc<Auth>>> {
+        let Some(text) = text.filter(|t| t.get() != "null") else {
+            return Some(None);
+        };
+        if let Some((last, auth)) = &self.credentials
+            && **last == *text.get()
+        {
+            return Some(Some(auth.clone()));
+        }
+        let auth: Arc<Auth> = Arc::new(serde_json::from_str(text.get()).ok()?);
+        self.credentials = Some((text.get().into(), auth.clone()));
+        Some(Some(auth))
     }
 
     /// Frees the response slot of a call whose caller gave up (timeout), returning its handle.
@@ -318,25 +444,12 @@ fn fast_response(arguments: &RawValue) -> Option<Result<Args, KiteError>> {
     let (error, result) = match items.as_slice() {
         [only] if only.get().starts_with('{') => {
             let o: Outcome<'_> = serde_json::from_str(only.get()).ok()?;
-            if o.error.is_none() && o.result.is_none() {
-                return None;
-            }
             (o.error, o.result)
         }
         [error, result] => (Some(*error), Some(*result)),
         _ => return None,
     };
-    if let Some(error) = error.filter(|e| e.get() != "null") {
-        let error = match error.get().as_bytes().first() {
-            Some(b'"') => KiteError::generic(serde_json::from_str::<String>(error.get()).ok()?),
-            _ => serde_json::from_str::<KiteError>(error.get()).ok()?,
-        };
-        return Some(Err(error));
-    }
-    Some(Ok(match result {
-        Some(text) => Args::from_raw(text.to_owned()),
-        None => Args::from_value(Value::Null),
-    }))
+    outcome(error, result)
 }
 
 /// Deserializes a field that is present as `Some`, even when it is `null`.
@@ -349,11 +462,12 @@ fn decode_request<P>(
     raw: &RawMessage<'_>,
     callbacks: Callbacks,
     sink: &Arc<dyn CallbackSink>,
+    caller: &mut Option<(Box<str>, Arc<Kite>)>,
 ) -> Result<Incoming<P>, ProtocolError> {
     if let Callbacks::OnlyResponse(response_id) = callbacks
         && let Some(request) = raw
             .arguments
-            .and_then(|a| fast_request(method, a, response_id, sink))
+            .and_then(|a| fast_request(method, a, response_id, sink, caller))
     {
         return Ok(Incoming::Request(Box::new(request)));
     }
@@ -375,22 +489,27 @@ fn decode_request<P>(
     ))
 }
 
-/// The options object of a request, its parts still JSON text.
+/// The one object of a request (`kite`, `authentication`, `withArgs`) or a response
+/// (`error`, `result`), its parts still JSON text except the credentials.
 #[derive(Default)]
 struct Options<'a> {
     kite: Option<&'a RawValue>,
     authentication: Option<&'a RawValue>,
     with_args: Option<&'a RawValue>,
+    /// Present (even if `null`) or not.
+    error: Option<&'a RawValue>,
+    /// Present (even if `null`) or not.
+    result: Option<&'a RawValue>,
 }
 
 /// `[options]`: exactly one argument, a JSON object (not an array posing as a struct).
 struct OnlyOptions<'a>(Options<'a>);
 
-impl<'de> Deserialize<'de> for OnlyOptions<'de> {
+impl<'de: 'a, 'a> Deserialize<'de> for OnlyOptions<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct List;
-        impl<'de> serde::de::Visitor<'de> for List {
-            type Value = OnlyOptions<'de>;
+        struct List<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for List<'a> {
+            type Value = OnlyOptions<'a>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a list holding one options object")
             }
@@ -399,7 +518,7 @@ impl<'de> Deserialize<'de> for OnlyOptions<'de> {
                 mut seq: A,
             ) -> Result<Self::Value, A::Error> {
                 let options = seq
-                    .next_element::<OptionsObject<'de>>()?
+                    .next_element::<OptionsObject<'a>>()?
                     .ok_or_else(|| serde::de::Error::custom("no options"))?;
                 if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
                     return Err(serde::de::Error::custom("more than one argument"));
@@ -407,17 +526,17 @@ impl<'de> Deserialize<'de> for OnlyOptions<'de> {
                 Ok(OnlyOptions(options.0))
             }
         }
-        d.deserialize_seq(List)
+        d.deserialize_seq(List(std::marker::PhantomData))
     }
 }
 
 struct OptionsObject<'a>(Options<'a>);
 
-impl<'de> Deserialize<'de> for OptionsObject<'de> {
+impl<'de: 'a, 'a> Deserialize<'de> for OptionsObject<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Object;
-        impl<'de> serde::de::Visitor<'de> for Object {
-            type Value = OptionsObject<'de>;
+        struct Object<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Object<'a> {
+            type Value = OptionsObject<'a>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("an options object")
             }
@@ -432,6 +551,8 @@ impl<'de> Deserialize<'de> for OptionsObject<'de> {
                         "kite" => o.kite = Some(map.next_value()?),
                         "authentication" => o.authentication = Some(map.next_value()?),
                         "withArgs" => o.with_args = Some(map.next_value()?),
+                        "error" => o.error = Some(map.next_value()?),
+                        "result" => o.result = Some(map.next_value()?),
                         _ => {
                             map.next_value::<serde::de::IgnoredAny>()?;
                         }
@@ -440,7 +561,7 @@ impl<'de> Deserialize<'de> for OptionsObject<'de> {
                 Ok(OptionsObject(o))
             }
         }
-        d.deserialize_map(Object)
+        d.deserialize_map(Object(std::marker::PhantomData))
     }
 }
 
@@ -451,22 +572,28 @@ fn fast_request(
     arguments: &RawValue,
     response_id: Option<u64>,
     sink: &Arc<dyn CallbackSink>,
+    caller: &mut Option<(Box<str>, Arc<Kite>)>,
 ) -> Option<Request> {
     let OnlyOptions(options) = serde_json::from_str(arguments.get()).ok()?;
-    let kite = options
-        .kite
-        .and_then(|k| serde_json::from_str(k.get()).ok())
-        .unwrap_or_default();
-    let auth = match options.authentication.filter(|a| a.get() != "null") {
-        None => None,
-        // A malformed one is answered from the parsed path, with its wording.
-        Some(a) => Some(serde_json::from_str::<Auth>(a.get()).ok()?),
+    let kite = match (options.kite, caller.as_ref()) {
+        (Some(text), Some((last, kite))) if **last == *text.get() => kite.clone(),
+        (Some(text), _) => {
+            let kite: Arc<Kite> = Arc::new(serde_json::from_str(text.get()).unwrap_or_default());
+            *caller = Some((text.get().into(), kite.clone()));
+            kite
+        }
+        (None, _) => Arc::default(),
     };
     let args = match options.with_args {
         Some(text) => Args::from_raw(text.to_owned()),
         None => Args::default(),
     }
     .into_list();
+    let auth = match options.authentication.filter(|a| a.get() != "null") {
+        None => None,
+        // A malformed one is answered from the parsed path, with its wording.
+        Some(a) => Some(Arc::new(serde_json::from_str::<Auth>(a.get()).ok()?)),
+    };
     Some(Request {
         method: method.to_owned(),
         kite,
@@ -474,6 +601,26 @@ fn fast_request(
         args,
         response: response_id.map(|id| Callback::remote(id, sink.clone())),
     })
+}
+
+/// The outcome in a response's `error` and `result` (each `Some` when present, even if
+/// `null`), as [`parse_response`] reads it. `None` when neither is there or the error is
+/// malformed (the general path then words the error).
+fn outcome(error: Option<&RawValue>, result: Option<&RawValue>) -> Option<Result<Args, KiteError>> {
+    if error.is_none() && result.is_none() {
+        return None;
+    }
+    if let Some(error) = error.filter(|e| e.get() != "null") {
+        let error = match error.get().as_bytes().first() {
+            Some(b'"') => KiteError::generic(serde_json::from_str::<String>(error.get()).ok()?),
+            _ => serde_json::from_str::<KiteError>(error.get()).ok()?,
+        };
+        return Some(Err(error));
+    }
+    Some(Ok(match result {
+        Some(text) => Args::from_raw(text.to_owned()),
+        None => Args::from_value(Value::Null),
+    }))
 }
 
 fn decode_request_value<P>(
@@ -510,7 +657,7 @@ fn decode_request_value<P>(
     let auth = match options.get_mut("authentication").map(Value::take) {
         None | Some(Value::Null) => None,
         Some(v) => match serde_json::from_value::<Auth>(v) {
-            Ok(a) => Some(a),
+            Ok(a) => Some(Arc::new(a)),
             Err(e) => {
                 return Incoming::InvalidRequest {
                     response,
@@ -531,7 +678,7 @@ fn decode_request_value<P>(
     .into_list();
     Incoming::Request(Box::new(Request {
         method,
-        kite,
+        kite: Arc::new(kite),
         auth,
         args,
         response,
@@ -736,6 +883,73 @@ mod tests {
             c.table.register(&Callback::new(|_| {}));
         }
         c
+    }
+
+    #[test]
+    fn quoted_requests_are_the_escaped_plain_ones() {
+        let kite = Kite {
+            username: "u<&>\u{2028}".into(),
+            name: "n\"q\\".into(),
+            ..Kite::default()
+        };
+        let auth = Auth::new("token", "eyJ.abc-_.sig");
+        for auth in [None, Some(&auth)] {
+            let head = RequestHead::new(&kite, auth);
+            let cb = Callback::new(|_| {});
+            let args = [
+                crate::dnode::scrub_args(&(4,)).unwrap(),
+                crate::dnode::scrub_args(&("<\"x\">\n", [1.5, -2.0])).unwrap(),
+                crate::dnode::scrub_args(&(serde_json::json!({"a": "é"}), &cb)).unwrap(),
+            ];
+            for a in args {
+                let (mut plain, mut quoted): (Connection<()>, Connection<()>) =
+                    (Connection::new(), Connection::new());
+                let (id1, text) = plain.request_with_head("sq\"uare", &head, a.clone(), ());
+                let (id2, lit) = quoted.request_quoted("sq\"uare", &head, a, ());
+                assert_eq!(id1, id2);
+                let mut want = Vec::new();
+                json::write_str(&mut want, &text);
+                assert_eq!(lit, String::from_utf8(want).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn identity_and_credentials_are_reused_only_when_they_repeat() {
+        let sink = sink();
+        let mut server: Connection<()> = Connection::new();
+        let kite = |name: &str| Kite {
+            name: name.into(),
+            ..Kite::default()
+        };
+        let calls = [
+            (kite("a"), Some(Auth::new("token", "t1"))),
+            (kite("a"), Some(Auth::new("token", "t1"))),
+            (kite("b"), Some(Auth::new("token", "t2"))),
+            (kite("b"), None),
+            (kite("a"), Some(Auth::new("kiteKey", "t1"))),
+            (kite("a"), Some(Auth::new("token", "t1"))),
+        ];
+        let mut previous: Option<Box<Request>> = None;
+        for (k, auth) in &calls {
+            let mut client: Connection<()> = Connection::new();
+            let args = crate::dnode::scrub_args(&(1,)).unwrap();
+            let (_, text) = client.request("m", k, auth.as_ref(), args, ());
+            let Ok(Incoming::Request(req)) = server.receive(&text, &sink) else {
+                panic!("{text}")
+            };
+            assert_eq!(*req.kite, *k);
+            assert_eq!(req.auth.as_deref(), auth.as_ref());
+            if let Some(p) = &previous
+                && *p.kite == *k
+            {
+                assert!(
+                    Arc::ptr_eq(&p.kite, &req.kite),
+                    "a repeated identity is shared"
+                );
+            }
+            previous = Some(req);
+        }
     }
 
     #[test]

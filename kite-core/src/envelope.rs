@@ -1,6 +1,8 @@
 //! The kite request envelope `{kite, authentication, responseCallback, withArgs}` and the response
 //! `{error, result}`.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -37,6 +39,9 @@ impl Auth {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
     bytes: Vec<u8>,
+    /// `bytes` escaped as the contents of a JSON string (no quotes): how the head appears
+    /// inside a SockJS frame.
+    quoted: Vec<u8>,
 }
 
 impl RequestHead {
@@ -49,12 +54,18 @@ impl RequestHead {
         bytes.extend_from_slice(b",\"authentication\":");
         let _ = crate::json::write_into(&mut bytes, &auth);
         bytes.extend_from_slice(b",\"responseCallback\":\"[Function]\",\"withArgs\":");
-        RequestHead { bytes }
+        let quoted = crate::json::escape_contents(&bytes);
+        RequestHead { bytes, quoted }
     }
 
     /// The encoded head.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// The encoded head escaped as JSON string contents (see [`crate::json::escape_contents`]).
+    pub fn quoted_bytes(&self) -> &[u8] {
+        &self.quoted
     }
 }
 
@@ -64,9 +75,11 @@ pub struct Request {
     /// The method to run.
     pub method: String,
     /// The caller's declared identity (not trusted, except the username after authentication).
-    pub kite: Kite,
-    /// The caller's credentials, if any.
-    pub auth: Option<Auth>,
+    /// Shared: a connection decodes its caller's identity once and hands it to every request.
+    pub kite: Arc<Kite>,
+    /// The caller's credentials, if any. Shared: a connection decodes the credentials its
+    /// peer repeats with every request once.
+    pub auth: Option<Arc<Auth>>,
     /// The method's arguments (`withArgs`), always a list: `null` or missing became `[]`, and a
     /// scalar (as Kite.js sends) became `[x]`.
     pub args: Args,

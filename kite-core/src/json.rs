@@ -141,36 +141,51 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// frame), so it scans with a table instead of going through serde; the output is the same as
 /// [`to_string`] of the string.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
     out.push(b'"');
-    let mut start = 0;
+    write_contents(out, s);
+    out.push(b'"');
+}
+
+/// Appends `s` escaped as the contents of a JSON string, without the quotes ([`write_str`]
+/// minus its first and last byte).
+pub fn write_contents(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    // Room for the escapes of dnode text (every quote doubles) without growing twice.
+    out.reserve(bytes.len() + bytes.len() / 4 + 8);
     let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        let class = ESCAPE[b as usize];
-        if class == 0 {
-            i += 1;
-            continue;
-        }
-        if class == b'L' {
-            // U+2028 is E2 80 A8, U+2029 is E2 80 A9; other characters starting E2 pass.
-            if bytes.get(i + 1) == Some(&0x80) && matches!(bytes.get(i + 2), Some(0xA8 | 0xA9)) {
-                out.extend_from_slice(&bytes[start..i]);
-                out.extend_from_slice(if bytes[i + 2] == 0xA8 {
-                    b"\\u2028"
-                } else {
-                    b"\\u2029"
-                });
-                i += 3;
-                start = i;
-            } else {
-                i += 1;
+    loop {
+        // Clean eight-byte chunks are copied whole; the bytes before an escape too.
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            let chunk: [u8; 8] = chunk.try_into().expect("eight bytes");
+            let m = go_specials(u64::from_le_bytes(chunk));
+            if m == 0 {
+                out.extend_from_slice(&chunk);
+                i += 8;
+                continue;
             }
-            continue;
+            let n = (m.trailing_zeros() / 8) as usize;
+            out.extend_from_slice(&chunk[..n]);
+            i += n;
         }
-        out.extend_from_slice(&bytes[start..i]);
-        match class {
+        let Some(&b) = bytes.get(i) else {
+            break;
+        };
+        i += 1;
+        match ESCAPE[b as usize] {
+            0 => out.push(b),
+            b'L' => {
+                // U+2028 is E2 80 A8, U+2029 is E2 80 A9; other characters starting E2 pass.
+                if bytes.get(i) == Some(&0x80) && matches!(bytes.get(i + 1), Some(0xA8 | 0xA9)) {
+                    out.extend_from_slice(if bytes[i + 1] == 0xA8 {
+                        b"\\u2028"
+                    } else {
+                        b"\\u2029"
+                    });
+                    i += 2;
+                } else {
+                    out.push(b);
+                }
+            }
             b'u' | b'G' => out.extend_from_slice(&[
                 b'\\',
                 b'u',
@@ -181,11 +196,60 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
             ]),
             other => out.extend_from_slice(&[b'\\', other]),
         }
-        i += 1;
-        start = i;
     }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+}
+
+/// The index of the first byte at or after `i` that `flags` (eight at a time) or `special`
+/// (for the last few bytes) marks, or `bytes.len()`.
+#[inline]
+fn scan(
+    bytes: &[u8],
+    mut i: usize,
+    flags: impl Fn(u64) -> u64,
+    special: impl Fn(u8) -> bool,
+) -> usize {
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let m = flags(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
+        if m != 0 {
+            return i + (m.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && !special(bytes[i]) {
+        i += 1;
+    }
+    i
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// Bit 7 of a byte of the result is set where that byte of `v` is zero. Only the lowest
+/// flagged byte is exact (a borrow may flag bytes above it), which is all the callers use.
+#[inline]
+fn zero_bytes(v: u64) -> u64 {
+    v.wrapping_sub(ONES) & !v & HIGH
+}
+
+/// Flags the bytes of `w` below 0x20 (lowest flag exact, as for [`zero_bytes`]).
+#[inline]
+fn control_bytes(w: u64) -> u64 {
+    w.wrapping_sub(ONES * 0x20) & !w & HIGH
+}
+
+/// Flags the bytes [`write_str`] must look at: what JSON escapes and what Go also escapes.
+#[inline]
+fn go_specials(w: u64) -> u64 {
+    let eq = |c: u8| zero_bytes(w ^ (ONES * u64::from(c)));
+    eq(b'"') | eq(b'\\') | control_bytes(w) | eq(b'<') | eq(b'>') | eq(b'&') | eq(0xE2)
+}
+
+/// `text` escaped as the contents of a JSON string (what [`write_str`] writes between the
+/// quotes). `text` must be UTF-8; JSON produced by this crate always is.
+pub fn escape_contents(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + text.len() / 4 + 2);
+    write_contents(&mut out, std::str::from_utf8(text).unwrap_or_default());
+    out
 }
 
 /// Why [`parse_string_list`] rejected its input.
@@ -261,41 +325,47 @@ pub fn parse_string(text: &str) -> Result<String, ListError> {
     Ok(s)
 }
 
+/// Flags the bytes of `w` that end a run of plain string contents when decoding: `"`, `\\`
+/// and control characters (the lowest flag is exact).
+#[inline]
+fn specials(w: u64) -> u64 {
+    zero_bytes(w ^ (ONES * u64::from(b'"')))
+        | zero_bytes(w ^ (ONES * u64::from(b'\\')))
+        | control_bytes(w)
+}
+
 /// Decodes the string whose contents start at `start` (after the opening quote); returns it
 /// and the index after the closing quote.
+///
+/// One pass: clean eight-byte chunks are stored whole (a token is one long clean run), the few
+/// bytes before an escape are pushed one by one (runs are short in dnode text, where every
+/// quote is escaped), and `\"` is decoded in line.
 fn parse_string_at(text: &str, start: usize) -> Result<(String, usize), ListError> {
     let b = text.as_bytes();
-    // First pass: find the closing quote, so the string is allocated once.
-    let mut end = start;
-    loop {
-        match b.get(end) {
-            None => return Err(list_error("unterminated string", end)),
-            Some(b'"') => break,
-            Some(b'\\') => end += 2,
-            Some(_) => end += 1,
-        }
-    }
-    // Second pass: bytes pushed one by one; runs between escapes are short in dnode text
-    // (every quote is escaped), where copying run by run measured slower.
-    let mut out = Vec::with_capacity(end - start);
+    // Decoded text is never longer than its JSON; most strings are well under 1 KiB.
+    let mut out = Vec::with_capacity((b.len() - start).min(1024));
     let mut i = start;
-    while i < end {
-        match b[i] {
-            b'\\' => i = unescape(b, i + 1, &mut out)?,
-            0..=0x1f => return Err(list_error("control character in a string", i)),
-            c => {
-                out.push(c);
-                i += 1;
+    loop {
+        let run = i;
+        i = scan(b, i, specials, |c| matches!(c, b'"' | b'\\' | 0..=0x1f));
+        out.extend_from_slice(&b[run..i]);
+        match b.get(i) {
+            None => return Err(list_error("unterminated string", i)),
+            Some(b'"') => break,
+            Some(b'\\') => {
+                if b.get(i + 1) == Some(&b'"') {
+                    out.push(b'"');
+                    i += 2;
+                } else {
+                    i = unescape(b, i + 1, &mut out)?;
+                }
             }
+            Some(_) => return Err(list_error("control character in a string", i)),
         }
-    }
-    if i != end {
-        // An escape ran past the quote the first pass took as the end.
-        return Err(list_error("invalid escape", end));
     }
     // The input is UTF-8 and escapes add whole characters, so this only re-checks it.
     let s = String::from_utf8(out).map_err(|_| list_error("invalid UTF-8", start))?;
-    Ok((s, end + 1))
+    Ok((s, i + 1))
 }
 
 /// Decodes the escape whose letter is at `i`, appending it; returns the index after it.

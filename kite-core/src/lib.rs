@@ -6,6 +6,7 @@
 //! bindings) owns sockets, clocks and randomness, and feeds this crate bytes. The protocol state
 //! of one connection is a [`connection::Connection`]; see its docs for a full round trip.
 
+pub mod auth;
 pub mod connection;
 pub mod dnode;
 pub mod envelope;

@@ -34,6 +34,11 @@ pub struct Config {
     pub kontrol_url: String,
     /// The raw kite.key, if loaded.
     pub kite_key: String,
+    /// The Kontrol's username: the issuer (`iss`) trusted in tokens (Go's `KontrolUser`).
+    pub kontrol_user: String,
+    /// The Kontrol's public key (PEM) that signs trusted tokens (Go's `KontrolKey`). With it
+    /// set, the kite accepts `token` credentials (see [`crate::auth::TokenVerifier`]).
+    pub kontrol_key: String,
     /// Disables authentication of every method of this kite (read when a method is
     /// registered; per-method `disable_authentication` also exists).
     pub disable_authentication: bool,
@@ -72,6 +77,8 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(15),
             kontrol_url: String::new(),
             kite_key: String::new(),
+            kontrol_user: String::new(),
+            kontrol_key: String::new(),
             disable_authentication: false,
             max_message_size: 1 << 20,
             heartbeat_delay: Duration::from_secs(10),

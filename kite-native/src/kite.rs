@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::auth::TokenVerifier;
 use crate::client::Client;
 use crate::config::{Config, ConfigError};
 use crate::link::{Dispatch, Link};
@@ -51,6 +52,7 @@ pub(crate) struct KiteInner {
     methods: RwLock<HashMap<String, Method>>,
     chain: RwLock<Chain>,
     authenticators: RwLock<HashMap<String, Authenticator>>,
+    token: RwLock<Option<Arc<TokenVerifier>>>,
     hooks: Mutex<KiteHooks>,
     routes: Mutex<axum::Router>,
     shutdown: CancellationToken,
@@ -71,6 +73,9 @@ pub enum Error {
     /// Binding or serving failed.
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    /// `Config::kontrol_key` is not a usable public key.
+    #[error(transparent)]
+    KontrolKey(#[from] crate::auth::KeyError),
 }
 
 /// A kite: serves methods over SockJS at `/kite` and dials other kites.
@@ -140,8 +145,19 @@ impl Kite {
             version: version.to_owned(),
             hostname: hostname(),
         };
+        let identity = Arc::new(identity);
+        let token = if config.kontrol_key.is_empty() {
+            None
+        } else {
+            Some(Arc::new(TokenVerifier::new(
+                &config.kontrol_user,
+                &config.kontrol_key,
+                identity.clone(),
+            )?))
+        };
         let kite = Kite(Arc::new(KiteInner {
-            identity: Arc::new(identity),
+            identity,
+            token: RwLock::new(token),
             config,
             methods: RwLock::default(),
             chain: RwLock::default(),
@@ -267,6 +283,21 @@ impl Kite {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(kind.to_owned(), a);
+    }
+
+    /// Checks `token` credentials with `verifier` from now on (replacing the one made from
+    /// `Config::kontrol_key`, e.g. after a key rotation, or to change its leeway).
+    pub fn set_token_verifier(&self, verifier: TokenVerifier) {
+        *self.0.token.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(verifier));
+    }
+
+    /// The verifier of `token` credentials, if the kite trusts a Kontrol key.
+    pub fn token_verifier(&self) -> Option<Arc<TokenVerifier>> {
+        self.0
+            .token
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Runs `f` for every accepted connection, when it opens.
@@ -458,22 +489,38 @@ impl KiteInner {
         }
     }
 
+    /// The authenticated username of a request: a user-supplied authenticator for its
+    /// `authentication.type` if there is one, else the built-in `token` check.
     async fn authenticate(&self, req: &Request) -> Result<String, KiteError> {
         let auth_error = |m: String| KiteError::new(ErrorKind::Authentication, m);
         let auth = req
             .auth
             .as_ref()
             .ok_or_else(|| auth_error("No authentication information is provided".into()))?;
-        let authenticator = self
+        let custom = self
             .authenticators
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&auth.kind)
-            .cloned()
-            .ok_or_else(|| auth_error(format!("Unknown authentication type: {}", auth.kind)))?;
-        authenticator(req.clone())
-            .await
-            .map_err(|e| auth_error(format!("{}: {}", auth.kind, e.message)))
+            .cloned();
+        match custom {
+            Some(authenticator) => authenticator(req.clone())
+                .await
+                .map_err(|e| auth_error(format!("{}: {}", auth.kind, e.message))),
+            None if auth.kind == "token" => {
+                let verifier = self.token.read().unwrap_or_else(|e| e.into_inner()).clone();
+                match verifier {
+                    Some(v) => v
+                        .verify(&auth.key)
+                        .map_err(|m| auth_error(format!("token: {m}"))),
+                    None => Err(auth_error("token: kontrol key is not set in config".into())),
+                }
+            }
+            None => Err(auth_error(format!(
+                "Unknown authentication type: {}",
+                auth.kind
+            ))),
+        }
     }
 
     async fn run_method(
@@ -505,7 +552,11 @@ impl KiteInner {
         );
         if !plan.auth_disabled && !self.config.disable_authentication {
             let username = self.authenticate(&req).await?;
-            req.caller.username.clone_from(&username);
+            if req.caller.username != username {
+                Arc::make_mut(&mut req.caller)
+                    .username
+                    .clone_from(&username);
+            }
             req.username = username;
         }
         if plan.throttled && !method.admit() {
@@ -591,7 +642,7 @@ impl KiteInner {
             && !client.0.first_request_seen.load(Ordering::Relaxed)
             && !client.0.first_request_seen.swap(true, Ordering::SeqCst)
         {
-            client.set_remote(request.kite.clone());
+            client.set_remote((*request.kite).clone());
             let hooks = lock(&self.hooks).first_request.clone();
             for h in hooks {
                 run_hook(&h, &client);

@@ -36,6 +36,7 @@
 pub use kite_core as core;
 pub use kite_core::{Args, Auth, Callback, ErrorKind, KiteError};
 
+pub mod auth;
 pub mod builtins;
 mod client;
 pub mod config;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::method::BoxFuture;
-use crate::session::{SessionInfo, SessionReceiver, SessionSender};
+use crate::session::{SessionInfo, SessionReceiver, SessionSender, TransportKind};
 
 /// The waiting side of a call in flight.
 pub(crate) type Pending = oneshot::Sender<Result<Args, KiteError>>;
@@ -66,12 +66,20 @@ impl Link {
             return Err(send_error("can't send, client is closed"));
         }
         let (tx, rx) = oneshot::channel();
-        let (id, text) = self.conn().request_with_head(method, head, args, tx);
-        if self.tx.send(text).is_err() {
+        // SockJS transports carry messages as JSON strings: encode the request that way once,
+        // with the head escaped in advance, instead of escaping all of it per call.
+        let sent = if self.info.transport == TransportKind::RawWebSocket {
+            let (id, text) = self.conn().request_with_head(method, head, args, tx);
+            (id, self.tx.send(text))
+        } else {
+            let (id, literal) = self.conn().request_quoted(method, head, args, tx);
+            (id, self.tx.send_quoted(literal))
+        };
+        if let (id, Err(_)) = sent {
             self.conn().cancel(id);
             return Err(send_error("can't send, client is closed"));
         }
-        Ok((id, rx))
+        Ok((sent.0, rx))
     }
 
     /// Answers the peer's request whose response callback is `id`.

@@ -24,12 +24,12 @@ pub struct Request {
     /// The arguments (`withArgs`), always a list.
     pub args: Args,
     /// The caller's identity as it declared it, with `username` replaced by the authenticated
-    /// username.
-    pub caller: KiteIdentity,
+    /// username. Shared by the requests of one connection.
+    pub caller: Arc<KiteIdentity>,
     /// The authenticated username (the declared one when authentication is disabled).
     pub username: String,
-    /// The credentials the caller sent.
-    pub auth: Option<Auth>,
+    /// The credentials the caller sent (shared by the requests of a connection that repeat them).
+    pub auth: Option<Arc<Auth>>,
     /// The connection the call came on: call the caller's methods with it.
     pub client: Client,
     /// Cancelled when that connection ends.
@@ -57,8 +57,8 @@ impl Request {
         method: String,
         id: String,
         args: Args,
-        caller: KiteIdentity,
-        auth: Option<Auth>,
+        caller: Arc<KiteIdentity>,
+        auth: Option<Arc<Auth>>,
         client: Client,
         context: CancellationToken,
         local: Arc<KiteIdentity>,

@@ -66,6 +66,10 @@ pub enum Outgoing {
     /// One whole message (dnode JSON). The transport frames it (`a[...]`), possibly batched
     /// with other queued messages.
     Message(String),
+    /// One whole message already encoded as a JSON string literal (quotes and escapes
+    /// included), the form in which SockJS frames carry messages: SockJS writers put it in a
+    /// frame as it is, sparing the escaping of text the sender had escaped once and reuses.
+    Quoted(String),
     /// Close the session with this SockJS close code and reason (`c[code,"reason"]`).
     Close(u16, String),
 }
@@ -91,6 +95,13 @@ impl SessionSender {
     pub fn send(&self, msg: String) -> Result<(), SessionClosed> {
         self.tx
             .send(Outgoing::Message(msg))
+            .map_err(|_| SessionClosed)
+    }
+
+    /// Queues one message given as its JSON string literal (see [`Outgoing::Quoted`]).
+    pub fn send_quoted(&self, literal: String) -> Result<(), SessionClosed> {
+        self.tx
+            .send(Outgoing::Quoted(literal))
             .map_err(|_| SessionClosed)
     }
 
@@ -214,11 +225,56 @@ pub fn channel(
 /// goes alone. Keeps frames well under every peer's limit while batching many small calls.
 pub const BATCH_BUDGET: usize = 64 * 1024;
 
+/// One message of a [`Batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Text {
+    /// The message itself.
+    Plain(String),
+    /// The message as a JSON string literal.
+    Quoted(String),
+}
+
+impl Text {
+    /// The message itself (a quoted one is decoded).
+    pub fn into_plain(self) -> String {
+        match self {
+            Text::Plain(s) => s,
+            Text::Quoted(literal) => kite_core::json::parse_string(&literal).unwrap_or(literal),
+        }
+    }
+
+    /// Bytes it takes in a frame, about.
+    pub fn len(&self) -> usize {
+        match self {
+            Text::Plain(s) | Text::Quoted(s) => s.len(),
+        }
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Appends `texts` as the comma-separated JSON strings inside a SockJS frame's brackets
+/// (quoted texts as they are).
+pub fn write_frame_items(out: &mut Vec<u8>, texts: &[Text]) {
+    for (i, t) in texts.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match t {
+            Text::Plain(s) => kite_core::json::write_str(out, s),
+            Text::Quoted(literal) => out.extend_from_slice(literal.as_bytes()),
+        }
+    }
+}
+
 /// A batch of queued output for a transport writer.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Batch {
     /// Messages to send together, in order (may be empty before a close).
-    pub messages: Vec<String>,
+    pub messages: Vec<Text>,
     /// Close the session after sending `messages`.
     pub close: Option<(u16, String)>,
 }
@@ -295,20 +351,23 @@ impl Outbox {
         let mut size = 0;
         let mut next = Some(first);
         while let Some(item) = next.take() {
-            match item {
-                Outgoing::Message(m) => {
-                    if !batch.messages.is_empty() && size + m.len() > self.budget {
-                        self.carry = Some(Outgoing::Message(m));
-                        break;
-                    }
-                    size += m.len();
-                    batch.messages.push(m);
-                }
+            let text = match item {
+                Outgoing::Message(m) => Text::Plain(m),
+                Outgoing::Quoted(q) => Text::Quoted(q),
                 Outgoing::Close(code, reason) => {
                     batch.close = Some((code, reason));
                     break;
                 }
+            };
+            if !batch.messages.is_empty() && size + text.len() > self.budget {
+                self.carry = Some(match text {
+                    Text::Plain(m) => Outgoing::Message(m),
+                    Text::Quoted(q) => Outgoing::Quoted(q),
+                });
+                break;
             }
+            size += text.len();
+            batch.messages.push(text);
             next = self.rx.try_recv().ok();
         }
         batch
@@ -330,6 +389,26 @@ pub async fn deliver(tx: &mpsc::Sender<String>, msgs: Vec<String>) -> bool {
 mod tests {
     use super::*;
 
+    fn plain(texts: &[&str]) -> Vec<Text> {
+        texts.iter().map(|t| Text::Plain((*t).to_owned())).collect()
+    }
+
+    #[test]
+    fn quoted_and_plain_texts_make_the_same_frame() {
+        let msg = "{\"method\":\"<x>\"}";
+        let mut quoted = Vec::new();
+        kite_core::json::write_str(&mut quoted, msg);
+        let quoted = String::from_utf8(quoted).unwrap();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        write_frame_items(&mut a, &[Text::Plain(msg.into()), Text::Plain("y".into())]);
+        write_frame_items(
+            &mut b,
+            &[Text::Quoted(quoted.clone()), Text::Plain("y".into())],
+        );
+        assert_eq!(a, b);
+        assert_eq!(Text::Quoted(quoted).into_plain(), msg);
+    }
+
     fn queue(items: Vec<Outgoing>) -> Outbox {
         let (tx, rx) = mpsc::unbounded_channel();
         for i in items {
@@ -350,13 +429,13 @@ mod tests {
             Outgoing::Message("after".into()),
         ]);
         let b = out.next_batch().await.unwrap();
-        assert_eq!(b.messages, vec!["a".to_owned(), big.clone()]);
+        assert_eq!(b.messages, plain(&["a", &big]));
         assert_eq!(b.close, None);
         let b = out.next_batch().await.unwrap();
-        assert_eq!(b.messages, vec![big.clone(), "b".to_owned()]);
+        assert_eq!(b.messages, plain(&[&big, "b"]));
         assert_eq!(b.close, Some((3000, "Go away!".to_owned())));
         let b = out.try_batch().unwrap();
-        assert_eq!(b.messages, vec!["after".to_owned()]);
+        assert_eq!(b.messages, plain(&["after"]));
         assert!(out.try_batch().is_none());
     }
 
@@ -367,10 +446,7 @@ mod tests {
             Outgoing::Message(huge.clone()),
             Outgoing::Message("z".into()),
         ]);
-        assert_eq!(out.next_batch().await.unwrap().messages, vec![huge]);
-        assert_eq!(
-            out.next_batch().await.unwrap().messages,
-            vec!["z".to_owned()]
-        );
+        assert_eq!(out.next_batch().await.unwrap().messages, plain(&[&huge]));
+        assert_eq!(out.next_batch().await.unwrap().messages, plain(&["z"]));
     }
 }

@@ -184,7 +184,7 @@ async fn authentication_is_required_unless_disabled() {
     server
         .kite
         .authenticator("sessionID", |req: Request| async move {
-            match req.auth.map(|a| a.key).as_deref() {
+            match req.auth.as_ref().map(|a| a.key.as_str()) {
                 Some("good") => Ok("alice".to_owned()),
                 _ => Err(KiteError::generic("bad session")),
             }

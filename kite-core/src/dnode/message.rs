@@ -134,13 +134,7 @@ impl<'a> RawMessage<'a> {
     /// (`Some(Some(id))`). `None` for anything else, malformed included: then
     /// [`RawMessage::callbacks`] decides.
     pub(crate) fn only_response_callback(&self) -> Option<Option<u64>> {
-        let Some(raw) = self.callbacks else {
-            return Some(None);
-        };
-        let mut de = serde_json::Deserializer::from_str(raw.get());
-        let found = serde::Deserializer::deserialize_any(&mut de, OnlyResponse).ok()?;
-        de.end().ok()?;
-        Some(found)
+        only_response_callback(self.callbacks)
     }
 
     /// The arguments parsed (`null` when missing).
@@ -151,6 +145,17 @@ impl<'a> RawMessage<'a> {
                 .map_err(|e| ProtocolError::InvalidMessage(e.to_string())),
         }
     }
+}
+
+/// [`RawMessage::only_response_callback`] for the JSON text of a `callbacks` object.
+pub(crate) fn only_response_callback(callbacks: Option<&RawValue>) -> Option<Option<u64>> {
+    let Some(raw) = callbacks else {
+        return Some(None);
+    };
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let found = serde::Deserializer::deserialize_any(&mut de, OnlyResponse).ok()?;
+    de.end().ok()?;
+    Some(found)
 }
 
 /// Visits a callbacks object holding at most one entry, a response callback path.
@@ -225,7 +230,7 @@ impl Message {
 }
 
 /// Writes the `"callbacks":{...}` object the way Go does: keys sorted as strings.
-fn write_callbacks(out: &mut Vec<u8>, callbacks: &[(u64, Path)]) {
+pub(crate) fn write_callbacks(out: &mut Vec<u8>, callbacks: &[(u64, Path)]) {
     out.extend_from_slice(b"\"callbacks\":{");
     let write_one = |out: &mut Vec<u8>, id: u64, path: &Path| {
         out.push(b'"');

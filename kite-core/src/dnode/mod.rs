@@ -15,6 +15,8 @@ pub use callback::{
     Callback, CallbackSink, Scrubbed, normalize_args, parked_len, scrub, scrub_args,
 };
 pub use message::{Message, Method};
-pub(crate) use message::{RawMessage, encode_raw, encode_with};
+pub(crate) use message::{
+    RawMessage, encode_raw, encode_with, only_response_callback, write_callbacks,
+};
 pub use path::{Path, Segment};
 pub use table::{CallbackTable, Entry};

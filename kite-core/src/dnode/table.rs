@@ -82,6 +82,11 @@ impl<P> CallbackTable<P> {
         }
     }
 
+    /// Whether `id` is a call waiting for its response.
+    pub fn is_pending(&self, id: u64) -> bool {
+        matches!(self.entries.get(&id), Some(Entry::Pending(_)))
+    }
+
     /// Removes a pending call (its caller gave up), returning its handle.
     pub fn cancel(&mut self, id: u64) -> Option<P> {
         match self.entries.remove(&id) {

@@ -21,7 +21,7 @@ use tracing::debug;
 use super::http::RemoteAddr;
 use super::{State, valid_segment};
 use crate::session::{
-    Batch, Outbox, Session, SessionInfo, SessionReceiver, SessionSender, TransportKind,
+    self, Batch, Outbox, Session, SessionInfo, SessionReceiver, SessionSender, Text, TransportKind,
 };
 
 /// The largest websocket message accepted: one message of `max_message_size` may come
@@ -233,7 +233,9 @@ async fn write_loop(
         if !messages.is_empty() {
             let written = if framed {
                 buf.clear();
-                sockjs::encode_messages_into(&mut buf, messages.iter().map(String::as_str));
+                buf.extend_from_slice(b"a[");
+                session::write_frame_items(&mut buf, &messages);
+                buf.push(b']');
                 let text = String::from_utf8(std::mem::take(&mut buf)).unwrap_or_default();
                 sink.send(Message::text(text)).await.is_ok()
             } else {
@@ -251,9 +253,9 @@ async fn write_loop(
 }
 
 /// Raw websocket: one text message per message, flushed once.
-async fn write_each(sink: &mut SplitSink<WebSocket, Message>, messages: Vec<String>) -> bool {
+async fn write_each(sink: &mut SplitSink<WebSocket, Message>, messages: Vec<Text>) -> bool {
     for m in messages {
-        if sink.feed(Message::text(m)).await.is_err() {
+        if sink.feed(Message::text(m.into_plain())).await.is_err() {
             return false;
         }
     }

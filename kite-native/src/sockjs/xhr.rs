@@ -158,6 +158,7 @@ async fn pump(
                 let mut s = session.lock();
                 match out {
                     Some(Outgoing::Message(m)) => s.queue.push_back(m),
+                    Some(Outgoing::Quoted(q)) => s.queue.push_back(session::Text::Quoted(q).into_plain()),
                     Some(Outgoing::Close(c, r)) => {
                         s.closed.get_or_insert((c, r));
                         s.in_tx = None;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use kite_core::sockjs::{self, Frame};
+use kite_core::sockjs::Frame;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 use super::url::{origin_of, parse_base_url, raw_websocket_url, sockjs_ids, websocket_url};
 use super::{DialError, DialOptions, Step, decode_frame, frame_limit, valid_headers};
 use crate::session::{
-    Batch, Outbox, Session, SessionInfo, SessionReceiver, SessionSender, TransportKind,
+    self, Batch, Outbox, Session, SessionInfo, SessionReceiver, SessionSender, Text, TransportKind,
 };
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -265,11 +265,13 @@ async fn write_loop(
             break Some((1000, String::new()));
         };
         let texts = if framed && !messages.is_empty() {
-            vec![sockjs::encode_client_frame(
-                messages.iter().map(String::as_str),
-            )]
+            let mut frame = Vec::with_capacity(messages.iter().map(Text::len).sum::<usize>() + 8);
+            frame.push(b'[');
+            session::write_frame_items(&mut frame, &messages);
+            frame.push(b']');
+            vec![String::from_utf8(frame).unwrap_or_default()]
         } else {
-            messages
+            messages.into_iter().map(Text::into_plain).collect()
         };
         let written = tokio::select! {
             () = done.cancelled() => false,

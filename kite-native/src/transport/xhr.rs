@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use kite_core::sockjs;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{StatusCode, Url};
 use tokio::sync::mpsc;
@@ -17,7 +16,7 @@ use tracing::{debug, warn};
 
 use super::url::{endpoint, parse_base_url, sockjs_ids, xhr_session_url};
 use super::{DialError, DialOptions, Step, decode_frame, frame_limit, valid_headers};
-use crate::session::{self, Batch, Outbox, Outgoing, Session, SessionInfo, TransportKind};
+use crate::session::{self, Batch, Outbox, Outgoing, Session, SessionInfo, Text, TransportKind};
 
 /// Dials the kite at `base` over xhr-polling: `POST <base>/<server>/<session>/xhr` must answer
 /// 200 with an `o` frame within [`DialOptions::timeout`]; then a task polls and another sends
@@ -277,7 +276,11 @@ async fn send_loop(
         if messages.is_empty() {
             break;
         }
-        let body = sockjs::encode_client_frame(messages.iter().map(String::as_str));
+        let mut frame = Vec::with_capacity(messages.iter().map(Text::len).sum::<usize>() + 8);
+        frame.push(b'[');
+        session::write_frame_items(&mut frame, &messages);
+        frame.push(b']');
+        let body = String::from_utf8(frame).unwrap_or_default();
         let send = http
             .post(url.clone())
             .header(CONTENT_TYPE, "text/plain;charset=UTF-8")

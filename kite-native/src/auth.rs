@@ -1,0 +1,301 @@
+//! Token authentication: Kontrol-signed JWTs checked the way Go kite checks them
+//! (`AuthenticateFromToken`), with each verified token remembered until it expires so that a
+//! caller sending the same token on every call pays for the RSA verification once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use kite_core::Kite as KiteIdentity;
+use kite_core::auth::{Claims, check_audience, check_times};
+
+/// Tokens remembered at most; when full, expired ones are dropped, then the oldest half.
+const CACHE_LIMIT: usize = 16_384;
+
+/// Why a [`TokenVerifier`] could not be made.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid Kontrol public key: {0}")]
+pub struct KeyError(String);
+
+/// Checks `token` credentials sent to one kite.
+///
+/// A token is accepted when it is signed with RS256, RS384 or RS512 by the trusted Kontrol key,
+/// was issued by the trusted Kontrol user (`iss`), is within its `exp`, `nbf` and `iat` (each
+/// with `leeway` seconds of clock skew), names a user (`sub`) and an audience that lets it
+/// call this kite (see [`kite_core::auth::check_audience`]). Other algorithms (`none`, HMAC,
+/// ...) are refused. Messages follow Go's: a bad signature reads `token is expired`, which
+/// makes Go clients fetch a new token after a key rotation.
+#[derive(Debug)]
+pub struct TokenVerifier {
+    issuer: String,
+    key: DecodingKey,
+    validation: Validation,
+    local: Arc<KiteIdentity>,
+    leeway: i64,
+    allow_root_audience: bool,
+    /// Keyed by the token's last 16 bytes (signature bytes, effectively random), so a lookup
+    /// hashes 16 bytes instead of the whole token; the entry keeps the whole token to compare.
+    cache: Mutex<HashMap<[u8; 16], Verified>>,
+    cache_limit: usize,
+    verifications: AtomicU64,
+}
+
+/// A token that passed every check, with the window it stays valid in.
+#[derive(Debug, Clone)]
+struct Verified {
+    token: String,
+    username: String,
+    from: i64,
+    until: i64,
+    inserted: u64,
+}
+
+impl TokenVerifier {
+    /// Trusts tokens issued by `issuer` (the Kontrol's username) and signed with the key whose
+    /// public half is `public_pem`, for calls to the kite `local`.
+    pub fn new(
+        issuer: &str,
+        public_pem: &str,
+        local: Arc<KiteIdentity>,
+    ) -> Result<TokenVerifier, KeyError> {
+        let key = DecodingKey::from_rsa_pem(public_pem.trim().as_bytes())
+            .map_err(|e| KeyError(e.to_string()))?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.algorithms = vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512];
+        // Claims are checked by kite_core::auth, with Go's wording.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        Ok(TokenVerifier {
+            issuer: issuer.to_owned(),
+            key,
+            validation,
+            local,
+            leeway: 5,
+            allow_root_audience: false,
+            cache: Mutex::new(HashMap::new()),
+            cache_limit: CACHE_LIMIT,
+            verifications: AtomicU64::new(0),
+        })
+    }
+
+    /// Seconds of clock skew allowed on `exp`, `nbf` and `iat` (default 5).
+    pub fn with_leeway(mut self, seconds: u32) -> Self {
+        self.leeway = i64::from(seconds);
+        self
+    }
+
+    /// Accepts tokens with the root audience `/`, which Go Kontrol issues when a token is
+    /// renewed by kite id. Off by default: such a token could call any kite of any user that
+    /// trusts the same Kontrol.
+    pub fn allow_root_audience(mut self, allow: bool) -> Self {
+        self.allow_root_audience = allow;
+        self
+    }
+
+    /// The authenticated username of `token`, or why it is refused.
+    pub fn verify(&self, token: &str) -> Result<String, String> {
+        self.verify_at(token, unix_now())
+    }
+
+    fn verify_at(&self, token: &str, now: i64) -> Result<String, String> {
+        if let Some(hit) = self.lock().get(&cache_key(token))
+            && hit.token == token
+            && (hit.from..=hit.until).contains(&now)
+        {
+            return Ok(hit.username.clone());
+        }
+        let verified = self.verify_fully(token, now)?;
+        let username = verified.username.clone();
+        self.remember(token, verified, now);
+        Ok(username)
+    }
+
+    /// How many tokens were verified cryptographically (cache misses), for tests and metrics.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
+
+    fn verify_fully(&self, token: &str, now: i64) -> Result<Verified, String> {
+        self.verifications.fetch_add(1, Ordering::Relaxed);
+        let header = jsonwebtoken::decode_header(token).map_err(|e| {
+            if names_an_algorithm(token) {
+                // `none`, or an algorithm jsonwebtoken does not know.
+                "invalid signing method".to_owned()
+            } else {
+                format!("malformed token: {e}")
+            }
+        })?;
+        if !matches!(
+            header.alg,
+            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512
+        ) {
+            return Err("invalid signing method".into());
+        }
+        // The issuer decides which key to check with, so it is read before the signature.
+        let claims = jsonwebtoken::dangerous::insecure_decode::<Claims>(token)
+            .map_err(|e| format!("malformed token: {e}"))?
+            .claims;
+        if claims.iss != self.issuer {
+            return Err(format!("issuer is not trusted: {}", claims.iss));
+        }
+        jsonwebtoken::decode::<serde::de::IgnoredAny>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => "token is expired".to_owned(),
+                _ => e.to_string(),
+            },
+        )?;
+        check_times(&claims, now, self.leeway)?;
+        if claims.sub.is_empty() {
+            return Err("token has no username".into());
+        }
+        check_audience(&claims.aud, &self.local, self.allow_root_audience)?;
+        let from = [claims.iat, claims.nbf]
+            .into_iter()
+            .flatten()
+            .max()
+            .map_or(i64::MIN, |t| t.saturating_sub(self.leeway));
+        let until = claims
+            .exp
+            .map_or(i64::MAX, |t| t.saturating_add(self.leeway));
+        Ok(Verified {
+            token: token.to_owned(),
+            username: claims.sub,
+            from,
+            until,
+            inserted: 0,
+        })
+    }
+
+    fn remember(&self, token: &str, mut verified: Verified, now: i64) {
+        debug_assert_eq!(verified.token, token);
+        let mut cache = self.lock();
+        if cache.len() >= self.cache_limit {
+            cache.retain(|_, v| v.until >= now);
+            if cache.len() >= self.cache_limit {
+                let mut ages: Vec<u64> = cache.values().map(|v| v.inserted).collect();
+                ages.sort_unstable();
+                let cut = ages[ages.len() / 2];
+                cache.retain(|_, v| v.inserted > cut);
+            }
+        }
+        verified.inserted = self.verifications.load(Ordering::Relaxed);
+        cache.insert(cache_key(token), verified);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], Verified>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The last 16 bytes of a token (zero-padded in front if shorter).
+fn cache_key(token: &str) -> [u8; 16] {
+    let b = token.as_bytes();
+    let tail = &b[b.len().saturating_sub(16)..];
+    let mut key = [0u8; 16];
+    key[16 - tail.len()..].copy_from_slice(tail);
+    key
+}
+
+/// Whether the token's header is JSON naming an `alg` (one the JWT library refused to parse).
+fn names_an_algorithm(token: &str) -> bool {
+    use base64::Engine;
+    let Some(header) = token.split('.').next() else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .is_some_and(|h| h.get("alg").is_some_and(serde_json::Value::is_string))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    const KONTROL_PEM: &str = include_str!("../../testdata/keys/kontrol.pem");
+    const KONTROL_PUB: &str = include_str!("../../testdata/keys/kontrol.pub.pem");
+
+    fn verifier() -> TokenVerifier {
+        let local = KiteIdentity {
+            username: "u".into(),
+            environment: "e".into(),
+            name: "n".into(),
+            ..KiteIdentity::default()
+        };
+        TokenVerifier::new("kontrol", KONTROL_PUB, Arc::new(local))
+            .unwrap()
+            .with_leeway(0)
+    }
+
+    fn token(jti: &str, iat: i64, exp: i64) -> String {
+        let claims = serde_json::json!({
+            "iss": "kontrol", "sub": "alice", "aud": "/u/e/n", "jti": jti, "iat": iat, "exp": exp,
+        });
+        let key = EncodingKey::from_rsa_pem(KONTROL_PEM.as_bytes()).unwrap();
+        jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap()
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires() {
+        let v = verifier();
+        let t = token("a", 1_000, 1_010);
+        assert_eq!(v.verify_at(&t, 1_005).unwrap(), "alice");
+        assert_eq!(v.verify_at(&t, 1_009).unwrap(), "alice");
+        assert_eq!(v.verifications(), 1, "the second check came from the cache");
+        assert_eq!(
+            v.verify_at(&t, 1_070).unwrap_err(),
+            "token is expired by 1m0s"
+        );
+        // Before its issue time it is not valid either, cached or not.
+        assert!(v.verify_at(&t, 990).is_err());
+    }
+
+    #[test]
+    fn a_token_sharing_the_cache_key_is_not_taken_for_the_cached_one() {
+        let v = verifier();
+        let good = token("a", 1_000, 2_000);
+        v.verify_at(&good, 1_500).unwrap();
+        // Same last 16 bytes, different token: must be verified (and fails).
+        let forged = format!("x{}", &good[1..]);
+        assert_eq!(cache_key(&forged), cache_key(&good));
+        assert!(v.verify_at(&forged, 1_500).is_err());
+        assert_eq!(v.verifications(), 2);
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let mut v = verifier();
+        v.cache_limit = 8;
+        for i in 0..40 {
+            let t = token(&i.to_string(), 1_000, 2_000);
+            v.verify_at(&t, 1_500).unwrap();
+            assert!(v.lock().len() <= 8);
+        }
+        // Expired entries are dropped first when the cache is full.
+        let mut v = verifier();
+        v.cache_limit = 4;
+        for i in 0..3 {
+            v.verify_at(&token(&format!("old{i}"), 1_000, 1_100), 1_050)
+                .unwrap();
+        }
+        v.verify_at(&token("x", 1_000, 9_000), 1_050).unwrap();
+        v.verify_at(&token("y", 1_000, 9_000), 5_000).unwrap();
+        assert_eq!(
+            v.lock().len(),
+            2,
+            "the three expired ones went, x and y stay"
+        );
+    }
+}
