@@ -45,7 +45,7 @@ use serde_json::value::RawValue;
 
 use crate::dnode::{
     Args, Callback, CallbackSink, CallbackTable, Entry, Method, Path, RawMessage, Scrubbed,
-    Segment, encode_raw, encode_with, only_response_callback,
+    Segment, encode_with, only_response_callback,
 };
 use crate::envelope::{Auth, Request, RequestHead, parse_response};
 use crate::error::{KiteError, ProtocolError};
@@ -146,7 +146,7 @@ impl<P> Connection<P> {
                 out.push(b'[');
                 out.extend_from_slice(head);
                 // Serializing plain data cannot fail.
-                let _ = json::write_into(out, &args.value);
+                json::write_value(out, &args.value);
                 out.extend_from_slice(b"}]");
             },
         );
@@ -175,7 +175,7 @@ impl<P> Connection<P> {
         out.extend_from_slice(head.quoted_bytes());
         plain.clear();
         // Serializing plain data cannot fail.
-        let _ = json::write_into(&mut plain, &args.value);
+        json::write_value(&mut plain, &args.value);
         plain.extend_from_slice(b"}],");
         crate::dnode::write_callbacks(&mut plain, &callbacks);
         plain.push(b'}');
@@ -206,9 +206,10 @@ impl<P> Connection<P> {
             .into_iter()
             .map(|(path, cb)| (self.table.register(&cb), path))
             .collect();
-        let arguments = json::to_string(&crate::dnode::normalize_args(args.value))
-            .unwrap_or_else(|_| "[]".to_owned());
-        encode_raw(&Method::Callback(id), arguments.as_bytes(), &callbacks)
+        let arguments = crate::dnode::normalize_args(args.value);
+        encode_with(&Method::Callback(id), &callbacks, 64, |out| {
+            json::write_value(out, &arguments)
+        })
     }
 
     /// Encodes the answer to a request whose response callback is the peer's `id`:
@@ -232,7 +233,7 @@ impl<P> Connection<P> {
             // Serializing plain data cannot fail.
             let _ = json::write_into(out, &error);
             out.extend_from_slice(b",\"result\":");
-            let _ = json::write_into(out, &result.value);
+            json::write_value(out, &result.value);
             out.extend_from_slice(b"}]");
         })
     }

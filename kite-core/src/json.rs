@@ -135,6 +135,51 @@ static ESCAPE: [u8; 256] = {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Serializes a [`serde_json::Value`] as compact JSON with Go's escaping, appending to `out`:
+/// the same text as [`write_into`], written directly (arguments and results are values, and a
+/// large string in one would otherwise be scanned twice per byte by serde and the formatter).
+pub fn write_value(out: &mut Vec<u8>, value: &serde_json::Value) {
+    use serde_json::Value;
+    use std::io::Write;
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                let _ = write!(out, "{u}");
+            } else if let Some(i) = n.as_i64() {
+                let _ = write!(out, "{i}");
+            } else if let Some(f) = n.as_f64() {
+                let _ = GoFormatter.write_f64(out, f);
+            }
+        }
+        Value::String(s) => write_str(out, s),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            out.push(b'{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, k);
+                out.push(b':');
+                write_value(out, v);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
 /// Appends `s` as a JSON string literal (quoted, Go escaping) to `out`.
 ///
 /// This is the hot path of every SockJS frame (each dnode message is a JSON string inside the
@@ -153,16 +198,27 @@ pub fn write_contents(out: &mut Vec<u8>, s: &str) {
     // Room for the escapes of dnode text (every quote doubles) without growing twice.
     out.reserve(bytes.len() + bytes.len() / 4 + 8);
     let mut i = 0;
+    // Clean chunks in a row.
+    let mut clean = 0;
     loop {
         // Clean eight-byte chunks are copied whole; the bytes before an escape too.
         if let Some(chunk) = bytes.get(i..i + 8) {
             let chunk: [u8; 8] = chunk.try_into().expect("eight bytes");
             let m = go_specials(u64::from_le_bytes(chunk));
             if m == 0 {
-                out.extend_from_slice(&chunk);
-                i += 8;
+                if clean < 2 {
+                    clean += 1;
+                    out.extend_from_slice(&chunk);
+                    i += 8;
+                } else {
+                    // A long clean run (a token, a payload): find its end, copy it at once.
+                    let run = i;
+                    i = scan(bytes, i + 8, go_specials, |b| ESCAPE[b as usize] != 0);
+                    out.extend_from_slice(&bytes[run..i]);
+                }
                 continue;
             }
+            clean = 0;
             let n = (m.trailing_zeros() / 8) as usize;
             out.extend_from_slice(&chunk[..n]);
             i += n;
@@ -555,6 +611,49 @@ mod tests {
                 serde_json::from_str::<String>(text).ok(),
                 "{text:?}"
             );
+        }
+    }
+
+    #[test]
+    fn values_are_written_as_the_formatter_writes_them() {
+        let mut rng = Lcg(11);
+        let strings = ["", "a", "<é>", "q\"\\", "\u{2028}\u{1}", "日本", "x&y"];
+        let numbers = [
+            serde_json::json!(0),
+            serde_json::json!(-7),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(i64::MIN),
+            serde_json::json!(16.0),
+            serde_json::json!(-1.5e-7),
+            serde_json::json!(1e21),
+            serde_json::json!(0.1),
+        ];
+        fn build(
+            rng: &mut Lcg,
+            depth: u32,
+            s: &[&str],
+            n: &[serde_json::Value],
+        ) -> serde_json::Value {
+            match rng.next() % if depth > 3 { 4 } else { 6 } {
+                0 => serde_json::Value::Null,
+                1 => serde_json::Value::Bool(rng.next() % 2 == 0),
+                2 => n[(rng.next() % n.len() as u64) as usize].clone(),
+                3 => serde_json::Value::String(rng.pick(s).to_owned()),
+                4 => (0..rng.next() % 4)
+                    .map(|_| build(rng, depth + 1, s, n))
+                    .collect(),
+                _ => serde_json::Value::Object(
+                    (0..rng.next() % 4)
+                        .map(|i| (format!("{}{i}", rng.pick(s)), build(rng, depth + 1, s, n)))
+                        .collect(),
+                ),
+            }
+        }
+        for _ in 0..2_000 {
+            let v = build(&mut rng, 0, &strings, &numbers);
+            let mut ours = Vec::new();
+            write_value(&mut ours, &v);
+            assert_eq!(String::from_utf8(ours).unwrap(), to_string(&v).unwrap());
         }
     }
 

@@ -99,19 +99,25 @@ impl TokenVerifier {
     /// The authenticated username of `token`, or why it is refused.
     pub fn verify(&self, token: &str) -> Result<String, String> {
         self.verify_at(token, unix_now())
+            .map(|(username, _)| username)
     }
 
-    fn verify_at(&self, token: &str, now: i64) -> Result<String, String> {
+    /// [`TokenVerifier::verify`], also giving the last Unix second the token stays valid.
+    pub(crate) fn verify_until(&self, token: &str) -> Result<(String, i64), String> {
+        self.verify_at(token, unix_now())
+    }
+
+    fn verify_at(&self, token: &str, now: i64) -> Result<(String, i64), String> {
         if let Some(hit) = self.lock().get(&cache_key(token))
             && hit.token == token
             && (hit.from..=hit.until).contains(&now)
         {
-            return Ok(hit.username.clone());
+            return Ok((hit.username.clone(), hit.until));
         }
         let verified = self.verify_fully(token, now)?;
-        let username = verified.username.clone();
+        let answer = (verified.username.clone(), verified.until);
         self.remember(token, verified, now);
-        Ok(username)
+        Ok(answer)
     }
 
     /// How many tokens were verified cryptographically (cache misses), for tests and metrics.
@@ -213,7 +219,7 @@ fn names_an_algorithm(token: &str) -> bool {
         .is_some_and(|h| h.get("alg").is_some_and(serde_json::Value::is_string))
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -251,8 +257,8 @@ mod tests {
     fn a_remembered_token_still_expires() {
         let v = verifier();
         let t = token("a", 1_000, 1_010);
-        assert_eq!(v.verify_at(&t, 1_005).unwrap(), "alice");
-        assert_eq!(v.verify_at(&t, 1_009).unwrap(), "alice");
+        assert_eq!(v.verify_at(&t, 1_005).unwrap(), ("alice".to_owned(), 1_010));
+        assert_eq!(v.verify_at(&t, 1_009).unwrap().0, "alice");
         assert_eq!(v.verifications(), 1, "the second check came from the cache");
         assert_eq!(
             v.verify_at(&t, 1_070).unwrap_err(),

@@ -40,6 +40,17 @@ pub(crate) struct ClientInner {
     hooks: Mutex<Hooks>,
     pub(crate) accepted: bool,
     pub(crate) first_request_seen: AtomicBool,
+    /// The last token this connection's peer sent that was verified, so that the next calls
+    /// carrying the same credentials skip even the verifier's cache.
+    pub(crate) verified_token: Mutex<Option<VerifiedToken>>,
+}
+
+/// A verified token remembered by one connection.
+pub(crate) struct VerifiedToken {
+    pub(crate) verifier: Arc<crate::auth::TokenVerifier>,
+    pub(crate) auth: Arc<Auth>,
+    pub(crate) username: String,
+    pub(crate) until: i64,
 }
 
 /// A connection to another kite.
@@ -71,7 +82,7 @@ impl Client {
             max_message_size: kite.config.max_message_size,
             ..DialOptions::default()
         };
-        let head = Arc::new(RequestHead::new(&kite.identity, None));
+        let head = kite.head.clone();
         Client(Arc::new(ClientInner {
             kite,
             url,
@@ -86,6 +97,7 @@ impl Client {
             hooks: Mutex::default(),
             accepted,
             first_request_seen: AtomicBool::new(false),
+            verified_token: Mutex::new(None),
         }))
     }
 

@@ -48,6 +48,8 @@ struct Chain {
 
 pub(crate) struct KiteInner {
     pub(crate) identity: Arc<KiteIdentity>,
+    /// The request head of this kite's calls without credentials, shared by its clients.
+    pub(crate) head: Arc<kite_core::RequestHead>,
     pub(crate) config: Config,
     methods: RwLock<HashMap<String, Method>>,
     chain: RwLock<Chain>,
@@ -156,6 +158,7 @@ impl Kite {
             )?))
         };
         let kite = Kite(Arc::new(KiteInner {
+            head: Arc::new(kite_core::RequestHead::new(&identity, None)),
             identity,
             token: RwLock::new(token),
             config,
@@ -509,12 +512,30 @@ impl KiteInner {
                 .map_err(|e| auth_error(format!("{}: {}", auth.kind, e.message))),
             None if auth.kind == "token" => {
                 let verifier = self.token.read().unwrap_or_else(|e| e.into_inner()).clone();
-                match verifier {
-                    Some(v) => v
-                        .verify(&auth.key)
-                        .map_err(|m| auth_error(format!("token: {m}"))),
-                    None => Err(auth_error("token: kontrol key is not set in config".into())),
+                let Some(verifier) = verifier else {
+                    return Err(auth_error("token: kontrol key is not set in config".into()));
+                };
+                // The peer repeats its credentials with every call: the connection remembers
+                // the last token verified (by the same verifier) until it expires.
+                let now = crate::auth::unix_now();
+                let mut memo = lock(&req.client.0.verified_token);
+                if let Some(m) = memo.as_ref()
+                    && Arc::ptr_eq(&m.auth, auth)
+                    && Arc::ptr_eq(&m.verifier, &verifier)
+                    && now <= m.until
+                {
+                    return Ok(m.username.clone());
                 }
+                let (username, until) = verifier
+                    .verify_until(&auth.key)
+                    .map_err(|m| auth_error(format!("token: {m}")))?;
+                *memo = Some(crate::client::VerifiedToken {
+                    verifier,
+                    auth: auth.clone(),
+                    username: username.clone(),
+                    until,
+                });
+                Ok(username)
             }
             None => Err(auth_error(format!(
                 "Unknown authentication type: {}",

@@ -260,16 +260,9 @@ pub(crate) fn write_callbacks(out: &mut Vec<u8>, callbacks: &[(u64, Path)]) {
     out.push(b'}');
 }
 
-/// Encodes a message `{"method":..,"arguments":..,"callbacks":{..}}` in Go's key order.
-/// `arguments` must already be JSON text of an array.
-pub(crate) fn encode_raw(method: &Method, arguments: &[u8], callbacks: &[(u64, Path)]) -> String {
-    encode_with(method, callbacks, arguments.len(), |out| {
-        out.extend_from_slice(arguments)
-    })
-}
-
-/// Encodes a message like [`encode_raw`], with `write_arguments` writing the JSON array of the
-/// arguments in place (`size_hint`: about how many bytes it writes).
+/// Encodes a message `{"method":..,"arguments":..,"callbacks":{..}}` in Go's key order, with
+/// `write_arguments` writing the JSON array of the arguments in place (`size_hint`: about how
+/// many bytes it writes).
 pub(crate) fn encode_with(
     method: &Method,
     callbacks: &[(u64, Path)],
@@ -343,7 +336,8 @@ mod tests {
     fn encodes_callbacks_sorted_as_strings() {
         let cbs = vec![(2, vec![Segment::Index(1)]), (10, vec![Segment::Index(0)])];
         assert_eq!(
-            encode_raw(&Method::Callback(5), b"[]", &cbs),
+            encode_with(&Method::Callback(5), &cbs, 0, |out| out
+                .extend_from_slice(b"[]")),
             r#"{"method":5,"arguments":[],"callbacks":{"10":[0],"2":[1]}}"#
         );
     }

@@ -15,8 +15,6 @@ pub use callback::{
     Callback, CallbackSink, Scrubbed, normalize_args, parked_len, scrub, scrub_args,
 };
 pub use message::{Message, Method};
-pub(crate) use message::{
-    RawMessage, encode_raw, encode_with, only_response_callback, write_callbacks,
-};
+pub(crate) use message::{RawMessage, encode_with, only_response_callback, write_callbacks};
 pub use path::{Path, Segment};
 pub use table::{CallbackTable, Entry};

@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use kite_core::sockjs::{self, BROKEN_FRAME, MESSAGE_TOO_BIG};
-use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::debug;
 
@@ -155,8 +154,7 @@ async fn serve(socket: WebSocket, state: State, remote: Option<SocketAddr>, fram
         remote_addr: remote,
         id: session_id(),
     };
-    let (out_tx, out_rx) = mpsc::unbounded_channel();
-    let tx = SessionSender::new(out_tx);
+    let (tx, outbox) = session::outgoing();
     let (mut sink, stream) = socket.split();
     let done = CancellationToken::new();
     let reader = Reader {
@@ -179,7 +177,7 @@ async fn serve(socket: WebSocket, state: State, remote: Option<SocketAddr>, fram
         done.cancel();
         return;
     }
-    let close = write_loop(&mut sink, Outbox::new(out_rx), &state, framed, &done).await;
+    let close = write_loop(&mut sink, outbox, &state, framed, &done).await;
     // Ends the reader too, should the peer never answer the close.
     done.cancel();
     if let Some((code, reason)) = close {
@@ -210,7 +208,7 @@ async fn write_loop(
 ) -> Option<(u16, String)> {
     let delay = state.options.heartbeat_delay;
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + delay, delay);
-    let mut buf = Vec::with_capacity(256);
+    let mut buf = Vec::new();
     loop {
         let batch = tokio::select! {
             biased;

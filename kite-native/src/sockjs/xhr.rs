@@ -130,12 +130,7 @@ fn get_or_create(
 
 /// Moves outgoing messages into the session's queue, and ends the session when it has had no
 /// receiver for `disconnect_delay` or after it was closed and the close frame was delivered.
-async fn pump(
-    state: State,
-    id: String,
-    session: Arc<XhrSession>,
-    mut out_rx: mpsc::UnboundedReceiver<Outgoing>,
-) {
+async fn pump(state: State, id: String, session: Arc<XhrSession>, mut out_rx: session::Outbox) {
     let delay = state.options.disconnect_delay;
     let mut open = true;
     loop {

@@ -12,7 +12,6 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use kite_core::sockjs::Frame;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -25,7 +24,7 @@ use tracing::{debug, warn};
 use super::url::{origin_of, parse_base_url, raw_websocket_url, sockjs_ids, websocket_url};
 use super::{DialError, DialOptions, Step, decode_frame, frame_limit, valid_headers};
 use crate::session::{
-    self, Batch, Outbox, Session, SessionInfo, SessionReceiver, SessionSender, Text, TransportKind,
+    self, Batch, Outbox, Session, SessionInfo, SessionReceiver, Text, TransportKind,
 };
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -163,7 +162,7 @@ fn spawn(ws: Ws, id: String, transport: TransportKind, max_message_size: usize) 
         id,
     };
     let framed = transport == TransportKind::WebSocket;
-    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let (tx, outbox) = session::outgoing();
     let (sink, stream) = ws.split();
     let done = CancellationToken::new();
     let reader = Reader {
@@ -174,13 +173,13 @@ fn spawn(ws: Ws, id: String, transport: TransportKind, max_message_size: usize) 
         done: done.clone(),
         _ended: done.clone().drop_guard(),
     };
-    tokio::spawn(write_loop(sink, Outbox::new(out_rx), framed, done));
+    tokio::spawn(write_loop(sink, outbox, framed, done));
     Session {
         rx: SessionReceiver::from_stream(futures_util::stream::unfold(
             reader,
             |mut r| async move { r.next().await.map(|m| (m, r)) },
         )),
-        tx: SessionSender::new(out_tx),
+        tx,
         info,
     }
 }

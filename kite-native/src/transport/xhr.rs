@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use super::url::{endpoint, parse_base_url, sockjs_ids, xhr_session_url};
 use super::{DialError, DialOptions, Step, decode_frame, frame_limit, valid_headers};
-use crate::session::{self, Batch, Outbox, Outgoing, Session, SessionInfo, Text, TransportKind};
+use crate::session::{self, Batch, Outbox, Session, SessionInfo, Text, TransportKind};
 
 /// Dials the kite at `base` over xhr-polling: `POST <base>/<server>/<session>/xhr` must answer
 /// 200 with an `o` frame within [`DialOptions::timeout`]; then a task polls and another sends
@@ -258,13 +258,7 @@ async fn poll_loop(
 
 /// Posts queued messages, batched, to `xhr_send`, one request at a time, until a close
 /// request, the runtime dropping the session, a refused send or the poller ending.
-async fn send_loop(
-    http: reqwest::Client,
-    url: Url,
-    out_rx: mpsc::UnboundedReceiver<Outgoing>,
-    stop: CancellationToken,
-) {
-    let mut outbox = Outbox::new(out_rx);
+async fn send_loop(http: reqwest::Client, url: Url, mut outbox: Outbox, stop: CancellationToken) {
     loop {
         let batch = tokio::select! {
             () = stop.cancelled() => break,

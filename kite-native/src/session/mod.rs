@@ -1,0 +1,172 @@
+//! A message-oriented session with one peer, independent of the transport under it.
+//!
+//! Every transport (SockJS websocket, raw websocket, xhr-polling, xhr-streaming; server side and
+//! client side) ends in a [`Session`]: a [`SessionReceiver`] of whole text messages from the peer
+//! (dnode JSON, SockJS framing already removed) and a [`SessionSender`] that queues messages and
+//! closes. The kite runtime only ever sees sessions, so it runs unchanged over any transport.
+//!
+//! Websocket sessions are pulled: receiving reads the socket in the receiver's own task, so a
+//! message goes from the socket to its handler without a hop between tasks. Messages of the XHR
+//! transports arrive through a channel from the HTTP handlers.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::Stream;
+use tokio::sync::mpsc;
+
+mod outgoing;
+
+pub use outgoing::{
+    BATCH_BUDGET, Batch, Outbox, Outgoing, SessionClosed, SessionSender, Text, outgoing,
+    write_frame_items,
+};
+
+/// Which transport carries a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// SockJS over websocket (`/kite/<server>/<session>/websocket`).
+    WebSocket,
+    /// Plain websocket with no SockJS framing (`/kite/websocket`, Kite.js's default transport).
+    RawWebSocket,
+    /// SockJS xhr-polling (`xhr` + `xhr_send`).
+    XhrPolling,
+    /// SockJS xhr-streaming (`xhr_streaming` + `xhr_send`).
+    XhrStreaming,
+}
+
+impl TransportKind {
+    /// The SockJS name of the transport (`websocket`, `xhr-polling`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportKind::WebSocket => "websocket",
+            TransportKind::RawWebSocket => "raw-websocket",
+            TransportKind::XhrPolling => "xhr-polling",
+            TransportKind::XhrStreaming => "xhr-streaming",
+        }
+    }
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Facts about a session, for logs and hooks.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// The transport in use.
+    pub transport: TransportKind,
+    /// The peer's address, when the transport knows it.
+    pub remote_addr: Option<SocketAddr>,
+    /// The SockJS session id (random for websocket sessions).
+    pub id: String,
+}
+
+/// The receiving half of a session: whole messages from the peer, in order; `None` once the
+/// session has ended. Dropping it ends the session.
+pub struct SessionReceiver {
+    inner: Receiver,
+}
+
+enum Receiver {
+    Channel(mpsc::Receiver<String>),
+    Stream(Pin<Box<dyn Stream<Item = String> + Send>>),
+}
+
+impl fmt::Debug for SessionReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.inner {
+            Receiver::Channel(_) => "SessionReceiver(channel)",
+            Receiver::Stream(_) => "SessionReceiver(stream)",
+        })
+    }
+}
+
+impl SessionReceiver {
+    /// Messages that a transport pushes into a channel.
+    pub fn from_channel(rx: mpsc::Receiver<String>) -> Self {
+        SessionReceiver {
+            inner: Receiver::Channel(rx),
+        }
+    }
+
+    /// Messages that a transport produces when polled (it reads its socket then).
+    pub fn from_stream(stream: impl Stream<Item = String> + Send + 'static) -> Self {
+        SessionReceiver {
+            inner: Receiver::Stream(Box::pin(stream)),
+        }
+    }
+
+    /// The next message; `None` when the session has ended.
+    pub async fn recv(&mut self) -> Option<String> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next message.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<String>> {
+        match &mut self.inner {
+            Receiver::Channel(rx) => rx.poll_recv(cx),
+            Receiver::Stream(s) => s.as_mut().poll_next(cx),
+        }
+    }
+}
+
+impl Stream for SessionReceiver {
+    type Item = String;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<String>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+/// One session with a peer: incoming messages, a sender, and facts about it.
+///
+/// The transport owns the socket. It ends the session (so [`Session::rx`] yields `None`) when the
+/// peer goes away, on a transport error, on a broken or oversized frame, or after it has written
+/// a close frame queued with [`SessionSender::close`].
+#[derive(Debug)]
+pub struct Session {
+    /// Whole messages from the peer, in order.
+    pub rx: SessionReceiver,
+    /// Queue messages to the peer.
+    pub tx: SessionSender,
+    /// Transport, peer address, session id.
+    pub info: SessionInfo,
+}
+
+/// Capacity of the incoming message channel of a session. A full channel makes the transport
+/// stop reading, which pushes back on the peer through TCP.
+pub const INCOMING_CAPACITY: usize = 256;
+
+/// Creates the channels of a new session whose messages arrive through a channel (the XHR
+/// transports). The transport keeps the returned `mpsc::Sender<String>` (for incoming messages)
+/// and [`Outbox`] (for outgoing ones) and hands the [`Session`] to the runtime.
+pub fn channel(info: SessionInfo) -> (Session, mpsc::Sender<String>, Outbox) {
+    let (in_tx, in_rx) = mpsc::channel(INCOMING_CAPACITY);
+    let (tx, outbox) = outgoing();
+    (
+        Session {
+            rx: SessionReceiver::from_channel(in_rx),
+            tx,
+            info,
+        },
+        in_tx,
+        outbox,
+    )
+}
+
+/// For channel transports: hands `msgs` to the runtime in order, waiting while its queue is
+/// full. `false` when the runtime has dropped the session.
+pub async fn deliver(tx: &mpsc::Sender<String>, msgs: Vec<String>) -> bool {
+    for m in msgs {
+        if tx.send(m).await.is_err() {
+            return false;
+        }
+    }
+    true
+}

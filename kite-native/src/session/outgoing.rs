@@ -1,0 +1,450 @@
+//! The outgoing side of a session: [`SessionSender`] queues messages and close requests, the
+//! transport's writer takes them from its [`Outbox`] in [`Batch`]es.
+//!
+//! The queue is a mutex around a `VecDeque` and the writer's waker. It allocates nothing until
+//! a message is queued, which matters for servers holding many idle connections (an unbounded
+//! tokio channel reserves a block of 32 slots per connection up front).
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
+
+/// What a [`SessionSender`] queues for the transport's writer.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// One whole message (dnode JSON). The transport frames it (`a[...]`), possibly batched
+    /// with other queued messages.
+    Message(String),
+    /// One whole message already encoded as a JSON string literal (quotes and escapes
+    /// included), the form in which SockJS frames carry messages: SockJS writers put it in a
+    /// frame as it is, sparing the escaping of text the sender had escaped once and reuses.
+    Quoted(String),
+    /// Close the session with this SockJS close code and reason (`c[code,"reason"]`).
+    Close(u16, String),
+}
+
+/// The error returned when sending on a session that has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("session is closed")]
+pub struct SessionClosed;
+
+struct Shared {
+    state: Mutex<State>,
+}
+
+struct State {
+    items: VecDeque<Outgoing>,
+    /// The writer, waiting for an item.
+    writer: Option<Waker>,
+    /// Tasks waiting in [`SessionSender::closed`].
+    closed_waiters: Vec<Waker>,
+    senders: usize,
+    writer_gone: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A new outgoing queue: the sender for the runtime, the outbox for the transport's writer.
+pub fn outgoing() -> (SessionSender, Outbox) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            items: VecDeque::new(),
+            writer: None,
+            closed_waiters: Vec::new(),
+            senders: 1,
+            writer_gone: false,
+        }),
+    });
+    (
+        SessionSender {
+            shared: shared.clone(),
+        },
+        Outbox {
+            shared,
+            carry: None,
+            budget: BATCH_BUDGET,
+            yield_score: 0,
+            batches: 0,
+        },
+    )
+}
+
+/// The sending half of a session. Cheap to clone; sends never block.
+pub struct SessionSender {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SessionSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionSender")
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl Clone for SessionSender {
+    fn clone(&self) -> Self {
+        self.shared.lock().senders += 1;
+        SessionSender {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for SessionSender {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.senders -= 1;
+        // The last sender gone: the writer sees the end once the queue is drained.
+        let writer = (state.senders == 0).then(|| state.writer.take()).flatten();
+        drop(state);
+        if let Some(w) = writer {
+            w.wake();
+        }
+    }
+}
+
+impl SessionSender {
+    fn push(&self, item: Outgoing) -> Result<(), SessionClosed> {
+        let mut state = self.shared.lock();
+        if state.writer_gone {
+            return Err(SessionClosed);
+        }
+        state.items.push_back(item);
+        let writer = state.writer.take();
+        drop(state);
+        if let Some(w) = writer {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues one message for the peer.
+    pub fn send(&self, msg: String) -> Result<(), SessionClosed> {
+        self.push(Outgoing::Message(msg))
+    }
+
+    /// Queues one message given as its JSON string literal (see [`Outgoing::Quoted`]).
+    pub fn send_quoted(&self, literal: String) -> Result<(), SessionClosed> {
+        self.push(Outgoing::Quoted(literal))
+    }
+
+    /// Asks the transport to close the session with a SockJS close frame.
+    pub fn close(&self, code: u16, reason: impl Into<String>) {
+        let _ = self.push(Outgoing::Close(code, reason.into()));
+    }
+
+    /// Whether the transport's writer is gone.
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().writer_gone
+    }
+
+    /// Resolves when the transport's writer is gone.
+    pub async fn closed(&self) {
+        poll_fn(|cx| {
+            let mut state = self.shared.lock();
+            if state.writer_gone {
+                return Poll::Ready(());
+            }
+            if !state.closed_waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                state.closed_waiters.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Bytes of messages a transport writer puts in one frame (one websocket message, one
+/// `xhr_send` body, one poll answer) before starting another; a single larger message still
+/// goes alone. Keeps frames well under every peer's limit while batching many small calls.
+pub const BATCH_BUDGET: usize = 64 * 1024;
+
+/// One message of a [`Batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Text {
+    /// The message itself.
+    Plain(String),
+    /// The message as a JSON string literal.
+    Quoted(String),
+}
+
+impl Text {
+    /// The message itself (a quoted one is decoded).
+    pub fn into_plain(self) -> String {
+        match self {
+            Text::Plain(s) => s,
+            Text::Quoted(literal) => kite_core::json::parse_string(&literal).unwrap_or(literal),
+        }
+    }
+
+    /// Bytes it takes in a frame, about.
+    pub fn len(&self) -> usize {
+        match self {
+            Text::Plain(s) | Text::Quoted(s) => s.len(),
+        }
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Appends `texts` as the comma-separated JSON strings inside a SockJS frame's brackets
+/// (quoted texts as they are).
+pub fn write_frame_items(out: &mut Vec<u8>, texts: &[Text]) {
+    for (i, t) in texts.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match t {
+            Text::Plain(s) => kite_core::json::write_str(out, s),
+            Text::Quoted(literal) => out.extend_from_slice(literal.as_bytes()),
+        }
+    }
+}
+
+/// A batch of queued output for a transport writer.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Messages to send together, in order (may be empty before a close).
+    pub messages: Vec<Text>,
+    /// Close the session after sending `messages`.
+    pub close: Option<(u16, String)>,
+}
+
+/// The writer's side of a session's outgoing queue: hands out batches of what is queued, at
+/// most [`BATCH_BUDGET`] bytes each (a message that does not fit waits for the next batch).
+/// Dropping it tells the senders the session is closed.
+pub struct Outbox {
+    shared: Arc<Shared>,
+    carry: Option<Outgoing>,
+    budget: usize,
+    yield_score: u8,
+    batches: u32,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("queued", &self.shared.lock().items.len())
+            .finish()
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.writer_gone = true;
+        state.items.clear();
+        let waiters = std::mem::take(&mut state.closed_waiters);
+        drop(state);
+        for w in waiters {
+            w.wake();
+        }
+    }
+}
+
+impl Outbox {
+    /// The next item, waiting for one; `None` when every sender is gone and nothing is left.
+    pub async fn recv(&mut self) -> Option<Outgoing> {
+        if let Some(item) = self.carry.take() {
+            return Some(item);
+        }
+        poll_fn(|cx| {
+            let mut state = self.shared.lock();
+            if let Some(item) = state.items.pop_front() {
+                return Poll::Ready(Some(item));
+            }
+            if state.senders == 0 {
+                return Poll::Ready(None);
+            }
+            match &state.writer {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => state.writer = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn queue_is_empty(&self) -> bool {
+        self.shared.lock().items.is_empty()
+    }
+
+    /// Waits for output, then takes everything queued up to the budget. `None` when every
+    /// sender is gone and nothing is left.
+    ///
+    /// Between the first message and taking the rest, the writer may let every task that is
+    /// already runnable run first: callers woken by the same incoming frame then queue their
+    /// calls before the frame is written, instead of each call leaving in its own frame (tokio
+    /// runs a woken task, here the writer, before the other runnable ones).
+    pub async fn next_batch(&mut self) -> Option<Batch> {
+        let first = self.recv().await?;
+        if !matches!(first, Outgoing::Close(..)) && self.queue_is_empty() && self.should_yield() {
+            tokio::task::yield_now().await;
+            let gathered = !self.queue_is_empty();
+            self.yielded(gathered);
+        }
+        Some(self.batch_from(first))
+    }
+
+    /// Takes what is queued right now, up to the budget, without waiting.
+    pub fn try_batch(&mut self) -> Option<Batch> {
+        let first = match self.carry.take() {
+            Some(item) => item,
+            None => self.shared.lock().items.pop_front()?,
+        };
+        Some(self.batch_from(first))
+    }
+
+    /// Yielding costs a trip through the scheduler (tens of µs when nothing else runs), so the
+    /// writer keeps doing it only while it pays: while it gathers more messages (many calls
+    /// in flight), and once every 32 batches to notice when they come back.
+    fn should_yield(&mut self) -> bool {
+        self.batches = self.batches.wrapping_add(1);
+        self.yield_score > 0 || self.batches % 32 == 0
+    }
+
+    fn yielded(&mut self, gathered: bool) {
+        self.yield_score = if gathered {
+            (self.yield_score + 2).min(8)
+        } else {
+            self.yield_score.saturating_sub(1)
+        };
+    }
+
+    fn batch_from(&mut self, first: Outgoing) -> Batch {
+        let mut batch = Batch::default();
+        let mut size = 0;
+        let mut state = self.shared.lock();
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            let text = match item {
+                Outgoing::Message(m) => Text::Plain(m),
+                Outgoing::Quoted(q) => Text::Quoted(q),
+                Outgoing::Close(code, reason) => {
+                    batch.close = Some((code, reason));
+                    break;
+                }
+            };
+            if !batch.messages.is_empty() && size + text.len() > self.budget {
+                self.carry = Some(match text {
+                    Text::Plain(m) => Outgoing::Message(m),
+                    Text::Quoted(q) => Outgoing::Quoted(q),
+                });
+                break;
+            }
+            size += text.len();
+            batch.messages.push(text);
+            next = state.items.pop_front();
+        }
+        batch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain(texts: &[&str]) -> Vec<Text> {
+        texts.iter().map(|t| Text::Plain((*t).to_owned())).collect()
+    }
+
+    fn queue(items: Vec<Outgoing>) -> (SessionSender, Outbox) {
+        let (tx, rx) = outgoing();
+        for i in items {
+            tx.push(i).unwrap();
+        }
+        (tx, rx)
+    }
+
+    #[test]
+    fn quoted_and_plain_texts_make_the_same_frame() {
+        let msg = "{\"method\":\"<x>\"}";
+        let mut quoted = Vec::new();
+        kite_core::json::write_str(&mut quoted, msg);
+        let quoted = String::from_utf8(quoted).unwrap();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        write_frame_items(&mut a, &[Text::Plain(msg.into()), Text::Plain("y".into())]);
+        write_frame_items(
+            &mut b,
+            &[Text::Quoted(quoted.clone()), Text::Plain("y".into())],
+        );
+        assert_eq!(a, b);
+        assert_eq!(Text::Quoted(quoted).into_plain(), msg);
+    }
+
+    #[tokio::test]
+    async fn batches_stop_at_the_budget_and_at_a_close() {
+        let big = "x".repeat(BATCH_BUDGET / 2 + 1);
+        let (_tx, mut out) = queue(vec![
+            Outgoing::Message("a".into()),
+            Outgoing::Message(big.clone()),
+            Outgoing::Message(big.clone()),
+            Outgoing::Message("b".into()),
+            Outgoing::Close(3000, "Go away!".into()),
+            Outgoing::Message("after".into()),
+        ]);
+        let b = out.next_batch().await.unwrap();
+        assert_eq!(b.messages, plain(&["a", &big]));
+        assert_eq!(b.close, None);
+        let b = out.next_batch().await.unwrap();
+        assert_eq!(b.messages, plain(&[&big, "b"]));
+        assert_eq!(b.close, Some((3000, "Go away!".to_owned())));
+        let b = out.try_batch().unwrap();
+        assert_eq!(b.messages, plain(&["after"]));
+        assert!(out.try_batch().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_message_over_the_budget_goes_alone() {
+        let huge = "y".repeat(BATCH_BUDGET * 3);
+        let (_tx, mut out) = queue(vec![
+            Outgoing::Message(huge.clone()),
+            Outgoing::Message("z".into()),
+        ]);
+        assert_eq!(out.next_batch().await.unwrap().messages, plain(&[&huge]));
+        assert_eq!(out.next_batch().await.unwrap().messages, plain(&["z"]));
+    }
+
+    #[tokio::test]
+    async fn the_writer_waits_for_messages_and_sees_the_last_sender_go() {
+        let (tx, mut out) = outgoing();
+        let writer = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(b) = out.next_batch().await {
+                got.extend(b.messages.into_iter().map(Text::into_plain));
+            }
+            got
+        });
+        let tx2 = tx.clone();
+        tokio::task::yield_now().await;
+        tx.send("one".into()).unwrap();
+        tx2.send("two".into()).unwrap();
+        drop(tx);
+        tx2.send("three".into()).unwrap();
+        drop(tx2);
+        assert_eq!(writer.await.unwrap(), ["one", "two", "three"]);
+    }
+
+    #[tokio::test]
+    async fn senders_learn_when_the_writer_is_gone() {
+        let (tx, out) = outgoing();
+        let tx2 = tx.clone();
+        let waiting = tokio::spawn(async move { tx2.closed().await });
+        tokio::task::yield_now().await;
+        assert!(!tx.is_closed());
+        tx.send("queued".into()).unwrap();
+        drop(out);
+        waiting.await.unwrap();
+        assert!(tx.is_closed());
+        assert_eq!(tx.send("late".into()), Err(SessionClosed));
+    }
+}
