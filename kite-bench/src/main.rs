@@ -98,6 +98,9 @@ enum Command {
         /// Calls of the `soak` group.
         #[arg(long)]
         soak_calls: Option<u64>,
+        /// Plain/token pairs per repetition in the `auth` group.
+        #[arg(long)]
+        auth_pairs: Option<usize>,
         /// Also write the report as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -225,6 +228,7 @@ async fn run(command: Command) -> Result<(), String> {
             connections,
             idle_connections,
             soak_calls,
+            auth_pairs,
             json,
         } => {
             let mut options = if smoke {
@@ -245,6 +249,7 @@ async fn run(command: Command) -> Result<(), String> {
             options.connections = connections.unwrap_or(options.connections);
             options.idle_connections = idle_connections.unwrap_or(options.idle_connections);
             options.soak_calls = soak_calls.unwrap_or(options.soak_calls);
+            options.auth_pairs = auth_pairs.unwrap_or(options.auth_pairs);
             let report = suite::run(options).await?;
             println!("{}", report::markdown(&report));
             if let Some(path) = json {

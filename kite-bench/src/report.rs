@@ -35,12 +35,12 @@ pub fn markdown(report: &Report) -> String {
         report.options.repeat
     );
     if !report.rows.is_empty() {
-        out.push_str("| group | system | C | payload | calls/s | p50 µs | p99 µs | p99.9 µs | errors | server RSS MiB | vs echo | vs echo-batched | vs jsonrpsee |\n");
-        out.push_str("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str("| group | system | C | payload | calls/s | p50 µs | p99 µs | p99.9 µs | errors | server RSS MiB | vs echo | vs echo-batched | vs jsonrpsee | p50 vs echo |\n");
+        out.push_str("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for r in &report.rows {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} |",
                 serde_json::to_value(r.group)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
@@ -57,6 +57,7 @@ pub fn markdown(report: &Report) -> String {
                 ratio(r.vs_echo),
                 ratio(r.vs_echo_batched),
                 ratio(r.vs_jsonrpsee),
+                ratio(r.p50_vs_echo),
             );
         }
         out.push('\n');
@@ -125,7 +126,11 @@ pub fn markdown(report: &Report) -> String {
                 t.name,
                 t.value,
                 t.bound,
-                if t.met { "yes" } else { "**no**" }
+                match t.met {
+                    Some(true) => "yes",
+                    Some(false) => "**no**",
+                    None => "information",
+                }
             );
         }
     }
