@@ -27,7 +27,8 @@ pub async fn serve(
     addr: SocketAddr,
     options: ServeOptions,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let listener = TcpListener::bind(addr).await?;
+    // The same accept queue for every system (a kite's own, deeper than tokio's default).
+    let listener = kite_native::listen(addr)?;
     let local = listener.local_addr()?;
     println!("listening {local}");
     use std::io::Write;

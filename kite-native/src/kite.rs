@@ -378,7 +378,7 @@ impl Kite {
 
     /// Binds `Config::ip:Config::port` and serves until [`Kite::close`].
     pub async fn run(&self) -> Result<(), Error> {
-        let listener = TcpListener::bind((self.0.config.ip, self.0.config.port)).await?;
+        let listener = listen(SocketAddr::new(self.0.config.ip, self.0.config.port))?;
         self.serve(listener).await
     }
 
@@ -702,6 +702,24 @@ impl Dispatch for Client {
         let inner = self.0.kite.clone();
         Box::pin(inner.serve_request(self.clone(), link.clone(), *request))
     }
+}
+
+/// Connections waiting to be accepted, at most: a burst of clients (a thousand XHR sessions
+/// opening their second connection at once) must not overflow it, or their SYNs are dropped and
+/// retried a second later. The kernel caps it at `net.core.somaxconn`, as for Go's listeners.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` for serving, with address reuse (a restarted kite gets its port back at once)
+/// and a [`LISTEN_BACKLOG`]-deep accept queue.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Runs a connection hook; a panicking hook is logged and ignored.

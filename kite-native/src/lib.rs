@@ -51,6 +51,6 @@ pub mod transport;
 
 pub use client::Client;
 pub use config::Config;
-pub use kite::{Authenticator, Error, Kite};
+pub use kite::{Authenticator, Error, Kite, LISTEN_BACKLOG, listen};
 pub use method::{Method, MethodHandling};
 pub use request::Request;
