@@ -60,6 +60,15 @@ fn request(c: &mut Criterion) {
             text
         })
     });
+    g.bench_function("encode square quoted, as SockJS clients send it", |b| {
+        let mut conn: Connection<()> = Connection::new();
+        b.iter(|| {
+            let (id, text) =
+                conn.request_quoted("square", &head, scrub_args(&(black_box(4.0),)).unwrap(), ());
+            conn.cancel(id);
+            text
+        })
+    });
     let text = square_request();
     g.throughput(Throughput::Bytes(text.len() as u64));
     g.bench_function("decode square and its argument (server)", |b| {
