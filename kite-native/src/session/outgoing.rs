@@ -163,7 +163,7 @@ impl SessionSender {
 /// Bytes of messages a transport writer puts in one frame (one websocket message, one
 /// `xhr_send` body, one poll answer) before starting another; a single larger message still
 /// goes alone. Keeps frames well under every peer's limit while batching many small calls.
-pub const BATCH_BUDGET: usize = 64 * 1024;
+pub const BATCH_BUDGET: usize = 128 * 1024;
 
 /// One message of a [`Batch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
