@@ -194,6 +194,46 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 /// Appends `s` escaped as the contents of a JSON string, without the quotes ([`write_str`]
 /// minus its first and last byte).
 pub fn write_contents(out: &mut Vec<u8>, s: &str) {
+    write_escaped::<false>(out, s);
+}
+
+/// Appends `s` as a JSON string literal for a SockJS server → client frame: [`write_str`]'s
+/// escaping plus the characters the SockJS protocol asks servers to escape because browsers and
+/// proxies mangle them (U+200C–U+200F, U+2028–U+202F, U+2060–U+206F, U+FFF0–U+FFFF). The
+/// client decodes the same string either way.
+pub fn write_sockjs_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    write_escaped::<true>(out, s);
+    out.push(b'"');
+}
+
+/// Whether the UTF-8 sequence starting with `lead` followed by `b1 b2` is one of the characters
+/// SockJS servers escape beyond Go's set.
+#[inline]
+fn sockjs_escaped(lead: u8, b1: Option<&u8>, b2: Option<&u8>) -> bool {
+    match (lead, b1, b2) {
+        // U+200C..U+200F and U+2028..U+202F: E2 80 8C..8F / A8..AF; U+2060..U+206F: E2 81 A0..AF.
+        (0xE2, Some(0x80), Some(&c)) => (0x8C..=0x8F).contains(&c) || (0xA8..=0xAF).contains(&c),
+        (0xE2, Some(0x81), Some(&c)) => (0xA0..=0xAF).contains(&c),
+        // U+FFF0..U+FFFF: EF BF B0..BF.
+        (0xEF, Some(0xBF), Some(&c)) => (0xB0..=0xBF).contains(&c),
+        _ => false,
+    }
+}
+
+/// Appends the `\uXXXX` escape of the three-byte UTF-8 sequence `seq`.
+fn push_u_escape(out: &mut Vec<u8>, seq: [u8; 3]) {
+    let cp = (u32::from(seq[0] & 0x0F) << 12)
+        | (u32::from(seq[1] & 0x3F) << 6)
+        | u32::from(seq[2] & 0x3F);
+    out.extend_from_slice(b"\\u");
+    for shift in [12, 8, 4, 0] {
+        out.push(HEX[((cp >> shift) & 0xF) as usize]);
+    }
+}
+
+fn write_escaped<const SOCKJS: bool>(out: &mut Vec<u8>, s: &str) {
+    let flags = if SOCKJS { sockjs_specials } else { go_specials };
     let bytes = s.as_bytes();
     // Room for the escapes of dnode text (every quote doubles) without growing twice.
     out.reserve(bytes.len() + bytes.len() / 4 + 8);
@@ -204,7 +244,7 @@ pub fn write_contents(out: &mut Vec<u8>, s: &str) {
         // Clean eight-byte chunks are copied whole; the bytes before an escape too.
         if let Some(chunk) = bytes.get(i..i + 8) {
             let chunk: [u8; 8] = chunk.try_into().expect("eight bytes");
-            let m = go_specials(u64::from_le_bytes(chunk));
+            let m = flags(u64::from_le_bytes(chunk));
             if m == 0 {
                 if clean < 2 {
                     clean += 1;
@@ -213,7 +253,9 @@ pub fn write_contents(out: &mut Vec<u8>, s: &str) {
                 } else {
                     // A long clean run (a token, a payload): find its end, copy it at once.
                     let run = i;
-                    i = scan(bytes, i + 8, go_specials, |b| ESCAPE[b as usize] != 0);
+                    i = scan(bytes, i + 8, flags, |b| {
+                        ESCAPE[b as usize] != 0 || (SOCKJS && b == 0xEF)
+                    });
                     out.extend_from_slice(&bytes[run..i]);
                 }
                 continue;
@@ -227,6 +269,11 @@ pub fn write_contents(out: &mut Vec<u8>, s: &str) {
             break;
         };
         i += 1;
+        if SOCKJS && matches!(b, 0xE2 | 0xEF) && sockjs_escaped(b, bytes.get(i), bytes.get(i + 1)) {
+            push_u_escape(out, [b, bytes[i], bytes[i + 1]]);
+            i += 2;
+            continue;
+        }
         match ESCAPE[b as usize] {
             0 => out.push(b),
             b'L' => {
@@ -298,6 +345,12 @@ fn control_bytes(w: u64) -> u64 {
 fn go_specials(w: u64) -> u64 {
     let eq = |c: u8| zero_bytes(w ^ (ONES * u64::from(c)));
     eq(b'"') | eq(b'\\') | control_bytes(w) | eq(b'<') | eq(b'>') | eq(b'&') | eq(0xE2)
+}
+
+/// [`go_specials`] plus the lead byte of U+FFF0..U+FFFF (those of U+20xx are 0xE2 already).
+#[inline]
+fn sockjs_specials(w: u64) -> u64 {
+    go_specials(w) | zero_bytes(w ^ (ONES * 0xEF))
 }
 
 /// `text` escaped as the contents of a JSON string (what [`write_str`] writes between the
@@ -688,5 +741,52 @@ mod tests {
     fn plain_strings_pass_through() {
         assert_eq!(to_string("hello").unwrap(), r#""hello""#);
         assert_eq!(to_string("€").unwrap(), "\"€\"");
+    }
+
+    /// The SockJS protocol's `escapable_by_server` set above U+00FF.
+    fn sockjs_escapable(c: char) -> bool {
+        matches!(c as u32, 0x200C..=0x200F | 0x2028..=0x202F | 0x2060..=0x206F | 0xFFF0..=0xFFFF)
+    }
+
+    #[test]
+    fn sockjs_strings_escape_what_the_protocol_lists_and_round_trip() {
+        let mut all = String::new();
+        let mut want = String::from("\"");
+        for c in (0x100..0x10000).filter_map(char::from_u32) {
+            all.push(c);
+            if sockjs_escapable(c) {
+                want.push_str(&format!("\\u{:04x}", c as u32));
+            } else {
+                // Go's own escapes still apply (`<>&` are below U+0100).
+                want.push(c);
+            }
+        }
+        want.push('"');
+        let mut out = Vec::new();
+        write_sockjs_str(&mut out, &all);
+        let got = String::from_utf8(out).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(serde_json::from_str::<String>(&got).unwrap(), all);
+        // Below U+0100 it is Go's escaping, and a string with none of those characters is
+        // written as `write_str` writes it.
+        for text in [
+            "<a & b>",
+            "plain ascii text that is long enough",
+            "\u{7f}\u{1f}é\"\\",
+        ] {
+            let mut a = Vec::new();
+            let mut b = Vec::new();
+            write_sockjs_str(&mut a, text);
+            write_str(&mut b, text);
+            assert_eq!(a, b, "{text:?}");
+        }
+        // Long clean runs, and the characters right after them, take the same path.
+        let long = format!("{}\u{ffff}{}\u{200d}", "x".repeat(100), "y".repeat(40));
+        let mut out = Vec::new();
+        write_sockjs_str(&mut out, &long);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("\"{}\\uffff{}\\u200d\"", "x".repeat(100), "y".repeat(40))
+        );
     }
 }

@@ -23,6 +23,9 @@ pub const ANOTHER_CONNECTION_OPEN: (u16, &str) = (2010, "Another connection stil
 pub const MESSAGE_TOO_BIG: (u16, &str) = (1009, "Message too big");
 /// Close code and reason for a client frame that is not a JSON array of strings.
 pub const BROKEN_FRAME: (u16, &str) = (1002, "Broken framing.");
+/// Close code and reason of a session whose receiving request was cut off by the network (the
+/// client cannot know what it missed, so the session ends).
+pub const CONNECTION_INTERRUPTED: (u16, &str) = (1002, "Connection interrupted");
 
 /// One server → client SockJS frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +115,7 @@ pub fn encode_messages_into<'a>(out: &mut Vec<u8>, msgs: impl IntoIterator<Item 
         if i > 0 {
             out.push(b',');
         }
-        json::write_str(out, msg);
+        json::write_sockjs_str(out, msg);
     }
     out.push(b']');
 }
@@ -180,6 +183,82 @@ pub fn xhr_streaming_prelude() -> String {
     s
 }
 
+/// An eventsource event carrying one frame: `data: <frame>\r\n\r\n`. Frames never hold raw
+/// newlines (messages are JSON strings), so one `data:` line always suffices.
+pub fn eventsource_event(frame: &str) -> String {
+    format!("data: {frame}\r\n\r\n")
+}
+
+/// The first bytes of an eventsource response (a newline Opera needed).
+pub const EVENTSOURCE_PRELUDE: &str = "\r\n";
+
+/// Whether `name` may be used as a JSONP or htmlfile callback: non-empty, only
+/// `[a-zA-Z0-9_.-]`, so the page it is written into cannot run anything else.
+pub fn valid_callback(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// A JSONP polling answer: `/**/callback("<frame as a JSON string>");\r\n`. `callback` must
+/// pass [`valid_callback`].
+pub fn jsonp_answer(callback: &str, frame: &str) -> String {
+    let mut out = Vec::with_capacity(frame.len() + callback.len() + 16);
+    out.extend_from_slice(b"/**/");
+    out.extend_from_slice(callback.as_bytes());
+    out.push(b'(');
+    json::write_sockjs_str(&mut out, frame);
+    out.extend_from_slice(b");\r\n");
+    String::from_utf8(out).expect("frames are UTF-8")
+}
+
+/// The head of an htmlfile response: a page that hands each frame to `parent.<callback>`,
+/// padded past 1 KiB so that browsers start rendering at once. `callback` must pass
+/// [`valid_callback`].
+pub fn htmlfile_head(callback: &str) -> String {
+    let mut head = format!(
+        "<!doctype html>\n<html><head>\n  <meta http-equiv=\"X-UA-Compatible\" content=\"IE=edge\" />\n  <meta http-equiv=\"Content-Type\" content=\"text/html; charset=UTF-8\" />\n</head><body><h2>Don't panic!</h2>\n  <script>\n    document.domain = document.domain;\n    var c = parent.{callback};\n    c.start();\n    function p(d) {{c.message(d);}};\n    window.onload = function() {{c.stop();}};\n  </script>"
+    );
+    head.push_str(&" ".repeat(1024usize.saturating_sub(head.len()) + 14));
+    head.push_str("\r\n\r\n");
+    head
+}
+
+/// One htmlfile chunk carrying a frame: `<script>\np("<frame>");\n</script>\r\n`. The frame is a
+/// JSON string, with `<`, `>` and `&` escaped, so it cannot close the script element.
+pub fn htmlfile_chunk(frame: &str) -> String {
+    let mut out = Vec::with_capacity(frame.len() + 32);
+    out.extend_from_slice(b"<script>\np(");
+    json::write_sockjs_str(&mut out, frame);
+    out.extend_from_slice(b");\n</script>\r\n");
+    String::from_utf8(out).expect("frames are UTF-8")
+}
+
+/// The iframe page some browser transports load from the server's origin; it runs the SockJS
+/// client script found at `sockjs_url`.
+pub fn iframe_page(sockjs_url: &str) -> String {
+    // The URL sits in an attribute: escape what could end it or start markup.
+    let mut url = String::with_capacity(sockjs_url.len());
+    for c in sockjs_url.chars() {
+        match c {
+            '&' => url.push_str("&amp;"),
+            '"' => url.push_str("&quot;"),
+            '<' => url.push_str("&lt;"),
+            '>' => url.push_str("&gt;"),
+            c => url.push(c),
+        }
+    }
+    format!(
+        "<!DOCTYPE html>\n<html>\n<head>\n  <meta http-equiv=\"X-UA-Compatible\" content=\"IE=edge\" />\n  <meta http-equiv=\"Content-Type\" content=\"text/html; charset=UTF-8\" />\n  <script src=\"{url}\"></script>\n  <script>\n    document.domain = document.domain;\n    SockJS.bootstrap_iframe();\n  </script>\n</head>\n<body>\n  <h2>Don't panic!</h2>\n  <p>This is a SockJS hidden iframe. It's used for cross domain magic.</p>\n</body>\n</html>"
+    )
+}
+
+/// The default script of the iframe page (sockjs-client 1.6.1 from a CDN, as sockjs-node
+/// serves); servers let users configure their own.
+pub const DEFAULT_SOCKJS_URL: &str =
+    "https://cdn.jsdelivr.net/npm/sockjs-client@1.6.1/dist/sockjs.min.js";
+
 /// The `/info` response body.
 pub fn info_body(websocket: bool, cookie_needed: bool, entropy: u32) -> String {
     format!(
@@ -238,5 +317,32 @@ mod tests {
         ));
         assert!(matches!(Frame::decode("a[1"), Err(FrameError::Broken(_))));
         assert_eq!(Frame::decode("h\n"), Ok(Frame::Heartbeat));
+    }
+
+    #[test]
+    fn transport_wrappers() {
+        assert_eq!(eventsource_event("o"), "data: o\r\n\r\n");
+        assert_eq!(
+            jsonp_answer("callback", "a[\"x\"]"),
+            "/**/callback(\"a[\\\"x\\\"]\");\r\n"
+        );
+        assert_eq!(
+            htmlfile_chunk("a[\"x\"]"),
+            "<script>\np(\"a[\\\"x\\\"]\");\n</script>\r\n"
+        );
+        // `</script>` inside a message cannot end the element.
+        assert!(!htmlfile_chunk("a[\"</script>\"]")[8..].contains("</script>\n<"));
+        let head = htmlfile_head("cb");
+        assert!(head.len() > 1024);
+        assert!(head.contains("var c = parent.cb;"));
+        for ok in ["callback", "a.b-c_9", "x"] {
+            assert!(valid_callback(ok), "{ok}");
+        }
+        for bad in ["", " ", "*", "abc(", "a;b", "é"] {
+            assert!(!valid_callback(bad), "{bad}");
+        }
+        let page = iframe_page("/s.js?a=1&b=\"<x>\"");
+        assert!(page.contains("<script src=\"/s.js?a=1&amp;b=&quot;&lt;x&gt;&quot;\"></script>"));
+        assert!(page.starts_with("<!DOCTYPE html>"));
     }
 }

@@ -24,7 +24,7 @@ use crate::link::{Dispatch, Link};
 use crate::method::{BoxFuture, DynHandler, FinalFn, Method, MethodHandling, Plan, into_handler};
 use crate::request::Request;
 use crate::session::Session;
-use crate::sockjs::{SockJsOptions, router as sockjs_router};
+use crate::sockjs::{SockJsOptions, SockJsServer};
 
 /// Checks credentials of one type and returns the authenticated username.
 pub type Authenticator = Arc<dyn Fn(Request) -> BoxFuture<Result<String, KiteError>> + Send + Sync>;
@@ -342,22 +342,10 @@ impl Kite {
                 Kite(inner).accept(session);
             }
         };
+        // Go serves the SockJS welcome at both `/kite` and `/kite/`.
         lock(&self.0.routes)
             .clone()
-            .nest("/kite", sockjs_router(options, on_session))
-            // Go serves the SockJS welcome at both `/kite` and `/kite/`.
-            .route(
-                "/kite/",
-                axum::routing::get(|| async {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; charset=UTF-8",
-                        )],
-                        "Welcome to SockJS!\n",
-                    )
-                }),
-            )
+            .merge(SockJsServer::new(options, on_session).router_at("/kite"))
     }
 
     fn accept(&self, session: Session) {

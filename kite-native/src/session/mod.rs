@@ -36,6 +36,12 @@ pub enum TransportKind {
     XhrPolling,
     /// SockJS xhr-streaming (`xhr_streaming` + `xhr_send`).
     XhrStreaming,
+    /// SockJS eventsource (`eventsource` + `xhr_send`).
+    EventSource,
+    /// SockJS htmlfile (`htmlfile` + `xhr_send`).
+    HtmlFile,
+    /// SockJS JSONP polling (`jsonp` + `jsonp_send`).
+    JsonpPolling,
 }
 
 impl TransportKind {
@@ -46,6 +52,9 @@ impl TransportKind {
             TransportKind::RawWebSocket => "raw-websocket",
             TransportKind::XhrPolling => "xhr-polling",
             TransportKind::XhrStreaming => "xhr-streaming",
+            TransportKind::EventSource => "eventsource",
+            TransportKind::HtmlFile => "htmlfile",
+            TransportKind::JsonpPolling => "jsonp-polling",
         }
     }
 }

@@ -204,7 +204,7 @@ pub fn write_frame_items(out: &mut Vec<u8>, texts: &[Text]) {
             out.push(b',');
         }
         match t {
-            Text::Plain(s) => kite_core::json::write_str(out, s),
+            Text::Plain(s) => kite_core::json::write_sockjs_str(out, s),
             Text::Quoted(literal) => out.extend_from_slice(literal.as_bytes()),
         }
     }

@@ -1,12 +1,14 @@
-//! A SockJS server (protocol 0.3): websocket, raw websocket, xhr-polling and xhr-streaming.
+//! A SockJS server (protocol 0.3.3): every transport sockjs-client knows.
 //!
-//! [`router`] returns an axum router to nest under a prefix (a kite nests it at `/kite`). Every
-//! new session, whatever its transport, is handed to the callback as a [`Session`], so the SockJS
-//! layer works for anything, not only kites.
+//! [`SockJsServer`] serves the SockJS endpoints as an axum router to nest under a prefix (a kite
+//! nests it at `/kite`): `/info`, the iframe page, SockJS websocket, raw websocket, xhr-polling,
+//! xhr-streaming, eventsource, htmlfile and JSONP polling, with `xhr_send` and `jsonp_send`.
+//! Every new session, whatever its transport, is handed to the callback as a [`Session`], so the
+//! SockJS layer works for anything, not only kites (see the `sockjs_echo` example).
 //!
 //! ```no_run
 //! # async fn demo() {
-//! use kite_native::sockjs::{router, SockJsOptions};
+//! use kite_native::sockjs::{SockJsOptions, SockJsServer};
 //! let echo = |mut s: kite_native::session::Session| {
 //!     tokio::spawn(async move {
 //!         while let Some(msg) = s.rx.recv().await {
@@ -14,45 +16,74 @@
 //!         }
 //!     });
 //! };
-//! let app = axum::Router::new().nest("/echo", router(SockJsOptions::default(), echo));
+//! let server = SockJsServer::new(SockJsOptions::default(), echo);
+//! let app = server.router_at("/echo");
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8081").await.unwrap();
 //! axum::serve(listener, app).await.unwrap();
 //! # }
 //! ```
+//!
+//! Sessions of the HTTP transports live in the server between requests: messages for the
+//! client queue until a receiving request takes them, in order, none lost or duplicated; a
+//! receiver is detached before its answer is handed back, so a client that polls again the
+//! instant an answer arrives is always accepted (only a genuinely concurrent second receiver
+//! gets `c[2010,"Another connection still open"]`); a session with no receiver for
+//! [`SockJsOptions::disconnect_delay`] ends; a receiving request cut off by the network ends its
+//! session with `c[1002,"Connection interrupted"]`.
 
 mod http;
+mod receive;
+mod send;
+mod session;
+mod websocket;
 
 pub use http::{NoDelayListener, PeerAddr};
-mod websocket;
-mod xhr;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, any, get};
 
 use crate::session::Session;
 
-/// Options of a SockJS server.
+/// Options of a SockJS server. Build them from the defaults:
+/// `SockJsOptions { websocket: false, ..SockJsOptions::default() }`.
 #[derive(Debug, Clone)]
 pub struct SockJsOptions {
-    /// Interval of `h` frames on an idle session (Go kite: 10 s).
+    /// Interval of `h` frames while a receiver waits with nothing to send (Go kite: 10 s;
+    /// sockjs-node: 25 s).
     pub heartbeat_delay: Duration,
-    /// How long an XHR session without a receiver stays alive (Go kite: 10 s).
+    /// How long a session of the HTTP transports lives without a receiver (Go kite: 10 s;
+    /// sockjs-node: 5 s).
     pub disconnect_delay: Duration,
-    /// Bytes after which an xhr-streaming response ends so the client opens a new one (128 KiB).
+    /// Bytes after which a streaming response (xhr-streaming, eventsource, htmlfile) ends so the
+    /// client opens a new one and the browser can free the old (128 KiB).
     pub response_limit: usize,
-    /// Largest incoming message (a websocket message or an `xhr_send` body); larger ones end
-    /// the session (1 MiB).
+    /// Largest incoming message (in a websocket frame, an `xhr_send` or `jsonp_send` body);
+    /// larger ones end the session or are refused (1 MiB).
     pub max_message_size: usize,
-    /// Whether the SockJS websocket transport is offered.
+    /// Whether the SockJS websocket transport is offered (`/info` says so too).
     pub websocket: bool,
     /// Whether the raw websocket endpoint (`/websocket`, no SockJS framing) is offered.
     pub raw_websocket: bool,
+    /// Whether xhr-polling is offered.
+    pub xhr_polling: bool,
     /// Whether xhr-streaming is offered.
     pub xhr_streaming: bool,
+    /// Whether eventsource is offered.
+    pub eventsource: bool,
+    /// Whether htmlfile is offered.
+    pub htmlfile: bool,
+    /// Whether JSONP polling (`jsonp` and `jsonp_send`) is offered.
+    pub jsonp: bool,
+    /// Sticky sessions for load balancers: `/info` says `cookie_needed`, and every session
+    /// request gets a `JSESSIONID` cookie (the client's own, else `dummy`) with path `/`.
+    pub cookie_needed: bool,
+    /// The SockJS client script the iframe page loads (the iframe-based transports need it).
+    pub sockjs_url: String,
     /// Bytes a websocket reads from its socket at a time (8 KiB). The buffer lives as long as
     /// the connection, so it is most of an idle connection's memory (about 13 KiB in all);
     /// tungstenite's default of 128 KiB would also be zeroed on every read. Larger buffers
@@ -61,6 +92,8 @@ pub struct SockJsOptions {
 }
 
 impl Default for SockJsOptions {
+    /// Go kite's settings: heartbeats and disconnect delay 10 s, 128 KiB responses, every
+    /// transport on, no cookie.
     fn default() -> Self {
         SockJsOptions {
             heartbeat_delay: Duration::from_secs(10),
@@ -69,7 +102,13 @@ impl Default for SockJsOptions {
             max_message_size: 1 << 20,
             websocket: true,
             raw_websocket: true,
+            xhr_polling: true,
             xhr_streaming: true,
+            eventsource: true,
+            htmlfile: true,
+            jsonp: true,
+            cookie_needed: false,
+            sockjs_url: kite_core::sockjs::DEFAULT_SOCKJS_URL.to_owned(),
             read_buffer_size: 8 * 1024,
         }
     }
@@ -80,40 +119,161 @@ type OnSession = Arc<dyn Fn(Session) + Send + Sync>;
 pub(crate) struct ServerState {
     pub(crate) options: SockJsOptions,
     pub(crate) on_session: OnSession,
-    pub(crate) sessions: Mutex<HashMap<String, Arc<xhr::XhrSession>>>,
+    /// Sessions of the HTTP transports, by session id.
+    pub(crate) sessions: Mutex<HashMap<String, Arc<session::HttpSession>>>,
+    /// Websocket sessions open now.
+    pub(crate) websockets: AtomicUsize,
 }
 
 pub(crate) type State = Arc<ServerState>;
 
-/// The SockJS routes, relative to where the router is nested.
+/// A SockJS server: its options, its sessions, and the router that serves them.
+#[derive(Clone)]
+pub struct SockJsServer {
+    state: State,
+}
+
+impl std::fmt::Debug for SockJsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SockJsServer")
+            .field("options", &self.state.options)
+            .field("live_sessions", &self.live_sessions())
+            .finish()
+    }
+}
+
+impl SockJsServer {
+    /// A server that hands every new session to `on_session`.
+    pub fn new<F>(options: SockJsOptions, on_session: F) -> Self
+    where
+        F: Fn(Session) + Send + Sync + 'static,
+    {
+        SockJsServer {
+            state: Arc::new(ServerState {
+                options,
+                on_session: Arc::new(on_session),
+                sessions: Mutex::default(),
+                websockets: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The server's options.
+    pub fn options(&self) -> &SockJsOptions {
+        &self.state.options
+    }
+
+    /// Sessions alive now: open websockets, and sessions of the HTTP transports that have not
+    /// yet expired (a closed one stays until its close frame has been served for
+    /// [`SockJsOptions::disconnect_delay`]).
+    pub fn live_sessions(&self) -> usize {
+        let http = self
+            .state
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        http + self.state.websockets.load(Ordering::Relaxed)
+    }
+
+    /// The SockJS routes at `prefix` (such as `/echo`): [`SockJsServer::router`] nested there,
+    /// plus the welcome at `prefix/`, which a nested router does not see.
+    pub fn router_at(&self, prefix: &str) -> Router {
+        Router::new()
+            .nest(prefix, self.router())
+            .route(&format!("{prefix}/"), get(http::welcome))
+    }
+
+    /// The SockJS routes, relative to where the router is nested. A transport that is off
+    /// answers 404; a known path asked with the wrong method answers 405 with `Allow`.
+    pub fn router(&self) -> Router {
+        let opts = &self.state.options;
+        // `{server}/{session}` endpoints: the handler when `on`, else 404 for every method.
+        let session_route = |on: bool, route: MethodRouter<State>, allow: &'static str| {
+            if on {
+                route.fallback(move |req| http::session_method_not_allowed(req, allow))
+            } else {
+                any(http::not_found)
+            }
+        };
+        let polling_options = || axum::routing::options(http::xhr_options);
+        Router::new()
+            .route("/", get(http::welcome))
+            .route(
+                "/info",
+                get(http::info)
+                    .options(http::info_options)
+                    .fallback(|| http::method_not_allowed("OPTIONS, GET")),
+            )
+            .route(
+                "/websocket",
+                if opts.raw_websocket {
+                    get(websocket::raw).fallback(|| http::method_not_allowed("GET"))
+                } else {
+                    any(http::not_found)
+                },
+            )
+            .route(
+                "/{server}/{session}/websocket",
+                session_route(opts.websocket, get(websocket::sockjs), "GET"),
+            )
+            .route(
+                "/{server}/{session}/xhr",
+                session_route(
+                    opts.xhr_polling,
+                    polling_options().post(receive::xhr_polling),
+                    "OPTIONS, POST",
+                ),
+            )
+            .route(
+                "/{server}/{session}/xhr_send",
+                session_route(
+                    opts.xhr_polling || opts.xhr_streaming,
+                    polling_options().post(send::xhr_send),
+                    "OPTIONS, POST",
+                ),
+            )
+            .route(
+                "/{server}/{session}/xhr_streaming",
+                session_route(
+                    opts.xhr_streaming,
+                    polling_options().post(receive::xhr_streaming),
+                    "OPTIONS, POST",
+                ),
+            )
+            .route(
+                "/{server}/{session}/eventsource",
+                session_route(opts.eventsource, get(receive::eventsource), "GET"),
+            )
+            .route(
+                "/{server}/{session}/htmlfile",
+                session_route(opts.htmlfile, get(receive::htmlfile), "GET"),
+            )
+            .route(
+                "/{server}/{session}/jsonp",
+                session_route(opts.jsonp, get(receive::jsonp), "GET"),
+            )
+            .route(
+                "/{server}/{session}/jsonp_send",
+                session_route(opts.jsonp, axum::routing::post(send::jsonp_send), "POST"),
+            )
+            // The iframe page (`/iframe.html`, `/iframe-<version>.html`) and 404s.
+            .fallback(http::iframe_or_not_found)
+            .layer(axum::middleware::from_fn_with_state(
+                self.state.clone(),
+                http::cors,
+            ))
+            .with_state(self.state.clone())
+    }
+}
+
+/// The SockJS routes of a server with these options, relative to where the router is nested
+/// (shorthand for [`SockJsServer::new`] and [`SockJsServer::router`]).
 pub fn router<F>(options: SockJsOptions, on_session: F) -> Router
 where
-    F: Fn(Session) + Clone + Send + Sync + 'static,
+    F: Fn(Session) + Send + Sync + 'static,
 {
-    let state: State = Arc::new(ServerState {
-        options,
-        on_session: Arc::new(on_session),
-        sessions: Mutex::default(),
-    });
-    Router::new()
-        .route("/", get(http::welcome))
-        .route("/info", get(http::info).options(http::info_options))
-        .route("/websocket", get(websocket::raw))
-        .route("/{server}/{session}/websocket", get(websocket::sockjs))
-        .route(
-            "/{server}/{session}/xhr",
-            post(xhr::poll).options(http::xhr_options),
-        )
-        .route(
-            "/{server}/{session}/xhr_send",
-            post(xhr::send).options(http::xhr_options),
-        )
-        .route(
-            "/{server}/{session}/xhr_streaming",
-            post(xhr::streaming).options(http::xhr_options),
-        )
-        .layer(axum::middleware::from_fn(http::cors))
-        .with_state(state)
+    SockJsServer::new(options, on_session).router()
 }
 
 /// A server or session id segment is valid when it is non-empty and has no `.`.

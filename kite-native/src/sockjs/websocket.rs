@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State as AxState};
@@ -144,7 +145,24 @@ impl Reader {
     }
 }
 
+/// Counts an open websocket session for [`super::SockJsServer::live_sessions`].
+struct Live(State);
+
+impl Live {
+    fn new(state: &State) -> Self {
+        state.websockets.fetch_add(1, Ordering::Relaxed);
+        Live(state.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.websockets.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn serve(socket: WebSocket, state: State, remote: Option<SocketAddr>, framed: bool) {
+    let _live = Live::new(&state);
     let info = SessionInfo {
         transport: if framed {
             TransportKind::WebSocket

@@ -1,0 +1,256 @@
+//! Sessions of the HTTP transports (xhr-polling, xhr-streaming, eventsource, htmlfile, JSONP).
+//!
+//! A session is created by the first receiving request for an unknown id and lives in the
+//! server's table between requests. Messages for the client queue in it until a receiver takes
+//! them. At most one receiver is attached at a time; it is detached *before* its answer is handed
+//! back, so a client that asks again the instant an answer arrives is always accepted. A
+//! receiver dropped before it finished (the client went away mid-request) interrupts the
+//! session: it ends with `c[1002,"Connection interrupted"]`, since the client cannot know what it
+//! missed. A session without a receiver for the disconnect delay is forgotten; a closed one keeps
+//! answering its close frame until then.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use kite_core::sockjs;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+
+use super::State;
+use crate::session::{self, Outgoing, SessionInfo, SessionSender, TransportKind};
+
+struct Inner {
+    queue: VecDeque<String>,
+    closed: Option<(u16, String)>,
+    receiver: bool,
+    detached_at: Instant,
+    /// Incoming messages to the runtime; `None` once the session has ended for it.
+    in_tx: Option<mpsc::Sender<String>>,
+}
+
+/// One session of the HTTP transports.
+pub(crate) struct HttpSession {
+    inner: Mutex<Inner>,
+    /// Wakes the attached receiver when there is something to take.
+    wake: Notify,
+    /// The runtime's sender, to close the session on oversized input.
+    pub(crate) tx: SessionSender,
+}
+
+/// What a receiver takes from a session.
+pub(crate) enum Take {
+    /// Messages, to send as one `a[...]` frame.
+    Messages(Vec<String>),
+    /// The session is closed: send this close frame.
+    Closed(u16, String),
+    /// Nothing yet.
+    Nothing,
+}
+
+impl Take {
+    /// The SockJS frame of what was taken, if anything.
+    pub(crate) fn frame(self) -> Option<String> {
+        match self {
+            Take::Messages(m) => Some(sockjs::encode_messages(m.iter().map(String::as_str))),
+            Take::Closed(c, r) => Some(sockjs::encode_close(c, &r)),
+            Take::Nothing => None,
+        }
+    }
+}
+
+impl HttpSession {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes what is queued, up to the batch budget (a larger message goes alone; the rest
+    /// waits for the next answer), or the close frame once the queue is empty.
+    pub(crate) fn take(&self) -> Take {
+        let mut s = self.lock();
+        if !s.queue.is_empty() {
+            let mut size = 0;
+            let mut n = 0;
+            for m in &s.queue {
+                if n > 0 && size + m.len() > session::BATCH_BUDGET {
+                    break;
+                }
+                size += m.len();
+                n += 1;
+            }
+            return Take::Messages(s.queue.drain(..n).collect());
+        }
+        match &s.closed {
+            Some((c, r)) => Take::Closed(*c, r.clone()),
+            None => Take::Nothing,
+        }
+    }
+
+    /// Waits until something may be there to take.
+    pub(crate) async fn changed(&self) {
+        self.wake.notified().await;
+    }
+
+    /// The sender of incoming messages, while the session is open.
+    pub(crate) fn incoming(&self) -> Option<mpsc::Sender<String>> {
+        self.lock().in_tx.clone()
+    }
+
+    /// Ends the session for the runtime and answers every later receiver with `code, reason`;
+    /// what was still queued for the client is dropped.
+    fn interrupt(&self, (code, reason): (u16, &str)) {
+        let mut s = self.lock();
+        if s.closed.is_none() {
+            s.queue.clear();
+            s.closed = Some((code, reason.to_owned()));
+        }
+        s.in_tx = None;
+    }
+}
+
+/// An attached receiver. Call [`Attached::finish`] once its answer is complete; dropping it
+/// unfinished means the client went away mid-request, which interrupts the session.
+pub(crate) struct Attached {
+    session: Arc<HttpSession>,
+    finished: bool,
+}
+
+impl Attached {
+    /// The session this receiver is attached to.
+    pub(crate) fn session(&self) -> &Arc<HttpSession> {
+        &self.session
+    }
+
+    /// Detaches normally: the answer is complete (or about to be handed back whole).
+    pub(crate) fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        if !self.finished {
+            tracing::debug!("receiving request cut off, interrupting the session");
+            self.session.interrupt(sockjs::CONNECTION_INTERRUPTED);
+        }
+        let mut s = self.session.lock();
+        s.receiver = false;
+        s.detached_at = Instant::now();
+    }
+}
+
+/// Attaches a receiver, unless one is attached already.
+pub(crate) fn attach(session: &Arc<HttpSession>) -> Option<Attached> {
+    let mut s = session.lock();
+    if s.receiver {
+        return None;
+    }
+    s.receiver = true;
+    Some(Attached {
+        session: session.clone(),
+        finished: false,
+    })
+}
+
+/// The session `id`, if it is alive.
+pub(crate) fn lookup(state: &State, id: &str) -> Option<Arc<HttpSession>> {
+    state
+        .sessions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(id)
+        .cloned()
+}
+
+/// The session `id`, created (and handed to the runtime) if unknown; `true` when created.
+pub(crate) fn get_or_create(
+    state: &State,
+    id: &str,
+    transport: TransportKind,
+    remote: Option<SocketAddr>,
+) -> (Arc<HttpSession>, bool) {
+    let mut table = state.sessions.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = table.get(id) {
+        return (s.clone(), false);
+    }
+    let info = SessionInfo {
+        transport,
+        remote_addr: remote,
+        id: id.to_owned(),
+    };
+    let (session, in_tx, out_rx) = session::channel(info);
+    let http = Arc::new(HttpSession {
+        inner: Mutex::new(Inner {
+            queue: VecDeque::new(),
+            closed: None,
+            receiver: false,
+            detached_at: Instant::now(),
+            in_tx: Some(in_tx),
+        }),
+        wake: Notify::new(),
+        tx: session.tx.clone(),
+    });
+    table.insert(id.to_owned(), http.clone());
+    drop(table);
+    tokio::spawn(pump(state.clone(), id.to_owned(), http.clone(), out_rx));
+    (state.on_session)(session);
+    (http, true)
+}
+
+/// Moves outgoing messages into the session's queue, and forgets the session once it has had
+/// no receiver for `disconnect_delay`.
+async fn pump(state: State, id: String, session: Arc<HttpSession>, mut out_rx: session::Outbox) {
+    let delay = state.options.disconnect_delay;
+    let mut open = true;
+    loop {
+        let deadline = {
+            let s = session.lock();
+            (!s.receiver).then_some(s.detached_at + delay)
+        };
+        let expiry = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                // A receiver is attached: look again after a delay (it detaches long before).
+                None => tokio::time::sleep(delay).await,
+            }
+        };
+        tokio::select! {
+            out = out_rx.recv(), if open => {
+                let mut s = session.lock();
+                match out {
+                    // Interrupted sessions drop what the runtime still sends.
+                    Some(_) if s.closed.is_some() && s.in_tx.is_none() => {}
+                    Some(Outgoing::Message(m)) => s.queue.push_back(m),
+                    Some(Outgoing::Quoted(q)) => {
+                        s.queue.push_back(session::Text::Quoted(q).into_plain());
+                    }
+                    Some(Outgoing::Close(c, r)) => {
+                        s.closed.get_or_insert((c, r));
+                        s.in_tx = None;
+                        open = false;
+                    }
+                    None => {
+                        let (c, r) = sockjs::GO_AWAY;
+                        s.closed.get_or_insert((c, r.to_owned()));
+                        s.in_tx = None;
+                        open = false;
+                    }
+                }
+                drop(s);
+                session.wake.notify_one();
+            }
+            () = expiry => {
+                let s = session.lock();
+                if !s.receiver && Instant::now() >= s.detached_at + delay {
+                    break;
+                }
+            }
+        }
+    }
+    // Expired: forget the session; dropping `in_tx` tells the runtime it ended.
+    session.lock().in_tx = None;
+    let mut table = state.sessions.lock().unwrap_or_else(|e| e.into_inner());
+    if table.get(&id).is_some_and(|s| Arc::ptr_eq(s, &session)) {
+        table.remove(&id);
+    }
+}

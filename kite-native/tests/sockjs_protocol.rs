@@ -1,0 +1,1147 @@
+//! The SockJS protocol 0.3.3, rule by rule, written from the protocol's own test suite
+//! (`sockjs-protocol.py` in github.com/sockjs/sockjs-protocol) against the four services it
+//! expects (`/echo`, `/close`, `/disabled_websocket_echo`, `/cookie_needed_echo`, streaming
+//! responses limited to 4 KiB), plus our rules for bad input and session clean-up.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use kite_native::session::Session;
+use kite_native::sockjs::{SockJsOptions, SockJsServer};
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use tokio_tungstenite::tungstenite::Message;
+
+const NO_CACHE: &str = "no-store, no-cache, no-transform, must-revalidate, max-age=0";
+
+async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+fn echo(mut session: Session) {
+    tokio::spawn(async move {
+        while let Some(msg) = session.rx.recv().await {
+            if session.tx.send(msg).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+fn close(session: Session) {
+    session.tx.close(3000, "Go away!");
+}
+
+/// The suite's four services on 127.0.0.1, and the echo server's handle.
+struct Services {
+    base: String,
+    echo: SockJsServer,
+    http: reqwest::Client,
+}
+
+impl Services {
+    async fn start(tune: impl Fn(&mut SockJsOptions)) -> Services {
+        let mut options = SockJsOptions {
+            response_limit: 4096,
+            heartbeat_delay: Duration::from_secs(25),
+            disconnect_delay: Duration::from_secs(5),
+            ..SockJsOptions::default()
+        };
+        tune(&mut options);
+        let no_ws = SockJsOptions {
+            websocket: false,
+            ..options.clone()
+        };
+        let cookie = SockJsOptions {
+            cookie_needed: true,
+            ..options.clone()
+        };
+        let echo_server = SockJsServer::new(options.clone(), echo);
+        let app = axum::Router::new()
+            .merge(echo_server.router_at("/echo"))
+            .merge(SockJsServer::new(options, close).router_at("/close"))
+            .merge(SockJsServer::new(no_ws, echo).router_at("/disabled_websocket_echo"))
+            .merge(SockJsServer::new(cookie, echo).router_at("/cookie_needed_echo"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Services {
+            base: format!("http://{addr}"),
+            echo: echo_server,
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        }
+    }
+
+    fn url(&self, service: &str, path: &str) -> String {
+        format!("{}/{service}{path}", self.base)
+    }
+
+    /// A fresh session URL of `service`.
+    fn session(&self, service: &str) -> String {
+        self.url(service, &format!("/000/{}", uuid::Uuid::new_v4()))
+    }
+
+    async fn req(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> reqwest::Response {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        within(
+            url,
+            self.http
+                .request(method, url)
+                .headers(h)
+                .body(body.to_owned())
+                .send(),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn get(&self, url: &str) -> (StatusCode, HeaderMap, String) {
+        read_all(self.req(Method::GET, url, &[], "").await).await
+    }
+
+    async fn post(&self, url: &str, body: &str) -> (StatusCode, HeaderMap, String) {
+        read_all(self.req(Method::POST, url, &[], body).await).await
+    }
+}
+
+async fn read_all(r: reqwest::Response) -> (StatusCode, HeaderMap, String) {
+    let status = r.status();
+    let headers = r.headers().clone();
+    let body = within("body", r.text()).await.unwrap();
+    (status, headers, body)
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn content_type(h: &HeaderMap) -> String {
+    header(h, "content-type")
+        .unwrap_or_default()
+        .replace(' ', "")
+}
+
+fn assert_not_cached(h: &HeaderMap) {
+    assert_eq!(header(h, "cache-control"), Some(NO_CACHE));
+    assert!(header(h, "expires").is_none());
+    assert!(header(h, "last-modified").is_none());
+}
+
+fn assert_cors(h: &HeaderMap, origin: Option<&str>) {
+    match origin {
+        Some(o) => {
+            assert_eq!(header(h, "access-control-allow-origin"), Some(o));
+            assert_eq!(header(h, "access-control-allow-credentials"), Some("true"));
+        }
+        None => {
+            assert_eq!(header(h, "access-control-allow-origin"), Some("*"));
+            assert!(header(h, "access-control-allow-credentials").is_none());
+        }
+    }
+}
+
+/// A streaming response read piece by piece, whatever the chunking.
+struct Stream {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+}
+
+impl Stream {
+    async fn open(s: &Services, method: Method, url: &str) -> Stream {
+        let resp = s.req(method, url, &[], "").await;
+        assert_eq!(resp.status(), StatusCode::OK, "{url}");
+        Stream {
+            resp,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next `expected.len()` bytes must be `expected`.
+    async fn expect(&mut self, expected: &str) {
+        while self.buf.len() < expected.len() {
+            match within(expected, self.resp.chunk()).await.unwrap() {
+                Some(c) => self.buf.extend_from_slice(&c),
+                None => break,
+            }
+        }
+        let n = expected.len().min(self.buf.len());
+        let got: Vec<u8> = self.buf.drain(..n).collect();
+        assert_eq!(String::from_utf8_lossy(&got), expected);
+    }
+
+    /// The next line, newline included.
+    async fn line(&mut self) -> String {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                return String::from_utf8(line).unwrap();
+            }
+            match within("a line", self.resp.chunk()).await.unwrap() {
+                Some(c) => self.buf.extend_from_slice(&c),
+                None => panic!("stream ended in {:?}", String::from_utf8_lossy(&self.buf)),
+            }
+        }
+    }
+
+    /// The response must end with nothing more.
+    async fn expect_end(&mut self) {
+        assert!(
+            self.buf.is_empty(),
+            "left: {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
+        let next = within("end of stream", self.resp.chunk()).await.unwrap();
+        assert!(next.is_none(), "more data: {next:?}");
+    }
+}
+
+fn prelude() -> String {
+    format!("{}\n", "h".repeat(2048))
+}
+
+#[tokio::test]
+async fn greeting_and_not_found() {
+    let s = Services::start(|_| {}).await;
+    for path in ["", "/"] {
+        let (status, h, body) = s.get(&s.url("echo", path)).await;
+        assert_eq!(status, 200);
+        assert_eq!(content_type(&h), "text/plain;charset=UTF-8");
+        assert_eq!(body, "Welcome to SockJS!\n");
+        assert!(header(&h, "set-cookie").is_none());
+    }
+    for path in ["/a", "/a.html", "//", "///", "/a/a", "/a/a/"] {
+        let (status, _, _) = s.get(&s.url("echo", path)).await;
+        assert_eq!(status, 404, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn iframe_page_is_served_cached_and_revalidated() {
+    let s = Services::start(|o| o.sockjs_url = "/static/sockjs.js".into()).await;
+    for path in [
+        "/iframe.html",
+        "/iframe-a.html",
+        "/iframe-.html",
+        "/iframe-0.1.2.html",
+        "/iframe-0.1.2abc-dirty.2144.html",
+        "/iframe-a.html?t=1234",
+        "/iframe-0.1.2.html?t=123414",
+    ] {
+        let (status, h, body) = s.get(&s.url("echo", path)).await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(content_type(&h), "text/html;charset=UTF-8");
+        let cache = header(&h, "cache-control").unwrap();
+        assert!(cache.contains("public") && cache.contains("max-age=31536000"));
+        assert!(header(&h, "expires").is_some());
+        assert!(header(&h, "etag").is_some());
+        assert!(header(&h, "last-modified").is_none());
+        assert!(header(&h, "set-cookie").is_none());
+        assert!(body.starts_with("<!DOCTYPE html>\n<html>\n<head>\n"));
+        assert!(body.contains("<script src=\"/static/sockjs.js\"></script>"));
+        assert!(body.contains("SockJS.bootstrap_iframe();"));
+    }
+    for path in [
+        "/iframe.htm",
+        "/iframe",
+        "/IFRAME.HTML",
+        "/IFRAME",
+        "/iframe.HTML",
+        "/iframe.xml",
+        "/iframe-/.html",
+    ] {
+        assert_eq!(s.get(&s.url("echo", path)).await.0, 404, "{path}");
+    }
+    let (_, h1, _) = s.get(&s.url("echo", "/iframe.html")).await;
+    let (_, h2, _) = s.get(&s.url("echo", "/iframe.html")).await;
+    let etag = header(&h1, "etag").unwrap().to_owned();
+    assert_eq!(header(&h2, "etag"), Some(etag.as_str()));
+    let r = s
+        .req(
+            Method::GET,
+            &s.url("echo", "/iframe.html"),
+            &[("If-None-Match", &etag)],
+            "",
+        )
+        .await;
+    let (status, h, body) = read_all(r).await;
+    assert_eq!(status, 304);
+    assert!(header(&h, "content-type").is_none());
+    assert!(body.is_empty());
+}
+
+#[tokio::test]
+async fn info_entropy_cors_and_options() {
+    let s = Services::start(|_| {}).await;
+    let r = s
+        .req(
+            Method::GET,
+            &s.url("echo", "/info"),
+            &[("Origin", "test")],
+            "",
+        )
+        .await;
+    let (status, h, body) = read_all(r).await;
+    assert_eq!(status, 200);
+    assert_eq!(content_type(&h), "application/json;charset=UTF-8");
+    assert!(header(&h, "set-cookie").is_none());
+    assert_not_cached(&h);
+    assert_cors(&h, Some("test"));
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["websocket"], true);
+    assert_eq!(info["cookie_needed"], false);
+    assert_eq!(info["origins"], serde_json::json!(["*:*"]));
+    let e1 = info["entropy"].as_u64().expect("an integer entropy");
+    let (_, _, body2) = s.get(&s.url("echo", "/info")).await;
+    let info2: serde_json::Value = serde_json::from_str(&body2).unwrap();
+    assert_ne!(Some(e1), info2["entropy"].as_u64());
+
+    assert_options(&s, &s.url("echo", "/info"), "OPTIONS, GET").await;
+
+    let (_, _, off) = s.get(&s.url("disabled_websocket_echo", "/info")).await;
+    let off: serde_json::Value = serde_json::from_str(&off).unwrap();
+    assert_eq!(off["websocket"], false);
+    let (_, h, cookie) = s.get(&s.url("cookie_needed_echo", "/info")).await;
+    assert!(header(&h, "set-cookie").is_none());
+    let cookie: serde_json::Value = serde_json::from_str(&cookie).unwrap();
+    assert_eq!(cookie["cookie_needed"], true);
+
+    // A wrong method on a known path: 405 with Allow, no body, no content type.
+    let (status, h, body) = read_all(
+        s.req(Method::DELETE, &s.url("echo", "/info"), &[], "")
+            .await,
+    )
+    .await;
+    assert_eq!(status, 405);
+    assert!(header(&h, "allow").is_some());
+    assert!(header(&h, "content-type").is_none());
+    assert!(body.is_empty());
+}
+
+/// The suite's `verify_options`: cacheable preflight answers with CORS for both origins.
+async fn assert_options(s: &Services, url: &str, methods: &str) {
+    for origin in ["test", "null"] {
+        let r = s
+            .req(
+                Method::OPTIONS,
+                url,
+                &[
+                    ("Access-Control-Request-Method", methods),
+                    ("Origin", origin),
+                ],
+                "",
+            )
+            .await;
+        let (status, h, body) = read_all(r).await;
+        assert!(status == 204 || status == 200, "{url}: {status}");
+        let cache = header(&h, "cache-control").unwrap();
+        assert!(cache.contains("public") && cache.contains("max-age=31536000"));
+        assert!(header(&h, "expires").is_some());
+        let max_age: u64 = header(&h, "access-control-max-age")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(max_age > 1_000_000);
+        let allowed = header(&h, "access-control-allow-methods").unwrap();
+        for m in methods.split(',') {
+            assert!(allowed.contains(m.trim()), "{allowed} lacks {m}");
+        }
+        assert!(body.is_empty());
+        assert_cors(&h, Some(origin));
+    }
+}
+
+#[tokio::test]
+async fn session_urls_accept_any_id_and_ignore_the_server_id() {
+    let s = Services::start(|_| {}).await;
+    for part in ["/a/a1", "/_/_1", "/1/1", "/abcdefgh_i-j%20/abcdefg_i-j%20"] {
+        let (status, _, body) = s.post(&s.url("echo", &format!("{part}/xhr")), "").await;
+        assert_eq!((status.as_u16(), body.as_str()), (200, "o\n"), "{part}");
+    }
+    for part in ["//", "/a./a", "/a/a.", "/./.", "/", "///"] {
+        let url = s.url("echo", &format!("{part}/xhr"));
+        assert_eq!(s.get(&url).await.0, 404, "GET {part}");
+        assert_eq!(s.post(&url, "").await.0, 404, "POST {part}");
+    }
+    let id = uuid::Uuid::new_v4();
+    let (_, _, body) = s.post(&s.url("echo", &format!("/000/{id}/xhr")), "").await;
+    assert_eq!(body, "o\n");
+    let (status, _, body) = s
+        .post(&s.url("echo", &format!("/000/{id}/xhr_send")), "[\"a\"]")
+        .await;
+    assert_eq!((status.as_u16(), body.as_str()), (204, ""));
+    let (_, _, body) = s.post(&s.url("echo", &format!("/999/{id}/xhr")), "").await;
+    assert_eq!(body, "a[\"a\"]\n");
+}
+
+/// Leaves a poll of session `url` waiting, proven attached by a second poll answered
+/// `c[2010,"Another connection still open"]` (with status 200); returns the waiting poll.
+#[allow(clippy::async_yields_async)] // the held poll is returned on purpose, not awaited
+async fn hold_poll(
+    s: &Services,
+    url: &str,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let poll = format!("{url}/xhr");
+    within("a poll held", async {
+        loop {
+            let first = tokio::spawn(s.http.post(poll.clone()).send());
+            // Let the first poll take the client's idle pooled connection and write itself,
+            // so that it usually reaches the server first (the loop copes when it does not).
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            let (status, _, body) = s.post(&poll, "").await;
+            if body == "c[2010,\"Another connection still open\"]\n" {
+                assert_eq!(status, 200);
+                return first;
+            }
+            // The second poll was attached first (and answered at its heartbeat), so the first
+            // one was refused; hold again.
+            let first = first.await.unwrap().unwrap().text().await.unwrap();
+            assert_eq!(first, "c[2010,\"Another connection still open\"]\n");
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn simple_session_2010_and_close_session() {
+    let s = Services::start(|o| o.heartbeat_delay = Duration::from_secs(2)).await;
+    let url = s.session("echo");
+    assert_eq!(s.post(&format!("{url}/xhr"), "").await.2, "o\n");
+    let (status, _, body) = s.post(&format!("{url}/xhr_send"), "[\"a\"]").await;
+    assert_eq!((status.as_u16(), body.as_str()), (204, ""));
+    assert_eq!(s.post(&format!("{url}/xhr"), "").await.2, "a[\"a\"]\n");
+    let bad = s.url("echo", "/000/bad_session/xhr_send");
+    assert_eq!(s.post(&bad, "[\"a\"]").await.0, 404);
+
+    // A second receiver while one waits gets c[2010] (`hold_poll` checks it).
+    let waiting = hold_poll(&s, &url).await;
+    drop(waiting);
+
+    let url = s.session("close");
+    assert_eq!(s.post(&format!("{url}/xhr"), "").await.2, "o\n");
+    for _ in 0..2 {
+        let (status, _, body) = s.post(&format!("{url}/xhr"), "").await;
+        assert_eq!(
+            (status.as_u16(), body.as_str()),
+            (200, "c[3000,\"Go away!\"]\n")
+        );
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_connect(url: &str) -> Ws {
+    let url = url.replacen("http://", "ws://", 1);
+    within("ws connect", tokio_tungstenite::connect_async(url))
+        .await
+        .unwrap()
+        .0
+}
+
+/// The next text message, or `None` when the connection ended.
+async fn ws_next(ws: &mut Ws) -> Option<String> {
+    loop {
+        match within("ws message", ws.next()).await {
+            Some(Ok(Message::Text(t))) => return Some(t.to_string()),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn websocket_transport_close_empty_frames_reuse_and_broken_json() {
+    let s = Services::start(|_| {}).await;
+    let url = format!("{}/websocket", s.session("echo"));
+    let mut ws = ws_connect(&url).await;
+    assert_eq!(ws_next(&mut ws).await.as_deref(), Some("o"));
+    // Empty messages and frames with no messages are ignored.
+    for frame in ["", "[]", "[\"a\"]"] {
+        ws.send(Message::text(frame)).await.unwrap();
+    }
+    assert_eq!(ws_next(&mut ws).await.as_deref(), Some("a[\"a\"]"));
+
+    // Two sessions may share an id at once: websocket sessions live as long as the socket.
+    let mut ws2 = ws_connect(&url).await;
+    assert_eq!(ws_next(&mut ws2).await.as_deref(), Some("o"));
+    ws.send(Message::text("[\"a\"]")).await.unwrap();
+    ws2.send(Message::text("[\"b\"]")).await.unwrap();
+    assert_eq!(ws_next(&mut ws).await.as_deref(), Some("a[\"a\"]"));
+    assert_eq!(ws_next(&mut ws2).await.as_deref(), Some("a[\"b\"]"));
+    ws.close(None).await.unwrap();
+    ws2.close(None).await.unwrap();
+
+    let mut closed = ws_connect(&format!("{}/websocket", s.session("close"))).await;
+    assert_eq!(ws_next(&mut closed).await.as_deref(), Some("o"));
+    assert_eq!(
+        ws_next(&mut closed).await.as_deref(),
+        Some("c[3000,\"Go away!\"]")
+    );
+    assert_eq!(ws_next(&mut closed).await, None);
+
+    // Broken JSON ends the session.
+    let mut broken = ws_connect(&url).await;
+    assert_eq!(ws_next(&mut broken).await.as_deref(), Some("o"));
+    broken.send(Message::text("[\"a")).await.unwrap();
+    let mut rest = Vec::new();
+    while let Some(m) = ws_next(&mut broken).await {
+        rest.push(m);
+    }
+    assert!(rest.iter().all(|m| m.starts_with('c')), "{rest:?}");
+
+    // Plain HTTP to the websocket endpoint: 400 for GET, 405 for POST.
+    assert_eq!(s.get(&url).await.0, 400);
+    let r = s
+        .req(
+            Method::GET,
+            &url,
+            &[("Upgrade", "WebSocket"), ("Connection", "close")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    for headers in [
+        &[("Upgrade", "WebSocket"), ("Connection", "Upgrade")][..],
+        &[][..],
+    ] {
+        let (status, h, body) = read_all(s.req(Method::POST, &url, headers, "").await).await;
+        assert_eq!(status, 405);
+        assert!(header(&h, "allow").is_some());
+        assert!(body.is_empty());
+    }
+    // Websocket off: the endpoint does not exist.
+    let off = format!("{}/websocket", s.session("disabled_websocket_echo"));
+    assert_eq!(s.get(&off).await.0, 404);
+}
+
+#[tokio::test]
+async fn raw_websocket_echoes_and_closes_with_the_reason() {
+    let s = Services::start(|_| {}).await;
+    let mut ws = ws_connect(&s.url("echo", "/websocket")).await;
+    ws.send(Message::text("Hello world!\u{ffff}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws_next(&mut ws).await.as_deref(),
+        Some("Hello world!\u{ffff}")
+    );
+    ws.close(None).await.unwrap();
+
+    let mut ws = ws_connect(&s.url("close", "/websocket")).await;
+    let close = loop {
+        match within("close", ws.next()).await {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(close.unwrap().reason.as_str(), "Go away!");
+}
+
+#[tokio::test]
+async fn xhr_polling_headers_errors_content_types_and_empty_frames() {
+    let s = Services::start(|_| {}).await;
+    for suffix in ["/xhr", "/xhr_send"] {
+        assert_options(
+            &s,
+            &s.url("echo", &format!("/abc/abc{suffix}")),
+            "OPTIONS, POST",
+        )
+        .await;
+    }
+    let url = s.session("echo");
+    let (status, h, body) = read_all(
+        s.req(
+            Method::POST,
+            &format!("{url}/xhr"),
+            &[("Origin", "test")],
+            "",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "o\n"));
+    assert_eq!(content_type(&h), "application/javascript;charset=UTF-8");
+    assert_cors(&h, Some("test"));
+    assert_not_cached(&h);
+    let (status, h, body) = read_all(
+        s.req(
+            Method::POST,
+            &format!("{url}/xhr_send"),
+            &[("Origin", "test")],
+            "[\"x\"]",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status.as_u16(), body.as_str()), (204, ""));
+    assert_eq!(content_type(&h), "text/plain;charset=UTF-8");
+    assert_cors(&h, Some("test"));
+    assert_not_cached(&h);
+    assert_eq!(s.post(&format!("{url}/xhr"), "").await.2, "a[\"x\"]\n");
+
+    // No Origin: `*` and no credentials.
+    let (_, h, _) = s.post(&format!("{url}/xhr_send"), "[\"y\"]").await;
+    assert_cors(&h, None);
+    assert_eq!(s.post(&format!("{url}/xhr"), "").await.2, "a[\"y\"]\n");
+
+    // Unknown session, broken JSON, no payload.
+    let fresh = s.session("echo");
+    assert_eq!(s.post(&format!("{fresh}/xhr_send"), "[\"x\"]").await.0, 404);
+    let (status, _, body) = s.post(&format!("{url}/xhr_send"), "[\"x").await;
+    assert_eq!(status, 500);
+    assert!(body.contains("Broken JSON encoding."));
+    let (status, _, body) = s.post(&format!("{url}/xhr_send"), "").await;
+    assert_eq!(status, 500);
+    assert!(body.contains("Payload expected."));
+    for bad in ["[1]", "{\"a\":1}", "[\"a\",2]", "[null]", "nope"] {
+        let (status, _, body) = s.post(&format!("{url}/xhr_send"), bad).await;
+        assert_eq!(status, 500, "{bad}");
+        assert!(body.contains("Broken JSON encoding."), "{bad}");
+    }
+    // Any content type, and frames with no messages.
+    let types = [
+        "text/plain",
+        "T",
+        "application/json",
+        "application/xml",
+        "",
+        "application/json; charset=utf-8",
+        "text/xml; charset=utf-8",
+        "text/xml",
+    ];
+    for ct in types {
+        let r = s
+            .req(
+                Method::POST,
+                &format!("{url}/xhr_send"),
+                &[("Content-Type", ct)],
+                "[\"a\"]",
+            )
+            .await;
+        assert_eq!(r.status(), 204, "{ct}");
+    }
+    assert_eq!(s.post(&format!("{url}/xhr_send"), "[]").await.0, 204);
+    let want = format!("a[{}]\n", vec!["\"a\""; types.len()].join(","));
+    assert_eq!(s.post(&format!("{url}/xhr"), "").await.2, want);
+
+    // Requested headers are echoed, and only when asked for.
+    for (asked, echoed) in [
+        (Some("a, b, c"), Some("a, b, c")),
+        (Some(""), None),
+        (None, None),
+    ] {
+        let mut headers = vec![
+            ("Origin", "test"),
+            ("Access-Control-Request-Method", "POST"),
+        ];
+        if let Some(a) = asked {
+            headers.push(("Access-Control-Request-Headers", a));
+        }
+        let r = s
+            .req(
+                Method::OPTIONS,
+                &format!("{}/xhr", s.session("echo")),
+                &headers,
+                "",
+            )
+            .await;
+        assert!(r.status() == 204 || r.status() == 200);
+        assert_cors(r.headers(), Some("test"));
+        assert_eq!(header(r.headers(), "access-control-allow-headers"), echoed);
+    }
+}
+
+#[tokio::test]
+async fn xhr_streaming_prelude_messages_and_response_limit() {
+    let s = Services::start(|_| {}).await;
+    assert_options(
+        &s,
+        &s.url("echo", "/abc/abc/xhr_streaming"),
+        "OPTIONS, POST",
+    )
+    .await;
+    let url = s.session("echo");
+    let resp = s
+        .req(
+            Method::POST,
+            &format!("{url}/xhr_streaming"),
+            &[("Origin", "test")],
+            "",
+        )
+        .await;
+    assert_eq!(
+        content_type(resp.headers()),
+        "application/javascript;charset=UTF-8"
+    );
+    assert_cors(resp.headers(), Some("test"));
+    assert_not_cached(resp.headers());
+    let mut r = Stream {
+        resp,
+        buf: Vec::new(),
+    };
+    r.expect(&prelude()).await;
+    r.expect("o\n").await;
+    assert_eq!(s.post(&format!("{url}/xhr_send"), "[\"x\"]").await.0, 204);
+    r.expect("a[\"x\"]\n").await;
+    drop(r);
+
+    // 4 KiB limit: 31 frames of 134 bytes end the response, 30 do not.
+    let url = s.session("echo");
+    let mut r = Stream::open(&s, Method::POST, &format!("{url}/xhr_streaming")).await;
+    r.expect(&prelude()).await;
+    r.expect("o\n").await;
+    let msg = format!("\"{}\"", "x".repeat(128));
+    for _ in 0..31 {
+        assert_eq!(
+            s.post(&format!("{url}/xhr_send"), &format!("[{msg}]"))
+                .await
+                .0,
+            204
+        );
+        r.expect(&format!("a[{msg}]\n")).await;
+    }
+    r.expect_end().await;
+    // The session lives on: the next request continues it (prelude, no `o`).
+    assert_eq!(
+        s.post(&format!("{url}/xhr_send"), "[\"next\"]").await.0,
+        204
+    );
+    let mut r = Stream::open(&s, Method::POST, &format!("{url}/xhr_streaming")).await;
+    r.expect(&prelude()).await;
+    r.expect("a[\"next\"]\n").await;
+}
+
+#[tokio::test]
+async fn eventsource_framing_and_response_limit() {
+    let s = Services::start(|_| {}).await;
+    let url = s.session("echo");
+    let mut r = Stream::open(&s, Method::GET, &format!("{url}/eventsource")).await;
+    assert_eq!(content_type(r.resp.headers()), "text/event-stream");
+    assert_not_cached(r.resp.headers());
+    r.expect("\r\n").await;
+    r.expect("data: o\r\n\r\n").await;
+    assert_eq!(s.post(&format!("{url}/xhr_send"), "[\"x\"]").await.0, 204);
+    r.expect("data: a[\"x\"]\r\n\r\n").await;
+    let (status, _, _) = s
+        .post(&format!("{url}/xhr_send"), r#"["  \u0000\n\r "]"#)
+        .await;
+    assert_eq!(status, 204);
+    r.expect("data: a[\"  \\u0000\\n\\r \"]\r\n\r\n").await;
+    drop(r);
+
+    let url = s.session("echo");
+    let mut r = Stream::open(&s, Method::GET, &format!("{url}/eventsource")).await;
+    r.expect("\r\n").await;
+    r.expect("data: o\r\n\r\n").await;
+    let msg = format!("\"{}\"", "x".repeat(4096));
+    assert_eq!(
+        s.post(&format!("{url}/xhr_send"), &format!("[{msg}]"))
+            .await
+            .0,
+        204
+    );
+    r.expect(&format!("data: a[{msg}]\r\n\r\n")).await;
+    r.expect_end().await;
+}
+
+#[tokio::test]
+async fn htmlfile_framing_callbacks_and_response_limit() {
+    let s = Services::start(|_| {}).await;
+    let url = s.session("echo");
+    let mut r = Stream::open(&s, Method::GET, &format!("{url}/htmlfile?c=%63allback")).await;
+    assert_eq!(content_type(r.resp.headers()), "text/html;charset=UTF-8");
+    assert_not_cached(r.resp.headers());
+    let head = kite_native::core::sockjs::htmlfile_head("callback");
+    assert!(head.len() > 1024);
+    assert!(head.trim().ends_with("</script>"));
+    assert!(head.contains("var c = parent.callback;"));
+    r.expect(&head).await;
+    r.expect("<script>\np(\"o\");\n</script>\r\n").await;
+    assert_eq!(s.post(&format!("{url}/xhr_send"), "[\"x\"]").await.0, 204);
+    r.expect("<script>\np(\"a[\\\"x\\\"]\");\n</script>\r\n")
+        .await;
+    drop(r);
+
+    let (status, _, body) = s.get(&s.url("echo", "/a/a/htmlfile")).await;
+    assert_eq!(status, 500);
+    assert!(body.contains("\"callback\" parameter required"));
+    for cb in ["%20", "*", "abc(", "abc%28"] {
+        let (status, _, body) = s
+            .get(&s.url("echo", &format!("/a/a/htmlfile?c={cb}")))
+            .await;
+        assert_eq!(status, 500, "{cb}");
+        assert!(body.contains("invalid \"callback\" parameter"), "{cb}");
+    }
+
+    let url = s.session("echo");
+    let mut r = Stream::open(&s, Method::GET, &format!("{url}/htmlfile?c=callback")).await;
+    r.expect(&kite_native::core::sockjs::htmlfile_head("callback"))
+        .await;
+    r.expect("<script>\np(\"o\");\n</script>\r\n").await;
+    let msg = "x".repeat(4096);
+    assert_eq!(
+        s.post(&format!("{url}/xhr_send"), &format!("[\"{msg}\"]"))
+            .await
+            .0,
+        204
+    );
+    r.expect(&format!(
+        "<script>\np(\"a[\\\"{msg}\\\"]\");\n</script>\r\n"
+    ))
+    .await;
+    r.expect_end().await;
+}
+
+async fn form_post(s: &Services, url: &str, body: &str) -> (StatusCode, HeaderMap, String) {
+    read_all(
+        s.req(
+            Method::POST,
+            url,
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            body,
+        )
+        .await,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn jsonp_polling_sending_errors_and_close() {
+    let s = Services::start(|_| {}).await;
+    let url = s.session("echo");
+    let (status, h, body) = s.get(&format!("{url}/jsonp?c=%63allback")).await;
+    assert_eq!(status, 200);
+    assert_eq!(content_type(&h), "application/javascript;charset=UTF-8");
+    assert_not_cached(&h);
+    assert_eq!(body, "/**/callback(\"o\");\r\n");
+    let (status, h, body) = form_post(&s, &format!("{url}/jsonp_send"), "d=%5B%22x%22%5D").await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "ok"));
+    assert_eq!(content_type(&h), "text/plain;charset=UTF-8");
+    assert_not_cached(&h);
+    let (_, _, body) = s.get(&format!("{url}/jsonp?c=%63allback")).await;
+    assert_eq!(body, "/**/callback(\"a[\\\"x\\\"]\");\r\n");
+
+    let (status, _, body) = s.get(&s.url("echo", "/a/a/jsonp")).await;
+    assert_eq!(status, 500);
+    assert!(body.contains("\"callback\" parameter required"));
+    for cb in ["%20", "*", "abc(", "abc%28"] {
+        let (status, _, body) = s.get(&s.url("echo", &format!("/a/a/jsonp?c={cb}"))).await;
+        assert_eq!(status, 500, "{cb}");
+        assert!(body.contains("invalid \"callback\" parameter"), "{cb}");
+    }
+
+    let url = s.session("echo");
+    assert_eq!(
+        s.get(&format!("{url}/jsonp?c=x")).await.2,
+        "/**/x(\"o\");\r\n"
+    );
+    let (status, _, body) = form_post(&s, &format!("{url}/jsonp_send"), "d=%5B%22x").await;
+    assert_eq!(status, 500);
+    assert!(body.contains("Broken JSON encoding."));
+    for data in ["", "d=", "p=p"] {
+        let (status, _, body) = form_post(&s, &format!("{url}/jsonp_send"), data).await;
+        assert_eq!(status, 500, "{data:?}");
+        assert!(body.contains("Payload expected."), "{data:?}");
+    }
+    assert_eq!(
+        form_post(&s, &format!("{url}/jsonp_send"), "d=%5B%5D")
+            .await
+            .2,
+        "ok"
+    );
+    assert_eq!(
+        form_post(&s, &format!("{url}/jsonp_send"), "d=%5B%22abc%22%5D")
+            .await
+            .2,
+        "ok"
+    );
+    let r = s
+        .req(
+            Method::POST,
+            &format!("{url}/jsonp_send"),
+            &[("Content-Type", "text/plain")],
+            "[\"%61bc\"]",
+        )
+        .await;
+    assert_eq!(read_all(r).await.2, "ok");
+    assert_eq!(
+        s.get(&format!("{url}/jsonp?c=x")).await.2,
+        "/**/x(\"a[\\\"abc\\\",\\\"%61bc\\\"]\");\r\n"
+    );
+
+    let url = s.session("close");
+    assert_eq!(
+        s.get(&format!("{url}/jsonp?c=x")).await.2,
+        "/**/x(\"o\");\r\n"
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            s.get(&format!("{url}/jsonp?c=x")).await.2,
+            "/**/x(\"c[3000,\\\"Go away!\\\"]\");\r\n"
+        );
+    }
+}
+
+fn assert_cookie(h: &HeaderMap, value: &str) {
+    let cookie = header(h, "set-cookie").expect("a Set-Cookie header");
+    let mut parts = cookie.split(';');
+    assert_eq!(parts.next().unwrap().trim(), format!("JSESSIONID={value}"));
+    assert_eq!(parts.next().unwrap().trim().to_ascii_lowercase(), "path=/");
+}
+
+#[tokio::test]
+async fn jsessionid_cookie_on_every_session_transport_when_needed() {
+    let s = Services::start(|_| {}).await;
+    let url = s.session("cookie_needed_echo");
+    let (status, h, body) = s.post(&format!("{url}/xhr"), "").await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "o\n"));
+    assert_cookie(&h, "dummy");
+    let r = s
+        .req(
+            Method::POST,
+            &format!("{}/xhr", s.session("cookie_needed_echo")),
+            &[("Cookie", "JSESSIONID=abcdef")],
+            "",
+        )
+        .await;
+    assert_cookie(r.headers(), "abcdef");
+
+    let r = Stream::open(
+        &s,
+        Method::POST,
+        &format!("{}/xhr_streaming", s.session("cookie_needed_echo")),
+    )
+    .await;
+    assert_cookie(r.resp.headers(), "dummy");
+    let r = Stream::open(
+        &s,
+        Method::GET,
+        &format!("{}/eventsource", s.session("cookie_needed_echo")),
+    )
+    .await;
+    assert_cookie(r.resp.headers(), "dummy");
+    let r = Stream::open(
+        &s,
+        Method::GET,
+        &format!("{}/htmlfile?c=%63allback", s.session("cookie_needed_echo")),
+    )
+    .await;
+    assert_cookie(r.resp.headers(), "dummy");
+    let url = s.session("cookie_needed_echo");
+    let (_, h, body) = s.get(&format!("{url}/jsonp?c=%63allback")).await;
+    assert_cookie(&h, "dummy");
+    assert_eq!(body, "/**/callback(\"o\");\r\n");
+    let (_, h, body) = form_post(&s, &format!("{url}/jsonp_send"), "d=%5B%22x%22%5D").await;
+    assert_eq!(body, "ok");
+    assert_cookie(&h, "dummy");
+
+    // Without the option: no cookie anywhere.
+    let (_, h, _) = s.post(&format!("{}/xhr", s.session("echo")), "").await;
+    assert!(header(&h, "set-cookie").is_none());
+}
+
+#[tokio::test]
+async fn the_server_escapes_what_the_protocol_lists_and_decodes_what_clients_escape() {
+    let s = Services::start(|_| {}).await;
+    // The suite's `server_killer_string_esc`: every character from U+00FF up that servers must
+    // send escaped.
+    let killers: String = (0xFFu32..0x10000)
+        .filter_map(char::from_u32)
+        .filter(|c| {
+            matches!(*c as u32, 0x200C..=0x200F | 0x2028..=0x202F | 0x2060..=0x206F | 0xFFF0..=0xFFFF)
+        })
+        .collect();
+    let escaped: String = killers
+        .chars()
+        .map(|c| format!("\\u{:04x}", c as u32))
+        .collect();
+    let url = s.session("echo");
+    assert_eq!(s.post(&format!("{url}/xhr"), "").await.2, "o\n");
+    let payload = format!("[\"{killers}\"]");
+    assert_eq!(s.post(&format!("{url}/xhr_send"), &payload).await.0, 204);
+    let (_, _, body) = s.post(&format!("{url}/xhr"), "").await;
+    assert_eq!(body.trim(), format!("a[\"{escaped}\"]"));
+
+    // Clients escape a long list of characters; the server decodes them all (surrogates as
+    // pairs only: a lone surrogate is not a character).
+    let all: String = (1u32..0x10000)
+        .filter_map(char::from_u32)
+        .filter(|c| !c.is_ascii_alphanumeric())
+        .collect();
+    let client_escaped: String = all
+        .chars()
+        .map(|c| format!("\\u{:04x}", c as u32))
+        .collect();
+    let emoji = "\\ud83d\\ude00";
+    let url = s.session("echo");
+    assert_eq!(s.post(&format!("{url}/xhr"), "").await.2, "o\n");
+    let payload = format!("[\"{client_escaped}{emoji}\"]");
+    assert_eq!(s.post(&format!("{url}/xhr_send"), &payload).await.0, 204);
+    let (_, _, body) = s.post(&format!("{url}/xhr"), "").await;
+    let frame = body.trim().strip_prefix('a').unwrap();
+    let got: Vec<String> = serde_json::from_str(frame).unwrap();
+    assert_eq!(got, vec![format!("{all}\u{1F600}")]);
+}
+
+#[tokio::test]
+async fn closing_unlinks_the_receiver_and_aborted_receivers_interrupt_the_session() {
+    let s = Services::start(|o| o.heartbeat_delay = Duration::from_secs(2)).await;
+    // A closed session answers every receiver with its close frame, then ends the response.
+    let url = s.session("close");
+    let mut r1 = Stream::open(&s, Method::POST, &format!("{url}/xhr_streaming")).await;
+    r1.expect(&prelude()).await;
+    r1.expect("o\n").await;
+    r1.expect("c[3000,\"Go away!\"]\n").await;
+    let mut r2 = Stream::open(&s, Method::POST, &format!("{url}/xhr_streaming")).await;
+    r2.expect(&prelude()).await;
+    r2.expect("c[3000,\"Go away!\"]\n").await;
+    r1.expect_end().await;
+    r2.expect_end().await;
+
+    // A second streaming receiver gets 2010, and its response ends.
+    let url = s.session("echo");
+    let mut r1 = Stream::open(&s, Method::POST, &format!("{url}/xhr_streaming")).await;
+    r1.expect(&prelude()).await;
+    r1.expect("o\n").await;
+    let mut r2 = Stream::open(&s, Method::POST, &format!("{url}/xhr_streaming")).await;
+    r2.expect(&prelude()).await;
+    r2.expect("c[2010,\"Another connection still open\"]\n")
+        .await;
+    r2.expect_end().await;
+    // The first receiver goes away mid-stream: the session is interrupted.
+    drop(r1);
+    let interrupted = "c[1002,\"Connection interrupted\"]\n";
+    let body = within("interrupted", async {
+        loop {
+            let mut r3 = Stream::open(&s, Method::POST, &format!("{url}/xhr_streaming")).await;
+            r3.expect(&prelude()).await;
+            let line = r3.line().await;
+            // Until the server has seen the connection drop, the old receiver is attached.
+            if !line.starts_with("c[2010") {
+                break line;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(body == "o\n" || body == interrupted, "{body:?}");
+
+    // The same for polling.
+    let url = s.session("echo");
+    assert_eq!(s.post(&format!("{url}/xhr"), "").await.2, "o\n");
+    let waiting = hold_poll(&s, &url).await;
+    waiting.abort();
+    let body = within("interrupted poll", async {
+        loop {
+            let (_, _, body) = s.post(&format!("{url}/xhr"), "").await;
+            if !body.starts_with("c[2010") {
+                break body;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(body == "o\n" || body == interrupted, "{body:?}");
+}
+
+/// Waits until `server` holds `n` live sessions, looking again every few milliseconds.
+async fn live_sessions_become(server: &SockJsServer, n: usize) {
+    within(&format!("{n} live sessions"), async {
+        while server.live_sessions() != n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_and_close_the_session() {
+    let s = Services::start(|o| o.max_message_size = 1000).await;
+    let url = s.session("echo");
+    assert_eq!(s.post(&format!("{url}/xhr"), "").await.2, "o\n");
+    let big = format!("[\"{}\"]", "x".repeat(1001));
+    let (status, _, body) = s.post(&format!("{url}/xhr_send"), &big).await;
+    assert_eq!((status.as_u16(), body.as_str()), (413, "Message too big."));
+    assert_eq!(
+        s.post(&format!("{url}/xhr"), "").await.2,
+        "c[1009,\"Message too big\"]\n"
+    );
+    // A body far over the frame limit is cut off, not read whole.
+    let url = s.session("echo");
+    assert_eq!(
+        s.get(&format!("{url}/jsonp?c=x")).await.2,
+        "/**/x(\"o\");\r\n"
+    );
+    let huge = format!("d={}", "x".repeat(1 << 20));
+    assert_eq!(
+        form_post(&s, &format!("{url}/jsonp_send"), &huge).await.0,
+        413
+    );
+    assert_eq!(
+        s.get(&format!("{url}/jsonp?c=x")).await.2,
+        "/**/x(\"c[1009,\\\"Message too big\\\"]\");\r\n"
+    );
+    // Other sessions are untouched.
+    let url = s.session("echo");
+    assert_eq!(s.post(&format!("{url}/xhr"), "").await.2, "o\n");
+    assert_eq!(
+        s.post(&format!("{url}/xhr_send"), "[\"fine\"]").await.0,
+        204
+    );
+    assert_eq!(s.post(&format!("{url}/xhr"), "").await.2, "a[\"fine\"]\n");
+}
+
+#[tokio::test]
+async fn a_flood_of_sessions_that_never_poll_again_is_cleaned_up() {
+    let s = Services::start(|o| o.disconnect_delay = Duration::from_millis(300)).await;
+    let opened = futures_util::future::join_all((0..300).map(|i| {
+        let url = s.session("echo");
+        let s = &s;
+        async move {
+            match i % 4 {
+                0 => s.post(&format!("{url}/xhr"), "").await.2,
+                1 => s.get(&format!("{url}/jsonp?c=f")).await.2,
+                // Streaming receivers that go away after the open frame.
+                2 => {
+                    let mut r =
+                        Stream::open(s, Method::POST, &format!("{url}/xhr_streaming")).await;
+                    r.expect(&prelude()).await;
+                    r.line().await
+                }
+                _ => {
+                    let mut r = Stream::open(s, Method::GET, &format!("{url}/eventsource")).await;
+                    r.expect("\r\n").await;
+                    r.line().await
+                }
+            }
+        }
+    }))
+    .await;
+    assert!(opened.iter().all(|b| b.contains('o')), "{:?}", &opened[..4]);
+    let mut sockets = Vec::new();
+    for _ in 0..20 {
+        let mut ws = ws_connect(&format!("{}/websocket", s.session("echo"))).await;
+        assert_eq!(ws_next(&mut ws).await.as_deref(), Some("o"));
+        sockets.push(ws);
+    }
+    assert!(s.echo.live_sessions() >= 20, "{}", s.echo.live_sessions());
+    drop(sockets);
+    live_sessions_become(&s.echo, 0).await;
+}
