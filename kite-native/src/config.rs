@@ -50,6 +50,11 @@ pub struct Config {
     pub disconnect_delay: Duration,
     /// Whether the SockJS websocket transport is offered (default true).
     pub websocket: bool,
+    /// The SockJS server's other settings (Go's `Config.SockJS`): which of the other transports
+    /// are offered, the streaming response limit, `JSESSIONID` cookies, the iframe page's script.
+    /// Its heartbeat, disconnect delay, websocket switch and message limit are taken from the
+    /// fields above.
+    pub sockjs: crate::sockjs::SockJsOptions,
     /// Serve over TLS with this certificate and key (PEM files).
     pub tls: Option<TlsConfig>,
 }
@@ -84,6 +89,7 @@ impl Default for Config {
             heartbeat_delay: Duration::from_secs(10),
             disconnect_delay: Duration::from_secs(10),
             websocket: true,
+            sockjs: crate::sockjs::SockJsOptions::default(),
             tls: None,
         }
     }

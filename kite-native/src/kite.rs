@@ -335,7 +335,7 @@ impl Kite {
             disconnect_delay: self.0.config.disconnect_delay,
             max_message_size: self.0.config.max_message_size,
             websocket: self.0.config.websocket,
-            ..SockJsOptions::default()
+            ..self.0.config.sockjs.clone()
         };
         let on_session = move |session: Session| {
             if let Some(inner) = inner.upgrade() {

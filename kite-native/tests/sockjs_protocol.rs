@@ -1145,3 +1145,60 @@ async fn a_flood_of_sessions_that_never_poll_again_is_cleaned_up() {
     drop(sockets);
     live_sessions_become(&s.echo, 0).await;
 }
+
+#[tokio::test]
+async fn a_kite_serves_the_sockjs_transports_its_config_offers() {
+    let mut config = kite_native::Config::default();
+    config.ip = [127, 0, 0, 1].into();
+    config.disable_authentication = true;
+    config.sockjs.jsonp = false;
+    config.sockjs.cookie_needed = true;
+    let kite = kite_native::Kite::with_config("math", "1.0.0", config).unwrap();
+    let server = kite.clone();
+    tokio::spawn(async move { server.run().await.unwrap() });
+    let addr = within("kite up", kite.ready()).await;
+    let base = format!("http://{addr}/kite");
+    let http = reqwest::Client::new();
+    for url in [base.clone(), format!("{base}/")] {
+        let body = http.get(url).send().await.unwrap().text().await.unwrap();
+        assert_eq!(body, "Welcome to SockJS!\n");
+    }
+    let info = http.get(format!("{base}/info")).send().await.unwrap();
+    let info: serde_json::Value = serde_json::from_str(&info.text().await.unwrap()).unwrap();
+    assert_eq!(info["cookie_needed"], true);
+    let id = uuid::Uuid::new_v4();
+    let jsonp = http
+        .get(format!("{base}/0/{id}/jsonp?c=x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jsonp.status(), 404);
+    // Eventsource reaches the kite: `kite.ping` answered through it.
+    let resp = http
+        .get(format!("{base}/0/{id}/eventsource"))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().contains_key("set-cookie"));
+    let mut r = Stream {
+        resp,
+        buf: Vec::new(),
+    };
+    r.expect("\r\n").await;
+    r.expect("data: o\r\n\r\n").await;
+    let ping = r#"{"method":"kite.ping","arguments":[{"withArgs":[],"responseCallback":"[Function]"}],"callbacks":{"0":["0","responseCallback"]},"links":[]}"#;
+    let frame = kite_native::core::sockjs::encode_client_frame([ping]);
+    let sent = http
+        .post(format!("{base}/0/{id}/xhr_send"))
+        .body(frame)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 204);
+    let line = r.line().await;
+    let line = line.trim().strip_prefix("data: a").unwrap();
+    let msgs: Vec<String> = serde_json::from_str(line).unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&msgs[0]).unwrap();
+    assert_eq!(reply["arguments"][0]["result"], "pong", "{reply}");
+    kite.close();
+}
