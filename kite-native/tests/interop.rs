@@ -10,9 +10,8 @@
 
 mod common;
 
-use std::path::PathBuf;
 
-use common::{TestKite, within};
+use common::{TestKite, interop_dir, within};
 use kite_native::core::sockjs::{self, Frame};
 use serde_json::{Value, json};
 
@@ -151,28 +150,6 @@ async fn our_client_speaks_what_go_servers_expect() {
     assert_eq!(square["arguments"][0]["withArgs"], json!([4]));
     assert_eq!(square["callbacks"], json!({"1": [0, "responseCallback"]}));
     client.close();
-}
-
-fn interop_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("KITE_INTEROP_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/interop")));
-    let ready = dir.join("node_modules/kite.js").is_dir()
-        && std::process::Command::new("node")
-            .arg("--version")
-            .output()
-            .is_ok();
-    if ready {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "Kite.js interop needs node and `npm ci` in {} (run scripts/setup)",
-            dir.display()
-        );
-    }
-    eprintln!("skipping Kite.js interop: run scripts/setup to install node packages");
-    None
 }
 
 #[tokio::test]

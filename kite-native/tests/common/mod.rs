@@ -136,3 +136,30 @@ pub async fn client_for(url: &str, transport: Transport) -> (Kite, Client) {
     within("dial", client.dial()).await.unwrap();
     (kite, client)
 }
+
+/// The npm project of `tests/interop` (the real Kite.js and sockjs-client), when node and its
+/// packages are installed; `None` (skip) on a developer machine without them, a panic under CI.
+pub fn interop_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("KITE_INTEROP_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/interop"))
+        });
+    let ready = dir.join("node_modules/kite.js").is_dir()
+        && dir.join("node_modules/sockjs-client").is_dir()
+        && std::process::Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok();
+    if ready {
+        return Some(dir);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "Kite.js interop needs node and `npm ci` in {} (run scripts/setup)",
+            dir.display()
+        );
+    }
+    eprintln!("skipping Kite.js interop: run scripts/setup to install node packages");
+    None
+}
