@@ -110,7 +110,7 @@ enum Command {
         /// The kite's SockJS base URL.
         #[arg(long, default_value = "http://127.0.0.1:6000/kite")]
         url: String,
-        /// `websocket` or `xhr-polling`.
+        /// `websocket`, `xhr-streaming` or `xhr-polling`.
         #[arg(long, default_value = "websocket")]
         transport: Transport,
         /// Calls in flight on the one connection.

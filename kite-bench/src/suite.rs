@@ -146,6 +146,7 @@ impl Case {
 fn transport_name(t: Transport) -> &'static str {
     match t {
         Transport::XhrPolling => "xhr-polling",
+        Transport::XhrStreaming => "xhr-streaming",
         Transport::RawWebSocket => "raw-websocket",
         _ => "websocket",
     }

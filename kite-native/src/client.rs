@@ -221,7 +221,7 @@ impl Client {
                 .close(kite_core::sockjs::GO_AWAY.0, kite_core::sockjs::GO_AWAY.1);
             old.shut();
         }
-        let _ = self.0.state.send(true);
+        let _ = self.0.state.send_replace(true);
         debug!(url = %self.0.url, transport = %link.info.transport, session = %link.info.id, "connected");
         let hooks = lock(&self.0.hooks).connect.clone();
         for h in hooks {
@@ -248,7 +248,7 @@ impl Client {
         if !current {
             return;
         }
-        let _ = self.0.state.send(false);
+        let _ = self.0.state.send_replace(false);
         debug!(url = %self.0.url, session = %link.info.id, "disconnected");
         let hooks = lock(&self.0.hooks).disconnect.clone();
         for h in hooks {

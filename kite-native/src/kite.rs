@@ -390,21 +390,21 @@ impl Kite {
             Some(tls) => {
                 let listener =
                     crate::tls::TlsListener::new(listener, crate::tls::server_config(tls)?)?;
-                let _ = self.0.local_addr.send(Some(addr));
+                let _ = self.0.local_addr.send_replace(Some(addr));
                 info!(kite = %self.0.identity, %addr, "serving at {scheme}://{addr}/kite");
                 let server = axum::serve(listener, make)
                     .with_graceful_shutdown(shutdown.clone().cancelled_owned());
                 tokio::select! { r = server => r?, () = grace => {} }
             }
             None => {
-                let _ = self.0.local_addr.send(Some(addr));
+                let _ = self.0.local_addr.send_replace(Some(addr));
                 info!(kite = %self.0.identity, %addr, "serving at {scheme}://{addr}/kite");
                 let server = axum::serve(crate::sockjs::NoDelayListener(listener), make)
                     .with_graceful_shutdown(shutdown.clone().cancelled_owned());
                 tokio::select! { r = server => r?, () = grace => {} }
             }
         }
-        let _ = self.0.local_addr.send(None);
+        let _ = self.0.local_addr.send_replace(None);
         Ok(())
     }
 

@@ -10,7 +10,6 @@
 
 mod common;
 
-
 use common::{TestKite, interop_dir, within};
 use kite_native::core::sockjs::{self, Frame};
 use serde_json::{Value, json};

@@ -379,23 +379,32 @@ async fn xhr_streaming_delivers_frames_and_rotates_after_the_response_limit() {
 
 #[tokio::test]
 async fn auto_transport_falls_back_to_xhr_when_websocket_is_off() {
+    // Websocket off: xhr-streaming; xhr-streaming off too: xhr-polling.
+    for (streaming, expected) in [
+        (true, kite_native::session::TransportKind::XhrStreaming),
+        (false, kite_native::session::TransportKind::XhrPolling),
+    ] {
+        let options = SockJsOptions {
+            websocket: false,
+            xhr_streaming: streaming,
+            ..SockJsOptions::default()
+        };
+        let (url, _) = echo_server(options).await;
+        let mut session = within(
+            "dial",
+            kite_native::transport::dial(&url, &DialOptions::default()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(session.info.transport, expected);
+        session.tx.send("via xhr".into()).unwrap();
+        assert_eq!(within("echo", session.rx.recv()).await.unwrap(), "via xhr");
+    }
     let options = SockJsOptions {
         websocket: false,
         ..SockJsOptions::default()
     };
     let (url, _) = echo_server(options).await;
-    let mut session = within(
-        "dial",
-        kite_native::transport::dial(&url, &DialOptions::default()),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        session.info.transport,
-        kite_native::session::TransportKind::XhrPolling
-    );
-    session.tx.send("via xhr".into()).unwrap();
-    assert_eq!(within("echo", session.rx.recv()).await.unwrap(), "via xhr");
 
     let mut ws_only = DialOptions::default();
     ws_only.transport = Transport::WebSocket;

@@ -1,10 +1,13 @@
-//! Client transports: dial a kite over SockJS websocket, SockJS xhr-polling or a raw websocket.
+//! Client transports: dial a kite over SockJS websocket, xhr-streaming, xhr-polling or a raw
+//! websocket.
 //!
 //! Every dial ends in a [`Session`], the same type the server hands the runtime, so a
 //! [`crate::Client`] runs unchanged over any transport. On the wire the clients behave like Go's
 //! `sockjsclient`: the same URLs, ids, `Origin` header and framing, except that messages queued
 //! together are sent together as one client frame (`["m1","m2"]`), which every SockJS server
-//! accepts.
+//! accepts, and that a silent server (no frame, not even a heartbeat, for
+//! [`DialOptions::heartbeat_timeout`]) ends the session, so a client notices a dead peer and
+//! reconnects.
 //!
 //! ```no_run
 //! use kite_native::transport::{self, DialOptions};
@@ -19,6 +22,7 @@
 mod url;
 mod websocket;
 mod xhr;
+mod xhr_streaming;
 
 #[cfg(test)]
 mod fake;
@@ -36,16 +40,20 @@ use crate::session::Session;
 pub use self::url::{parse_base_url, sockjs_websocket_url};
 pub use websocket::{dial_raw_websocket, dial_websocket};
 pub use xhr::dial_xhr;
+pub use xhr_streaming::dial_xhr_streaming;
 
 /// Which transport a client uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Transport {
-    /// SockJS websocket, falling back to xhr-polling when the websocket handshake is refused
-    /// (Go's default).
+    /// SockJS websocket; when the websocket handshake is refused, xhr-streaming; when that is
+    /// refused or does not open in time (a buffering proxy), xhr-polling. Go's default tries
+    /// websocket then xhr-polling.
     #[default]
     Auto,
     /// SockJS over websocket.
     WebSocket,
+    /// SockJS xhr-streaming: one long response carries the frames, `xhr_send` the messages.
+    XhrStreaming,
     /// SockJS xhr-polling.
     XhrPolling,
     /// A plain websocket with no SockJS framing (Kite.js servers); the URL is used verbatim.
@@ -54,19 +62,23 @@ pub enum Transport {
 
 /// The error for an unknown transport name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown transport {0:?} (want WebSocket, XHRPolling, auto or raw-websocket)")]
+#[error(
+    "unknown transport {0:?} (want WebSocket, XHRStreaming, XHRPolling, auto or raw-websocket)"
+)]
 pub struct UnknownTransport(String);
 
 impl FromStr for Transport {
     type Err = UnknownTransport;
 
     /// Accepts Go's `KITE_TRANSPORT` values (`WebSocket`, `XHRPolling`, `auto`) and the SockJS
-    /// names (`websocket`, `xhr-polling`), plus `raw-websocket`, in any letter case.
+    /// names (`websocket`, `xhr-streaming`, `xhr-polling`), plus `XHRStreaming` and
+    /// `raw-websocket`, in any letter case.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "auto" => Ok(Transport::Auto),
             "websocket" => Ok(Transport::WebSocket),
             "xhrpolling" | "xhr-polling" | "xhr_polling" => Ok(Transport::XhrPolling),
+            "xhrstreaming" | "xhr-streaming" | "xhr_streaming" => Ok(Transport::XhrStreaming),
             "rawwebsocket" | "raw-websocket" | "raw_websocket" => Ok(Transport::RawWebSocket),
             _ => Err(UnknownTransport(s.to_owned())),
         }
@@ -74,11 +86,12 @@ impl FromStr for Transport {
 }
 
 impl fmt::Display for Transport {
-    /// Go's spelling (`auto`, `WebSocket`, `XHRPolling`), and `raw-websocket`.
+    /// Go's spelling (`auto`, `WebSocket`, `XHRPolling`), `XHRStreaming` and `raw-websocket`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Transport::Auto => "auto",
             Transport::WebSocket => "WebSocket",
+            Transport::XhrStreaming => "XHRStreaming",
             Transport::XhrPolling => "XHRPolling",
             Transport::RawWebSocket => "raw-websocket",
         })
@@ -109,6 +122,11 @@ pub struct DialOptions {
     /// Extra trusted root certificates (PEM) for `https`/`wss`, beside the web PKI roots:
     /// for private CAs and self-signed servers.
     pub root_certificates: Vec<String>,
+    /// SockJS transports: end the session when nothing at all (no frame, not even a heartbeat)
+    /// has come from the server for this long, so that a dead peer is noticed and a
+    /// reconnecting client dials again. Servers send heartbeats every 10 s (Go) or 25 s
+    /// (sockjs-node) when idle; default 45 s. `None` waits forever, as Go's client does.
+    pub heartbeat_timeout: Option<Duration>,
 }
 
 impl Default for DialOptions {
@@ -121,6 +139,7 @@ impl Default for DialOptions {
             read_buffer_size: 16 * 1024,
             headers: Vec::new(),
             root_certificates: Vec::new(),
+            heartbeat_timeout: Some(Duration::from_secs(45)),
         }
     }
 }
@@ -150,21 +169,48 @@ pub enum DialError {
 /// Dials `url` (a kite's SockJS base URL such as `http://127.0.0.1:6000/kite`; `ws`, `wss`,
 /// `http` and `https` accepted) with the transport of `opts` and returns the open session.
 ///
-/// [`Transport::Auto`] tries websocket and falls back to xhr-polling only when the websocket
-/// handshake is refused ([`DialError::Handshake`], e.g. a 404 from a server with websockets
-/// off), as Go's client does; any other error, such as a refused connection, is returned as is.
+/// [`Transport::Auto`] tries websocket; when its handshake is refused ([`DialError::Handshake`],
+/// e.g. a 404 from a server with websockets off) xhr-streaming; and when that is refused or
+/// does not open in time, xhr-polling. Any other error, such as a refused connection, is
+/// returned as is.
 pub async fn dial(url: &str, opts: &DialOptions) -> Result<Session, DialError> {
     match opts.transport {
         Transport::WebSocket => dial_websocket(url, opts).await,
+        Transport::XhrStreaming => dial_xhr_streaming(url, opts).await,
         Transport::XhrPolling => dial_xhr(url, opts).await,
         Transport::RawWebSocket => dial_raw_websocket(url, opts).await,
-        Transport::Auto => match dial_websocket(url, opts).await {
-            Err(DialError::Handshake(why)) => {
-                tracing::debug!(%url, %why, "websocket refused, falling back to xhr-polling");
-                dial_xhr(url, opts).await
+        Transport::Auto => {
+            let why = match dial_websocket(url, opts).await {
+                Err(DialError::Handshake(why)) => why,
+                other => return other,
+            };
+            tracing::debug!(%url, %why, "websocket refused, trying xhr-streaming");
+            match dial_xhr_streaming(url, opts).await {
+                Err(
+                    e @ (DialError::Handshake(_) | DialError::Protocol(_) | DialError::Timeout),
+                ) => {
+                    tracing::debug!(%url, error = %e, "xhr-streaming failed, using xhr-polling");
+                    dial_xhr(url, opts).await
+                }
+                other => other,
             }
-            other => other,
-        },
+        }
+    }
+}
+
+/// When a server that has been silent since `last_heard` counts as dead.
+fn silence_deadline(
+    last_heard: tokio::time::Instant,
+    timeout: Option<Duration>,
+) -> Option<tokio::time::Instant> {
+    timeout.map(|t| last_heard + t)
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -32,6 +32,8 @@ fn transport_names() {
         ("websocket", Transport::WebSocket),
         ("XHRPolling", Transport::XhrPolling),
         ("xhr-polling", Transport::XhrPolling),
+        ("XHRStreaming", Transport::XhrStreaming),
+        ("xhr-streaming", Transport::XhrStreaming),
         ("auto", Transport::Auto),
         ("Auto", Transport::Auto),
         ("raw-websocket", Transport::RawWebSocket),

@@ -52,12 +52,7 @@ pub async fn dial_websocket(base: &str, opts: &DialOptions) -> Result<Session, D
             return Err(DialError::Protocol("the first frame is not `o`".into()));
         }
     }
-    Ok(spawn(
-        ws,
-        id,
-        TransportKind::WebSocket,
-        opts.max_message_size,
-    ))
+    Ok(spawn(ws, id, TransportKind::WebSocket, opts))
 }
 
 /// Dials a plain websocket at `url` verbatim (a Kite.js server, or a kite's `/kite/websocket`):
@@ -68,12 +63,7 @@ pub async fn dial_raw_websocket(url: &str, opts: &DialOptions) -> Result<Session
     let origin = origin_of(&parse_base_url(url.trim())?);
     let ws = connect(&ws_url, &origin, opts.max_message_size, opts, deadline).await?;
     let (_, id) = sockjs_ids();
-    Ok(spawn(
-        ws,
-        id,
-        TransportKind::RawWebSocket,
-        opts.max_message_size,
-    ))
+    Ok(spawn(ws, id, TransportKind::RawWebSocket, opts))
 }
 
 /// Connects and upgrades, with `Origin`, the extra headers and a read limit of `limit` bytes.
@@ -150,7 +140,7 @@ async fn first_frame(ws: &mut Ws) -> Result<Frame, DialError> {
 
 /// Starts the writer task of an open websocket and returns its session, whose receiver reads
 /// the socket when the runtime polls it.
-fn spawn(ws: Ws, id: String, transport: TransportKind, max_message_size: usize) -> Session {
+fn spawn(ws: Ws, id: String, transport: TransportKind, opts: &DialOptions) -> Session {
     let remote_addr = match ws.get_ref() {
         MaybeTlsStream::Plain(s) => s.peer_addr().ok(),
         MaybeTlsStream::Rustls(s) => s.get_ref().0.peer_addr().ok(),
@@ -168,7 +158,10 @@ fn spawn(ws: Ws, id: String, transport: TransportKind, max_message_size: usize) 
     let reader = Reader {
         stream,
         framed,
-        max: max_message_size,
+        max: opts.max_message_size,
+        // Raw websockets carry no heartbeats: their silence means nothing.
+        silence: opts.heartbeat_timeout.filter(|_| framed),
+        last_heard: Instant::now(),
         queue: VecDeque::new(),
         done: done.clone(),
         _ended: done.clone().drop_guard(),
@@ -191,6 +184,9 @@ struct Reader {
     stream: SplitStream<Ws>,
     framed: bool,
     max: usize,
+    /// How long the server may stay silent before it counts as dead.
+    silence: Option<std::time::Duration>,
+    last_heard: Instant,
     queue: VecDeque<String>,
     done: CancellationToken,
     _ended: DropGuard,
@@ -202,11 +198,17 @@ impl Reader {
             if let Some(m) = self.queue.pop_front() {
                 return Some(m);
             }
+            let dead_at = super::silence_deadline(self.last_heard, self.silence);
             let next = tokio::select! {
                 biased;
                 next = self.stream.next() => next,
                 () = self.done.cancelled() => return None,
+                () = super::sleep_until(dead_at) => {
+                    warn!(silence = ?self.silence, "the server has been silent too long, closing");
+                    return None;
+                }
             };
+            self.last_heard = Instant::now();
             match next {
                 Some(Ok(Message::Text(text))) if self.framed => {
                     match decode_frame(&text, self.max) {

@@ -76,6 +76,7 @@ pub async fn dial_xhr(base: &str, opts: &DialOptions) -> Result<Session, DialErr
         timeout: opts.timeout,
         limit,
         max_message_size: opts.max_message_size,
+        silence: opts.heartbeat_timeout,
     };
     tokio::spawn(poll_loop(poller, rest, in_tx, stop.clone()));
     tokio::spawn(send_loop(http, send_url, out_rx, stop));
@@ -83,7 +84,7 @@ pub async fn dial_xhr(base: &str, opts: &DialOptions) -> Result<Session, DialErr
 }
 
 /// The session's HTTP client: extra headers on every request, extra TLS roots, connect limit.
-fn client(opts: &DialOptions) -> Result<reqwest::Client, DialError> {
+pub(super) fn client(opts: &DialOptions) -> Result<reqwest::Client, DialError> {
     let headers = valid_headers(&opts.headers).into_iter().collect();
     let mut builder = reqwest::Client::builder()
         .default_headers(headers)
@@ -97,7 +98,7 @@ fn client(opts: &DialOptions) -> Result<reqwest::Client, DialError> {
 }
 
 /// A reqwest error with its causes (reqwest's own message hides them).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -108,7 +109,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-fn request_error(e: reqwest::Error) -> DialError {
+pub(super) fn request_error(e: reqwest::Error) -> DialError {
     if e.is_timeout() {
         DialError::Timeout
     } else {
@@ -118,7 +119,7 @@ fn request_error(e: reqwest::Error) -> DialError {
 
 /// Reads the rest of a response body after the bytes already read (`body`) as UTF-8: at most
 /// `limit` bytes, each chunk within `idle` of the previous one.
-async fn read_body(
+pub(super) async fn read_body(
     mut resp: reqwest::Response,
     mut body: Vec<u8>,
     limit: usize,
@@ -152,6 +153,8 @@ struct Poller {
     timeout: Duration,
     limit: usize,
     max_message_size: usize,
+    /// How long the server may stay silent (across polls) before it counts as dead.
+    silence: Option<Duration>,
 }
 
 /// The outcome of one poll.
@@ -226,6 +229,7 @@ async fn poll_loop(
     stop: CancellationToken,
 ) {
     let mut body = initial;
+    let mut last_heard = Instant::now();
     'session: loop {
         for line in body.split('\n').filter(|l| !l.is_empty()) {
             let msgs = match decode_frame(line, poller.max_message_size) {
@@ -242,12 +246,20 @@ async fn poll_loop(
             }
         }
         body = loop {
+            let dead_at = super::silence_deadline(last_heard, poller.silence);
             let poll = tokio::select! {
                 () = stop.cancelled() => break 'session,
                 poll = poller.poll() => poll,
+                () = super::sleep_until(dead_at) => {
+                    warn!(silence = ?poller.silence, "the server has been silent too long, closing");
+                    break 'session;
+                }
             };
             match poll {
-                Poll::Body(body) => break body,
+                Poll::Body(body) => {
+                    last_heard = Instant::now();
+                    break body;
+                }
                 Poll::Again => continue,
                 Poll::End => break 'session,
             }
@@ -258,7 +270,12 @@ async fn poll_loop(
 
 /// Posts queued messages, batched, to `xhr_send`, one request at a time, until a close
 /// request, the runtime dropping the session, a refused send or the poller ending.
-async fn send_loop(http: reqwest::Client, url: Url, mut outbox: Outbox, stop: CancellationToken) {
+pub(super) async fn send_loop(
+    http: reqwest::Client,
+    url: Url,
+    mut outbox: Outbox,
+    stop: CancellationToken,
+) {
     loop {
         let batch = tokio::select! {
             () = stop.cancelled() => break,
