@@ -280,3 +280,26 @@ where
 pub(crate) fn valid_segment(s: &str) -> bool {
     !s.is_empty() && !s.contains('.')
 }
+
+/// The session id of a `/<server>/<session>/<endpoint>` request; a path whose server or
+/// session segment is invalid does not exist (404).
+pub(crate) struct SessionId(pub(crate) String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for SessionId {
+    type Rejection = axum::http::StatusCode;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path((server, session)) =
+            axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| axum::http::StatusCode::NOT_FOUND)?;
+        if valid_segment(&server) && valid_segment(&session) {
+            Ok(SessionId(session))
+        } else {
+            Err(axum::http::StatusCode::NOT_FOUND)
+        }
+    }
+}

@@ -9,14 +9,14 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State as AxState};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{RawQuery, State as AxState};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use kite_core::sockjs::{self, ANOTHER_CONNECTION_OPEN};
 
 use super::http::{NO_CACHE, RemoteAddr, server_error};
 use super::session::{Attached, Take, attach, get_or_create};
-use super::{State, valid_segment};
+use super::{SessionId, State};
 use crate::session::TransportKind;
 
 /// A response of `content_type` that must not be cached.
@@ -84,13 +84,10 @@ async fn poll_frame(
 
 /// `POST .../xhr`: one frame per poll, followed by a newline.
 pub(crate) async fn xhr_polling(
-    Path((server, id)): Path<(String, String)>,
+    SessionId(id): SessionId,
     AxState(state): AxState<State>,
     RemoteAddr(remote): RemoteAddr,
 ) -> Response {
-    if !valid_segment(&server) || !valid_segment(&id) {
-        return StatusCode::NOT_FOUND.into_response();
-    }
     let mut frame = poll_frame(&state, &id, TransportKind::XhrPolling, remote).await;
     frame.push('\n');
     uncached(JAVASCRIPT, frame)
@@ -98,14 +95,11 @@ pub(crate) async fn xhr_polling(
 
 /// `GET .../jsonp?c=callback`: one frame per poll, as `/**/callback("<frame>");`.
 pub(crate) async fn jsonp(
-    Path((server, id)): Path<(String, String)>,
+    SessionId(id): SessionId,
     AxState(state): AxState<State>,
     RawQuery(query): RawQuery,
     RemoteAddr(remote): RemoteAddr,
 ) -> Response {
-    if !valid_segment(&server) || !valid_segment(&id) {
-        return StatusCode::NOT_FOUND.into_response();
-    }
     let cb = match callback(query) {
         Ok(cb) => cb,
         Err(message) => return server_error(message),
@@ -229,38 +223,29 @@ fn stream(state: State, id: &str, framing: Framing, remote: Option<SocketAddr>) 
 
 /// `POST .../xhr_streaming`: a 2 KiB prelude of `h`, then one frame per line.
 pub(crate) async fn xhr_streaming(
-    Path((server, id)): Path<(String, String)>,
+    SessionId(id): SessionId,
     AxState(state): AxState<State>,
     RemoteAddr(remote): RemoteAddr,
 ) -> Response {
-    if !valid_segment(&server) || !valid_segment(&id) {
-        return StatusCode::NOT_FOUND.into_response();
-    }
     stream(state, &id, Framing::XhrStreaming, remote)
 }
 
 /// `GET .../eventsource`: server-sent events, one `data:` event per frame.
 pub(crate) async fn eventsource(
-    Path((server, id)): Path<(String, String)>,
+    SessionId(id): SessionId,
     AxState(state): AxState<State>,
     RemoteAddr(remote): RemoteAddr,
 ) -> Response {
-    if !valid_segment(&server) || !valid_segment(&id) {
-        return StatusCode::NOT_FOUND.into_response();
-    }
     stream(state, &id, Framing::EventSource, remote)
 }
 
 /// `GET .../htmlfile?c=callback`: a page whose script chunks hand frames to the callback.
 pub(crate) async fn htmlfile(
-    Path((server, id)): Path<(String, String)>,
+    SessionId(id): SessionId,
     AxState(state): AxState<State>,
     RawQuery(query): RawQuery,
     RemoteAddr(remote): RemoteAddr,
 ) -> Response {
-    if !valid_segment(&server) || !valid_segment(&id) {
-        return StatusCode::NOT_FOUND.into_response();
-    }
     match callback(query) {
         Ok(cb) => stream(state, &id, Framing::HtmlFile(cb), remote),
         Err(message) => server_error(message),

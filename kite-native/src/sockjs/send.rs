@@ -7,14 +7,14 @@
 //! `c[1009,"Message too big"]`, as an oversized websocket frame does).
 
 use axum::body::Body;
-use axum::extract::{Path, State as AxState};
+use axum::extract::State as AxState;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kite_core::sockjs;
 
 use super::http::{NO_CACHE, server_error};
 use super::session::{HttpSession, lookup};
-use super::{State, valid_segment};
+use super::{SessionId, State};
 use crate::session;
 
 /// Why a body was refused.
@@ -44,13 +44,9 @@ impl IntoResponse for Refused {
 /// The live session of a send request, and its body read within the message limit.
 async fn read(
     state: &State,
-    server: &str,
     id: &str,
     body: Body,
 ) -> Result<(std::sync::Arc<HttpSession>, Vec<u8>), Refused> {
-    if !valid_segment(server) || !valid_segment(id) {
-        return Err(Refused::NotFound);
-    }
     let session = lookup(state, id).ok_or(Refused::NotFound)?;
     // A frame may hold one message of the limit, JSON-escaped (up to twice as long), or a
     // batch of smaller ones; each message is then held to the limit.
@@ -107,12 +103,12 @@ fn uncached_text(status: StatusCode, body: &'static str) -> Response {
 
 /// `POST .../xhr_send`: 204 once the messages are handed over.
 pub(crate) async fn xhr_send(
-    Path((server, id)): Path<(String, String)>,
+    SessionId(id): SessionId,
     AxState(state): AxState<State>,
     body: Body,
 ) -> Response {
     let result = async {
-        let (session, bytes) = read(&state, &server, &id, body).await?;
+        let (session, bytes) = read(&state, &id, body).await?;
         deliver(&state, &session, &bytes).await
     };
     match result.await {
@@ -124,7 +120,7 @@ pub(crate) async fn xhr_send(
 /// `POST .../jsonp_send`: the frame is the body, or the `d` field of a form body; `ok` once
 /// the messages are handed over (some browsers mishandle 204 here).
 pub(crate) async fn jsonp_send(
-    Path((server, id)): Path<(String, String)>,
+    SessionId(id): SessionId,
     AxState(state): AxState<State>,
     headers: HeaderMap,
     body: Body,
@@ -138,7 +134,7 @@ pub(crate) async fn jsonp_send(
                 .starts_with("application/x-www-form-urlencoded")
         });
     let result = async {
-        let (session, bytes) = read(&state, &server, &id, body).await?;
+        let (session, bytes) = read(&state, &id, body).await?;
         let frame = if form {
             form_urlencoded::parse(&bytes)
                 .find(|(k, _)| k == "d")

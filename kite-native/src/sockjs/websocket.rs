@@ -8,8 +8,8 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
+use axum::extract::State as AxState;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -19,7 +19,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::debug;
 
 use super::http::RemoteAddr;
-use super::{State, valid_segment};
+use super::{SessionId, State};
 use crate::session::{
     self, Batch, Outbox, Session, SessionInfo, SessionReceiver, SessionSender, Text, TransportKind,
 };
@@ -50,14 +50,12 @@ fn session_id() -> String {
 
 /// `GET /<server>/<session>/websocket`.
 pub(crate) async fn sockjs(
+    // Websocket sessions ignore the id (one session per socket); the path must still be valid.
+    _: SessionId,
     ws: WebSocketUpgrade,
-    Path((server, session)): Path<(String, String)>,
     AxState(state): AxState<State>,
     RemoteAddr(remote): RemoteAddr,
 ) -> Response {
-    if !state.options.websocket || !valid_segment(&server) || !valid_segment(&session) {
-        return StatusCode::NOT_FOUND.into_response();
-    }
     upgrade(ws, &state, true)
         .on_upgrade(move |socket| serve(socket, state, remote, true))
         .into_response()
