@@ -225,6 +225,150 @@ pub(crate) fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// Decides whether a Kontrol public key (PEM, trimmed) is trusted to sign kite keys: `Ok(())`
+/// to trust it, `Err(reason)` to refuse. Go's `Config.VerifyFunc`.
+pub type TrustFn = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// A trust decision about a Kontrol key, and when it was made.
+type Decision = (Result<(), String>, std::time::Instant);
+
+/// Checks `kiteKey` credentials, as Go's `AuthenticateFromKiteKey` does, without its holes.
+///
+/// A kite key is accepted when its `kontrolKey` claim is a trusted Kontrol key (by default:
+/// exactly the kite's own `Config::kontrol_key`; or what a [`TrustFn`] says, each answer
+/// remembered for the verify TTL), it is signed (RS256/384/512) by that key, and it names a
+/// user (`sub`). Kite keys have no expiry. Each accepted key is remembered, so a caller sending
+/// its key with every call pays for the RSA verification once per TTL.
+pub struct KiteKeyVerifier {
+    trust: TrustFn,
+    ttl: std::time::Duration,
+    /// Trust decisions by Kontrol key, with when they were made.
+    trusted: Mutex<HashMap<String, Decision>>,
+    /// Accepted kite keys: username and when accepted.
+    accepted: Mutex<HashMap<String, (String, std::time::Instant)>>,
+    verifications: AtomicU64,
+}
+
+impl std::fmt::Debug for KiteKeyVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KiteKeyVerifier")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KiteKeyVerifier {
+    /// Trusts kite keys signed by `kontrol_key` only (Go's default `selfVerify`).
+    pub fn trusting(kontrol_key: &str) -> KiteKeyVerifier {
+        let own = kontrol_key.trim().to_owned();
+        Self::with_trust(Arc::new(move |key: &str| {
+            if !own.is_empty() && key == own {
+                Ok(())
+            } else {
+                Err("kontrol key is not trusted".into())
+            }
+        }))
+    }
+
+    /// Trusts the Kontrol keys `trust` accepts (Kontrol itself trusts every key pair it holds).
+    pub fn with_trust(trust: TrustFn) -> KiteKeyVerifier {
+        KiteKeyVerifier {
+            trust,
+            ttl: std::time::Duration::from_secs(300),
+            trusted: Mutex::default(),
+            accepted: Mutex::default(),
+            verifications: AtomicU64::new(0),
+        }
+    }
+
+    /// How long trust decisions and accepted keys are remembered (default 5 minutes, Go's
+    /// `VerifyTTL`); zero remembers nothing.
+    pub fn with_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// How many kite keys were verified cryptographically (cache misses).
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
+
+    /// The authenticated username of `kite_key`, or why it is refused.
+    pub fn verify(&self, kite_key: &str) -> Result<String, String> {
+        let now = std::time::Instant::now();
+        let fresh = |at: std::time::Instant| now.duration_since(at) < self.ttl;
+        if let Some((user, at)) = lock(&self.accepted).get(kite_key)
+            && fresh(*at)
+        {
+            return Ok(user.clone());
+        }
+        self.verifications.fetch_add(1, Ordering::Relaxed);
+        let header = jsonwebtoken::decode_header(kite_key).map_err(|e| {
+            if names_an_algorithm(kite_key) {
+                "invalid signing method".to_owned()
+            } else {
+                format!("malformed kite key: {e}")
+            }
+        })?;
+        if !matches!(
+            header.alg,
+            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512
+        ) {
+            return Err("invalid signing method".into());
+        }
+        let claims = jsonwebtoken::dangerous::insecure_decode::<Claims>(kite_key)
+            .map_err(|e| format!("malformed kite key: {e}"))?
+            .claims;
+        let pem = claims.kontrol_key.trim();
+        if pem.is_empty() {
+            return Err("no kontrol key found".into());
+        }
+        let decision = {
+            let cached = lock(&self.trusted)
+                .get(pem)
+                .filter(|(_, at)| fresh(*at))
+                .map(|(d, _)| d.clone());
+            match cached {
+                Some(d) => d,
+                None => {
+                    let d = (self.trust)(pem);
+                    let mut trusted = lock(&self.trusted);
+                    trusted.retain(|_, (_, at)| fresh(*at));
+                    trusted.insert(pem.to_owned(), (d.clone(), now));
+                    d
+                }
+            }
+        };
+        decision?;
+        let key = DecodingKey::from_rsa_pem(pem.as_bytes())
+            .map_err(|e| format!("invalid kontrol key: {e}"))?;
+        jsonwebtoken::decode::<serde::de::IgnoredAny>(
+            kite_key,
+            &key,
+            &crate::kitekey::rsa_validation(),
+        )
+        .map_err(|e| e.to_string())?;
+        if claims.sub.is_empty() {
+            return Err("token has no username".into());
+        }
+        let mut accepted = lock(&self.accepted);
+        if accepted.len() >= CACHE_LIMIT {
+            accepted.retain(|_, (_, at)| fresh(*at));
+            if accepted.len() >= CACHE_LIMIT {
+                accepted.clear();
+            }
+        }
+        if !self.ttl.is_zero() {
+            accepted.insert(kite_key.to_owned(), (claims.sub.clone(), now));
+        }
+        Ok(claims.sub)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,6 +55,9 @@ pub struct Config {
     /// Its heartbeat, disconnect delay, websocket switch and message limit are taken from the
     /// fields above.
     pub sockjs: crate::sockjs::SockJsOptions,
+    /// How long a kite remembers that a Kontrol key is trusted (or not) and that a kite key
+    /// was accepted (default 5 minutes, Go's `VerifyTTL`; `KITE_VERIFY_TTL`).
+    pub verify_ttl: Duration,
     /// Serve over TLS with this certificate and key (PEM files).
     pub tls: Option<TlsConfig>,
 }
@@ -90,6 +93,7 @@ impl Default for Config {
             disconnect_delay: Duration::from_secs(10),
             websocket: true,
             sockjs: crate::sockjs::SockJsOptions::default(),
+            verify_ttl: Duration::from_secs(300),
             tls: None,
         }
     }
@@ -107,7 +111,52 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// Why [`Config::get`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    /// The kite key could not be read or is invalid.
+    #[error("cannot read kite.key: {0}")]
+    KiteKey(#[from] crate::kitekey::KiteKeyError),
+    /// A `KITE_*` variable is invalid.
+    #[error(transparent)]
+    Env(#[from] ConfigError),
+}
+
 impl Config {
+    /// What a Go kite's `config.Get()` gives: the defaults, then the kite key (`KITE_KEY` if
+    /// set, else the `kite.key` file, see [`crate::kitekey`]), then the `KITE_*` variables.
+    pub fn get() -> Result<Self, GetError> {
+        let mut c = Config::default();
+        let key = match std::env::var("KITE_KEY")
+            .ok()
+            .filter(|k| !k.trim().is_empty())
+        {
+            Some(token) => crate::kitekey::parse(&token)?,
+            None => crate::kitekey::read()?,
+        };
+        c.apply_kite_key(&key);
+        c.apply_env(|name| std::env::var(name).ok())?;
+        Ok(c)
+    }
+
+    /// Takes identity and Kontrol settings from a kite key: `username` from `sub`,
+    /// `kontrol_user` from `iss`, `id` from `jti`, `kontrol_url`, `kontrol_key`, and the key
+    /// itself as `kite_key` (the credentials this kite sends).
+    pub fn apply_kite_key(&mut self, key: &crate::kitekey::KiteKey) {
+        let c = &key.claims;
+        let set = |field: &mut String, value: &str| {
+            if !value.is_empty() {
+                value.clone_into(field);
+            }
+        };
+        set(&mut self.username, &c.sub);
+        set(&mut self.kontrol_user, &c.iss);
+        set(&mut self.id, &c.jti);
+        set(&mut self.kontrol_url, &c.kontrol_url);
+        set(&mut self.kontrol_key, c.kontrol_key.trim());
+        self.kite_key.clone_from(&key.token);
+    }
+
     /// The defaults with `KITE_*` environment variables applied.
     pub fn from_env() -> Result<Self, ConfigError> {
         let mut c = Config::default();
@@ -146,6 +195,15 @@ impl Config {
         }
         if let Some(v) = var("KITE_KONTROL_URL") {
             self.kontrol_url = v;
+        }
+        if let Some(v) = var("KITE_KONTROL_USER") {
+            self.kontrol_user = v;
+        }
+        if let Some(v) = var("KITE_KONTROL_KEY") {
+            self.kontrol_key = v.trim().to_owned();
+        }
+        if let Some(v) = var("KITE_VERIFY_TTL") {
+            self.verify_ttl = parse_go_duration(&v).map_err(|e| err("KITE_VERIFY_TTL", &v, e))?;
         }
         if let Some(v) = var("KITE_TRANSPORT") {
             self.transport = v
@@ -230,6 +288,9 @@ mod tests {
             ("KITE_TRANSPORT", "XHRPolling"),
             ("KITE_TIMEOUT", "1m30s"),
             ("KITE_KONTROL_URL", "http://k:4000/kite"),
+            ("KITE_KONTROL_USER", "koding"),
+            ("KITE_KONTROL_KEY", " PEM \n"),
+            ("KITE_VERIFY_TTL", "1m"),
         ]
         .into();
         let mut c = Config::default();
@@ -239,6 +300,9 @@ mod tests {
         assert_eq!(c.transport, Transport::XhrPolling);
         assert_eq!(c.timeout, Duration::from_secs(90));
         assert_eq!(c.kontrol_url, "http://k:4000/kite");
+        assert_eq!(c.kontrol_user, "koding");
+        assert_eq!(c.kontrol_key, "PEM");
+        assert_eq!(c.verify_ttl, Duration::from_secs(60));
 
         let mut c = Config::default();
         let e = c

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::auth::TokenVerifier;
+use crate::auth::{KiteKeyVerifier, TokenVerifier};
 use crate::client::Client;
 use crate::config::{Config, ConfigError};
 use crate::link::{Dispatch, Link};
@@ -55,6 +55,7 @@ pub(crate) struct KiteInner {
     chain: RwLock<Chain>,
     authenticators: RwLock<HashMap<String, Authenticator>>,
     token: RwLock<Option<Arc<TokenVerifier>>>,
+    kite_key: RwLock<Option<Arc<KiteKeyVerifier>>>,
     hooks: Mutex<KiteHooks>,
     routes: Mutex<axum::Router>,
     shutdown: CancellationToken,
@@ -157,10 +158,14 @@ impl Kite {
                 identity.clone(),
             )?))
         };
+        let kite_key = (!config.kontrol_key.is_empty()).then(|| {
+            Arc::new(KiteKeyVerifier::trusting(&config.kontrol_key).with_ttl(config.verify_ttl))
+        });
         let kite = Kite(Arc::new(KiteInner {
             head: Arc::new(kite_core::RequestHead::new(&identity, None)),
             identity,
             token: RwLock::new(token),
+            kite_key: RwLock::new(kite_key),
             config,
             methods: RwLock::default(),
             chain: RwLock::default(),
@@ -292,6 +297,22 @@ impl Kite {
     /// `Config::kontrol_key`, e.g. after a key rotation, or to change its leeway).
     pub fn set_token_verifier(&self, verifier: TokenVerifier) {
         *self.0.token.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(verifier));
+    }
+
+    /// Checks `kiteKey` credentials with `verifier` from now on (replacing the one made from
+    /// `Config::kontrol_key`): for example one whose [`crate::auth::TrustFn`] trusts several
+    /// Kontrol keys.
+    pub fn set_kite_key_verifier(&self, verifier: KiteKeyVerifier) {
+        *self.0.kite_key.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(verifier));
+    }
+
+    /// The verifier of `kiteKey` credentials, if the kite trusts a Kontrol key.
+    pub fn kite_key_verifier(&self) -> Option<Arc<KiteKeyVerifier>> {
+        self.0
+            .kite_key
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The verifier of `token` credentials, if the kite trusts a Kontrol key.
@@ -524,6 +545,21 @@ impl KiteInner {
                     until,
                 });
                 Ok(username)
+            }
+            None if auth.kind == "kiteKey" => {
+                let verifier = self
+                    .kite_key
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                let Some(verifier) = verifier else {
+                    return Err(auth_error(
+                        "kiteKey: kontrol key is not set in config".into(),
+                    ));
+                };
+                verifier
+                    .verify(&auth.key)
+                    .map_err(|m| auth_error(format!("kiteKey: {m}")))
             }
             None => Err(auth_error(format!(
                 "Unknown authentication type: {}",

@@ -41,6 +41,7 @@ pub mod builtins;
 mod client;
 pub mod config;
 mod kite;
+pub mod kitekey;
 mod link;
 pub mod method;
 mod request;
