@@ -14,9 +14,9 @@ use kite_core::auth::{Claims, check_audience, check_times};
 /// Tokens remembered at most; when full, expired ones are dropped, then the oldest half.
 const CACHE_LIMIT: usize = 16_384;
 
-/// Why a [`TokenVerifier`] could not be made.
+/// Why a key could not be used, made or used to sign.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("invalid Kontrol public key: {0}")]
+#[error("invalid RSA key: {0}")]
 pub struct KeyError(String);
 
 /// Checks `token` credentials sent to one kite.
@@ -367,6 +367,58 @@ impl KiteKeyVerifier {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An RSA key pair in PEM (private PKCS#8, public SPKI), as Kontrol signs kite keys and
+/// tokens with; for tests, examples and a new Kontrol.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyPair {
+    /// The private key (`-----BEGIN PRIVATE KEY-----`).
+    pub private_pem: String,
+    /// The public key (`-----BEGIN PUBLIC KEY-----`), what `kontrolKey` claims carry.
+    pub public_pem: String,
+}
+
+impl std::fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyPair")
+            .field("public_pem", &self.public_pem)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyPair {
+    /// A new random key pair of `bits` bits (2048 is what Go kite's docs generate).
+    pub fn generate(bits: usize) -> Result<KeyPair, KeyError> {
+        use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+        let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, bits)
+            .map_err(|e| KeyError(e.to_string()))?;
+        let private_pem = private
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| KeyError(e.to_string()))?
+            .to_string();
+        let public_pem = private
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|e| KeyError(e.to_string()))?;
+        Ok(KeyPair {
+            private_pem,
+            public_pem,
+        })
+    }
+
+    /// Signs `claims` with RS256, as Kontrol signs kite keys and tokens.
+    pub fn sign(&self, claims: &Claims) -> Result<String, KeyError> {
+        sign(&self.private_pem, claims)
+    }
+}
+
+/// Signs `claims` with RS256 and the PEM private key `private_pem` (PKCS#1 or PKCS#8).
+pub fn sign(private_pem: &str, claims: &Claims) -> Result<String, KeyError> {
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(private_pem.trim().as_bytes())
+        .map_err(|e| KeyError(e.to_string()))?;
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::RS256), claims, &key)
+        .map_err(|e| KeyError(e.to_string()))
 }
 
 #[cfg(test)]

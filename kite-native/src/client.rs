@@ -39,6 +39,8 @@ pub(crate) struct ClientInner {
     options: Mutex<DialOptions>,
     hooks: Mutex<Hooks>,
     pub(crate) accepted: bool,
+    /// Requests from the peer of a connection this kite dialed run without authentication.
+    pub(crate) trusted: AtomicBool,
     pub(crate) first_request_seen: AtomicBool,
     /// The last token this connection's peer sent that was verified, so that the next calls
     /// carrying the same credentials skip even the verifier's cache.
@@ -96,6 +98,7 @@ impl Client {
             options: Mutex::new(options),
             hooks: Mutex::default(),
             accepted,
+            trusted: AtomicBool::new(false),
             first_request_seen: AtomicBool::new(false),
             verified_token: Mutex::new(None),
         }))
@@ -127,6 +130,21 @@ impl Client {
     /// The credentials sent with every call.
     pub fn auth(&self) -> Option<Auth> {
         lock(&self.0.auth).clone()
+    }
+
+    /// Trusts the peer of this connection: its requests to this kite run without
+    /// authentication (their `username` is the one the caller declares). Only for connections
+    /// this kite dials itself, to a peer it knows — the Kontrol it registers with, which calls
+    /// `kite.heartbeat` back, is trusted this way. Go kite trusts every connection it dialed;
+    /// here it is off unless asked for, and has no effect on accepted connections.
+    pub fn set_trusted(&self, trusted: bool) {
+        self.0.trusted.store(trusted, Ordering::SeqCst);
+    }
+
+    /// Whether requests from this connection's peer skip authentication (see
+    /// [`Client::set_trusted`]).
+    pub fn is_trusted(&self) -> bool {
+        !self.0.accepted && self.0.trusted.load(Ordering::SeqCst)
     }
 
     /// Chooses the transport for the next dial (default: the kite's `Config::transport`).

@@ -595,7 +595,7 @@ impl KiteInner {
             link.context.clone(),
             self.identity.clone(),
         );
-        if !plan.auth_disabled && !self.config.disable_authentication {
+        if !plan.auth_disabled && !self.config.disable_authentication && !client.is_trusted() {
             let username = self.authenticate(&req).await?;
             if req.caller.username != username {
                 Arc::make_mut(&mut req.caller)

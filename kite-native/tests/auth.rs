@@ -311,3 +311,41 @@ async fn root_audience_only_when_allowed_and_no_key_no_tokens() {
     c.kontrol_key = "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----".into();
     assert!(kite_native::Kite::with_config("x", "1.0.0", c).is_err());
 }
+
+/// A kite whose `client.hello` needs authentication, connected to the test server, which calls
+/// it back through `ask`.
+async fn dialing_kite(server: &TestKite, transport: kite_native::transport::Transport) -> Client {
+    let mut cfg = config();
+    cfg.disable_authentication = false;
+    let kite = kite_native::Kite::with_config("tester", "1.0.0", cfg).unwrap();
+    kite.handle("client.hello", |req: kite_native::Request| async move {
+        let name: String = req.arg()?;
+        Ok::<_, kite_native::KiteError>(format!("hello {name}"))
+    });
+    let client = kite.new_client(&server.url);
+    client.set_transport(transport);
+    within("dial", client.dial()).await.unwrap();
+    client
+}
+
+#[tokio::test]
+async fn calls_back_from_a_dialed_peer_are_authenticated_unless_the_connection_is_trusted() {
+    let server = TestKite::start().await;
+    for transport in TRANSPORTS {
+        let client = dialing_kite(&server, transport).await;
+        assert!(!client.is_trusted());
+        // Unlike Go, a connection this kite dialed is not trusted by default: the server's
+        // call back carries no credentials and is refused.
+        let err = within("ask", client.call::<String>("ask", ("bob",)))
+            .await
+            .unwrap_err();
+        assert!(
+            err.message.contains("No authentication information"),
+            "{err}"
+        );
+        client.set_trusted(true);
+        let answer: String = within("ask", client.call("ask", ("bob",))).await.unwrap();
+        assert_eq!(answer, "client said: hello bob");
+        client.close();
+    }
+}

@@ -198,3 +198,47 @@ async fn a_trust_function_decides_which_kontrol_keys_sign_kite_keys() {
     assert_eq!(who["username"], "alice");
     client.close();
 }
+
+#[tokio::test]
+async fn generated_key_pairs_sign_kite_keys_and_tokens_a_kite_accepts() {
+    let pair = kite_native::auth::KeyPair::generate(2048).unwrap();
+    assert!(pair.public_pem.starts_with("-----BEGIN PUBLIC KEY-----"));
+    let key_claims = kite_native::core::auth::Claims {
+        iss: "kontrol".into(),
+        sub: "carol".into(),
+        jti: "k1".into(),
+        kontrol_key: pair.public_pem.trim().into(),
+        kontrol_url: "http://127.0.0.1:4000/kite".into(),
+        ..Default::default()
+    };
+    let kite_key = pair.sign(&key_claims).unwrap();
+    assert_eq!(kitekey::parse(&kite_key).unwrap().claims, key_claims);
+
+    let mut cfg = key_config();
+    cfg.kontrol_key = pair.public_pem.clone();
+    let server = TestKite::start_with(cfg).await;
+    let (_k, client) = client_for(&server.url, TRANSPORTS[0]).await;
+    let who = whoami(&client, Some(Auth::new("kiteKey", kite_key)))
+        .await
+        .unwrap();
+    assert_eq!(who["username"], "carol");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let token = pair
+        .sign(&kite_native::core::auth::Claims {
+            iss: "kontrol".into(),
+            sub: "dave".into(),
+            aud: "/unknown/unknown/math".into(),
+            iat: Some(now),
+            exp: Some(now + 60),
+            ..Default::default()
+        })
+        .unwrap();
+    let who = whoami(&client, Some(Auth::new("token", token)))
+        .await
+        .unwrap();
+    assert_eq!(who["username"], "dave");
+    client.close();
+}
