@@ -22,7 +22,22 @@ use crate::kite::Hook;
 struct Hooks {
     connect: Vec<Hook>,
     disconnect: Vec<Hook>,
+    token_expired: Vec<Hook>,
+    token_renewed: Vec<TokenHook>,
 }
+
+/// A hook run with each new token.
+type TokenHook = Arc<dyn Fn(&Client, &str) + Send + Sync>;
+
+/// Fetches a fresh token for a client (from Kontrol's `getToken`).
+type TokenSource = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<String, KiteError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// How long before a token's expiry it is renewed (Go's token renewer: 30 s).
+const RENEW_BEFORE: Duration = Duration::from_secs(30);
 
 pub(crate) struct ClientInner {
     pub(crate) kite: Arc<KiteInner>,
@@ -38,6 +53,11 @@ pub(crate) struct ClientInner {
     closed: AtomicBool,
     options: Mutex<DialOptions>,
     hooks: Mutex<Hooks>,
+    token_source: Mutex<Option<TokenSource>>,
+    /// The scheduled renewal of the current token.
+    renewal: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Serialises renewals: a burst of `token is expired` answers renews once.
+    renewing: tokio::sync::Mutex<()>,
     pub(crate) accepted: bool,
     /// Requests from the peer of a connection this kite dialed run without authentication.
     pub(crate) trusted: AtomicBool,
@@ -97,6 +117,9 @@ impl Client {
             closed: AtomicBool::new(false),
             options: Mutex::new(options),
             hooks: Mutex::default(),
+            token_source: Mutex::default(),
+            renewal: Mutex::default(),
+            renewing: tokio::sync::Mutex::new(()),
             accepted,
             trusted: AtomicBool::new(false),
             first_request_seen: AtomicBool::new(false),
@@ -122,9 +145,13 @@ impl Client {
 
     /// Sets the credentials sent with every call.
     pub fn set_auth(&self, auth: Option<Auth>) {
-        let mut slot = lock(&self.0.auth);
-        *lock(&self.0.head) = Arc::new(RequestHead::new(&self.0.kite.identity, auth.as_ref()));
-        *slot = auth;
+        {
+            let mut slot = lock(&self.0.auth);
+            *lock(&self.0.head) = Arc::new(RequestHead::new(&self.0.kite.identity, auth.as_ref()));
+            *slot = auth;
+        }
+        // A new token expires at its own time.
+        self.schedule_renewal();
     }
 
     /// The credentials sent with every call.
@@ -313,7 +340,130 @@ impl Client {
             .decode()
     }
 
+    /// Renews this client's `token` credentials with `source` (typically Kontrol's
+    /// `getToken`): 30 s before the token expires, and when the peer answers a call with
+    /// `token is expired` (the call is then sent again once with the new token). Hooks:
+    /// [`Client::on_token_expired`], [`Client::on_token_renewed`].
+    pub fn set_token_renewer<F, Fut>(&self, source: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, KiteError>> + Send + 'static,
+    {
+        let source: TokenSource = Arc::new(move || Box::pin(source()));
+        *lock(&self.0.token_source) = Some(source);
+        self.schedule_renewal();
+    }
+
+    /// Runs `f` when the token is about to expire or a peer said it has.
+    pub fn on_token_expired(&self, f: impl Fn(&Client) + Send + Sync + 'static) {
+        lock(&self.0.hooks).token_expired.push(Arc::new(f));
+    }
+
+    /// Runs `f` with each new token once it is in use.
+    pub fn on_token_renewed(&self, f: impl Fn(&Client, &str) + Send + Sync + 'static) {
+        lock(&self.0.hooks).token_renewed.push(Arc::new(f));
+    }
+
+    /// Schedules the renewal of the current token `RENEW_BEFORE` its expiry (replacing any).
+    fn schedule_renewal(&self) {
+        if let Some(old) = lock(&self.0.renewal).take() {
+            old.abort();
+        }
+        if lock(&self.0.token_source).is_none() {
+            return;
+        }
+        let Some(exp) = self.auth().filter(|a| a.kind == "token").and_then(|a| {
+            jsonwebtoken::dangerous::insecure_decode::<kite_core::auth::Claims>(&a.key)
+                .ok()
+                .and_then(|t| t.claims.exp)
+        }) else {
+            return;
+        };
+        let now = crate::auth::unix_now();
+        let wait =
+            Duration::from_secs(u64::try_from(exp - now).unwrap_or(0)).saturating_sub(RENEW_BEFORE);
+        let weak = Arc::downgrade(&self.0);
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Some(inner) = weak.upgrade() {
+                let client = Client(inner);
+                // The renewal schedules the next one; the handle of this task is replaced.
+                lock(&client.0.renewal).take();
+                client.renew_token(None).await;
+            }
+        });
+        *lock(&self.0.renewal) = Some(task.abort_handle());
+    }
+
+    /// Fetches and installs a new token, unless the token changed since `stale` was in use
+    /// (another call renewed it already). Retries every 10 s on errors, except when the kite is
+    /// gone from Kontrol (`no kites found`). `true` once a new token is in use.
+    async fn renew_token(&self, stale: Option<&str>) -> bool {
+        let _one = self.0.renewing.lock().await;
+        let current = self.auth().map(|a| a.key);
+        if stale.is_some() && current.as_deref() != stale {
+            return true;
+        }
+        let hooks = lock(&self.0.hooks).token_expired.clone();
+        for h in hooks {
+            run_hook(&h, self);
+        }
+        loop {
+            if self.0.closed.load(Ordering::SeqCst) {
+                return false;
+            }
+            let Some(source) = lock(&self.0.token_source).clone() else {
+                return false;
+            };
+            match source().await {
+                Ok(token) => {
+                    self.set_auth(Some(Auth::new("token", token.clone())));
+                    let hooks = lock(&self.0.hooks).token_renewed.clone();
+                    for h in hooks {
+                        h(self, &token);
+                    }
+                    return true;
+                }
+                Err(e) if e.message.contains("no kites found") => {
+                    info!(url = %self.0.url, error = %e, "token renewal stopped");
+                    return false;
+                }
+                Err(e) => {
+                    info!(url = %self.0.url, error = %e, "token renewal failed, retrying in 10 s");
+                    if stale.is_some() {
+                        // A call is waiting: let it fail now rather than in 10 s.
+                        return false;
+                    }
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                }
+            }
+        }
+    }
+
     async fn call_inner(
+        &self,
+        method: &str,
+        args: kite_core::dnode::Scrubbed,
+        timeout: Option<Duration>,
+    ) -> Result<Args, KiteError> {
+        let sent_with = self.auth().map(|a| a.key);
+        match self.call_once(method, args.clone(), timeout).await {
+            Err(e)
+                if e.kind == ErrorKind::Authentication
+                    && e.message.contains("token is expired")
+                    && lock(&self.0.token_source).is_some() =>
+            {
+                if self.renew_token(sent_with.as_deref()).await {
+                    self.call_once(method, args, timeout).await
+                } else {
+                    Err(e)
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn call_once(
         &self,
         method: &str,
         args: kite_core::dnode::Scrubbed,
@@ -344,6 +494,9 @@ impl Client {
     /// fail with `disconnect`.
     pub fn close(&self) {
         self.0.closed.store(true, Ordering::SeqCst);
+        if let Some(renewal) = lock(&self.0.renewal).take() {
+            renewal.abort();
+        }
         self.0.reconnect.store(false, Ordering::SeqCst);
         if let Some(link) = self.link() {
             let (code, reason) = kite_core::sockjs::GO_AWAY;

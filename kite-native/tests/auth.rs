@@ -349,3 +349,54 @@ async fn calls_back_from_a_dialed_peer_are_authenticated_unless_the_connection_i
         client.close();
     }
 }
+
+#[tokio::test]
+async fn tokens_are_renewed_before_expiry_and_when_a_peer_says_expired() {
+    let server = TestKite::start_with(token_config()).await;
+    let (_k, client) = client_for(&server.url, TRANSPORTS[0]).await;
+    let fetched = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let (renewed_tx, mut renewed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (expired_tx, mut expired_rx) = tokio::sync::mpsc::unbounded_channel();
+    client.on_token_renewed(move |_, token| {
+        let _ = renewed_tx.send(token.to_owned());
+    });
+    client.on_token_expired(move |_| {
+        let _ = expired_tx.send(());
+    });
+    let f = fetched.clone();
+    client.set_token_renewer(move || {
+        let n = f.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move { Ok(sign(&with(json!({"jti": format!("renewed-{n}")})))) }
+    });
+
+    // Expired already: the peer answers `token is expired`, the client renews once for a
+    // burst of calls and sends each again.
+    client.set_auth(Some(Auth::new(
+        "token",
+        sign(&with(json!({"exp": now() - 100}))),
+    )));
+    let calls = (0..10).map(|_| call_with_current(&client));
+    for who in futures_util::future::join_all(calls).await {
+        assert_eq!(who.unwrap()["username"], "alice");
+    }
+    within("expired hook", expired_rx.recv()).await.unwrap();
+    within("renewed hook", renewed_rx.recv()).await.unwrap();
+    assert_eq!(fetched.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // About to expire (within 30 s): renewed ahead of time, without any call failing.
+    client.set_auth(Some(Auth::new(
+        "token",
+        sign(&with(json!({"exp": now() + 20}))),
+    )));
+    let token = within("renewal before expiry", renewed_rx.recv())
+        .await
+        .unwrap();
+    assert_eq!(client.auth().unwrap().key, token);
+    assert_eq!(fetched.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert!(call_with_current(&client).await.is_ok());
+    client.close();
+}
+
+async fn call_with_current(client: &Client) -> Result<Value, kite_native::KiteError> {
+    within("call", client.call::<Value>("whoami", ())).await
+}
