@@ -46,6 +46,12 @@ struct Chain {
     handling: MethodHandling,
 }
 
+/// The credentials a kite holds, which a key rotation replaces.
+struct Keys {
+    kite_key: String,
+    kontrol_key: String,
+}
+
 pub(crate) struct KiteInner {
     pub(crate) identity: Arc<KiteIdentity>,
     /// The request head of this kite's calls without credentials, shared by its clients.
@@ -56,6 +62,8 @@ pub(crate) struct KiteInner {
     authenticators: RwLock<HashMap<String, Authenticator>>,
     token: RwLock<Option<Arc<TokenVerifier>>>,
     kite_key: RwLock<Option<Arc<KiteKeyVerifier>>>,
+    /// The kite key this kite presents and the Kontrol key it trusts, after rotations.
+    keys: RwLock<Keys>,
     hooks: Mutex<KiteHooks>,
     routes: Mutex<axum::Router>,
     shutdown: CancellationToken,
@@ -79,6 +87,9 @@ pub enum Error {
     /// `Config::kontrol_key` is not a usable public key.
     #[error(transparent)]
     KontrolKey(#[from] crate::auth::KeyError),
+    /// A kite key could not be parsed or written.
+    #[error(transparent)]
+    KiteKey(#[from] crate::kitekey::KiteKeyError),
 }
 
 /// A kite: serves methods over SockJS at `/kite` and dials other kites.
@@ -166,6 +177,10 @@ impl Kite {
             identity,
             token: RwLock::new(token),
             kite_key: RwLock::new(kite_key),
+            keys: RwLock::new(Keys {
+                kite_key: config.kite_key.clone(),
+                kontrol_key: config.kontrol_key.trim().to_owned(),
+            }),
             config,
             methods: RwLock::default(),
             chain: RwLock::default(),
@@ -313,6 +328,68 @@ impl Kite {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The kite key this kite presents (`Config::kite_key`, or the one a rotation installed).
+    pub fn kite_key(&self) -> String {
+        self.0
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .kite_key
+            .clone()
+    }
+
+    /// The Kontrol public key this kite trusts (`Config::kontrol_key`, or a rotated one).
+    pub fn kontrol_key(&self) -> String {
+        self.0
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .kontrol_key
+            .clone()
+    }
+
+    /// Applies a key rotation announced by Kontrol (`RegisterResult.kiteKey` and
+    /// `publicKey`): a new kite key replaces the one this kite presents, and is written to
+    /// `write_to` (normally [`crate::kitekey::kite_key_path`]) unlike Go, which forgets it on
+    /// restart; the new Kontrol public key (given, or the new kite key's `kontrolKey`) becomes the
+    /// one `token` and `kiteKey` credentials are checked against.
+    pub fn rotate_keys(
+        &self,
+        kite_key: Option<&str>,
+        public_key: Option<&str>,
+        write_to: Option<&std::path::Path>,
+    ) -> Result<(), Error> {
+        let parsed = kite_key.map(crate::kitekey::parse).transpose()?;
+        let public = public_key
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .or_else(|| {
+                parsed
+                    .as_ref()
+                    .map(|k| k.claims.kontrol_key.trim().to_owned())
+            })
+            .filter(|p| !p.is_empty());
+        if let Some(public) = &public {
+            let token =
+                TokenVerifier::new(&self.0.config.kontrol_user, public, self.0.identity.clone())?;
+            self.set_token_verifier(token);
+            self.set_kite_key_verifier(
+                KiteKeyVerifier::trusting(public).with_ttl(self.0.config.verify_ttl),
+            );
+        }
+        if let (Some(key), Some(path)) = (&parsed, write_to) {
+            crate::kitekey::write_to(path, &key.token)?;
+        }
+        let mut keys = self.0.keys.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(key) = parsed {
+            keys.kite_key = key.token;
+        }
+        if let Some(public) = public {
+            keys.kontrol_key = public;
+        }
+        Ok(())
     }
 
     /// The verifier of `token` credentials, if the kite trusts a Kontrol key.

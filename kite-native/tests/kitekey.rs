@@ -242,3 +242,45 @@ async fn generated_key_pairs_sign_kite_keys_and_tokens_a_kite_accepts() {
     assert_eq!(who["username"], "dave");
     client.close();
 }
+
+#[tokio::test]
+async fn a_key_rotation_switches_the_trusted_kontrol_key_and_writes_the_new_kite_key() {
+    let server = TestKite::start_with(key_config()).await;
+    let (_k, client) = client_for(&server.url, TRANSPORTS[0]).await;
+    let old = kite_key();
+    assert!(
+        whoami(&client, Some(Auth::new("kiteKey", old.clone())))
+            .await
+            .is_ok()
+    );
+
+    let pair = kite_native::auth::KeyPair::generate(2048).unwrap();
+    let mut claims: kite_native::core::auth::Claims =
+        serde_json::from_value(key_claims(&pair.public_pem)).unwrap();
+    claims.sub = "alice".into();
+    let new_key = pair.sign(&claims).unwrap();
+    let dir = std::env::temp_dir().join(format!("kite-rotate-{}", uuid::Uuid::new_v4()));
+    let path = dir.join("kite.key");
+    server
+        .kite
+        .rotate_keys(Some(&new_key), None, Some(&path))
+        .unwrap();
+    assert_eq!(server.kite.kite_key(), new_key);
+    assert_eq!(server.kite.kontrol_key(), pair.public_pem.trim());
+    assert_eq!(kitekey::read_from(&path).unwrap().token, new_key);
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // Keys of the new pair are accepted, those of the rotated-out one no longer.
+    let who = whoami(&client, Some(Auth::new("kiteKey", new_key)))
+        .await
+        .unwrap();
+    assert_eq!(who["username"], "alice");
+    let err = whoami(&client, Some(Auth::new("kiteKey", old)))
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("not trusted"), "{err}");
+    // A broken kite key is refused and changes nothing.
+    assert!(server.kite.rotate_keys(Some("junk"), None, None).is_err());
+    assert_eq!(server.kite.kontrol_key(), pair.public_pem.trim());
+    client.close();
+}
