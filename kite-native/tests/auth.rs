@@ -400,3 +400,30 @@ async fn tokens_are_renewed_before_expiry_and_when_a_peer_says_expired() {
 async fn call_with_current(client: &Client) -> Result<Value, kite_native::KiteError> {
     within("call", client.call::<Value>("whoami", ())).await
 }
+
+#[tokio::test]
+async fn credentials_on_a_method_without_authentication_are_ignored() {
+    let server = TestKite::start_with(token_config()).await;
+    server
+        .kite
+        .handle("open", |req: kite_native::Request| async move {
+            Ok::<_, kite_native::KiteError>(req.username.clone())
+        })
+        .disable_authentication();
+    for transport in TRANSPORTS {
+        let (_k, client) = client_for(&server.url, transport).await;
+        for auth in [
+            Auth::new("token", "garbage"),
+            Auth::new("token", sign_with(Algorithm::RS256, &claims(), OTHER_PEM)),
+            Auth::new("nonsense", "x"),
+        ] {
+            client.set_auth(Some(auth));
+            let pong: String = within("ping", client.call("kite.ping", ())).await.unwrap();
+            assert_eq!(pong, "pong");
+            // The caller-declared username, unauthenticated.
+            let who: String = within("open", client.call("open", ())).await.unwrap();
+            assert_eq!(who, "unknown");
+        }
+        client.close();
+    }
+}
