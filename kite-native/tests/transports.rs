@@ -1,6 +1,7 @@
 //! Client transports against a real kite: xhr-streaming calls and callbacks, stream rotation,
-//! 100,000 back-to-back calls over each XHR transport with none lost, and a dead peer noticed
-//! from its missing heartbeats, followed by a reconnect.
+//! `Transport::Auto` falling back to xhr-streaming then xhr-polling, 100,000 back-to-back calls
+//! over each XHR transport with none lost, and a dead peer noticed from its missing heartbeats,
+//! followed by a reconnect.
 
 mod common;
 
@@ -57,6 +58,26 @@ async fn xhr_streaming_calls_callbacks_and_rotation() {
         .unwrap();
     assert_eq!(echoed, big);
     c.close();
+}
+
+#[tokio::test]
+async fn auto_falls_back_to_xhr_streaming_then_to_xhr_polling() {
+    // Websocket off: Auto settles on xhr-streaming; xhr-streaming off as well: xhr-polling.
+    for (streaming, want) in [
+        (true, TransportKind::XhrStreaming),
+        (false, TransportKind::XhrPolling),
+    ] {
+        let mut cfg = config();
+        cfg.websocket = false;
+        cfg.sockjs.xhr_streaming = streaming;
+        let server = TestKite::start_with(cfg).await;
+        let c = client(&server, Transport::Auto);
+        within("dial", c.dial()).await.unwrap();
+        assert_eq!(c.transport(), Some(want));
+        let n: f64 = within("square", c.call("square", (5,))).await.unwrap();
+        assert_eq!(n, 25.0, "{want}");
+        c.close();
+    }
 }
 
 /// `chains` tasks each making `calls / chains` calls one after the other on one connection;

@@ -1,5 +1,6 @@
 //! Small fake servers for the transport tests: a tokio-tungstenite SockJS (or raw) websocket
-//! server and an axum xhr-polling server, both scripted by the messages the client sends.
+//! server and an axum xhr-polling server, both scripted by the messages the client sends, and
+//! an axum xhr-streaming server whose responses the test writes chunk by chunk.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,8 @@ pub(super) enum WsMode {
     NoOpen,
     /// No framing: each text message echoed as is.
     Raw,
+    /// SockJS framing: `o`, then nothing at all (a dead peer whose socket stays open).
+    Mute,
 }
 
 #[derive(Debug, PartialEq)]
@@ -57,7 +60,7 @@ pub(super) async fn ws_server(mode: WsMode) -> WsServer {
 }
 
 /// The frames the fake SockJS server answers a client frame with: echoes batched in one
-/// `a[...]`, and commands `pair`, `legacy`, `close`, `broken`, `big:N`.
+/// `a[...]`, and commands `pair`, `legacy`, `close`, `broken`, `reopen` (a second `o`), `big:N`.
 fn script(msgs: Vec<String>) -> Vec<String> {
     let mut echoes = Vec::new();
     let mut frames = Vec::new();
@@ -70,6 +73,7 @@ fn script(msgs: Vec<String>) -> Vec<String> {
                 frames.push(sockjs::encode_close(3000, "Go away!"));
             }
             "broken" => frames.push("a[\"unterminated".into()),
+            "reopen" => frames.push("o".into()),
             _ => match m.strip_prefix("big:").and_then(|n| n.parse().ok()) {
                 Some(n) => frames.push(sockjs::encode_messages(["x".repeat(n).as_str()])),
                 None => echoes.push(m),
@@ -109,7 +113,7 @@ async fn serve_ws(tcp: TcpStream, mode: WsMode, events: mpsc::UnboundedSender<Ws
         return;
     };
     let first = match mode {
-        WsMode::Sockjs => Some("o"),
+        WsMode::Sockjs | WsMode::Mute => Some("o"),
         WsMode::NoOpen => Some("h"),
         WsMode::Raw => None,
     };
@@ -121,6 +125,7 @@ async fn serve_ws(tcp: TcpStream, mode: WsMode, events: mpsc::UnboundedSender<Ws
             Message::Text(text) => {
                 let _ = events.send(WsEvent::Text(text.to_string()));
                 let replies = match mode {
+                    WsMode::Mute => continue,
                     WsMode::Raw => match text.strip_prefix("big:").and_then(|n| n.parse().ok()) {
                         Some(n) => vec!["x".repeat(n)],
                         None => vec![text.to_string()],
@@ -156,6 +161,10 @@ pub(super) struct Xhr {
     pub(super) polls: usize,
     /// This poll (1 is the opening one) never answers.
     pub(super) hang_poll: Option<usize>,
+    /// Every poll from this one on never answers (a dead peer).
+    pub(super) hang_from: Option<usize>,
+    /// `xhr_streaming` answers 200 and then nothing (a buffering proxy), instead of 404.
+    pub(super) stall_streaming: bool,
     /// Content types of the polls, and (content type, body) of each `xhr_send`.
     pub(super) poll_types: Vec<String>,
     pub(super) sends: Vec<(String, String)>,
@@ -176,7 +185,7 @@ async fn xhr_poll(State(state): State<XhrState>, headers: HeaderMap) -> Response
         let mut st = state.0.lock().unwrap();
         st.polls += 1;
         st.poll_types.push(content_type(&headers));
-        if st.hang_poll == Some(st.polls) {
+        if st.hang_poll == Some(st.polls) || st.hang_from.is_some_and(|n| st.polls >= n) {
             None
         } else {
             Some(st.polls)
@@ -222,6 +231,7 @@ async fn xhr_send(State(state): State<XhrState>, headers: HeaderMap, body: Strin
             "gone" => st.gone = true,
             "close" => st.frames.push_back(sockjs::encode_close(3000, "Go away!")),
             "pair" => st.frames.push_back(sockjs::encode_messages(["x", "y"])),
+            "reopen" => st.frames.push_back("o".into()),
             _ => st.queue.push(m),
         }
     }
@@ -229,7 +239,18 @@ async fn xhr_send(State(state): State<XhrState>, headers: HeaderMap, body: Strin
     StatusCode::NO_CONTENT
 }
 
-/// An xhr-polling server at `<base>`; its websocket endpoint answers 404.
+/// `xhr_streaming` of the xhr-polling server: 404, or when stalling a response that never
+/// sends a byte.
+async fn xhr_streaming_stall(State(state): State<XhrState>) -> Response {
+    if !state.0.lock().unwrap().stall_streaming {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let never = futures_util::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+    (StatusCode::OK, axum::body::Body::from_stream(never)).into_response()
+}
+
+/// An xhr-polling server at `<base>`; its websocket endpoint answers 404, and so does its
+/// `xhr_streaming` unless [`Xhr::stall_streaming`].
 pub(super) async fn xhr_server(hang_poll: Option<usize>) -> (String, XhrState) {
     let state: XhrState = Arc::new((
         Mutex::new(Xhr {
@@ -247,11 +268,94 @@ pub(super) async fn xhr_server(hang_poll: Option<usize>) -> (String, XhrState) {
             "/kite/{server}/{session}/xhr_send",
             axum::routing::post(xhr_send),
         )
+        .route(
+            "/kite/{server}/{session}/xhr_streaming",
+            axum::routing::post(xhr_streaming_stall),
+        )
         .with_state(state.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     (format!("http://{addr}/kite"), state)
+}
+
+// ---- fake xhr-streaming server ----
+
+/// An xhr-streaming server whose responses the test writes chunk by chunk.
+pub(super) struct StreamServer {
+    pub(super) base: String,
+    /// One per `xhr_streaming` request that is answered 200: the chunks of its body, sent as
+    /// they come; dropping it ends the response cleanly.
+    pub(super) responses: mpsc::UnboundedReceiver<mpsc::UnboundedSender<Vec<u8>>>,
+    /// The body of each `xhr_send`.
+    pub(super) sends: mpsc::UnboundedReceiver<String>,
+    /// While set, every request is answered 404 (the session is gone).
+    pub(super) gone: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[derive(Clone)]
+struct StreamState {
+    responses: mpsc::UnboundedSender<mpsc::UnboundedSender<Vec<u8>>>,
+    sends: mpsc::UnboundedSender<String>,
+    gone: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StreamState {
+    fn gone(&self) -> bool {
+        self.gone.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+async fn stream_open(State(state): State<StreamState>) -> Response {
+    if state.gone() {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let _ = state.responses.send(tx);
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)), rx))
+    });
+    (StatusCode::OK, axum::body::Body::from_stream(body)).into_response()
+}
+
+async fn stream_send(State(state): State<StreamState>, body: String) -> StatusCode {
+    if state.gone() {
+        return StatusCode::NOT_FOUND;
+    }
+    let _ = state.sends.send(body);
+    StatusCode::NO_CONTENT
+}
+
+/// An xhr-streaming server at `<base>`; its websocket endpoint answers 404.
+pub(super) async fn stream_server() -> StreamServer {
+    let (responses_tx, responses) = mpsc::unbounded_channel();
+    let (sends_tx, sends) = mpsc::unbounded_channel();
+    let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let state = StreamState {
+        responses: responses_tx,
+        sends: sends_tx,
+        gone: gone.clone(),
+    };
+    let app = axum::Router::new()
+        .route(
+            "/kite/{server}/{session}/xhr_streaming",
+            axum::routing::post(stream_open),
+        )
+        .route(
+            "/kite/{server}/{session}/xhr_send",
+            axum::routing::post(stream_send),
+        )
+        .with_state(state);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    StreamServer {
+        base: format!("http://{addr}/kite"),
+        responses,
+        sends,
+        gone,
+    }
 }
 
 /// A URL on which nothing listens.

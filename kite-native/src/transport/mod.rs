@@ -107,9 +107,10 @@ pub struct DialOptions {
     /// Websocket limit for connecting, the HTTP upgrade and the SockJS `o` frame together
     /// (15 s, as Go).
     pub handshake_timeout: Duration,
-    /// XHR: the limit of the opening request, and the first-byte wait of every poll; a poll
-    /// with no answer in this long is abandoned and re-issued (15 s, as Go; keep it above the
-    /// server's 10 s heartbeat).
+    /// XHR: the limit of the opening request (for xhr-streaming, until its `o` frame), and the
+    /// first-byte wait of every poll; a poll with no answer in this long is abandoned and
+    /// re-issued (15 s, as Go; keep it above the server's 10 s heartbeat). An xhr-streaming
+    /// request re-opened after the server's response limit must answer within it too.
     pub timeout: Duration,
     /// Largest incoming message; a larger one ends the session (1 MiB).
     pub max_message_size: usize,
@@ -198,19 +199,57 @@ pub async fn dial(url: &str, opts: &DialOptions) -> Result<Session, DialError> {
     }
 }
 
-/// When a server that has been silent since `last_heard` counts as dead.
-fn silence_deadline(
+/// Notices a silent server: [`Silence::heard`] on everything that arrives, and
+/// [`Silence::expired`] resolves once nothing has for the limit.
+///
+/// The timer is armed once and re-armed only when it fires, so a busy session pays a clock
+/// read per arrival rather than a timer registration per wait.
+struct Silence {
+    limit: Option<Duration>,
     last_heard: tokio::time::Instant,
-    timeout: Option<Duration>,
-) -> Option<tokio::time::Instant> {
-    timeout.map(|t| last_heard + t)
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
-/// Sleeps until `deadline`, or forever without one.
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
+impl Silence {
+    /// Starts counting now; `None` never expires.
+    fn new(limit: Option<Duration>) -> Self {
+        Silence {
+            limit,
+            last_heard: tokio::time::Instant::now(),
+            timer: None,
+        }
+    }
+
+    /// Something arrived from the server.
+    fn heard(&mut self) {
+        if self.limit.is_some() {
+            self.last_heard = tokio::time::Instant::now();
+        }
+    }
+
+    /// Resolves (with a warning logged) once nothing has been heard for the limit; never
+    /// without one. Cancel-safe: the timer outlives the future.
+    async fn expired(&mut self) {
+        let Some(limit) = self.limit else {
+            return std::future::pending().await;
+        };
+        let last_heard = self.last_heard;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(last_heard + limit)));
+        loop {
+            timer.as_mut().await;
+            let due = self.last_heard + limit;
+            if tokio::time::Instant::now() >= due {
+                tracing::warn!(
+                    silence = ?limit,
+                    "the server has sent nothing, not even a heartbeat, for too long: \
+                     closing the session"
+                );
+                return;
+            }
+            timer.as_mut().reset(due);
+        }
     }
 }
 
@@ -219,9 +258,10 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 enum Step {
     /// Hand these messages to the runtime.
     Deliver(Vec<String>),
-    /// Nothing to deliver (`o`, `h`).
+    /// Nothing to deliver (`h`).
     Skip,
-    /// End the session (`c[...]`, a broken frame, an oversized message).
+    /// End the session (`c[...]`, an `o` after the first, a broken frame, an oversized
+    /// message).
     End,
 }
 
@@ -230,7 +270,13 @@ fn decode_frame(text: &str, max_message_size: usize) -> Step {
     let msgs = match Frame::decode(text) {
         Ok(Frame::Messages(msgs)) => msgs,
         Ok(Frame::Message(msg)) => vec![msg],
-        Ok(Frame::Open | Frame::Heartbeat) => return Step::Skip,
+        Ok(Frame::Heartbeat) => return Step::Skip,
+        Ok(Frame::Open) => {
+            // Servers send `o` only when they create a session: this one forgot ours (expired
+            // or restarted), and whatever it held for us is lost.
+            tracing::warn!("the server opened a new session in place of ours, closing");
+            return Step::End;
+        }
         Ok(Frame::Close { code, reason }) => {
             tracing::debug!(code, %reason, "server closed the session");
             return Step::End;

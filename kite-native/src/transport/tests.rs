@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use super::fake::{WsEvent, WsMode, refused_url, ws_server, xhr_server};
+use super::fake::{
+    StreamServer, WsEvent, WsMode, refused_url, stream_server, ws_server, xhr_server,
+};
 use super::*;
 use crate::session::TransportKind;
 
@@ -34,6 +36,8 @@ fn transport_names() {
         ("xhr-polling", Transport::XhrPolling),
         ("XHRStreaming", Transport::XhrStreaming),
         ("xhr-streaming", Transport::XhrStreaming),
+        ("xhr_streaming", Transport::XhrStreaming),
+        ("XhrStreaming", Transport::XhrStreaming),
         ("auto", Transport::Auto),
         ("Auto", Transport::Auto),
         ("raw-websocket", Transport::RawWebSocket),
@@ -426,4 +430,457 @@ async fn silent_server_times_out() {
         assert!(matches!(err, DialError::Timeout), "{transport}: {err}");
     }
     drop(listener);
+}
+
+// ---- a second `o` ----
+
+#[tokio::test]
+async fn a_second_open_frame_ends_the_session() {
+    // The server forgot our session and made a new one: what it held for us is lost.
+    let server = ws_server(WsMode::Sockjs).await;
+    let mut session = within("dial", dial(&server.base, &options(Transport::WebSocket)))
+        .await
+        .unwrap();
+    session.tx.send("reopen".into()).unwrap();
+    assert_eq!(within("ws eof", session.rx.recv()).await, None);
+
+    let (base, _state) = xhr_server(None).await;
+    let mut session = within("dial", dial_xhr(&base, &options(Transport::XhrPolling)))
+        .await
+        .unwrap();
+    session.tx.send("reopen".into()).unwrap();
+    assert_eq!(within("xhr eof", session.rx.recv()).await, None);
+}
+
+// ---- xhr-streaming ----
+
+const PRELUDE_LEN: usize = 2048;
+
+/// Dials `server` over xhr-streaming, answering the opening request with the prelude and `o`
+/// in the chunks given; returns the session and the open response.
+async fn open_stream(
+    server: &mut StreamServer,
+    opts: &DialOptions,
+    opening: &[&[u8]],
+) -> (
+    crate::session::Session,
+    tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+) {
+    let dialing = tokio::spawn({
+        let base = server.base.clone();
+        let opts = opts.clone();
+        async move { dial_xhr_streaming(&base, &opts).await }
+    });
+    let response = within("opening request", server.responses.recv())
+        .await
+        .unwrap();
+    for chunk in opening {
+        response.send(chunk.to_vec()).unwrap();
+    }
+    let session = within("dial", dialing).await.unwrap().unwrap();
+    (session, response)
+}
+
+fn prelude_and_open() -> Vec<u8> {
+    let mut v = vec![b'h'; PRELUDE_LEN];
+    v.extend_from_slice(b"\no\n");
+    v
+}
+
+#[tokio::test]
+async fn xhr_streaming_lines_split_across_chunks_or_sharing_them() {
+    let mut server = stream_server().await;
+    let opts = options(Transport::XhrStreaming);
+    // The prelude in two chunks, `o` and the first frames sharing the second.
+    let (mut session, response) = open_stream(
+        &mut server,
+        &opts,
+        &[
+            &[b'h'; 1000],
+            format!("{}\no\na[\"one\"]\na[\"tw", "h".repeat(PRELUDE_LEN - 1000)).as_bytes(),
+        ],
+    )
+    .await;
+    assert_eq!(session.info.transport, TransportKind::XhrStreaming);
+    assert!(session.info.remote_addr.is_some());
+    for chunk in [
+        &b"o\"]\nh\na[\"thr"[..],
+        b"ee\",\"fo",
+        b"ur\"]\n",
+        // A UTF-8 character cut between chunks.
+        b"a[\"\xc3",
+        b"\xa9\"]\nh\n\na[\"last\"]\n",
+    ] {
+        response.send(chunk.to_vec()).unwrap();
+    }
+    for want in ["one", "two", "three", "four", "é", "last"] {
+        assert_eq!(within(want, session.rx.recv()).await.as_deref(), Some(want));
+    }
+
+    // Sending goes through xhr_send, batched.
+    session.tx.send("m1".into()).unwrap();
+    session.tx.send("m2".into()).unwrap();
+    assert_eq!(
+        within("xhr_send", server.sends.recv()).await.as_deref(),
+        Some(r#"["m1","m2"]"#)
+    );
+}
+
+#[tokio::test]
+async fn xhr_streaming_rotates_to_a_new_response_in_order() {
+    let mut server = stream_server().await;
+    let (mut session, first) = open_stream(
+        &mut server,
+        &options(Transport::XhrStreaming),
+        &[&prelude_and_open()],
+    )
+    .await;
+    first.send(b"a[\"1\",\"2\"]\n".to_vec()).unwrap();
+    first.send(b"a[\"3\"]\n".to_vec()).unwrap();
+    // The server ends the response (its limit): the client posts again on the same session.
+    drop(first);
+    for round in 0..3 {
+        let next = within("re-opened request", server.responses.recv())
+            .await
+            .unwrap();
+        let mut body = vec![b'h'; PRELUDE_LEN];
+        body.extend_from_slice(format!("\na[\"r{round}\"]\n").as_bytes());
+        next.send(body).unwrap();
+    }
+    for want in ["1", "2", "3", "r0", "r1", "r2"] {
+        assert_eq!(within(want, session.rx.recv()).await.as_deref(), Some(want));
+    }
+    // Each rotation waited for the previous response to end: there is exactly one more.
+    let last = within("fourth request", server.responses.recv())
+        .await
+        .unwrap();
+    assert!(server.responses.try_recv().is_err());
+    last.send(b"a[\"still here\"]\n".to_vec()).unwrap();
+    assert_eq!(
+        within("after rotations", session.rx.recv())
+            .await
+            .as_deref(),
+        Some("still here")
+    );
+}
+
+#[tokio::test]
+async fn xhr_streaming_close_frame_ends_the_session() {
+    let mut server = stream_server().await;
+    let (mut session, response) = open_stream(
+        &mut server,
+        &options(Transport::XhrStreaming),
+        &[&prelude_and_open()],
+    )
+    .await;
+    response
+        .send(b"a[\"bye\"]\nc[3000,\"Go away!\"]\n".to_vec())
+        .unwrap();
+    assert_eq!(
+        within("bye", session.rx.recv()).await.as_deref(),
+        Some("bye")
+    );
+    assert_eq!(within("eof", session.rx.recv()).await, None);
+    within("sender stops", session.tx.closed()).await;
+    // Nothing was re-opened after the close frame.
+    drop(response);
+    assert!(server.responses.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn xhr_streaming_404_ends_the_session() {
+    let mut server = stream_server().await;
+    let (mut session, response) = open_stream(
+        &mut server,
+        &options(Transport::XhrStreaming),
+        &[&prelude_and_open()],
+    )
+    .await;
+    server.gone.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(response);
+    assert_eq!(within("eof", session.rx.recv()).await, None);
+    within("sender stops", session.tx.closed()).await;
+}
+
+#[tokio::test]
+async fn xhr_streaming_close_request_ends_the_session() {
+    let mut server = stream_server().await;
+    let (mut session, _response) = open_stream(
+        &mut server,
+        &options(Transport::XhrStreaming),
+        &[&prelude_and_open()],
+    )
+    .await;
+    session.tx.close(3000, "Go away!");
+    assert_eq!(within("eof", session.rx.recv()).await, None);
+}
+
+#[tokio::test]
+async fn xhr_streaming_refused_or_broken_openings() {
+    let mut server = stream_server().await;
+    let mut opts = options(Transport::XhrStreaming);
+    opts.timeout = Duration::from_millis(300);
+
+    server.gone.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = within("404", dial_xhr_streaming(&server.base, &opts))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DialError::Handshake(why) if why.contains("404")),
+        "{err}"
+    );
+    server
+        .gone
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+
+    // (what the opening response carries, whether it then ends, the error)
+    let prelude = vec![b'h'; PRELUDE_LEN];
+    let mut another = prelude.clone();
+    another.extend_from_slice(b"\nc[2010,\"Another connection still open\"]\n");
+    let mut prelude_line = prelude.clone();
+    prelude_line.push(b'\n');
+    for (body, end, protocol) in [
+        (another, false, true),
+        (prelude_line.clone(), true, true),
+        // A buffering proxy: the prelude, and `o` never comes.
+        (prelude_line, false, false),
+        (b"garbage".to_vec(), false, false),
+    ] {
+        let dialing = tokio::spawn({
+            let base = server.base.clone();
+            let opts = opts.clone();
+            async move { dial_xhr_streaming(&base, &opts).await }
+        });
+        let response = within("opening", server.responses.recv()).await.unwrap();
+        response.send(body).unwrap();
+        if end {
+            drop(response);
+        } else {
+            // Held open until the dial is over.
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                drop(response);
+            });
+        }
+        let err = within("dial", dialing).await.unwrap().unwrap_err();
+        if protocol {
+            assert!(matches!(err, DialError::Protocol(_)), "{err}");
+        } else {
+            assert!(matches!(err, DialError::Timeout), "{err}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn xhr_streaming_bad_frames_end_the_session() {
+    let mut opts = options(Transport::XhrStreaming);
+    opts.max_message_size = 100;
+    let limit = frame_limit(100);
+    let mut over_limit = b"a[\"".to_vec();
+    over_limit.extend(std::iter::repeat_n(b'x', limit));
+    let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        ("broken", vec![b"a[\"unterminated\n".to_vec()]),
+        ("second o", vec![b"o\n".to_vec()]),
+        (
+            "message over the limit",
+            vec![format!("a[\"{}\"]\n", "x".repeat(101)).into_bytes()],
+        ),
+        // Ends the session before the newline arrives.
+        ("frame over the limit", vec![over_limit]),
+        ("not UTF-8", vec![b"a[\"\xff\"]\n".to_vec()]),
+    ];
+    for (what, chunks) in cases {
+        let mut server = stream_server().await;
+        let (mut session, response) = open_stream(&mut server, &opts, &[&prelude_and_open()]).await;
+        response.send(b"a[\"ok\"]\n".to_vec()).unwrap();
+        assert_eq!(within(what, session.rx.recv()).await.as_deref(), Some("ok"));
+        for chunk in chunks {
+            response.send(chunk).unwrap();
+        }
+        assert_eq!(within(what, session.rx.recv()).await, None, "{what}");
+        drop(response);
+    }
+
+    // A response that ends inside a frame.
+    let mut server = stream_server().await;
+    let (mut session, response) = open_stream(&mut server, &opts, &[&prelude_and_open()]).await;
+    response.send(b"a[\"cut".to_vec()).unwrap();
+    drop(response);
+    assert_eq!(within("cut", session.rx.recv()).await, None);
+}
+
+#[test]
+fn lines_survive_any_chunking() {
+    let text = "hhhh\no\na[\"one\"]\n\na[\"é€😀\"]\nh\nc[3000,\"Go away!\"]\n";
+    let want: Vec<&str> = text.split_terminator('\n').collect();
+    let bytes = text.as_bytes();
+    for size in 1..=bytes.len() {
+        let mut lines = xhr_streaming::Lines::new(64);
+        let mut got = Vec::new();
+        for chunk in bytes.chunks(size) {
+            lines.push(chunk);
+            while let Some(line) = lines.next_line().unwrap() {
+                got.push(line);
+            }
+        }
+        assert_eq!(got, want, "chunks of {size}");
+        assert!(!lines.has_partial());
+    }
+    let mut lines = xhr_streaming::Lines::new(4);
+    lines.push(b"1234\n12");
+    assert_eq!(lines.next_line().unwrap().as_deref(), Some("1234"));
+    assert_eq!(lines.next_line().unwrap(), None);
+    assert!(lines.has_partial());
+    lines.push(b"345");
+    assert!(
+        lines.next_line().is_err(),
+        "over the limit before its newline"
+    );
+    let mut lines = xhr_streaming::Lines::new(4);
+    lines.push(b"12345\n");
+    assert!(lines.next_line().is_err());
+}
+
+// ---- auto ----
+
+#[tokio::test]
+async fn auto_falls_back_to_xhr_streaming_when_websocket_is_404() {
+    let mut server = stream_server().await;
+    let (mut session, response) = open_stream(
+        &mut server,
+        &options(Transport::Auto),
+        &[&prelude_and_open()],
+    )
+    .await;
+    assert_eq!(session.info.transport, TransportKind::XhrStreaming);
+    session.tx.send("via streaming".into()).unwrap();
+    let sent = within("xhr_send", server.sends.recv()).await.unwrap();
+    assert_eq!(sent, r#"["via streaming"]"#);
+    response.send(b"a[\"answer\"]\n".to_vec()).unwrap();
+    assert_eq!(
+        within("answer", session.rx.recv()).await.as_deref(),
+        Some("answer")
+    );
+}
+
+#[tokio::test]
+async fn auto_falls_back_to_xhr_polling_when_streaming_never_opens() {
+    // Websocket 404, xhr_streaming stalled (a buffering proxy): xhr-polling after the timeout.
+    let (base, state) = xhr_server(None).await;
+    state.0.lock().unwrap().stall_streaming = true;
+    let mut opts = options(Transport::Auto);
+    opts.timeout = Duration::from_millis(300);
+    let mut session = within("auto", dial(&base, &opts)).await.unwrap();
+    assert_eq!(session.info.transport, TransportKind::XhrPolling);
+    session.tx.send("via polling".into()).unwrap();
+    assert_eq!(
+        within("echo", session.rx.recv()).await.as_deref(),
+        Some("via polling")
+    );
+}
+
+// ---- dead peers ----
+
+/// How long `session` takes to end, failing after 10 s.
+async fn time_to_end(session: &mut crate::session::Session) -> Duration {
+    let start = tokio::time::Instant::now();
+    while within("session end", session.rx.recv()).await.is_some() {}
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn silent_servers_end_the_session_after_the_heartbeat_timeout() {
+    let silence = Duration::from_millis(300);
+    // Each ends the session after `silence`, not sooner, and not much later (a debug build on
+    // a busy machine: 3 s of slack).
+    let check = |what: &str, took: Duration| {
+        assert!(
+            took >= silence - Duration::from_millis(20),
+            "{what}: {took:?}"
+        );
+        assert!(took < silence + Duration::from_secs(3), "{what}: {took:?}");
+    };
+
+    let server = ws_server(WsMode::Mute).await;
+    let mut opts = options(Transport::WebSocket);
+    opts.heartbeat_timeout = Some(silence);
+    let mut session = within("dial", dial(&server.base, &opts)).await.unwrap();
+    session.tx.send("unanswered".into()).unwrap();
+    check("websocket", time_to_end(&mut session).await);
+    within("writer stops", session.tx.closed()).await;
+
+    // Polls are re-issued after `timeout` each; the silence limit spans them.
+    let (base, state) = xhr_server(None).await;
+    state.0.lock().unwrap().hang_from = Some(2);
+    let mut opts = options(Transport::XhrPolling);
+    opts.heartbeat_timeout = Some(silence);
+    opts.timeout = Duration::from_millis(80);
+    let mut session = within("dial", dial(&base, &opts)).await.unwrap();
+    check("xhr-polling", time_to_end(&mut session).await);
+    within("sender stops", session.tx.closed()).await;
+    assert!(state.0.lock().unwrap().polls >= 3, "polls were re-issued");
+
+    let mut server = stream_server().await;
+    let mut opts = options(Transport::XhrStreaming);
+    opts.heartbeat_timeout = Some(silence);
+    let (mut session, _response) = open_stream(&mut server, &opts, &[&prelude_and_open()]).await;
+    check("xhr-streaming", time_to_end(&mut session).await);
+    within("sender stops", session.tx.closed()).await;
+}
+
+#[tokio::test]
+async fn heartbeats_keep_a_quiet_session_and_raw_websockets_have_none() {
+    let silence = Duration::from_millis(300);
+    let mut server = stream_server().await;
+    let mut opts = options(Transport::XhrStreaming);
+    opts.heartbeat_timeout = Some(silence);
+    let (mut session, response) = open_stream(&mut server, &opts, &[&prelude_and_open()]).await;
+    // A heartbeat every 100 ms for four times the limit; a frame cut in two counts as well.
+    let beats = tokio::spawn(async move {
+        for i in 0..12 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let chunk: &[u8] = match i {
+                5 => b"a[\"ha",
+                6 => b"lf\"]\n",
+                _ => b"h\n",
+            };
+            response.send(chunk.to_vec()).unwrap();
+        }
+        response
+    });
+    assert_eq!(
+        within("half", session.rx.recv()).await.as_deref(),
+        Some("half")
+    );
+    let response = within("beats", beats).await.unwrap();
+    response.send(b"a[\"alive\"]\n".to_vec()).unwrap();
+    assert_eq!(
+        within("alive", session.rx.recv()).await.as_deref(),
+        Some("alive")
+    );
+    // Then silence.
+    assert!(time_to_end(&mut session).await >= silence - Duration::from_millis(20));
+
+    // A raw websocket has no heartbeats: quiet is fine.
+    let server = ws_server(WsMode::Raw).await;
+    let mut opts = options(Transport::RawWebSocket);
+    opts.heartbeat_timeout = Some(Duration::from_millis(100));
+    let mut session = within("dial", dial(&format!("{}/websocket", server.base), &opts))
+        .await
+        .unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(500), session.rx.recv()).await;
+    assert!(quiet.is_err(), "a quiet raw websocket was ended: {quiet:?}");
+    session.tx.send("still open".into()).unwrap();
+    assert_eq!(
+        within("echo", session.rx.recv()).await.as_deref(),
+        Some("still open")
+    );
+}
+
+#[test]
+fn heartbeat_timeout_defaults_to_45_seconds() {
+    assert_eq!(
+        DialOptions::default().heartbeat_timeout,
+        Some(Duration::from_secs(45))
+    );
 }

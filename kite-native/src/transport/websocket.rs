@@ -22,7 +22,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, warn};
 
 use super::url::{origin_of, parse_base_url, raw_websocket_url, sockjs_ids, websocket_url};
-use super::{DialError, DialOptions, Step, decode_frame, frame_limit, valid_headers};
+use super::{DialError, DialOptions, Silence, Step, decode_frame, frame_limit, valid_headers};
 use crate::session::{
     self, Batch, Outbox, Session, SessionInfo, SessionReceiver, Text, TransportKind,
 };
@@ -160,8 +160,7 @@ fn spawn(ws: Ws, id: String, transport: TransportKind, opts: &DialOptions) -> Se
         framed,
         max: opts.max_message_size,
         // Raw websockets carry no heartbeats: their silence means nothing.
-        silence: opts.heartbeat_timeout.filter(|_| framed),
-        last_heard: Instant::now(),
+        silence: Silence::new(opts.heartbeat_timeout.filter(|_| framed)),
         queue: VecDeque::new(),
         done: done.clone(),
         _ended: done.clone().drop_guard(),
@@ -184,9 +183,8 @@ struct Reader {
     stream: SplitStream<Ws>,
     framed: bool,
     max: usize,
-    /// How long the server may stay silent before it counts as dead.
-    silence: Option<std::time::Duration>,
-    last_heard: Instant,
+    /// Ends the session when the server sends nothing for too long.
+    silence: Silence,
     queue: VecDeque<String>,
     done: CancellationToken,
     _ended: DropGuard,
@@ -198,17 +196,13 @@ impl Reader {
             if let Some(m) = self.queue.pop_front() {
                 return Some(m);
             }
-            let dead_at = super::silence_deadline(self.last_heard, self.silence);
             let next = tokio::select! {
                 biased;
                 next = self.stream.next() => next,
                 () = self.done.cancelled() => return None,
-                () = super::sleep_until(dead_at) => {
-                    warn!(silence = ?self.silence, "the server has been silent too long, closing");
-                    return None;
-                }
+                () = self.silence.expired() => return None,
             };
-            self.last_heard = Instant::now();
+            self.silence.heard();
             match next {
                 Some(Ok(Message::Text(text))) if self.framed => {
                     match decode_frame(&text, self.max) {

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::url::{endpoint, parse_base_url, sockjs_ids, xhr_session_url};
-use super::{DialError, DialOptions, Step, decode_frame, frame_limit, valid_headers};
+use super::{DialError, DialOptions, Silence, Step, decode_frame, frame_limit, valid_headers};
 use crate::session::{self, Batch, Outbox, Session, SessionInfo, Text, TransportKind};
 
 /// Dials the kite at `base` over xhr-polling: `POST <base>/<server>/<session>/xhr` must answer
@@ -119,7 +119,7 @@ pub(super) fn request_error(e: reqwest::Error) -> DialError {
 
 /// Reads the rest of a response body after the bytes already read (`body`) as UTF-8: at most
 /// `limit` bytes, each chunk within `idle` of the previous one.
-pub(super) async fn read_body(
+async fn read_body(
     mut resp: reqwest::Response,
     mut body: Vec<u8>,
     limit: usize,
@@ -153,7 +153,8 @@ struct Poller {
     timeout: Duration,
     limit: usize,
     max_message_size: usize,
-    /// How long the server may stay silent (across polls) before it counts as dead.
+    /// How long the server may stay silent (across polls: each has its own first-byte wait,
+    /// `timeout`) before it counts as dead.
     silence: Option<Duration>,
 }
 
@@ -229,7 +230,7 @@ async fn poll_loop(
     stop: CancellationToken,
 ) {
     let mut body = initial;
-    let mut last_heard = Instant::now();
+    let mut silence = Silence::new(poller.silence);
     'session: loop {
         for line in body.split('\n').filter(|l| !l.is_empty()) {
             let msgs = match decode_frame(line, poller.max_message_size) {
@@ -246,18 +247,14 @@ async fn poll_loop(
             }
         }
         body = loop {
-            let dead_at = super::silence_deadline(last_heard, poller.silence);
             let poll = tokio::select! {
                 () = stop.cancelled() => break 'session,
                 poll = poller.poll() => poll,
-                () = super::sleep_until(dead_at) => {
-                    warn!(silence = ?poller.silence, "the server has been silent too long, closing");
-                    break 'session;
-                }
+                () = silence.expired() => break 'session,
             };
             match poll {
                 Poll::Body(body) => {
-                    last_heard = Instant::now();
+                    silence.heard();
                     break body;
                 }
                 Poll::Again => continue,
