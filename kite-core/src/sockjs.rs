@@ -183,10 +183,24 @@ pub fn xhr_streaming_prelude() -> String {
     s
 }
 
-/// An eventsource event carrying one frame: `data: <frame>\r\n\r\n`. Frames never hold raw
-/// newlines (messages are JSON strings), so one `data:` line always suffices.
+/// An eventsource event carrying one frame: `data: <frame>\r\n\r\n`, with `%`, CR, LF and NUL
+/// percent-encoded as sockjs-node does (sockjs-client runs `decodeURI` on every event, so a bare
+/// `%` in a message would break it). Frames never hold raw newlines (messages are JSON
+/// strings), so one `data:` line always suffices.
 pub fn eventsource_event(frame: &str) -> String {
-    format!("data: {frame}\r\n\r\n")
+    let mut out = String::with_capacity(frame.len() + 12);
+    out.push_str("data: ");
+    for c in frame.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '\r' => out.push_str("%0D"),
+            '\n' => out.push_str("%0A"),
+            '\0' => out.push_str("%00"),
+            c => out.push(c),
+        }
+    }
+    out.push_str("\r\n\r\n");
+    out
 }
 
 /// The first bytes of an eventsource response (a newline Opera needed).
@@ -322,6 +336,10 @@ mod tests {
     #[test]
     fn transport_wrappers() {
         assert_eq!(eventsource_event("o"), "data: o\r\n\r\n");
+        assert_eq!(
+            eventsource_event("a[\"100% \u{e9}\"]"),
+            "data: a[\"100%25 \u{e9}\"]\r\n\r\n"
+        );
         assert_eq!(
             jsonp_answer("callback", "a[\"x\"]"),
             "/**/callback(\"a[\\\"x\\\"]\");\r\n"
