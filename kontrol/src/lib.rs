@@ -1,6 +1,10 @@
-//! Kontrol, the Kite registry and key authority.
+//! Kontrol, the Kite registry and key authority, built on [`kite_native`].
 //!
-//! This crate is a placeholder in the workspace layout: the Kontrol server, its storages and
-//! `kitectl` arrive with their own issue. Kontrol is a kite built on [`kite_native`].
+//! This crate grows in steps: the query rule and version constraints every storage shares are
+//! here ([`query`], [`version`]); the Kontrol kite, its storages (embedded, etcd, PostgreSQL) and
+//! `kitectl` follow.
+
+pub mod query;
+pub mod version;
 
 pub use kite_native;

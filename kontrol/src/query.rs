@@ -1,0 +1,263 @@
+//! Which kites a `getKites` query finds: one rule for every storage.
+//!
+//! A query names kites from the general to the specific, in the order of the seven fields
+//! (`username, environment, name, version, region, hostname, id`); an empty field matches
+//! anything. The rule:
+//!
+//! - A query with only `id` finds the kite with that id.
+//! - Otherwise `username` is required, and a field may be set only if every more general one
+//!   is (`/alice/prod/math` is a query; `/alice//math` is not): the query is a prefix of the
+//!   kite path, as Go Kontrol's etcd backend reads it. (Go's PostgreSQL backend accepts any
+//!   combination; ours answers the same on every storage.)
+//! - `version` may be a constraint (`>= 1.0, < 2`, `~> 1.1`, `!= 1.3.0`); a plain version must
+//!   equal the kite's version string.
+//!
+//! ```
+//! use kite_native::core::{Kite, KontrolQuery};
+//! use kontrol::query::Matcher;
+//!
+//! let q = KontrolQuery { username: "alice".into(), name: "math".into(), ..Default::default() };
+//! assert!(Matcher::new(&q).is_err()); // `environment` is not set
+//! let q = KontrolQuery {
+//!     username: "alice".into(),
+//!     environment: "prod".into(),
+//!     name: "math".into(),
+//!     version: "~> 1.1".into(),
+//!     ..Default::default()
+//! };
+//! let m = Matcher::new(&q).unwrap();
+//! let kite: Kite = "/alice/prod/math/1.2.3/eu/host1/8a2f".parse().unwrap();
+//! assert!(m.matches(&kite));
+//! ```
+
+use kite_native::core::{Kite, KontrolQuery};
+
+use crate::version::{Constraints, Version, VersionError};
+
+/// Why a query cannot be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// Every field is empty.
+    #[error("all query fields are empty")]
+    Empty,
+    /// No `username` (and not an id-only query).
+    #[error("Empty username field")]
+    NoUsername,
+    /// A field is set while a more general one is not.
+    #[error("Invalid query. Query option is not set: {0}")]
+    NotSet(&'static str),
+    /// `version` is neither a version nor a constraint.
+    #[error(transparent)]
+    Version(#[from] VersionError),
+}
+
+/// How a query constrains the version.
+#[derive(Debug, Clone)]
+enum VersionRule {
+    Any,
+    Exact(String),
+    Constraint(Constraints),
+}
+
+/// A checked query, ready to test kites against.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    query: KontrolQuery,
+    id_only: bool,
+    version: VersionRule,
+}
+
+impl Matcher {
+    /// Checks `query` against the rule above.
+    pub fn new(query: &KontrolQuery) -> Result<Matcher, QueryError> {
+        if query.is_empty() {
+            return Err(QueryError::Empty);
+        }
+        let values = query.values();
+        let id_only = values[..6].iter().all(|v| v.is_empty());
+        if !id_only {
+            if query.username.is_empty() {
+                return Err(QueryError::NoUsername);
+            }
+            let names = kite_native::core::identity::KEY_ORDER;
+            if let Some(first_empty) = values.iter().position(|v| v.is_empty())
+                && values[first_empty..].iter().any(|v| !v.is_empty())
+            {
+                return Err(QueryError::NotSet(names[first_empty]));
+            }
+        }
+        let version = match query.version.trim() {
+            "" => VersionRule::Any,
+            v if v.parse::<Version>().is_ok() => VersionRule::Exact(query.version.clone()),
+            v => VersionRule::Constraint(v.parse()?),
+        };
+        Ok(Matcher {
+            query: query.clone(),
+            id_only,
+            version,
+        })
+    }
+
+    /// The query.
+    pub fn query(&self) -> &KontrolQuery {
+        &self.query
+    }
+
+    /// The id, for a query that names only an id.
+    pub fn id(&self) -> Option<&str> {
+        self.id_only.then_some(self.query.id.as_str())
+    }
+
+    /// The leading exact fields (`username`, `environment`, `name`, a plain `version`, ...),
+    /// for storages that look kites up by key prefix; the rest is checked by
+    /// [`Matcher::matches`].
+    pub fn prefix(&self) -> Vec<&str> {
+        if self.id_only {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (i, v) in self.query.values().into_iter().enumerate() {
+            if v.is_empty() || (i == 3 && matches!(self.version, VersionRule::Constraint(_))) {
+                break;
+            }
+            out.push(v);
+        }
+        out
+    }
+
+    /// Whether `kite` is one the query asks for.
+    pub fn matches(&self, kite: &Kite) -> bool {
+        if self.id_only {
+            return kite.id == self.query.id;
+        }
+        let q = &self.query;
+        let field = |want: &str, have: &str| want.is_empty() || want == have;
+        field(&q.username, &kite.username)
+            && field(&q.environment, &kite.environment)
+            && field(&q.name, &kite.name)
+            && match &self.version {
+                VersionRule::Any => true,
+                VersionRule::Exact(v) => *v == kite.version,
+                VersionRule::Constraint(c) => kite.version.parse().is_ok_and(|v| c.check(&v)),
+            }
+            && field(&q.region, &kite.region)
+            && field(&q.hostname, &kite.hostname)
+            && field(&q.id, &kite.id)
+    }
+}
+
+/// The audience of a token Kontrol mints for `kite`, found by `query`: `/username/environment/
+/// name` as far as the query names them (Go's rule). An id-only query gets the kite's own
+/// `/username/environment/name`, never Go's root audience `/` (which lets the token call any
+/// kite).
+pub fn audience(query: &KontrolQuery, kite: &Kite) -> String {
+    if query.values()[..6].iter().all(|v| v.is_empty()) {
+        return format!("/{}/{}/{}", kite.username, kite.environment, kite.name);
+    }
+    let parts: Vec<&str> = [query.username.as_str(), &query.environment, &query.name]
+        .into_iter()
+        .take_while(|v| !v.is_empty())
+        .collect();
+    format!("/{}", parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(path: &str) -> KontrolQuery {
+        let mut parts = path.trim_start_matches('/').split('/');
+        let mut next = || parts.next().unwrap_or_default().to_owned();
+        KontrolQuery {
+            username: next(),
+            environment: next(),
+            name: next(),
+            version: next(),
+            region: next(),
+            hostname: next(),
+            id: next(),
+        }
+    }
+
+    fn kite(path: &str) -> Kite {
+        path.parse().unwrap()
+    }
+
+    #[test]
+    fn the_prefix_rule() {
+        assert_eq!(Matcher::new(&q("")).unwrap_err(), QueryError::Empty);
+        assert_eq!(
+            Matcher::new(&q("/alice//math")).unwrap_err(),
+            QueryError::NotSet("environment")
+        );
+        let no_user = KontrolQuery {
+            environment: "prod".into(),
+            ..Default::default()
+        };
+        assert_eq!(Matcher::new(&no_user).unwrap_err(), QueryError::NoUsername);
+        let id_only = KontrolQuery {
+            id: "k1".into(),
+            ..Default::default()
+        };
+        let m = Matcher::new(&id_only).unwrap();
+        assert_eq!(m.id(), Some("k1"));
+        assert!(m.matches(&kite("/a/b/c/1.0.0/r/h/k1")));
+        assert!(!m.matches(&kite("/a/b/c/1.0.0/r/h/k2")));
+        assert!(Matcher::new(&q("/alice/prod/math/>= x")).is_err());
+    }
+
+    #[test]
+    fn matching_fields_and_versions() {
+        let k = kite("/alice/prod/math/1.2.3/eu/host1/id1");
+        for (query, want) in [
+            ("/alice", true),
+            ("/bob", false),
+            ("/alice/prod", true),
+            ("/alice/prod/math", true),
+            ("/alice/prod/db", false),
+            ("/alice/prod/math/1.2.3", true),
+            ("/alice/prod/math/1.2", false),
+            ("/alice/prod/math/~> 1.1", true),
+            ("/alice/prod/math/>= 2", false),
+            ("/alice/prod/math/>= 1.0, < 2/eu", true),
+            ("/alice/prod/math/>= 1.0, < 2/us", false),
+            ("/alice/prod/math/1.2.3/eu/host1/id1", true),
+            ("/alice/prod/math/1.2.3/eu/host1/id2", false),
+        ] {
+            let m = Matcher::new(&q(query)).unwrap();
+            assert_eq!(m.matches(&k), want, "{query}");
+        }
+        // A kite whose version is not a version never meets a constraint.
+        let odd = kite("/alice/prod/math/latest/eu/host1/id1");
+        assert!(
+            !Matcher::new(&q("/alice/prod/math/>= 0"))
+                .unwrap()
+                .matches(&odd)
+        );
+        assert!(Matcher::new(&q("/alice/prod/math/latest")).is_err());
+    }
+
+    #[test]
+    fn prefixes_for_storages() {
+        let m = Matcher::new(&q("/alice/prod/math/~> 1.1/eu")).unwrap();
+        assert_eq!(m.prefix(), ["alice", "prod", "math"]);
+        let m = Matcher::new(&q("/alice/prod/math/1.0.0/eu")).unwrap();
+        assert_eq!(m.prefix(), ["alice", "prod", "math", "1.0.0", "eu"]);
+    }
+
+    #[test]
+    fn audiences_never_root() {
+        let k = kite("/alice/prod/math/1.2.3/eu/host1/id1");
+        assert_eq!(audience(&q("/alice"), &k), "/alice");
+        assert_eq!(audience(&q("/alice/prod"), &k), "/alice/prod");
+        assert_eq!(
+            audience(&q("/alice/prod/math/1.2.3/eu"), &k),
+            "/alice/prod/math"
+        );
+        let id_only = KontrolQuery {
+            id: "id1".into(),
+            ..Default::default()
+        };
+        assert_eq!(audience(&id_only, &k), "/alice/prod/math");
+    }
+}
