@@ -5,6 +5,7 @@
 //! `kitectl` follow.
 
 pub mod query;
+pub mod storage;
 pub mod version;
 
 pub use kite_native;

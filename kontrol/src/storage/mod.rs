@@ -1,0 +1,96 @@
+//! Where Kontrol keeps registrations: a [`Storage`] trait with backends that all answer
+//! queries through the same [`Matcher`], so every backend finds the same kites.
+//!
+//! A registration lives until its expiry (Kontrol pushes it forward on every heartbeat, Go's
+//! `KeyTTL` is 90 s); expired registrations are never returned and are purged by the backend.
+//!
+//! - [`MemoryStorage`]: in process, for tests and throwaway Kontrols;
+//! - [`EmbeddedStorage`]: one file on disk (redb), the default: a Kontrol restarted on the same
+//!   file loses nothing that has not expired.
+
+mod embedded;
+mod memory;
+
+pub use embedded::EmbeddedStorage;
+pub use memory::MemoryStorage;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kite_native::core::Kite;
+use serde::{Deserialize, Serialize};
+
+use crate::query::Matcher;
+
+/// A registered kite: who it is, where to reach it, and which key pair signed its kite key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    /// The kite's identity (its username is the authenticated one).
+    pub kite: Kite,
+    /// The URL the kite registered (`http://host:port/kite`).
+    pub url: String,
+    /// The id of the Kontrol key pair the kite's key was signed with (tokens for it are signed
+    /// with the same pair).
+    pub key_id: String,
+    /// When the registration expires, in milliseconds since the Unix epoch.
+    pub expires_at_ms: u64,
+}
+
+impl Registration {
+    /// A registration of `kite` at `url` with key pair `key_id`, expiring `ttl` from now.
+    pub fn new(kite: Kite, url: &str, key_id: &str, ttl: Duration) -> Registration {
+        Registration {
+            kite,
+            url: url.to_owned(),
+            key_id: key_id.to_owned(),
+            expires_at_ms: now_ms()
+                .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+
+    /// Whether it has expired at `now_ms`.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms <= now_ms
+    }
+}
+
+/// Milliseconds since the Unix epoch now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The backend is unreachable or failed; the operation may succeed later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be read.
+    #[error("corrupt storage entry: {0}")]
+    Corrupt(String),
+}
+
+/// A registry backend. Implementations must be safe to share between tasks and must apply
+/// [`Matcher::matches`] (and expiry) to everything they return.
+#[async_trait::async_trait]
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// Adds or replaces the registration of `registration.kite.id`.
+    async fn upsert(&self, registration: &Registration) -> Result<(), StorageError>;
+
+    /// Pushes the expiry of the kite `id` to `expires_at_ms`; `false` if it is not registered
+    /// (or has expired).
+    async fn refresh(&self, id: &str, expires_at_ms: u64) -> Result<bool, StorageError>;
+
+    /// Removes the kite `id`; `false` if it was not registered.
+    async fn delete(&self, id: &str) -> Result<bool, StorageError>;
+
+    /// The live registrations `matcher` matches, in no particular order.
+    async fn get(&self, matcher: &Matcher) -> Result<Vec<Registration>, StorageError>;
+
+    /// Removes expired registrations; how many went.
+    async fn purge_expired(&self) -> Result<usize, StorageError>;
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
