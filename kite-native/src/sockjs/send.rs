@@ -82,12 +82,12 @@ async fn deliver(state: &State, session: &HttpSession, frame: &[u8]) -> Result<(
         session.tx.close(c, r);
         return Err(Refused::TooBig);
     }
-    let in_tx = session.incoming().ok_or(Refused::NotFound)?;
-    if session::deliver(&in_tx, msgs).await {
-        Ok(())
-    } else {
-        Err(Refused::NotFound)
+    // A session that is closed but not yet expired takes messages and drops them (its next
+    // receiver gets the close frame), as sockjs-node does.
+    if let Some(in_tx) = session.incoming() {
+        session::deliver(&in_tx, msgs).await;
     }
+    Ok(())
 }
 
 fn uncached_text(status: StatusCode, body: &'static str) -> Response {

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use kite_core::sockjs::{self, BROKEN_FRAME, MESSAGE_TOO_BIG};
+use tokio::sync::oneshot;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::debug;
 
@@ -77,7 +78,9 @@ pub(crate) async fn raw(
 
 /// The reading half of a session, polled by the runtime.
 struct Reader {
-    stream: SplitStream<WebSocket>,
+    /// Taken back by the connection's task when the reader goes (see `Drop`).
+    stream: Option<SplitStream<WebSocket>>,
+    give_back: Option<oneshot::Sender<SplitStream<WebSocket>>>,
     framed: bool,
     max: usize,
     tx: SessionSender,
@@ -88,6 +91,17 @@ struct Reader {
     _ended: DropGuard,
 }
 
+impl Drop for Reader {
+    /// Hands the socket's reading half back to the connection's task, which reads what the
+    /// peer still sends until it answers the close: dropping a socket with unread input makes
+    /// the kernel reset the connection, and the peer would lose the frames sent before it.
+    fn drop(&mut self) {
+        if let (Some(stream), Some(back)) = (self.stream.take(), self.give_back.take()) {
+            let _ = back.send(stream);
+        }
+    }
+}
+
 impl Reader {
     /// The next message, reading frames as needed; `None` ends the session (after queueing a
     /// close frame for broken or oversized input).
@@ -96,9 +110,10 @@ impl Reader {
             if let Some(m) = self.queue.pop_front() {
                 return Some(m);
             }
+            let stream = self.stream.as_mut()?;
             let next = tokio::select! {
                 biased;
-                next = self.stream.next() => next,
+                next = stream.next() => next,
                 () = self.done.cancelled() => return None,
             };
             match next {
@@ -173,8 +188,10 @@ async fn serve(socket: WebSocket, state: State, remote: Option<SocketAddr>, fram
     let (tx, outbox) = session::outgoing();
     let (mut sink, stream) = socket.split();
     let done = CancellationToken::new();
+    let (give_back, taken_back) = oneshot::channel();
     let reader = Reader {
-        stream,
+        stream: Some(stream),
+        give_back: Some(give_back),
         framed,
         max: state.options.max_message_size,
         tx: tx.clone(),
@@ -196,6 +213,7 @@ async fn serve(socket: WebSocket, state: State, remote: Option<SocketAddr>, fram
     let close = write_loop(&mut sink, outbox, &state, framed, &done).await;
     // Ends the reader too, should the peer never answer the close.
     done.cancel();
+    let closing = close.is_some();
     if let Some((code, reason)) = close {
         if framed {
             let _ = sink
@@ -210,7 +228,29 @@ async fn serve(socket: WebSocket, state: State, remote: Option<SocketAddr>, fram
             })))
             .await;
     }
+    if closing {
+        drain(taken_back).await;
+    }
     let _ = sink.close().await;
+}
+
+/// How long a closing connection waits for the peer to stop sending and answer the close.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and drops what the peer still sends after our close, until its close frame, the end
+/// of the stream, or [`CLOSE_GRACE`].
+async fn drain(taken_back: oneshot::Receiver<SplitStream<WebSocket>>) {
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        let Ok(mut stream) = taken_back.await else {
+            return;
+        };
+        while let Some(Ok(m)) = stream.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Writes batches and heartbeats until a close is asked for (returned), the runtime is gone
