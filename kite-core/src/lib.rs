@@ -13,6 +13,7 @@ pub mod envelope;
 pub mod error;
 pub mod identity;
 pub mod json;
+pub mod kontrol;
 pub mod sockjs;
 
 pub use connection::{Connection, Incoming};

@@ -64,6 +64,10 @@ pub(crate) struct KiteInner {
     kite_key: RwLock<Option<Arc<KiteKeyVerifier>>>,
     /// The kite key this kite presents and the Kontrol key it trusts, after rotations.
     keys: RwLock<Keys>,
+    /// The connection to Kontrol, once used.
+    pub(crate) kontrol: Mutex<Option<Client>>,
+    /// The URL this kite registered with Kontrol, registered again on reconnects.
+    pub(crate) registered_url: Mutex<Option<String>>,
     hooks: Mutex<KiteHooks>,
     routes: Mutex<axum::Router>,
     shutdown: CancellationToken,
@@ -177,6 +181,8 @@ impl Kite {
             identity,
             token: RwLock::new(token),
             kite_key: RwLock::new(kite_key),
+            kontrol: Mutex::default(),
+            registered_url: Mutex::default(),
             keys: RwLock::new(Keys {
                 kite_key: config.kite_key.clone(),
                 kontrol_key: config.kontrol_key.trim().to_owned(),
@@ -551,6 +557,9 @@ impl Kite {
         let clients: Vec<Client> = lock(&self.0.accepted).drain().map(|(_, c)| c).collect();
         for c in clients {
             c.close();
+        }
+        if let Some(k) = lock(&self.0.kontrol).take() {
+            k.close();
         }
         if let Some(h) = lock(&self.0.heartbeat).take() {
             h.abort();

@@ -42,6 +42,7 @@ mod client;
 pub mod config;
 mod kite;
 pub mod kitekey;
+mod kontrol;
 mod link;
 pub mod method;
 mod request;

@@ -5,6 +5,7 @@
 //! `kitectl` follow.
 
 pub mod query;
+pub mod server;
 pub mod storage;
 pub mod version;
 

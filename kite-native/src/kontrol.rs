@@ -1,0 +1,184 @@
+//! The client side of Kontrol every kite has: register with it, find kites through it, get
+//! tokens from it.
+//!
+//! The Kontrol URL and the credentials come from the kite's config (normally filled from its
+//! `kite.key`, see [`crate::Config::get`]). The connection to Kontrol authenticates with the kite
+//! key and is trusted (Kontrol calls `kite.heartbeat` back on it); it reconnects by itself, and
+//! a kite registered with [`Kite::register`] registers again on every reconnect.
+//!
+//! ```no_run
+//! # async fn demo(kite: kite_native::Kite) -> Result<(), kite_native::KiteError> {
+//! use kite_native::core::KontrolQuery;
+//!
+//! kite.register("http://127.0.0.1:6000/kite").await?;
+//! let query = KontrolQuery { username: "alice".into(), environment: "prod".into(),
+//!     name: "math".into(), ..Default::default() };
+//! let math = kite.get_kites(&query).await?.remove(0);
+//! math.dial().await?;
+//! let n: f64 = math.call("square", (4,)).await?;
+//! # Ok(()) }
+//! ```
+
+use kite_core::kontrol::{
+    GetKitesArgs, GetKitesResult, GetTokenArgs, RegisterArgs, RegisterResult,
+};
+use kite_core::{Auth, KiteError, KontrolQuery};
+use tracing::{info, warn};
+
+use crate::{Client, Kite};
+
+impl Kite {
+    /// The connection to this kite's Kontrol (`Config::kontrol_url`), dialed (and kept:
+    /// reconnecting by itself) on first use, authenticated with the kite key.
+    pub async fn kontrol(&self) -> Result<Client, KiteError> {
+        let existing = crate::kite::lock(&self.0.kontrol).clone();
+        if let Some(c) = existing {
+            c.dial_forever().await;
+            return Ok(c);
+        }
+        let url = self.0.config.kontrol_url.clone();
+        if url.is_empty() {
+            return Err(KiteError::generic("no Kontrol URL in the config"));
+        }
+        let client = {
+            let mut slot = crate::kite::lock(&self.0.kontrol);
+            slot.get_or_insert_with(|| {
+                let c = self.new_client(&url);
+                let key = self.kite_key();
+                if !key.is_empty() {
+                    c.set_auth(Some(Auth::new("kiteKey", key)));
+                }
+                // Kontrol calls `kite.heartbeat` back on this connection.
+                c.set_trusted(true);
+                c
+            })
+            .clone()
+        };
+        client.dial_forever().await;
+        Ok(client)
+    }
+
+    /// Registers this kite with Kontrol under `url` (where it can be reached), and again after
+    /// every reconnect to Kontrol. A new kite key or public key in the answer is applied (and
+    /// the kite key written back to `kite.key` when the kite has one there).
+    pub async fn register(&self, url: &str) -> Result<RegisterResult, KiteError> {
+        let kontrol = self.kontrol().await?;
+        let result = self.register_once(&kontrol, url).await?;
+        let first = {
+            let mut registered = crate::kite::lock(&self.0.registered_url);
+            let first = registered.is_none();
+            *registered = Some(url.to_owned());
+            first
+        };
+        if first {
+            let kite = self.clone();
+            kontrol.on_connect(move |c| {
+                let (kite, c) = (kite.clone(), c.clone());
+                let url = crate::kite::lock(&kite.0.registered_url).clone();
+                if let Some(url) = url {
+                    tokio::spawn(async move {
+                        match kite.register_once(&c, &url).await {
+                            Ok(_) => info!(%url, "registered again with Kontrol"),
+                            Err(e) => warn!(%url, error = %e, "registering again failed"),
+                        }
+                    });
+                }
+            });
+        }
+        Ok(result)
+    }
+
+    async fn register_once(
+        &self,
+        kontrol: &Client,
+        url: &str,
+    ) -> Result<RegisterResult, KiteError> {
+        let result: RegisterResult = kontrol
+            .call(
+                "register",
+                (RegisterArgs {
+                    url: url.to_owned(),
+                },),
+            )
+            .await?;
+        if !result.kite_key.is_empty() || !result.public_key.is_empty() {
+            let path = crate::kitekey::kite_key_path().ok().filter(|p| p.exists());
+            let new_key = (!result.kite_key.is_empty()).then_some(result.kite_key.as_str());
+            let new_public = (!result.public_key.is_empty()).then_some(result.public_key.as_str());
+            self.rotate_keys(new_key, new_public, path.as_deref())
+                .map_err(|e| KiteError::generic(format!("applying the new keys: {e}")))?;
+            if let Some(key) = new_key {
+                kontrol.set_auth(Some(Auth::new("kiteKey", key)));
+            }
+        }
+        info!(%url, "registered with Kontrol");
+        Ok(result)
+    }
+
+    /// The kites Kontrol knows that match `query`, as clients ready to dial, each carrying a
+    /// token for it that renews itself through Kontrol.
+    pub async fn get_kites(&self, query: &KontrolQuery) -> Result<Vec<Client>, KiteError> {
+        let kontrol = self.kontrol().await?;
+        let found: GetKitesResult = kontrol
+            .call(
+                "getKites",
+                (GetKitesArgs {
+                    query: Some(query.clone()),
+                },),
+            )
+            .await?;
+        Ok(found
+            .kites
+            .into_iter()
+            .map(|k| {
+                let client = self.new_client(&k.url);
+                client.set_remote(k.kite.clone());
+                if !k.token.is_empty() {
+                    client.set_auth(Some(Auth::new("token", k.token)));
+                }
+                let kite = self.clone();
+                let id = k.kite.id.clone();
+                client.set_token_renewer(move || {
+                    let kite = kite.clone();
+                    let id = id.clone();
+                    async move {
+                        let query = KontrolQuery {
+                            id,
+                            ..KontrolQuery::default()
+                        };
+                        kite.get_token_forced(&query, true).await
+                    }
+                });
+                client
+            })
+            .collect())
+    }
+
+    /// A token for calling the one kite `query` matches.
+    pub async fn get_token(&self, query: &KontrolQuery) -> Result<String, KiteError> {
+        self.get_token_forced(query, false).await
+    }
+
+    async fn get_token_forced(
+        &self,
+        query: &KontrolQuery,
+        force: bool,
+    ) -> Result<String, KiteError> {
+        let kontrol = self.kontrol().await?;
+        kontrol
+            .call(
+                "getToken",
+                (GetTokenArgs {
+                    query: query.clone(),
+                    force,
+                },),
+            )
+            .await
+    }
+
+    /// The public key Kontrol signs with now (for this kite's key pair).
+    pub async fn get_key(&self) -> Result<String, KiteError> {
+        let kontrol = self.kontrol().await?;
+        kontrol.call("getKey", ()).await
+    }
+}

@@ -1,0 +1,370 @@
+//! The Kontrol kite: `register`, `getKites`, `getToken` and `getKey` over any [`Storage`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use kontrol::server::{Kontrol, KontrolOptions};
+//! use kontrol::storage::EmbeddedStorage;
+//!
+//! let key = kite_native::auth::KeyPair::generate(2048)?;
+//! let storage = Arc::new(EmbeddedStorage::open("/var/lib/kontrol/kontrol.db")?);
+//! let kontrol = Kontrol::new(
+//!     kite_native::Config::default(),
+//!     KontrolOptions::new("kontrol", key, "http://127.0.0.1:4000/kite"),
+//!     storage,
+//! )?;
+//! kontrol.kite().run().await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kite_native::auth::KeyPair;
+use kite_native::core::auth::Claims;
+use kite_native::core::kontrol::{
+    GetKitesArgs, GetKitesResult, GetTokenArgs, KiteWithToken, RegisterArgs, RegisterResult,
+};
+use kite_native::{Args, Callback, Config, ErrorKind, Kite, KiteError, Request};
+use rand::seq::SliceRandom;
+use tracing::{debug, info, warn};
+
+use crate::query::{Matcher, audience};
+use crate::storage::{Registration, Storage, now_ms};
+
+/// How a Kontrol runs: who it is, the key pair it signs with, and its timings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct KontrolOptions {
+    /// The Kontrol's username: the issuer (`iss`) of its kite keys and tokens.
+    pub username: String,
+    /// The URL kites reach this Kontrol at (written into kite keys as `kontrolURL`).
+    pub kontrol_url: String,
+    /// The key pair kite keys and tokens are signed with.
+    pub key: KeyPair,
+    /// The id stored with registrations signed by `key`.
+    pub key_id: String,
+    /// How long a token is valid (Go: 48 h).
+    pub token_ttl: Duration,
+    /// Clock skew allowed: tokens start this much in the past and end this much later (Go:
+    /// 5 min).
+    pub token_leeway: Duration,
+    /// How long a registration lives after the last heartbeat (Go: 90 s).
+    pub registration_ttl: Duration,
+    /// How often registered kites are asked to ping back (Go: 10 s).
+    pub heartbeat_interval: Duration,
+}
+
+impl KontrolOptions {
+    /// Go's timings for a Kontrol named `username`, signing with `key`, reached at
+    /// `kontrol_url`.
+    pub fn new(username: &str, key: KeyPair, kontrol_url: &str) -> KontrolOptions {
+        KontrolOptions {
+            username: username.to_owned(),
+            kontrol_url: kontrol_url.to_owned(),
+            key,
+            key_id: "default".to_owned(),
+            token_ttl: Duration::from_secs(48 * 3600),
+            token_leeway: Duration::from_secs(300),
+            registration_ttl: Duration::from_secs(90),
+            heartbeat_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a Kontrol could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The kite could not be made (identity, key).
+    #[error(transparent)]
+    Kite(#[from] kite_native::Error),
+}
+
+/// A Kontrol: the registry kite.
+#[derive(Clone)]
+pub struct Kontrol {
+    kite: Kite,
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Kontrol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kontrol")
+            .field("username", &self.inner.options.username)
+            .field("storage", &self.inner.storage)
+            .finish()
+    }
+}
+
+struct Inner {
+    options: KontrolOptions,
+    storage: Arc<dyn Storage>,
+    /// Tokens by (audience, username, key id), with when they stop being handed out.
+    tokens: Mutex<HashMap<TokenKey, (String, u64)>>,
+}
+
+/// A cached token's key: audience, username, key pair id.
+type TokenKey = (String, String, String);
+
+fn internal(what: &str, e: impl std::fmt::Display) -> KiteError {
+    warn!(error = %e, "{what}");
+    KiteError::generic(format!("internal error - {what}"))
+}
+
+impl Kontrol {
+    /// A Kontrol kite configured by `config` (address, port, TLS, ...; its identity, Kontrol
+    /// user and key are set from `options`), keeping registrations in `storage`.
+    pub fn new(
+        mut config: Config,
+        options: KontrolOptions,
+        storage: Arc<dyn Storage>,
+    ) -> Result<Kontrol, Error> {
+        config.username.clone_from(&options.username);
+        config.kontrol_user.clone_from(&options.username);
+        config.kontrol_key = options.key.public_pem.trim().to_owned();
+        config.kontrol_url.clone_from(&options.kontrol_url);
+        config.disable_authentication = false;
+        let kite = Kite::with_config("kontrol", env!("CARGO_PKG_VERSION"), config)?;
+        let inner = Arc::new(Inner {
+            options,
+            storage,
+            tokens: Mutex::default(),
+        });
+        let k = Kontrol { kite, inner };
+        k.install();
+        Ok(k)
+    }
+
+    /// The kite serving Kontrol's methods (run it with [`Kite::run`]).
+    pub fn kite(&self) -> &Kite {
+        &self.kite
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.inner.storage
+    }
+
+    /// Signs a kite key for `username` (what `registerMachine` and `kontrol --initial` hand
+    /// out): no expiry, the Kontrol's URL and public key inside.
+    pub fn kite_key_for(&self, username: &str) -> Result<String, KiteError> {
+        let o = &self.inner.options;
+        let now = unix_now();
+        let claims = Claims {
+            iss: o.username.clone(),
+            sub: username.to_owned(),
+            iat: Some(now - to_secs(o.token_leeway)),
+            jti: uuid::Uuid::new_v4().to_string(),
+            kontrol_url: o.kontrol_url.clone(),
+            kontrol_key: o.key.public_pem.trim().to_owned(),
+            ..Claims::default()
+        };
+        o.key
+            .sign(&claims)
+            .map_err(|e| internal("sign kite key", e))
+    }
+
+    fn install(&self) {
+        let inner = self.inner.clone();
+        self.kite.handle("register", move |req: Request| {
+            let inner = inner.clone();
+            async move { inner.register(req).await }
+        });
+        let inner = self.inner.clone();
+        self.kite.handle("getKites", move |req: Request| {
+            let inner = inner.clone();
+            async move { inner.get_kites(req).await }
+        });
+        let inner = self.inner.clone();
+        self.kite.handle("getToken", move |req: Request| {
+            let inner = inner.clone();
+            async move { inner.get_token(req).await }
+        });
+        let inner = self.inner.clone();
+        self.kite.handle("getKey", move |req: Request| {
+            let inner = inner.clone();
+            async move { inner.get_key(&req) }
+        });
+        // Expired registrations are invisible already; this keeps the store small.
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let Some(inner) = inner.upgrade() else { return };
+                if let Err(e) = inner.storage.purge_expired().await {
+                    debug!(error = %e, "purging expired registrations failed");
+                }
+            }
+        });
+    }
+}
+
+fn unix_now() -> i64 {
+    i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX)
+}
+
+fn to_secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn expiry_ms(ttl: Duration) -> u64 {
+    now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Inner {
+    fn require_kite_key(req: &Request) -> Result<(), KiteError> {
+        match req.auth.as_deref() {
+            Some(a) if a.kind == "kiteKey" => Ok(()),
+            Some(a) => Err(KiteError::new(
+                ErrorKind::Authentication,
+                format!("Unexpected authentication type: {}", a.kind),
+            )),
+            None => Err(KiteError::new(
+                ErrorKind::Authentication,
+                "No authentication information is provided",
+            )),
+        }
+    }
+
+    async fn register(self: Arc<Self>, req: Request) -> Result<RegisterResult, KiteError> {
+        Self::require_kite_key(&req)?;
+        let args: RegisterArgs = req.arg()?;
+        let url = args.url.trim().to_owned();
+        if url.is_empty() {
+            return Err(KiteError::argument("empty url"));
+        }
+        kite_native::transport::parse_base_url(&url)
+            .map_err(|e| KiteError::argument(format!("invalid register URL: {e}")))?;
+        let kite = (*req.caller).clone();
+        kite.validate()
+            .map_err(|e| KiteError::argument(format!("invalid kite: {e}")))?;
+        let o = &self.options;
+        let registration = Registration::new(kite.clone(), &url, &o.key_id, o.registration_ttl);
+        self.storage
+            .upsert(&registration)
+            .await
+            .map_err(|e| internal("register", e))?;
+        info!(kite = %kite, %url, "registered");
+        self.clone().keep_alive(&req, kite.id.clone());
+        Ok(RegisterResult {
+            url,
+            heartbeat_interval: 0,
+            kite_key: String::new(),
+            public_key: String::new(),
+        })
+    }
+
+    /// Asks the kite to ping back every heartbeat interval; each ping pushes its expiry.
+    fn keep_alive(self: Arc<Self>, req: &Request, id: String) {
+        let weak = Arc::downgrade(&self);
+        let ttl = self.options.registration_ttl;
+        let ping = Callback::new(move |_args: Args| {
+            let Some(inner) = weak.upgrade() else { return };
+            let id = id.clone();
+            tokio::spawn(async move {
+                match inner.storage.refresh(&id, expiry_ms(ttl)).await {
+                    Ok(true) => {}
+                    Ok(false) => debug!(%id, "heartbeat from a kite no longer registered"),
+                    Err(e) => warn!(%id, error = %e, "refreshing a registration failed"),
+                }
+            });
+        });
+        let client = req.client.clone();
+        let interval = self.options.heartbeat_interval.as_secs_f64();
+        tokio::spawn(async move {
+            if let Err(e) = client
+                .tell_with_timeout("kite.heartbeat", (interval, ping), Duration::from_secs(4))
+                .await
+            {
+                warn!(error = %e, "the kite did not accept heartbeats");
+            }
+        });
+    }
+
+    fn token(&self, aud: &str, username: &str, force: bool) -> Result<String, KiteError> {
+        let o = &self.options;
+        let key = (aud.to_owned(), username.to_owned(), o.key_id.clone());
+        let now = now_ms();
+        if !force
+            && let Some((token, until)) = lock(&self.tokens).get(&key)
+            && now < *until
+        {
+            return Ok(token.clone());
+        }
+        let secs = unix_now();
+        let leeway = to_secs(o.token_leeway);
+        let claims = Claims {
+            iss: o.username.clone(),
+            sub: username.to_owned(),
+            aud: aud.to_owned(),
+            exp: Some(secs + to_secs(o.token_ttl) + leeway),
+            iat: Some(secs - leeway),
+            nbf: Some(secs - leeway),
+            jti: uuid::Uuid::new_v4().to_string(),
+            ..Claims::default()
+        };
+        let token = o.key.sign(&claims).map_err(|e| internal("sign token", e))?;
+        let reuse_for = o.token_ttl.saturating_sub(o.token_leeway);
+        let mut tokens = lock(&self.tokens);
+        if tokens.len() > 100_000 {
+            tokens.retain(|_, (_, until)| now < *until);
+        }
+        tokens.insert(key, (token.clone(), expiry_ms(reuse_for)));
+        Ok(token)
+    }
+
+    async fn get_kites(self: Arc<Self>, req: Request) -> Result<GetKitesResult, KiteError> {
+        let args: GetKitesArgs = req.arg()?;
+        let query = args
+            .query
+            .ok_or_else(|| KiteError::argument("query is missing"))?;
+        let matcher =
+            Matcher::new(&query).map_err(|e| KiteError::argument(format!("invalid query: {e}")))?;
+        let mut found = self
+            .storage
+            .get(&matcher)
+            .await
+            .map_err(|e| internal("getKites", e))?;
+        found.shuffle(&mut rand::rng());
+        let kites = found
+            .into_iter()
+            .map(|r| {
+                let token = self.token(&audience(&query, &r.kite), &req.username, false)?;
+                Ok(KiteWithToken {
+                    kite: r.kite,
+                    url: r.url,
+                    key_id: r.key_id,
+                    token,
+                })
+            })
+            .collect::<Result<Vec<_>, KiteError>>()?;
+        Ok(GetKitesResult { kites })
+    }
+
+    async fn get_token(self: Arc<Self>, req: Request) -> Result<String, KiteError> {
+        let args: GetTokenArgs = req.arg()?;
+        let matcher = Matcher::new(&args.query)
+            .map_err(|e| KiteError::argument(format!("invalid query: {e}")))?;
+        let found = self
+            .storage
+            .get(&matcher)
+            .await
+            .map_err(|e| internal("getToken", e))?;
+        match found.as_slice() {
+            [] => Err(KiteError::generic("no kites found")),
+            [r] => self.token(&audience(&args.query, &r.kite), &req.username, args.force),
+            _ => Err(KiteError::generic("query matches more than one kite")),
+        }
+    }
+
+    fn get_key(&self, req: &Request) -> Result<String, KiteError> {
+        Self::require_kite_key(req)?;
+        Ok(self.options.key.public_pem.trim().to_owned())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,201 @@
+//! The introduction's discovery example end to end on 127.0.0.1: a Kontrol on the embedded
+//! store, `first` registering itself with a kite key, `second` finding it with `get_kites` and
+//! calling `square` with the token Kontrol gave it; then `first` going away.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kite_native::auth::KeyPair;
+use kite_native::core::KontrolQuery;
+use kite_native::{Config, Kite, KiteError, Request};
+use kontrol::server::{Kontrol, KontrolOptions};
+use kontrol::storage::{EmbeddedStorage, Storage};
+
+async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+fn local_config() -> Config {
+    let mut c = Config::default();
+    c.ip = [127, 0, 0, 1].into();
+    c.port = 0;
+    c
+}
+
+struct Setup {
+    kontrol: Kontrol,
+    url: String,
+    dir: std::path::PathBuf,
+}
+
+async fn kontrol(options: impl Fn(&mut KontrolOptions)) -> Setup {
+    let dir = std::env::temp_dir().join(format!("kontrol-e2e-{}", uuid::Uuid::new_v4()));
+    let storage: Arc<dyn Storage> =
+        Arc::new(EmbeddedStorage::open(dir.join("kontrol.db")).unwrap());
+    // A fixed port is not needed: the Kontrol URL goes into kite keys after it listens.
+    let key = KeyPair::generate(2048).unwrap();
+    let mut opts = KontrolOptions::new("kontrol", key, "");
+    options(&mut opts);
+    let k = Kontrol::new(local_config(), opts, storage.clone()).unwrap();
+    let kite = k.kite().clone();
+    tokio::spawn(async move { kite.run().await.unwrap() });
+    let addr = within("kontrol up", k.kite().ready()).await;
+    let url = format!("http://{addr}/kite");
+    Setup {
+        kontrol: k,
+        url,
+        dir,
+    }
+}
+
+/// A kite of `username` with a kite key from `kontrol`, configured as `Config::get` would from
+/// its kite.key.
+fn kite_for(s: &Setup, name: &str, username: &str) -> Kite {
+    let key = s.kontrol.kite_key_for(username).unwrap();
+    let mut cfg = local_config();
+    cfg.apply_kite_key(&kite_native::kitekey::parse(&key).unwrap());
+    cfg.kontrol_url.clone_from(&s.url);
+    cfg.environment = "test".into();
+    Kite::with_config(name, "1.0.0", cfg).unwrap()
+}
+
+#[tokio::test]
+async fn first_registers_second_finds_it_and_calls_square() {
+    let s = kontrol(|_| {}).await;
+    let first = kite_for(&s, "first", "alice");
+    first.handle("square", |req: Request| async move {
+        let n: f64 = req.arg()?;
+        Ok::<_, KiteError>(n * n)
+    });
+    let server = first.clone();
+    tokio::spawn(async move { server.run().await.unwrap() });
+    let addr = within("first up", first.ready()).await;
+    let result = within("register", first.register(&format!("http://{addr}/kite")))
+        .await
+        .unwrap();
+    assert_eq!(result.url, format!("http://{addr}/kite"));
+
+    let second = kite_for(&s, "second", "alice");
+    let query = KontrolQuery {
+        username: "alice".into(),
+        environment: "test".into(),
+        name: "first".into(),
+        ..Default::default()
+    };
+    let mut found = within("getKites", second.get_kites(&query)).await.unwrap();
+    assert_eq!(found.len(), 1);
+    let first_client = found.remove(0);
+    assert_eq!(first_client.remote().name, "first");
+    within("dial first", first_client.dial()).await.unwrap();
+    let n: f64 = within("square", first_client.call("square", (4,)))
+        .await
+        .unwrap();
+    assert_eq!(n, 16.0);
+
+    // A query of another user, or of a kite nobody registered, finds nothing; a broken query
+    // is an argument error.
+    for q in [
+        KontrolQuery {
+            username: "bob".into(),
+            ..Default::default()
+        },
+        KontrolQuery {
+            username: "alice".into(),
+            environment: "test".into(),
+            name: "db".into(),
+            ..Default::default()
+        },
+    ] {
+        assert!(
+            within("getKites", second.get_kites(&q))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    let bad = KontrolQuery {
+        username: "alice".into(),
+        name: "first".into(),
+        ..Default::default()
+    };
+    let err = within("bad query", second.get_kites(&bad))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message.contains("Query option is not set: environment"),
+        "{err}"
+    );
+
+    // A token for first, by id: its audience is first's own, not the root.
+    let token = within(
+        "getToken",
+        second.get_token(&KontrolQuery {
+            id: first.identity().id.clone(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    let claims =
+        jsonwebtoken::dangerous::insecure_decode::<kite_native::core::auth::Claims>(&token)
+            .unwrap()
+            .claims;
+    assert_eq!(claims.aud, "/alice/test/first");
+    assert_eq!(claims.sub, "alice");
+    let key = within("getKey", second.get_key()).await.unwrap();
+    assert_eq!(key, s.kontrol.kite().kontrol_key());
+
+    first_client.close();
+    first.close();
+    second.close();
+    s.kontrol.kite().close();
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+#[tokio::test]
+async fn a_kite_that_stops_heartbeating_disappears() {
+    let s = kontrol(|o| {
+        o.registration_ttl = Duration::from_millis(600);
+        o.heartbeat_interval = Duration::from_millis(100);
+    })
+    .await;
+    let first = kite_for(&s, "first", "alice");
+    let server = first.clone();
+    tokio::spawn(async move { server.run().await.unwrap() });
+    let addr = within("first up", first.ready()).await;
+    within("register", first.register(&format!("http://{addr}/kite")))
+        .await
+        .unwrap();
+    let second = kite_for(&s, "second", "alice");
+    let query = KontrolQuery {
+        username: "alice".into(),
+        environment: "test".into(),
+        name: "first".into(),
+        ..Default::default()
+    };
+    // Heartbeats keep it registered well past its TTL.
+    let alive_until = std::time::Instant::now() + Duration::from_millis(1500);
+    while std::time::Instant::now() < alive_until {
+        assert_eq!(
+            within("getKites", second.get_kites(&query))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Gone: no more heartbeats, and it expires.
+    first.close();
+    within("expiry", async {
+        while !second.get_kites(&query).await.unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    second.close();
+    s.kontrol.kite().close();
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
