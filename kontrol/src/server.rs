@@ -34,7 +34,7 @@ use crate::query::{Matcher, audience};
 use crate::storage::{Registration, Storage, now_ms};
 
 /// How a Kontrol runs: who it is, the key pair it signs with, and its timings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct KontrolOptions {
     /// The Kontrol's username: the issuer (`iss`) of its kite keys and tokens.
@@ -54,6 +54,24 @@ pub struct KontrolOptions {
     pub registration_ttl: Duration,
     /// How often registered kites are asked to ping back (Go: 10 s).
     pub heartbeat_interval: Duration,
+    /// Decides who may get a kite key through `registerMachine` (what `kitectl register`
+    /// calls); `None` (the default, as Go) turns the method off.
+    pub machine_authenticator: Option<MachineAuthenticator>,
+}
+
+/// Checks a `registerMachine` request: `Ok(())` to issue a kite key for the caller-declared
+/// username, `Err(reason)` to refuse.
+pub type MachineAuthenticator = Arc<dyn Fn(&Request) -> Result<(), String> + Send + Sync>;
+
+impl std::fmt::Debug for KontrolOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KontrolOptions")
+            .field("username", &self.username)
+            .field("kontrol_url", &self.kontrol_url)
+            .field("key", &self.key)
+            .field("registration_ttl", &self.registration_ttl)
+            .finish_non_exhaustive()
+    }
 }
 
 impl KontrolOptions {
@@ -69,6 +87,7 @@ impl KontrolOptions {
             token_leeway: Duration::from_secs(300),
             registration_ttl: Duration::from_secs(90),
             heartbeat_interval: Duration::from_secs(10),
+            machine_authenticator: None,
         }
     }
 }
@@ -165,6 +184,28 @@ impl Kontrol {
             .map_err(|e| internal("sign kite key", e))
     }
 
+    /// `registerMachine`: a kite key for the caller-declared username, if the machine
+    /// authenticator accepts the request.
+    fn register_machine(&self, req: &Request) -> Result<String, KiteError> {
+        let Some(check) = &self.inner.options.machine_authenticator else {
+            return Err(KiteError::new(
+                ErrorKind::Authentication,
+                "registerMachine is disabled on this Kontrol",
+            ));
+        };
+        check(req).map_err(|e| {
+            KiteError::new(
+                ErrorKind::Authentication,
+                format!("cannot authenticate user: {e}"),
+            )
+        })?;
+        if req.caller.username.is_empty() {
+            return Err(KiteError::argument("no username"));
+        }
+        info!(username = %req.caller.username, "issuing a kite key");
+        self.kite_key_for(&req.caller.username)
+    }
+
     fn install(&self) {
         let inner = self.inner.clone();
         self.kite.handle("register", move |req: Request| {
@@ -181,6 +222,13 @@ impl Kontrol {
             let inner = inner.clone();
             async move { inner.get_token(req).await }
         });
+        let k = self.clone();
+        self.kite
+            .handle("registerMachine", move |req: Request| {
+                let k = k.clone();
+                async move { k.register_machine(&req) }
+            })
+            .disable_authentication();
         let inner = self.inner.clone();
         self.kite.handle("getKey", move |req: Request| {
             let inner = inner.clone();
