@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::dnode::Callback;
 use crate::identity::{Kite, KontrolQuery};
 
 /// `register`'s argument.
@@ -36,11 +37,34 @@ pub struct RegisterResult {
 }
 
 /// `getKites`'s argument.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GetKitesArgs {
     /// Which kites.
     #[serde(default)]
     pub query: Option<KontrolQuery>,
+    /// Called with a [`WatchEvent`] (as `{"result": event}`) each time a kite matching the
+    /// query registers or goes away, until the caller disconnects (Go clients send `null`).
+    #[serde(
+        rename = "watchCallback",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub watch_callback: Option<Callback>,
+}
+
+/// What a `getKites` watcher is told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchEvent {
+    /// `REGISTER` or `DEREGISTER`.
+    pub action: String,
+    /// The kite.
+    pub kite: Kite,
+    /// Where to reach it (registrations only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub url: String,
+    /// A token for calling it (registrations only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub token: String,
 }
 
 /// One kite found by `getKites`, with a token to call it.

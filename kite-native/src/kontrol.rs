@@ -20,9 +20,9 @@
 //! ```
 
 use kite_core::kontrol::{
-    GetKitesArgs, GetKitesResult, GetTokenArgs, RegisterArgs, RegisterResult,
+    GetKitesArgs, GetKitesResult, GetTokenArgs, RegisterArgs, RegisterResult, WatchEvent,
 };
-use kite_core::{Auth, KiteError, KontrolQuery};
+use kite_core::{Args, Auth, Callback, KiteError, KontrolQuery};
 use tracing::{info, warn};
 
 use crate::{Client, Kite};
@@ -118,12 +118,44 @@ impl Kite {
     /// The kites Kontrol knows that match `query`, as clients ready to dial, each carrying a
     /// token for it that renews itself through Kontrol.
     pub async fn get_kites(&self, query: &KontrolQuery) -> Result<Vec<Client>, KiteError> {
+        self.get_kites_with(query, None).await
+    }
+
+    /// [`Kite::get_kites`], and then `on_event` with each kite matching `query` that registers
+    /// or goes away, for as long as the connection to Kontrol lasts.
+    pub async fn watch_kites(
+        &self,
+        query: &KontrolQuery,
+        on_event: impl Fn(WatchEvent) + Send + Sync + 'static,
+    ) -> Result<Vec<Client>, KiteError> {
+        let callback = Callback::new(move |args: Args| {
+            #[derive(serde::Deserialize)]
+            struct Wrapped {
+                result: Option<WatchEvent>,
+            }
+            match args.one::<Wrapped>() {
+                Ok(Wrapped {
+                    result: Some(event),
+                }) => on_event(event),
+                Ok(Wrapped { result: None }) => {}
+                Err(e) => warn!(error = %e, "a watch event that is not one"),
+            }
+        });
+        self.get_kites_with(query, Some(callback)).await
+    }
+
+    async fn get_kites_with(
+        &self,
+        query: &KontrolQuery,
+        watch_callback: Option<Callback>,
+    ) -> Result<Vec<Client>, KiteError> {
         let kontrol = self.kontrol().await?;
         let found: GetKitesResult = kontrol
             .call(
                 "getKites",
                 (GetKitesArgs {
                     query: Some(query.clone()),
+                    watch_callback,
                 },),
             )
             .await?;

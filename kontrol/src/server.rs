@@ -22,9 +22,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kite_native::auth::KeyPair;
+use kite_native::core::Kite as KiteIdentity;
 use kite_native::core::auth::Claims;
 use kite_native::core::kontrol::{
     GetKitesArgs, GetKitesResult, GetTokenArgs, KiteWithToken, RegisterArgs, RegisterResult,
+    WatchEvent,
 };
 use kite_native::{Args, Callback, Config, ErrorKind, Kite, KiteError, Request};
 use rand::seq::SliceRandom;
@@ -119,8 +121,20 @@ impl std::fmt::Debug for Kontrol {
 struct Inner {
     options: KontrolOptions,
     storage: Arc<dyn Storage>,
+    /// `getKites` callers watching for kites to come and go.
+    watchers: Mutex<Vec<Watcher>>,
+    /// The last heartbeat of each kite registered through this Kontrol, for `DEREGISTER`.
+    last_seen: Mutex<HashMap<String, u64>>,
     /// Tokens by (audience, username, key id), with when they stop being handed out.
     tokens: Mutex<HashMap<TokenKey, (String, u64)>>,
+}
+
+/// A `getKites` caller watching a query.
+struct Watcher {
+    id: u64,
+    matcher: Matcher,
+    username: String,
+    callback: Callback,
 }
 
 /// A cached token's key: audience, username, key pair id.
@@ -149,6 +163,8 @@ impl Kontrol {
             options,
             storage,
             tokens: Mutex::default(),
+            watchers: Mutex::default(),
+            last_seen: Mutex::default(),
         });
         let k = Kontrol { kite, inner };
         k.install();
@@ -295,7 +311,8 @@ impl Inner {
             .await
             .map_err(|e| internal("register", e))?;
         info!(kite = %kite, %url, "registered");
-        self.clone().keep_alive(&req, kite.id.clone());
+        self.clone().keep_alive(&req, kite.clone());
+        self.notify("REGISTER", &kite, &url);
         Ok(RegisterResult {
             url,
             heartbeat_interval: 0,
@@ -304,13 +321,18 @@ impl Inner {
         })
     }
 
-    /// Asks the kite to ping back every heartbeat interval; each ping pushes its expiry.
-    fn keep_alive(self: Arc<Self>, req: &Request, id: String) {
+    /// Asks the kite to ping back every heartbeat interval; each ping pushes its expiry. When
+    /// the pings stop for the registration's lifetime, watchers hear `DEREGISTER`.
+    fn keep_alive(self: Arc<Self>, req: &Request, kite: KiteIdentity) {
         let weak = Arc::downgrade(&self);
         let ttl = self.options.registration_ttl;
+        let id = kite.id.clone();
+        lock(&self.last_seen).insert(id.clone(), now_ms());
+        let ping_id = id.clone();
         let ping = Callback::new(move |_args: Args| {
             let Some(inner) = weak.upgrade() else { return };
-            let id = id.clone();
+            lock(&inner.last_seen).insert(ping_id.clone(), now_ms());
+            let id = ping_id.clone();
             tokio::spawn(async move {
                 match inner.storage.refresh(&id, expiry_ms(ttl)).await {
                     Ok(true) => {}
@@ -329,6 +351,65 @@ impl Inner {
                 warn!(error = %e, "the kite did not accept heartbeats");
             }
         });
+        let weak = Arc::downgrade(&self);
+        tokio::spawn(async move {
+            let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+            loop {
+                tokio::time::sleep(ttl / 2).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let last = lock(&inner.last_seen).get(&id).copied();
+                match last {
+                    // Registered again meanwhile, by another keep-alive: that one watches.
+                    None => return,
+                    Some(t) if now_ms().saturating_sub(t) >= ttl_ms => {
+                        lock(&inner.last_seen).remove(&id);
+                        info!(kite = %kite, "no heartbeats: deregistered");
+                        inner.notify("DEREGISTER", &kite, "");
+                        return;
+                    }
+                    Some(_) => {}
+                }
+            }
+        });
+    }
+
+    /// Tells the watchers whose query matches `kite` that it registered or went away.
+    fn notify(&self, action: &str, kite: &KiteIdentity, url: &str) {
+        let watchers: Vec<(u64, String, Callback, String)> = lock(&self.watchers)
+            .iter()
+            .filter(|w| w.matcher.matches(kite))
+            .map(|w| {
+                (
+                    w.id,
+                    audience(w.matcher.query(), kite),
+                    w.callback.clone(),
+                    w.username.clone(),
+                )
+            })
+            .collect();
+        let mut gone = Vec::new();
+        for (id, aud, callback, username) in watchers {
+            let token = if action == "REGISTER" {
+                self.token(&aud, &username, false).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            let event = WatchEvent {
+                action: action.to_owned(),
+                kite: kite.clone(),
+                url: url.to_owned(),
+                token,
+            };
+            if callback
+                .call((serde_json::json!({ "result": event }),))
+                .is_err()
+            {
+                gone.push(id);
+            }
+        }
+        if !gone.is_empty() {
+            lock(&self.watchers).retain(|w| !gone.contains(&w.id));
+        }
     }
 
     fn token(&self, aud: &str, username: &str, force: bool) -> Result<String, KiteError> {
@@ -370,6 +451,25 @@ impl Inner {
             .ok_or_else(|| KiteError::argument("query is missing"))?;
         let matcher =
             Matcher::new(&query).map_err(|e| KiteError::argument(format!("invalid query: {e}")))?;
+        if let Some(callback) = args.watch_callback {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+            let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            lock(&self.watchers).push(Watcher {
+                id,
+                matcher: matcher.clone(),
+                username: req.username.clone(),
+                callback,
+            });
+            // The watch ends with the caller's connection.
+            let client = req.client.clone();
+            let weak = Arc::downgrade(&self);
+            tokio::spawn(async move {
+                client.disconnected().await;
+                if let Some(inner) = weak.upgrade() {
+                    lock(&inner.watchers).retain(|w| w.id != id);
+                }
+            });
+        }
         let mut found = self
             .storage
             .get(&matcher)

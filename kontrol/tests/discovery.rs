@@ -161,13 +161,7 @@ async fn a_kite_that_stops_heartbeating_disappears() {
         o.heartbeat_interval = Duration::from_millis(100);
     })
     .await;
-    let first = kite_for(&s, "first", "alice");
-    let server = first.clone();
-    tokio::spawn(async move { server.run().await.unwrap() });
-    let addr = within("first up", first.ready()).await;
-    within("register", first.register(&format!("http://{addr}/kite")))
-        .await
-        .unwrap();
+    // `second` watches before `first` exists.
     let second = kite_for(&s, "second", "alice");
     let query = KontrolQuery {
         username: "alice".into(),
@@ -175,6 +169,29 @@ async fn a_kite_that_stops_heartbeating_disappears() {
         name: "first".into(),
         ..Default::default()
     };
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let initial = within(
+        "watch",
+        second.watch_kites(&query, move |e| {
+            let _ = events_tx.send(e);
+        }),
+    )
+    .await
+    .unwrap();
+    assert!(initial.is_empty());
+
+    let first = kite_for(&s, "first", "alice");
+    let server = first.clone();
+    tokio::spawn(async move { server.run().await.unwrap() });
+    let addr = within("first up", first.ready()).await;
+    within("register", first.register(&format!("http://{addr}/kite")))
+        .await
+        .unwrap();
+    let registered = within("REGISTER event", events.recv()).await.unwrap();
+    assert_eq!(registered.action, "REGISTER");
+    assert_eq!(registered.kite.name, "first");
+    assert_eq!(registered.url, format!("http://{addr}/kite"));
+    assert!(!registered.token.is_empty());
     // Heartbeats keep it registered well past its TTL.
     let alive_until = std::time::Instant::now() + Duration::from_millis(1500);
     while std::time::Instant::now() < alive_until {
@@ -187,8 +204,13 @@ async fn a_kite_that_stops_heartbeating_disappears() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Gone: no more heartbeats, and it expires.
+    // Gone: no more heartbeats, and it expires; the watcher hears it.
     first.close();
+    let gone = within("DEREGISTER event", events.recv()).await.unwrap();
+    assert_eq!(
+        (gone.action.as_str(), gone.kite.name.as_str()),
+        ("DEREGISTER", "first")
+    );
     within("expiry", async {
         while !second.get_kites(&query).await.unwrap().is_empty() {
             tokio::time::sleep(Duration::from_millis(100)).await;
