@@ -70,7 +70,7 @@ pub(crate) struct KiteInner {
     pub(crate) registered_url: Mutex<Option<String>>,
     hooks: Mutex<KiteHooks>,
     routes: Mutex<axum::Router>,
-    shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
     local_addr: watch::Sender<Option<SocketAddr>>,
     accepted: Mutex<HashMap<usize, Client>>,
     pub(crate) heartbeat: Mutex<Option<tokio::task::JoinHandle<()>>>,

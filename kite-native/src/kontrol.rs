@@ -214,3 +214,87 @@ impl Kite {
         kontrol.call("getKey", ()).await
     }
 }
+
+impl Kite {
+    /// Registers this kite under `url` with Kontrol's plain HTTP endpoint (`POST /register`
+    /// next to its `/kite`), for kites that do not keep a connection to Kontrol, then sends
+    /// `GET /heartbeat?id=` at the interval Kontrol asks for, registering again when told
+    /// `registeragain`, until the kite closes.
+    pub async fn register_http(&self, url: &str) -> Result<RegisterResult, KiteError> {
+        let base = self.0.config.kontrol_url.trim_end_matches('/').to_owned();
+        if base.is_empty() {
+            return Err(KiteError::generic("no Kontrol URL in the config"));
+        }
+        let base = base.strip_suffix("/kite").unwrap_or(&base).to_owned();
+        let http = reqwest::Client::new();
+        let result = self.post_register(&http, &base, url).await?;
+        let kite = self.clone();
+        let url = url.to_owned();
+        let interval = std::time::Duration::from_secs(result.heartbeat_interval.max(1));
+        let stop = self.0.shutdown.clone();
+        tokio::spawn(async move {
+            let id = kite.identity().id.clone();
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(interval) => {}
+                }
+                let answer = match http
+                    .get(format!("{base}/heartbeat"))
+                    .query(&[("id", id.as_str())])
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.text().await.unwrap_or_default(),
+                    Err(e) => {
+                        warn!(error = %e, "HTTP heartbeat failed");
+                        continue;
+                    }
+                };
+                if answer.trim() == "registeragain" {
+                    match kite.post_register(&http, &base, &url).await {
+                        Ok(_) => info!(%url, "registered again with Kontrol over HTTP"),
+                        Err(e) => warn!(error = %e, "registering again over HTTP failed"),
+                    }
+                }
+            }
+        });
+        Ok(result)
+    }
+
+    async fn post_register(
+        &self,
+        http: &reqwest::Client,
+        base: &str,
+        url: &str,
+    ) -> Result<RegisterResult, KiteError> {
+        let body = serde_json::json!({
+            "url": url,
+            "kite": self.identity(),
+            "auth": {"type": "kiteKey", "key": self.kite_key()},
+        });
+        let resp = http
+            .post(format!("{base}/register"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| KiteError::generic(format!("register over HTTP: {e}")))?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| KiteError::generic(format!("register over HTTP: {e}")))?;
+        if !status.is_success() {
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["err"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            return Err(KiteError::generic(format!(
+                "register over HTTP: {status}: {message}"
+            )));
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| KiteError::generic(format!("register over HTTP: {e}: {text}")))
+    }
+}

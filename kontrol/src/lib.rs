@@ -4,6 +4,7 @@
 //! here ([`query`], [`version`]); the Kontrol kite, its storages (embedded, etcd, PostgreSQL) and
 //! `kitectl` follow.
 
+mod http;
 pub mod query;
 pub mod server;
 pub mod storage;

@@ -125,6 +125,8 @@ struct Inner {
     watchers: Mutex<Vec<Watcher>>,
     /// The last heartbeat of each kite registered through this Kontrol, for `DEREGISTER`.
     last_seen: Mutex<HashMap<String, u64>>,
+    /// The last HTTP heartbeat of each kite registered over HTTP.
+    http_seen: crate::http::HttpSeen,
     /// Tokens by (audience, username, key id), with when they stop being handed out.
     tokens: Mutex<HashMap<TokenKey, (String, u64)>>,
 }
@@ -165,9 +167,11 @@ impl Kontrol {
             tokens: Mutex::default(),
             watchers: Mutex::default(),
             last_seen: Mutex::default(),
+            http_seen: crate::http::HttpSeen::default(),
         });
         let k = Kontrol { kite, inner };
         k.install();
+        k.install_http();
         Ok(k)
     }
 
@@ -179,6 +183,22 @@ impl Kontrol {
     /// The storage.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.inner.storage
+    }
+
+    /// The options.
+    pub fn options(&self) -> &KontrolOptions {
+        &self.inner.options
+    }
+
+    pub(crate) fn seen_over_http(&self, id: &str) {
+        lock(&self.inner.http_seen).insert(id.to_owned(), now_ms());
+    }
+
+    pub(crate) fn http_seen_within(&self, id: &str, ttl: Duration) -> bool {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        lock(&self.inner.http_seen)
+            .get(id)
+            .is_some_and(|t| now_ms().saturating_sub(*t) < ttl_ms)
     }
 
     /// Signs a kite key for `username` (what `registerMachine` and `kontrol --initial` hand

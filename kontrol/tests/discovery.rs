@@ -221,3 +221,82 @@ async fn a_kite_that_stops_heartbeating_disappears() {
     s.kontrol.kite().close();
     let _ = std::fs::remove_dir_all(&s.dir);
 }
+
+#[tokio::test]
+async fn kites_register_over_http_and_bad_register_input_gets_clear_errors() {
+    let s = kontrol(|o| o.heartbeat_interval = Duration::from_secs(1)).await;
+    let base = s.url.trim_end_matches("/kite").to_owned();
+    let first = kite_for(&s, "first", "alice");
+    first.handle("square", |req: Request| async move {
+        let n: f64 = req.arg()?;
+        Ok::<_, KiteError>(n * n)
+    });
+    let server = first.clone();
+    tokio::spawn(async move { server.run().await.unwrap() });
+    let addr = within("first up", first.ready()).await;
+    let result = within(
+        "HTTP register",
+        first.register_http(&format!("http://{addr}/kite")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(result.heartbeat_interval, 1);
+    let second = kite_for(&s, "second", "alice");
+    let query = KontrolQuery {
+        username: "alice".into(),
+        environment: "test".into(),
+        name: "first".into(),
+        ..Default::default()
+    };
+    let found = within("getKites", second.get_kites(&query)).await.unwrap();
+    assert_eq!(found.len(), 1);
+    within("dial", found[0].dial()).await.unwrap();
+    let n: f64 = within("square", found[0].call("square", (3,)))
+        .await
+        .unwrap();
+    assert_eq!(n, 9.0);
+
+    let http = reqwest::Client::new();
+    let id = first.identity().id.clone();
+    let hb = |id: &str| {
+        let http = http.clone();
+        let url = format!("{base}/heartbeat?id={id}");
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    assert_eq!(hb(&id).await, "pong");
+    assert_eq!(hb("unknown-id").await, "registeragain");
+    let empty = http.get(format!("{base}/heartbeat")).send().await.unwrap();
+    assert_eq!(empty.status(), 400);
+    assert!(empty.text().await.unwrap().contains("query id is empty"));
+
+    let key = s.kontrol.kite_key_for("alice").unwrap();
+    let kite = serde_json::to_value(first.identity()).unwrap();
+    for (body, status, message) in [
+        ("{not json".to_owned(), 400, "wrong register input"),
+        (serde_json::json!({"url": "http://x:1/kite", "kite": kite}).to_string(), 400, "auth is missing"),
+        (serde_json::json!({"url": "http://x:1/kite", "auth": {"type": "kiteKey", "key": key}}).to_string(), 400, "kite is missing"),
+        (serde_json::json!({"url": "", "kite": kite, "auth": {"type": "kiteKey", "key": key}}).to_string(), 400, "empty URL"),
+        (serde_json::json!({"url": "http://x:1/kite", "kite": kite, "auth": {"type": "token", "key": key}}).to_string(), 400, "unexpected authentication type: token"),
+        (serde_json::json!({"url": "http://x:1/kite", "kite": kite, "auth": {"type": "kiteKey", "key": "junk"}}).to_string(), 401, "malformed"),
+    ] {
+        let r = http.post(format!("{base}/register")).body(body.clone()).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{body}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains(message), "{body}: {text}");
+    }
+    // Bad input over dnode too: a register without a URL, or with a token.
+    let kontrol = within("kontrol", second.kontrol()).await.unwrap();
+    let err = within(
+        "register",
+        kontrol.call::<serde_json::Value>("register", (serde_json::json!({}),)),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.message.contains("empty url"), "{err}");
+
+    found[0].close();
+    first.close();
+    second.close();
+    s.kontrol.kite().close();
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
