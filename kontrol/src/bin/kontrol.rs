@@ -63,6 +63,14 @@ struct Args {
     /// The embedded store's file (default: kontrol.db in $KITE_HOME or ~/.kite).
     #[arg(long, env = "KONTROL_DATAFILE")]
     data_file: Option<PathBuf>,
+    /// etcd endpoints, comma-separated (Go's KONTROL_MACHINES).
+    #[arg(
+        long,
+        env = "KONTROL_MACHINES",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
+    machines: Vec<String>,
     /// Let anyone get a kite key with `kitectl register` (`registerMachine`), for development
     /// and closed networks; off by default, as in Go.
     #[arg(long, env = "KONTROL_OPEN_REGISTRATION")]

@@ -7,12 +7,20 @@
 //! - [`MemoryStorage`]: in process, for tests and throwaway Kontrols;
 //! - [`EmbeddedStorage`]: one file on disk (redb), the default: a Kontrol restarted on the same
 //!   file loses nothing that has not expired.
+//! - [`EtcdStorage`]: etcd (v3 API), shared by several Kontrols; etcd leases expire
+//!   registrations by themselves, and an id index finds a kite by id.
+//! - [`PostgresStorage`]: a PostgreSQL database (tokio-postgres), shared by several Kontrols;
+//!   Kontrol creates and migrates its schema itself and reconnects when the server comes back.
 
 mod embedded;
+mod etcd;
 mod memory;
+mod postgres;
 
 pub use embedded::EmbeddedStorage;
+pub use etcd::{EtcdOptions, EtcdStorage};
 pub use memory::MemoryStorage;
+pub use postgres::{PostgresConfig, PostgresConfigError, PostgresStorage};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

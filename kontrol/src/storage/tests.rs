@@ -7,11 +7,11 @@ use kite_native::core::{Kite, KontrolQuery};
 use super::*;
 use crate::query::Matcher;
 
-fn kite(path: &str) -> Kite {
+pub(crate) fn kite(path: &str) -> Kite {
     path.parse().unwrap()
 }
 
-fn matcher(path: &str) -> Matcher {
+pub(crate) fn matcher(path: &str) -> Matcher {
     let mut parts = path.trim_start_matches('/').split('/');
     let mut next = || parts.next().unwrap_or_default().to_owned();
     Matcher::new(&KontrolQuery {
@@ -26,7 +26,7 @@ fn matcher(path: &str) -> Matcher {
     .unwrap()
 }
 
-fn ids(mut regs: Vec<Registration>) -> Vec<String> {
+pub(crate) fn ids(mut regs: Vec<Registration>) -> Vec<String> {
     regs.sort_by(|a, b| a.kite.id.cmp(&b.kite.id));
     regs.into_iter().map(|r| r.kite.id).collect()
 }
