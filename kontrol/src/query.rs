@@ -5,10 +5,12 @@
 //! anything. The rule:
 //!
 //! - A query with only `id` finds the kite with that id.
-//! - Otherwise `username` is required, and a field may be set only if every more general one
-//!   is (`/alice/prod/math` is a query; `/alice//math` is not): the query is a prefix of the
-//!   kite path, as Go Kontrol's etcd backend reads it. (Go's PostgreSQL backend accepts any
-//!   combination; ours answers the same on every storage.)
+//! - Otherwise `username` is required, and every other field that is set must equal the kite's;
+//!   an empty field in between is a wildcard (`/alice//math` finds `math` kites of alice in
+//!   every environment). Go Kontrol's etcd backend refused such gaps while its PostgreSQL
+//!   backend accepted them, and Go's own clients send them (`math-client` asks for username and
+//!   name only), so ours accepts them, the same on every storage. Storages look candidates up by
+//!   the leading fields that are set ([`Matcher::prefix`]) and check the rest.
 //! - `version` may be a constraint (`>= 1.0, < 2`, `~> 1.1`, `!= 1.3.0`); a plain version must
 //!   equal the kite's version string.
 //!
@@ -16,8 +18,8 @@
 //! use kite_native::core::{Kite, KontrolQuery};
 //! use kontrol::query::Matcher;
 //!
-//! let q = KontrolQuery { username: "alice".into(), name: "math".into(), ..Default::default() };
-//! assert!(Matcher::new(&q).is_err()); // `environment` is not set
+//! let q = KontrolQuery { environment: "prod".into(), ..Default::default() };
+//! assert!(Matcher::new(&q).is_err()); // no username
 //! let q = KontrolQuery {
 //!     username: "alice".into(),
 //!     environment: "prod".into(),
@@ -43,9 +45,6 @@ pub enum QueryError {
     /// No `username` (and not an id-only query).
     #[error("Empty username field")]
     NoUsername,
-    /// A field is set while a more general one is not.
-    #[error("Invalid query. Query option is not set: {0}")]
-    NotSet(&'static str),
     /// `version` is neither a version nor a constraint.
     #[error(transparent)]
     Version(#[from] VersionError),
@@ -75,16 +74,8 @@ impl Matcher {
         }
         let values = query.values();
         let id_only = values[..6].iter().all(|v| v.is_empty());
-        if !id_only {
-            if query.username.is_empty() {
-                return Err(QueryError::NoUsername);
-            }
-            let names = kite_native::core::identity::KEY_ORDER;
-            if let Some(first_empty) = values.iter().position(|v| v.is_empty())
-                && values[first_empty..].iter().any(|v| !v.is_empty())
-            {
-                return Err(QueryError::NotSet(names[first_empty]));
-            }
+        if !id_only && query.username.is_empty() {
+            return Err(QueryError::NoUsername);
         }
         let version = match query.version.trim() {
             "" => VersionRule::Any,
@@ -146,10 +137,11 @@ impl Matcher {
     }
 }
 
-/// The audience of a token Kontrol mints for `kite`, found by `query`: `/username/environment/
-/// name` as far as the query names them (Go's rule). An id-only query gets the kite's own
-/// `/username/environment/name`, never Go's root audience `/` (which lets the token call any
-/// kite).
+/// The audience of a token Kontrol mints for `kite`, found by `query` (Go's rule):
+/// `/username/environment/name` if the query names the kite, `/username/environment` if it
+/// names the environment, else `/username`; an empty field stays empty (a wildcard), as in
+/// Go's `/alice//math`. An id-only query gets the kite's own `/username/environment/name`,
+/// never Go's root audience `/` (which lets the token call any kite).
 pub fn audience(query: &KontrolQuery, kite: &Kite) -> String {
     if query.values()[..6].iter().all(|v| v.is_empty()) {
         return format!("/{}/{}/{}", kite.username, kite.environment, kite.name);
@@ -186,10 +178,12 @@ mod tests {
     #[test]
     fn the_prefix_rule() {
         assert_eq!(Matcher::new(&q("")).unwrap_err(), QueryError::Empty);
-        assert_eq!(
-            Matcher::new(&q("/alice//math")).unwrap_err(),
-            QueryError::NotSet("environment")
-        );
+        // Gaps are wildcards (Go clients ask for username and name only).
+        let m = Matcher::new(&q("/alice//math")).unwrap();
+        assert!(m.matches(&kite("/alice/prod/math/1.0.0/eu/h/k1")));
+        assert!(m.matches(&kite("/alice/dev/math/2.0.0/us/h/k2")));
+        assert!(!m.matches(&kite("/alice/dev/db/2.0.0/us/h/k3")));
+        assert_eq!(m.prefix(), ["alice"]);
         let no_user = KontrolQuery {
             environment: "prod".into(),
             ..Default::default()

@@ -115,18 +115,31 @@ async fn first_registers_second_finds_it_and_calls_square() {
                 .is_empty()
         );
     }
-    let bad = KontrolQuery {
+    // Go's own client asks for username and name only: the environment is a wildcard, and
+    // the token's audience says so, as Go's does.
+    let go_style = KontrolQuery {
         username: "alice".into(),
         name: "first".into(),
+        ..Default::default()
+    };
+    let found = within("go-style query", second.get_kites(&go_style))
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    within("dial", found[0].dial()).await.unwrap();
+    let n: f64 = within("square", found[0].call("square", (5,)))
+        .await
+        .unwrap();
+    assert_eq!(n, 25.0);
+    found[0].close();
+    let bad = KontrolQuery {
+        environment: "test".into(),
         ..Default::default()
     };
     let err = within("bad query", second.get_kites(&bad))
         .await
         .unwrap_err();
-    assert!(
-        err.message.contains("Query option is not set: environment"),
-        "{err}"
-    );
+    assert!(err.message.contains("Empty username field"), "{err}");
 
     // A token for first, by id: its audience is first's own, not the root.
     let token = within(
