@@ -146,11 +146,13 @@ pub fn audience(query: &KontrolQuery, kite: &Kite) -> String {
     if query.values()[..6].iter().all(|v| v.is_empty()) {
         return format!("/{}/{}/{}", kite.username, kite.environment, kite.name);
     }
-    let parts: Vec<&str> = [query.username.as_str(), &query.environment, &query.name]
-        .into_iter()
-        .take_while(|v| !v.is_empty())
-        .collect();
-    format!("/{}", parts.join("/"))
+    if !query.name.is_empty() {
+        format!("/{}/{}/{}", query.username, query.environment, query.name)
+    } else if !query.environment.is_empty() {
+        format!("/{}/{}", query.username, query.environment)
+    } else {
+        format!("/{}", query.username)
+    }
 }
 
 #[cfg(test)]
@@ -248,6 +250,8 @@ mod tests {
             audience(&q("/alice/prod/math/1.2.3/eu"), &k),
             "/alice/prod/math"
         );
+        // Go's audience for its client's username+name query.
+        assert_eq!(audience(&q("/alice//math"), &k), "/alice//math");
         let id_only = KontrolQuery {
             id: "id1".into(),
             ..Default::default()
