@@ -102,7 +102,12 @@ impl Kite {
             )
             .await?;
         if !result.kite_key.is_empty() || !result.public_key.is_empty() {
-            let path = crate::kitekey::kite_key_path().ok().filter(|p| p.exists());
+            // Written back only to the kite.key this kite's key came from.
+            let current = self.kite_key();
+            let path = crate::kitekey::kite_key_path().ok().filter(|p| {
+                !current.is_empty()
+                    && crate::kitekey::read_from(p).is_ok_and(|k| k.token == current)
+            });
             let new_key = (!result.kite_key.is_empty()).then_some(result.kite_key.as_str());
             let new_public = (!result.public_key.is_empty()).then_some(result.public_key.as_str());
             self.rotate_keys(new_key, new_public, path.as_deref())

@@ -47,6 +47,10 @@ pub struct KontrolOptions {
     pub key: KeyPair,
     /// The id stored with registrations signed by `key`.
     pub key_id: String,
+    /// Key pairs rotated out: kite keys they signed are still accepted by `register`, which
+    /// answers with a new kite key signed by `key` (and the new public key), so their holders
+    /// move to the new pair; nothing else trusts them.
+    pub retired_keys: Vec<KeyPair>,
     /// How long a token is valid (Go: 48 h).
     pub token_ttl: Duration,
     /// Clock skew allowed: tokens start this much in the past and end this much later (Go:
@@ -85,6 +89,7 @@ impl KontrolOptions {
             kontrol_url: kontrol_url.to_owned(),
             key,
             key_id: "default".to_owned(),
+            retired_keys: Vec::new(),
             token_ttl: Duration::from_secs(48 * 3600),
             token_leeway: Duration::from_secs(300),
             registration_ttl: Duration::from_secs(90),
@@ -161,6 +166,21 @@ impl Kontrol {
         config.kontrol_url.clone_from(&options.kontrol_url);
         config.disable_authentication = false;
         let kite = Kite::with_config("kontrol", env!("CARGO_PKG_VERSION"), config)?;
+        // Kite keys of the retired pairs are accepted too, so that `register` can re-key them.
+        let trusted: Vec<String> = std::iter::once(&options.key)
+            .chain(&options.retired_keys)
+            .map(|k| k.public_pem.trim().to_owned())
+            .collect();
+        kite.set_kite_key_verifier(
+            kite_native::auth::KiteKeyVerifier::with_trust(Arc::new(move |key: &str| {
+                if trusted.iter().any(|t| t == key) {
+                    Ok(())
+                } else {
+                    Err("kontrol key is not trusted".into())
+                }
+            }))
+            .with_ttl(kite.config().verify_ttl),
+        );
         let inner = Arc::new(Inner {
             options,
             storage,
@@ -325,6 +345,8 @@ impl Inner {
         kite.validate()
             .map_err(|e| KiteError::argument(format!("invalid kite: {e}")))?;
         let o = &self.options;
+        // A kite key signed by a retired pair: the same claims, signed by the current pair.
+        let (kite_key, public_key) = self.rekey(&req)?;
         let registration = Registration::new(kite.clone(), &url, &o.key_id, o.registration_ttl);
         self.storage
             .upsert(&registration)
@@ -336,9 +358,32 @@ impl Inner {
         Ok(RegisterResult {
             url,
             heartbeat_interval: 0,
-            kite_key: String::new(),
-            public_key: String::new(),
+            kite_key,
+            public_key,
         })
+    }
+
+    /// For a caller whose kite key names a retired Kontrol key: a new kite key with the same
+    /// claims signed by the current pair, and the current public key; else two empty strings.
+    fn rekey(&self, req: &Request) -> Result<(String, String), KiteError> {
+        let Some(auth) = req.auth.as_deref() else {
+            return Ok((String::new(), String::new()));
+        };
+        let mut claims = jsonwebtoken::dangerous::insecure_decode::<Claims>(&auth.key)
+            .map_err(|e| KiteError::argument(format!("kite key: {e}")))?
+            .claims;
+        let current = self.options.key.public_pem.trim();
+        if claims.kontrol_key.trim() == current {
+            return Ok((String::new(), String::new()));
+        }
+        claims.kontrol_key = current.to_owned();
+        let key = self
+            .options
+            .key
+            .sign(&claims)
+            .map_err(|e| internal("re-sign kite key", e))?;
+        info!(username = %claims.sub, "kite key re-signed with the current key pair");
+        Ok((key, current.to_owned()))
     }
 
     /// Asks the kite to ping back every heartbeat interval; each ping pushes its expiry. When

@@ -313,3 +313,102 @@ async fn kites_register_over_http_and_bad_register_input_gets_clear_errors() {
     s.kontrol.kite().close();
     let _ = std::fs::remove_dir_all(&s.dir);
 }
+
+#[tokio::test]
+async fn a_kite_key_of_a_retired_pair_is_rekeyed_on_register() {
+    // The old Kontrol pair signed alice's kite key; the Kontrol now signs with a new pair.
+    let old = KeyPair::generate(2048).unwrap();
+    let dir = std::env::temp_dir().join(format!("kontrol-rotate-{}", uuid::Uuid::new_v4()));
+    let storage: Arc<dyn Storage> =
+        Arc::new(EmbeddedStorage::open(dir.join("kontrol.db")).unwrap());
+    let mut opts = KontrolOptions::new("kontrol", KeyPair::generate(2048).unwrap(), "");
+    opts.retired_keys = vec![old.clone()];
+    let k = Kontrol::new(local_config(), opts, storage).unwrap();
+    let kite = k.kite().clone();
+    tokio::spawn(async move { kite.run().await.unwrap() });
+    let addr = within("kontrol up", k.kite().ready()).await;
+    let url = format!("http://{addr}/kite");
+    let old_key = old
+        .sign(&kite_native::core::auth::Claims {
+            iss: "kontrol".into(),
+            sub: "alice".into(),
+            jti: "j1".into(),
+            kontrol_key: old.public_pem.trim().into(),
+            kontrol_url: url.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    let config_for = |key: &str| {
+        let mut cfg = local_config();
+        cfg.apply_kite_key(&kite_native::kitekey::parse(key).unwrap());
+        cfg.environment = "test".into();
+        cfg
+    };
+    let first = Kite::with_config("first", "1.0.0", config_for(&old_key)).unwrap();
+    first.handle("square", |req: Request| async move {
+        let n: f64 = req.arg()?;
+        Ok::<_, KiteError>(n * n)
+    });
+    let server = first.clone();
+    tokio::spawn(async move { server.run().await.unwrap() });
+    let first_addr = within("first up", first.ready()).await;
+    let result = within(
+        "register",
+        first.register(&format!("http://{first_addr}/kite")),
+    )
+    .await
+    .unwrap();
+    // A new kite key, signed by the current pair, and the current public key.
+    let current = k.kite().kontrol_key();
+    assert_eq!(result.public_key, current);
+    let new_key = kite_native::kitekey::parse(&result.kite_key).unwrap();
+    assert_eq!(new_key.claims.sub, "alice");
+    assert_eq!(new_key.claims.kontrol_key, current);
+    // Applied by the kite: it presents the new key and trusts the new Kontrol key.
+    assert_eq!(first.kite_key(), result.kite_key);
+    assert_eq!(first.kontrol_key(), current);
+
+    // Tokens minted now (by the current pair) are accepted by first.
+    let second = Kite::with_config("second", "1.0.0", config_for(&result.kite_key)).unwrap();
+    let query = KontrolQuery {
+        username: "alice".into(),
+        environment: "test".into(),
+        name: "first".into(),
+        ..Default::default()
+    };
+    let found = within("getKites", second.get_kites(&query)).await.unwrap();
+    within("dial", found[0].dial()).await.unwrap();
+    let n: f64 = within("square", found[0].call("square", (6,)))
+        .await
+        .unwrap();
+    assert_eq!(n, 36.0);
+
+    // A key from a pair Kontrol never had is refused.
+    let stranger = KeyPair::generate(2048).unwrap();
+    let foreign = stranger
+        .sign(&kite_native::core::auth::Claims {
+            iss: "kontrol".into(),
+            sub: "mallory".into(),
+            kontrol_key: stranger.public_pem.trim().into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let mallory = Kite::with_config("m", "1.0.0", config_for(&foreign)).unwrap();
+    let mut cfg = mallory.config().clone();
+    cfg.kontrol_url.clone_from(&url);
+    let mallory = Kite::with_config("m", "1.0.0", cfg).unwrap();
+    let err = within(
+        "foreign register",
+        mallory.register("http://127.0.0.1:1/kite"),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.message.contains("not trusted"), "{err}");
+
+    found[0].close();
+    first.close();
+    second.close();
+    mallory.close();
+    k.kite().close();
+    let _ = std::fs::remove_dir_all(&dir);
+}
