@@ -412,3 +412,64 @@ async fn a_kite_key_of_a_retired_pair_is_rekeyed_on_register() {
     k.kite().close();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn two_kontrols_on_one_storage_serve_one_registry() {
+    // Two Kontrol processes share a backend and a key pair (as behind a load balancer).
+    let storage: Arc<dyn Storage> = Arc::new(kontrol::storage::MemoryStorage::new());
+    let key = KeyPair::generate(2048).unwrap();
+    let mut urls = Vec::new();
+    let mut kontrols = Vec::new();
+    for _ in 0..2 {
+        let k = Kontrol::new(
+            local_config(),
+            KontrolOptions::new("kontrol", key.clone(), ""),
+            storage.clone(),
+        )
+        .unwrap();
+        let kite = k.kite().clone();
+        tokio::spawn(async move { kite.run().await.unwrap() });
+        let addr = within("kontrol up", k.kite().ready()).await;
+        urls.push(format!("http://{addr}/kite"));
+        kontrols.push(k);
+    }
+    let kite_for_url = |name: &str, url: &str| {
+        let key = kontrols[0].kite_key_for("alice").unwrap();
+        let mut cfg = local_config();
+        cfg.apply_kite_key(&kite_native::kitekey::parse(&key).unwrap());
+        cfg.kontrol_url = url.to_owned();
+        cfg.environment = "test".into();
+        Kite::with_config(name, "1.0.0", cfg).unwrap()
+    };
+    // Registered through the first, found and called through the second.
+    let first = kite_for_url("first", &urls[0]);
+    first.handle("square", |req: Request| async move {
+        let n: f64 = req.arg()?;
+        Ok::<_, KiteError>(n * n)
+    });
+    let server = first.clone();
+    tokio::spawn(async move { server.run().await.unwrap() });
+    let addr = within("first up", first.ready()).await;
+    within("register", first.register(&format!("http://{addr}/kite")))
+        .await
+        .unwrap();
+    let second = kite_for_url("second", &urls[1]);
+    let query = KontrolQuery {
+        username: "alice".into(),
+        name: "first".into(),
+        ..Default::default()
+    };
+    let found = within("getKites", second.get_kites(&query)).await.unwrap();
+    assert_eq!(found.len(), 1);
+    within("dial", found[0].dial()).await.unwrap();
+    let n: f64 = within("square", found[0].call("square", (7,)))
+        .await
+        .unwrap();
+    assert_eq!(n, 49.0);
+    found[0].close();
+    first.close();
+    second.close();
+    for k in kontrols {
+        k.kite().close();
+    }
+}

@@ -134,10 +134,28 @@ async fn run(args: Args) -> Result<(), String> {
             };
             Arc::new(EmbeddedStorage::open(&path).map_err(|e| e.to_string())?)
         }
-        other => {
-            return Err(format!(
-                "storage {other:?} is not available in this build yet"
-            ));
+        StorageKind::Etcd => {
+            // An etcd that is not up yet is waited for, with a clear message each time.
+            let options = kontrol::storage::EtcdOptions::new(args.machines.clone());
+            loop {
+                match kontrol::storage::EtcdStorage::connect(options.clone()).await {
+                    Ok(s) => break Arc::new(s),
+                    Err(e) => {
+                        tracing::error!(
+                            machines = %args.machines.join(","),
+                            error = %e,
+                            "etcd unreachable, retrying in 2 s"
+                        );
+                        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    }
+                }
+            }
+        }
+        StorageKind::Postgres => {
+            // KONTROL_POSTGRES_HOST, _PORT, _USERNAME, _PASSWORD, _DBNAME, _CONNECTTIMEOUT; a
+            // database that is down is connected to on first use, and again after failures.
+            let config = kontrol::storage::PostgresConfig::from_env().map_err(|e| e.to_string())?;
+            Arc::new(kontrol::storage::PostgresStorage::new(config))
         }
     };
     let kontrol = Kontrol::new(config, options, storage).map_err(|e| e.to_string())?;
