@@ -364,7 +364,8 @@ impl Inner {
     }
 
     /// For a caller whose kite key names a retired Kontrol key: a new kite key with the same
-    /// claims signed by the current pair, and the current public key; else two empty strings.
+    /// claims signed by the current pair, and the current public key; else (the current key,
+    /// or another key the Kontrol's verifier trusts) two empty strings.
     fn rekey(&self, req: &Request) -> Result<(String, String), KiteError> {
         let Some(auth) = req.auth.as_deref() else {
             return Ok((String::new(), String::new()));
@@ -373,7 +374,12 @@ impl Inner {
             .map_err(|e| KiteError::argument(format!("kite key: {e}")))?
             .claims;
         let current = self.options.key.public_pem.trim();
-        if claims.kontrol_key.trim() == current {
+        let retired = self
+            .options
+            .retired_keys
+            .iter()
+            .any(|k| k.public_pem.trim() == claims.kontrol_key.trim());
+        if !retired {
             return Ok((String::new(), String::new()));
         }
         claims.kontrol_key = current.to_owned();
