@@ -185,3 +185,115 @@ async fn a_go_kite_registers_heartbeats_and_is_found_by_go_getkites() {
     );
     kontrol.kite().close();
 }
+
+/// The server → client frames of the capture's `register` case.
+fn go_kontrol_frames() -> Vec<String> {
+    let path = format!(
+        "{}/tests/golden/s4-kontrol-register.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["dir"] == "s2c" && r["kind"] == "ws-message")
+        .filter_map(|r| r["payload"].as_str().map(str::to_owned))
+        .filter(|p| p.starts_with("a["))
+        .collect()
+}
+
+#[tokio::test]
+async fn our_kite_registers_with_what_go_kontrol_sends() {
+    // A stand-in for Go Kontrol that answers with Go Kontrol's captured frames.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        ws.send(Message::text("o")).await.unwrap();
+        // Our register request.
+        let request = loop {
+            match ws.next().await.unwrap().unwrap() {
+                Message::Text(t) => break messages(&t)[0].clone(),
+                _ => continue,
+            }
+        };
+        let go = go_kontrol_frames();
+        let response_id = request["callbacks"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(_, path)| **path == json!([0, "responseCallback"]))
+            .map(|(id, _)| id.clone())
+            .unwrap();
+        // Go Kontrol: ask for heartbeats, then answer the register call.
+        ws.send(Message::text(go[0].clone())).await.unwrap();
+        let answer = go[1].replacen(
+            "\\\"method\\\":0",
+            &format!("\\\"method\\\":{response_id}"),
+            1,
+        );
+        ws.send(Message::text(answer)).await.unwrap();
+        // What the kite sends back: the heartbeat call's result and a ping, as Go's kite did.
+        let mut back = Vec::new();
+        while back.len() < 2 {
+            if let Message::Text(t) = ws.next().await.unwrap().unwrap() {
+                back.extend(messages(&t));
+            }
+        }
+        (request, back)
+    });
+
+    let key = KeyPair::generate(2048).unwrap();
+    let kite_key = key
+        .sign(&kite_native::core::auth::Claims {
+            iss: "kite".into(),
+            sub: "kite".into(),
+            kontrol_key: key.public_pem.trim().into(),
+            kontrol_url: format!("http://{addr}/kite"),
+            ..Default::default()
+        })
+        .unwrap();
+    let mut cfg = Config::default();
+    cfg.ip = [127, 0, 0, 1].into();
+    cfg.apply_kite_key(&kite_native::kitekey::parse(&kite_key).unwrap());
+    let math = kite_native::Kite::with_config("math", "1.0.0", cfg).unwrap();
+    let result = within("register", math.register("http://127.0.0.1:4740/kite"))
+        .await
+        .unwrap();
+    assert_eq!(result.url, "http://127.0.0.1:4740/kite");
+    assert_eq!(result.heartbeat_interval, 0);
+
+    let (request, back) = within("fake Go Kontrol", fake).await.unwrap();
+    // Our request has the shape of Go's.
+    let go_request = &messages(&go_frames("s4-kontrol-register.jsonl", "register")[0])[0];
+    let keys = |v: &Value| {
+        let mut k: Vec<String> = v["arguments"][0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&request), keys(go_request));
+    assert_eq!(request["method"], "register");
+    assert_eq!(
+        request["arguments"][0]["withArgs"],
+        json!([{"url": "http://127.0.0.1:4740/kite"}])
+    );
+    assert_eq!(request["arguments"][0]["authentication"]["type"], "kiteKey");
+    // Our answers to Go Kontrol's heartbeat request are Go's kite's, message for message.
+    let go_back: Vec<Value> = go_frames("s4-kontrol-register.jsonl", "register")[1..3]
+        .iter()
+        .flat_map(|f| messages(f))
+        .collect();
+    let mut ours = back.clone();
+    let mut theirs = go_back.clone();
+    let order = |v: &Value| v["method"].as_i64();
+    ours.sort_by_key(order);
+    theirs.sort_by_key(order);
+    assert_eq!(ours, theirs);
+    math.close();
+}
