@@ -47,10 +47,10 @@ pub struct KontrolOptions {
     pub key: KeyPair,
     /// The id stored with registrations signed by `key`.
     pub key_id: String,
-    /// Key pairs rotated out: kite keys they signed are still accepted by `register`, which
-    /// answers with a new kite key signed by `key` (and the new public key), so their holders
-    /// move to the new pair; nothing else trusts them.
-    pub retired_keys: Vec<KeyPair>,
+    /// Public keys (PEM) of key pairs rotated out: kite keys they signed are still accepted by
+    /// `register`, which answers with a new kite key signed by `key` (and the new public key),
+    /// so their holders move to the new pair; nothing else trusts them.
+    pub retired_keys: Vec<String>,
     /// How long a token is valid (Go: 48 h).
     pub token_ttl: Duration,
     /// Clock skew allowed: tokens start this much in the past and end this much later (Go:
@@ -167,9 +167,9 @@ impl Kontrol {
         config.disable_authentication = false;
         let kite = Kite::with_config("kontrol", env!("CARGO_PKG_VERSION"), config)?;
         // Kite keys of the retired pairs are accepted too, so that `register` can re-key them.
-        let trusted: Vec<String> = std::iter::once(&options.key)
+        let trusted: Vec<String> = std::iter::once(&options.key.public_pem)
             .chain(&options.retired_keys)
-            .map(|k| k.public_pem.trim().to_owned())
+            .map(|k| k.trim().to_owned())
             .collect();
         kite.set_kite_key_verifier(
             kite_native::auth::KiteKeyVerifier::with_trust(Arc::new(move |key: &str| {
@@ -378,7 +378,7 @@ impl Inner {
             .options
             .retired_keys
             .iter()
-            .any(|k| k.public_pem.trim() == claims.kontrol_key.trim());
+            .any(|k| k.trim() == claims.kontrol_key.trim());
         if !retired {
             return Ok((String::new(), String::new()));
         }

@@ -322,7 +322,7 @@ async fn a_kite_key_of_a_retired_pair_is_rekeyed_on_register() {
     let storage: Arc<dyn Storage> =
         Arc::new(EmbeddedStorage::open(dir.join("kontrol.db")).unwrap());
     let mut opts = KontrolOptions::new("kontrol", KeyPair::generate(2048).unwrap(), "");
-    opts.retired_keys = vec![old.clone()];
+    opts.retired_keys = vec![old.public_pem.clone()];
     let k = Kontrol::new(local_config(), opts, storage).unwrap();
     let kite = k.kite().clone();
     tokio::spawn(async move { kite.run().await.unwrap() });

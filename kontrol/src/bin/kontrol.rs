@@ -71,6 +71,10 @@ struct Args {
         default_value = "http://127.0.0.1:2379"
     )]
     machines: Vec<String>,
+    /// Public keys (PEM files, comma-separated) of rotated-out key pairs: kites holding kite
+    /// keys they signed get a new kite key when they register.
+    #[arg(long, env = "KONTROL_RETIREDPUBLICKEYFILES", value_delimiter = ',')]
+    retired_public_key_files: Vec<PathBuf>,
     /// Let anyone get a kite key with `kitectl register` (`registerMachine`), for development
     /// and closed networks; off by default, as in Go.
     #[arg(long, env = "KONTROL_OPEN_REGISTRATION")]
@@ -109,6 +113,9 @@ async fn run(args: Args) -> Result<(), String> {
         .or_else(|| kite_key.as_ref().map(|k| k.claims.kontrol_url.clone()))
         .unwrap_or_else(|| format!("http://127.0.0.1:{}/kite", args.port));
     let mut options = KontrolOptions::new(&username, key, &kontrol_url);
+    for file in &args.retired_public_key_files {
+        options.retired_keys.push(read(file)?);
+    }
     if args.open_registration {
         options.machine_authenticator = Some(Arc::new(|_| Ok(())));
     }
