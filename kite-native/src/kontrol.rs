@@ -88,6 +88,26 @@ impl Kite {
         Ok(result)
     }
 
+    /// [`Kite::register`], retried (after 2 s, then half as long again each time, at most a
+    /// minute apart) until Kontrol accepts it, as Go's `RegisterForever`; later reconnects
+    /// register again by themselves. Gives up only when the kite closes.
+    pub async fn register_forever(&self, url: &str) -> Result<RegisterResult, KiteError> {
+        let mut wait = std::time::Duration::from_secs(2);
+        loop {
+            match self.register(url).await {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    warn!(%url, error = %e, ?wait, "registering with Kontrol failed, retrying");
+                    tokio::select! {
+                        () = self.0.shutdown.cancelled() => return Err(e),
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 3 / 2).min(std::time::Duration::from_secs(60));
+                }
+            }
+        }
+    }
+
     async fn register_once(
         &self,
         kontrol: &Client,

@@ -473,3 +473,48 @@ async fn two_kontrols_on_one_storage_serve_one_registry() {
         k.kite().close();
     }
 }
+
+#[tokio::test]
+async fn register_forever_waits_for_a_kontrol_that_is_not_up_yet() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/kite");
+    let key = KeyPair::generate(2048).unwrap();
+    let kite_key = key
+        .sign(&kite_native::core::auth::Claims {
+            iss: "kontrol".into(),
+            sub: "alice".into(),
+            kontrol_key: key.public_pem.trim().into(),
+            kontrol_url: url.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    let mut cfg = local_config();
+    cfg.apply_kite_key(&kite_native::kitekey::parse(&kite_key).unwrap());
+    let first = Kite::with_config("first", "1.0.0", cfg).unwrap();
+    let registering = {
+        let first = first.clone();
+        tokio::spawn(async move { first.register_forever("http://127.0.0.1:1/kite").await })
+    };
+    // Kontrol comes up later, on the port the kite key names.
+    let mut config = local_config();
+    config.port = port;
+    let k = Kontrol::new(
+        config,
+        KontrolOptions::new("kontrol", key, &url),
+        Arc::new(kontrol::storage::MemoryStorage::new()),
+    )
+    .unwrap();
+    let kite = k.kite().clone();
+    tokio::spawn(async move { kite.run().await.unwrap() });
+    let result = within("registered once Kontrol is up", registering)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(result.url, "http://127.0.0.1:1/kite");
+    first.close();
+    k.kite().close();
+}
