@@ -11,6 +11,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use kite_core::Kite as KiteIdentity;
 use kite_core::auth::{Claims, check_audience, check_times};
 
+use crate::kite::lock;
+
 /// Tokens remembered at most; when full, expired ones are dropped, then the oldest half.
 const CACHE_LIMIT: usize = 16_384;
 
@@ -62,13 +64,8 @@ impl TokenVerifier {
     ) -> Result<TokenVerifier, KeyError> {
         let key = DecodingKey::from_rsa_pem(public_pem.trim().as_bytes())
             .map_err(|e| KeyError(e.to_string()))?;
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.algorithms = vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512];
         // Claims are checked by kite_core::auth, with Go's wording.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
+        let validation = crate::kitekey::rsa_validation();
         Ok(TokenVerifier {
             issuer: issuer.to_owned(),
             key,
@@ -127,24 +124,8 @@ impl TokenVerifier {
 
     fn verify_fully(&self, token: &str, now: i64) -> Result<Verified, String> {
         self.verifications.fetch_add(1, Ordering::Relaxed);
-        let header = jsonwebtoken::decode_header(token).map_err(|e| {
-            if names_an_algorithm(token) {
-                // `none`, or an algorithm jsonwebtoken does not know.
-                "invalid signing method".to_owned()
-            } else {
-                format!("malformed token: {e}")
-            }
-        })?;
-        if !matches!(
-            header.alg,
-            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512
-        ) {
-            return Err("invalid signing method".into());
-        }
         // The issuer decides which key to check with, so it is read before the signature.
-        let claims = jsonwebtoken::dangerous::insecure_decode::<Claims>(token)
-            .map_err(|e| format!("malformed token: {e}"))?
-            .claims;
+        let claims = rsa_claims(token, "token")?;
         if claims.iss != self.issuer {
             return Err(format!("issuer is not trusted: {}", claims.iss));
         }
@@ -204,6 +185,29 @@ fn cache_key(token: &str) -> [u8; 16] {
     let mut key = [0u8; 16];
     key[16 - tail.len()..].copy_from_slice(tail);
     key
+}
+
+/// The claims of a JWT whose header names an RSA algorithm (RS256/384/512), read before its
+/// signature is checked (they say which key to check it with); `invalid signing method` for
+/// `none`, HMAC or anything else, `malformed <what>` for what is not a JWT.
+fn rsa_claims(jwt: &str, what: &str) -> Result<Claims, String> {
+    let header = jsonwebtoken::decode_header(jwt).map_err(|e| {
+        if names_an_algorithm(jwt) {
+            // `none`, or an algorithm jsonwebtoken does not know.
+            "invalid signing method".to_owned()
+        } else {
+            format!("malformed {what}: {e}")
+        }
+    })?;
+    if !matches!(
+        header.alg,
+        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512
+    ) {
+        return Err("invalid signing method".into());
+    }
+    jsonwebtoken::dangerous::insecure_decode::<Claims>(jwt)
+        .map(|t| t.claims)
+        .map_err(|e| format!("malformed {what}: {e}"))
 }
 
 /// Whether the token's header is JSON naming an `alg` (one the JWT library refused to parse).
@@ -303,22 +307,7 @@ impl KiteKeyVerifier {
             return Ok(user.clone());
         }
         self.verifications.fetch_add(1, Ordering::Relaxed);
-        let header = jsonwebtoken::decode_header(kite_key).map_err(|e| {
-            if names_an_algorithm(kite_key) {
-                "invalid signing method".to_owned()
-            } else {
-                format!("malformed kite key: {e}")
-            }
-        })?;
-        if !matches!(
-            header.alg,
-            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512
-        ) {
-            return Err("invalid signing method".into());
-        }
-        let claims = jsonwebtoken::dangerous::insecure_decode::<Claims>(kite_key)
-            .map_err(|e| format!("malformed kite key: {e}"))?
-            .claims;
+        let claims = rsa_claims(kite_key, "kite key")?;
         let pem = claims.kontrol_key.trim();
         if pem.is_empty() {
             return Err("no kontrol key found".into());
@@ -363,10 +352,6 @@ impl KiteKeyVerifier {
         }
         Ok(claims.sub)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// An RSA key pair in PEM (private PKCS#8, public SPKI), as Kontrol signs kite keys and
