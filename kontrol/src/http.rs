@@ -13,7 +13,7 @@ use kite_native::core::kontrol::RegisterResult;
 use serde::Deserialize;
 
 use crate::server::Kontrol;
-use crate::storage::{Registration, now_ms};
+use crate::storage::{Registration, expires_in};
 
 /// `POST /register`'s body.
 #[derive(Debug, Deserialize)]
@@ -143,11 +143,7 @@ impl Kontrol {
         let refreshed = live
             && matches!(
                 self.storage()
-                    .refresh(
-                        id,
-                        now_ms()
-                            + u64::try_from(o.registration_ttl.as_millis()).unwrap_or(u64::MAX)
-                    )
+                    .refresh(id, expires_in(o.registration_ttl))
                     .await,
                 Ok(true)
             );

@@ -33,7 +33,7 @@ use rand::seq::SliceRandom;
 use tracing::{debug, info, warn};
 
 use crate::query::{Matcher, audience};
-use crate::storage::{Registration, Storage, now_ms};
+use crate::storage::{Registration, Storage, expires_in, millis, now_ms};
 
 /// How a Kontrol runs: who it is, the key pair it signs with, and its timings.
 #[derive(Clone)]
@@ -215,7 +215,7 @@ impl Kontrol {
     }
 
     pub(crate) fn http_seen_within(&self, id: &str, ttl: Duration) -> bool {
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let ttl_ms = millis(ttl);
         lock(&self.inner.http_seen)
             .get(id)
             .is_some_and(|t| now_ms().saturating_sub(*t) < ttl_ms)
@@ -313,10 +313,6 @@ fn to_secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
-fn expiry_ms(ttl: Duration) -> u64 {
-    now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Inner {
     fn require_kite_key(req: &Request) -> Result<(), KiteError> {
         match req.auth.as_deref() {
@@ -405,7 +401,7 @@ impl Inner {
             lock(&inner.last_seen).insert(ping_id.clone(), now_ms());
             let id = ping_id.clone();
             tokio::spawn(async move {
-                match inner.storage.refresh(&id, expiry_ms(ttl)).await {
+                match inner.storage.refresh(&id, expires_in(ttl)).await {
                     Ok(true) => {}
                     Ok(false) => debug!(%id, "heartbeat from a kite no longer registered"),
                     Err(e) => warn!(%id, error = %e, "refreshing a registration failed"),
@@ -424,7 +420,7 @@ impl Inner {
         });
         let weak = Arc::downgrade(&self);
         tokio::spawn(async move {
-            let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+            let ttl_ms = millis(ttl);
             loop {
                 tokio::time::sleep(ttl / 2).await;
                 let Some(inner) = weak.upgrade() else { return };
@@ -511,7 +507,7 @@ impl Inner {
         if tokens.len() > 100_000 {
             tokens.retain(|_, (_, until)| now < *until);
         }
-        tokens.insert(key, (token.clone(), expiry_ms(reuse_for)));
+        tokens.insert(key, (token.clone(), expires_in(reuse_for)));
         Ok(token)
     }
 

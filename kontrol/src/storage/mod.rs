@@ -50,8 +50,7 @@ impl Registration {
             kite,
             url: url.to_owned(),
             key_id: key_id.to_owned(),
-            expires_at_ms: now_ms()
-                .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+            expires_at_ms: expires_in(ttl),
         }
     }
 
@@ -59,6 +58,16 @@ impl Registration {
     pub fn expired(&self, now_ms: u64) -> bool {
         self.expires_at_ms <= now_ms
     }
+}
+
+/// `d` in milliseconds (saturating).
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The moment `ttl` from now, in milliseconds since the Unix epoch (an expiry).
+pub fn expires_in(ttl: Duration) -> u64 {
+    now_ms().saturating_add(millis(ttl))
 }
 
 /// Milliseconds since the Unix epoch now.
