@@ -159,18 +159,12 @@ pub fn audience(query: &KontrolQuery, kite: &Kite) -> String {
 mod tests {
     use super::*;
 
+    /// The query written as a kite path; empty fields are wildcards.
     fn q(path: &str) -> KontrolQuery {
-        let mut parts = path.trim_start_matches('/').split('/');
-        let mut next = || parts.next().unwrap_or_default().to_owned();
-        KontrolQuery {
-            username: next(),
-            environment: next(),
-            name: next(),
-            version: next(),
-            region: next(),
-            hostname: next(),
-            id: next(),
+        if path.is_empty() {
+            return KontrolQuery::default();
         }
+        kite(path).query()
     }
 
     fn kite(path: &str) -> Kite {

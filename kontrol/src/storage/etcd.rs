@@ -651,7 +651,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-    use crate::storage::tests::behaves;
+    use crate::storage::tests::{behaves, kite, matcher};
 
     const HOUR: Duration = Duration::from_secs(3600);
 
@@ -808,25 +808,6 @@ mod tests {
             self.kill();
             let _ = std::fs::remove_dir_all(&self.dir);
         }
-    }
-
-    fn kite(path: &str) -> Kite {
-        path.parse().unwrap()
-    }
-
-    fn matcher(path: &str) -> Matcher {
-        let mut parts = path.trim_start_matches('/').split('/');
-        let mut next = || parts.next().unwrap_or_default().to_owned();
-        Matcher::new(&KontrolQuery {
-            username: next(),
-            environment: next(),
-            name: next(),
-            version: next(),
-            region: next(),
-            hostname: next(),
-            id: next(),
-        })
-        .unwrap()
     }
 
     fn by_id(id: &str) -> Matcher {

@@ -11,19 +11,9 @@ pub(crate) fn kite(path: &str) -> Kite {
     path.parse().unwrap()
 }
 
+/// The query written as a kite path (`/alice/prod/math`; empty fields are wildcards).
 pub(crate) fn matcher(path: &str) -> Matcher {
-    let mut parts = path.trim_start_matches('/').split('/');
-    let mut next = || parts.next().unwrap_or_default().to_owned();
-    Matcher::new(&KontrolQuery {
-        username: next(),
-        environment: next(),
-        name: next(),
-        version: next(),
-        region: next(),
-        hostname: next(),
-        id: next(),
-    })
-    .unwrap()
+    Matcher::new(&kite(path).query()).unwrap()
 }
 
 pub(crate) fn ids(mut regs: Vec<Registration>) -> Vec<String> {
