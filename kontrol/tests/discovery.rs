@@ -17,6 +17,21 @@ async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
+/// Serves `kite` on 127.0.0.1 and returns its address once it listens.
+async fn start(kite: &Kite) -> std::net::SocketAddr {
+    let server = kite.clone();
+    tokio::spawn(async move { server.run().await.unwrap() });
+    within("kite up", kite.ready()).await
+}
+
+/// The introduction's `square` method.
+fn add_square(kite: &Kite) {
+    kite.handle("square", |req: Request| async move {
+        let n: f64 = req.arg()?;
+        Ok::<_, KiteError>(n * n)
+    });
+}
+
 fn local_config() -> Config {
     let mut c = Config::default();
     c.ip = [127, 0, 0, 1].into();
@@ -39,9 +54,7 @@ async fn kontrol(options: impl Fn(&mut KontrolOptions)) -> Setup {
     let mut opts = KontrolOptions::new("kontrol", key, "");
     options(&mut opts);
     let k = Kontrol::new(local_config(), opts, storage.clone()).unwrap();
-    let kite = k.kite().clone();
-    tokio::spawn(async move { kite.run().await.unwrap() });
-    let addr = within("kontrol up", k.kite().ready()).await;
+    let addr = start(k.kite()).await;
     let url = format!("http://{addr}/kite");
     Setup {
         kontrol: k,
@@ -65,13 +78,8 @@ fn kite_for(s: &Setup, name: &str, username: &str) -> Kite {
 async fn first_registers_second_finds_it_and_calls_square() {
     let s = kontrol(|_| {}).await;
     let first = kite_for(&s, "first", "alice");
-    first.handle("square", |req: Request| async move {
-        let n: f64 = req.arg()?;
-        Ok::<_, KiteError>(n * n)
-    });
-    let server = first.clone();
-    tokio::spawn(async move { server.run().await.unwrap() });
-    let addr = within("first up", first.ready()).await;
+    add_square(&first);
+    let addr = start(&first).await;
     let result = within("register", first.register(&format!("http://{addr}/kite")))
         .await
         .unwrap();
@@ -194,9 +202,7 @@ async fn a_kite_that_stops_heartbeating_disappears() {
     assert!(initial.is_empty());
 
     let first = kite_for(&s, "first", "alice");
-    let server = first.clone();
-    tokio::spawn(async move { server.run().await.unwrap() });
-    let addr = within("first up", first.ready()).await;
+    let addr = start(&first).await;
     within("register", first.register(&format!("http://{addr}/kite")))
         .await
         .unwrap();
@@ -240,13 +246,8 @@ async fn kites_register_over_http_and_bad_register_input_gets_clear_errors() {
     let s = kontrol(|o| o.heartbeat_interval = Duration::from_secs(1)).await;
     let base = s.url.trim_end_matches("/kite").to_owned();
     let first = kite_for(&s, "first", "alice");
-    first.handle("square", |req: Request| async move {
-        let n: f64 = req.arg()?;
-        Ok::<_, KiteError>(n * n)
-    });
-    let server = first.clone();
-    tokio::spawn(async move { server.run().await.unwrap() });
-    let addr = within("first up", first.ready()).await;
+    add_square(&first);
+    let addr = start(&first).await;
     let result = within(
         "HTTP register",
         first.register_http(&format!("http://{addr}/kite")),
@@ -324,9 +325,7 @@ async fn a_kite_key_of_a_retired_pair_is_rekeyed_on_register() {
     let mut opts = KontrolOptions::new("kontrol", KeyPair::generate(2048).unwrap(), "");
     opts.retired_keys = vec![old.public_pem.clone()];
     let k = Kontrol::new(local_config(), opts, storage).unwrap();
-    let kite = k.kite().clone();
-    tokio::spawn(async move { kite.run().await.unwrap() });
-    let addr = within("kontrol up", k.kite().ready()).await;
+    let addr = start(k.kite()).await;
     let url = format!("http://{addr}/kite");
     let old_key = old
         .sign(&kite_native::core::auth::Claims {
@@ -345,13 +344,8 @@ async fn a_kite_key_of_a_retired_pair_is_rekeyed_on_register() {
         cfg
     };
     let first = Kite::with_config("first", "1.0.0", config_for(&old_key)).unwrap();
-    first.handle("square", |req: Request| async move {
-        let n: f64 = req.arg()?;
-        Ok::<_, KiteError>(n * n)
-    });
-    let server = first.clone();
-    tokio::spawn(async move { server.run().await.unwrap() });
-    let first_addr = within("first up", first.ready()).await;
+    add_square(&first);
+    let first_addr = start(&first).await;
     let result = within(
         "register",
         first.register(&format!("http://{first_addr}/kite")),
@@ -427,9 +421,7 @@ async fn two_kontrols_on_one_storage_serve_one_registry() {
             storage.clone(),
         )
         .unwrap();
-        let kite = k.kite().clone();
-        tokio::spawn(async move { kite.run().await.unwrap() });
-        let addr = within("kontrol up", k.kite().ready()).await;
+        let addr = start(k.kite()).await;
         urls.push(format!("http://{addr}/kite"));
         kontrols.push(k);
     }
@@ -443,13 +435,8 @@ async fn two_kontrols_on_one_storage_serve_one_registry() {
     };
     // Registered through the first, found and called through the second.
     let first = kite_for_url("first", &urls[0]);
-    first.handle("square", |req: Request| async move {
-        let n: f64 = req.arg()?;
-        Ok::<_, KiteError>(n * n)
-    });
-    let server = first.clone();
-    tokio::spawn(async move { server.run().await.unwrap() });
-    let addr = within("first up", first.ready()).await;
+    add_square(&first);
+    let addr = start(&first).await;
     within("register", first.register(&format!("http://{addr}/kite")))
         .await
         .unwrap();
