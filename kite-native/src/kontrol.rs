@@ -71,9 +71,11 @@ impl Kite {
             first
         };
         if first {
-            let kite = self.clone();
+            // Weak: the Kontrol client is held by the kite, and must not hold it back.
+            let weak = std::sync::Arc::downgrade(&self.0);
             kontrol.on_connect(move |c| {
-                let (kite, c) = (kite.clone(), c.clone());
+                let Some(inner) = weak.upgrade() else { return };
+                let (kite, c) = (Kite(inner), c.clone());
                 let url = crate::kite::lock(&kite.0.registered_url).clone();
                 if let Some(url) = url {
                     tokio::spawn(async move {
