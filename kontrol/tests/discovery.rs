@@ -505,3 +505,63 @@ async fn register_forever_waits_for_a_kontrol_that_is_not_up_yet() {
     first.close();
     k.kite().close();
 }
+
+#[tokio::test]
+async fn a_kite_registers_again_when_kontrol_restarts() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/kite");
+    let key = KeyPair::generate(2048).unwrap();
+    // A Kontrol on `port` with a registry of its own (a restart that lost everything).
+    let kontrol_on_port = |key: KeyPair| {
+        let mut config = local_config();
+        config.port = port;
+        Kontrol::new(
+            config,
+            KontrolOptions::new("kontrol", key, &url),
+            Arc::new(kontrol::storage::MemoryStorage::new()),
+        )
+        .unwrap()
+    };
+    let first_kontrol = kontrol_on_port(key.clone());
+    start(first_kontrol.kite()).await;
+    let kite_key = first_kontrol.kite_key_for("alice").unwrap();
+    let mut cfg = local_config();
+    cfg.apply_kite_key(&kite_native::kitekey::parse(&kite_key).unwrap());
+    let first = Kite::with_config("first", "1.0.0", cfg.clone()).unwrap();
+    let addr = start(&first).await;
+    within("register", first.register(&format!("http://{addr}/kite")))
+        .await
+        .unwrap();
+
+    first_kontrol.kite().close();
+    // The new Kontrol's registry is empty until `first` comes back by itself.
+    let second_kontrol = within("port free again", async {
+        loop {
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                break kontrol_on_port(key.clone());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    start(second_kontrol.kite()).await;
+    let second = Kite::with_config("second", "1.0.0", cfg).unwrap();
+    let query = KontrolQuery {
+        username: "alice".into(),
+        name: "first".into(),
+        ..Default::default()
+    };
+    within("registered again", async {
+        while second.get_kites(&query).await.unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    first.close();
+    second.close();
+    second_kontrol.kite().close();
+}
