@@ -1,6 +1,34 @@
-//! Kite for the browser and Node, built on [`kite_core`] and compiled to WebAssembly.
+//! Kite for browsers and Node: a client that replaces Kite.js, built on [`kite_core`] and
+//! compiled to WebAssembly with wasm-bindgen.
 //!
-//! This crate is a placeholder in the workspace layout: the wasm-bindgen client arrives with its
-//! own issue. It depends on `kite-core` only, never on `kite-native`.
+//! The JavaScript API (see the package README and the generated `.d.ts`):
+//!
+//! * [`Kite`]: `new Kite(url | options)`, `tell(method, ...args)` returning a promise,
+//!   functions as callbacks in both directions, the page's own methods (`api`), events,
+//!   reconnection with backoff, token renewal, and the SockJS transports with fallback
+//!   (websocket → xhr-streaming → xhr-polling) or a raw websocket.
+//! * [`Kontrol`]: `fetchKites`, `fetchKite`, `getToken`, `watchKites` against a Kontrol.
+//!
+//! The crate depends on `kite-core` for everything protocol-shaped and never on `kite-native`.
 
+mod api;
+mod convert;
+mod error;
+mod events;
+mod kite;
+mod kontrol;
+mod options;
+mod token;
+pub mod transport;
+
+pub use kite::Kite;
 pub use kite_core;
+pub use kontrol::Kontrol;
+
+use wasm_bindgen::prelude::*;
+
+/// Defines `Kite.prototype.tell` as soon as the module is loaded.
+#[wasm_bindgen(start)]
+fn start() {
+    Kite::install_tell();
+}

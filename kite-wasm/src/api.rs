@@ -1,0 +1,276 @@
+//! The page as a kite: the methods a remote kite may call on this connection (the `api`
+//! option and [`crate::Kite::handle`]), the built-ins, and their authentication.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+
+use gloo_timers::future::TimeoutFuture;
+use js_sys::{Array, Function, Object, Promise};
+use kite_core::{Callback, ErrorKind, KiteError, Request};
+use serde_json::Value;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{JsFuture, spawn_local};
+
+use crate::convert;
+use crate::error;
+use crate::kite::Inner;
+use crate::options::{get, type_error};
+
+/// Who may call a method.
+#[derive(Clone)]
+enum AuthRule {
+    /// Anyone on the connection.
+    Open,
+    /// Callers whose credentials the kite's `authenticate` function accepts.
+    Required,
+    /// Callers whose credentials this function accepts.
+    Custom(Function),
+}
+
+#[derive(Clone)]
+struct Method {
+    func: Function,
+    auth: AuthRule,
+}
+
+/// The page's methods.
+pub(crate) struct Api {
+    methods: RefCell<HashMap<String, Method>>,
+    authenticate: Option<Function>,
+}
+
+impl Api {
+    /// Reads the `api` option: `{name: function | {func, auth}}`.
+    pub(crate) fn from_options(
+        api: &JsValue,
+        authenticate: Option<Function>,
+    ) -> Result<Api, JsValue> {
+        let this = Api {
+            methods: RefCell::new(HashMap::new()),
+            authenticate,
+        };
+        if api.is_undefined() || api.is_null() {
+            return Ok(this);
+        }
+        if !api.is_object() {
+            return Err(type_error("api must be an object of methods"));
+        }
+        for entry in Object::entries(api.unchecked_ref()).iter() {
+            let pair: Array = entry.unchecked_into();
+            let name = pair.get(0).as_string().unwrap_or_default();
+            let value = pair.get(1);
+            if let Some(f) = value.dyn_ref::<Function>() {
+                this.set(&name, f.clone(), &JsValue::UNDEFINED)?;
+            } else {
+                let func = get(&value, "func")
+                    .and_then(|f| f.dyn_into::<Function>().ok())
+                    .ok_or_else(|| {
+                        type_error(&format!("api.{name} must be a function or {{func, auth}}"))
+                    })?;
+                this.set(
+                    &name,
+                    func,
+                    &get(&value, "auth").unwrap_or(JsValue::UNDEFINED),
+                )?;
+            }
+        }
+        Ok(this)
+    }
+
+    /// Adds or replaces a method.
+    pub(crate) fn set(&self, name: &str, func: Function, auth: &JsValue) -> Result<(), JsValue> {
+        let auth = if let Some(f) = auth.dyn_ref::<Function>() {
+            AuthRule::Custom(f.clone())
+        } else if auth.as_bool() == Some(true) {
+            AuthRule::Required
+        } else if auth.is_undefined() || auth.is_null() || auth.as_bool() == Some(false) {
+            AuthRule::Open
+        } else {
+            return Err(type_error("auth must be true, false or a function"));
+        };
+        self.methods
+            .borrow_mut()
+            .insert(name.to_owned(), Method { func, auth });
+        Ok(())
+    }
+
+    fn get(&self, name: &str) -> Option<Method> {
+        self.methods.borrow().get(name).cloned()
+    }
+}
+
+/// Sends the single answer of one request.
+struct Responder {
+    kite: Weak<Inner>,
+    generation: u64,
+    id: Option<u64>,
+    done: Cell<bool>,
+}
+
+impl Responder {
+    fn reply(&self, result: Result<JsValue, KiteError>) {
+        let result = result.and_then(|v| convert::from_js(&v));
+        self.send(result);
+    }
+
+    fn send(&self, result: Result<kite_core::dnode::Scrubbed, KiteError>) {
+        if self.done.replace(true) {
+            return;
+        }
+        if let (Some(inner), Some(id)) = (self.kite.upgrade(), self.id) {
+            inner.respond(self.generation, id, result);
+        }
+    }
+}
+
+/// Runs a request of the remote kite and answers it.
+pub(crate) fn handle(inner: &Rc<Inner>, generation: u64, req: Request) {
+    let responder = Rc::new(Responder {
+        kite: Rc::downgrade(inner),
+        generation,
+        id: req.response.as_ref().and_then(Callback::remote_id),
+        done: Cell::new(false),
+    });
+    let user = inner.api.get(&req.method);
+    match (req.method.as_str(), user) {
+        (_, Some(method)) => {
+            let weak = Rc::downgrade(inner);
+            spawn_local(async move {
+                let Some(inner) = weak.upgrade() else { return };
+                if let Err(e) = authorize(&inner, &method.auth, &req).await {
+                    responder.send(Err(e));
+                    return;
+                }
+                drop(inner);
+                run(method.func, req, responder);
+            });
+        }
+        ("kite.ping", None) => responder.send(Ok(plain(Value::from("pong")))),
+        ("kite.echo", None) => {
+            let first = req.args.get(0).unwrap_or_default();
+            responder.send(Ok(first.into_scrubbed()));
+        }
+        ("kite.log", None) => {
+            let message = req.args.nth::<Value>(0).unwrap_or(Value::Null);
+            let message = match message {
+                Value::String(s) => JsValue::from_str(&s),
+                other => convert::json_to_js(&other),
+            };
+            inner.events.emit("info", &[message]);
+            responder.send(Ok(plain(Value::Null)));
+        }
+        ("kite.heartbeat", None) => match heartbeat(inner, generation, &req) {
+            Ok(()) => responder.send(Ok(plain(Value::Null))),
+            Err(e) => responder.send(Err(e)),
+        },
+        (method, None) => responder.send(Err(KiteError::method_not_found(method))),
+    }
+}
+
+fn plain(v: Value) -> kite_core::dnode::Scrubbed {
+    kite_core::dnode::Scrubbed::plain(v)
+}
+
+/// `kite.heartbeat(seconds, ping)`: calls `ping` now and every `seconds` until the
+/// connection ends (Go's behaviour).
+fn heartbeat(inner: &Rc<Inner>, generation: u64, req: &Request) -> Result<(), KiteError> {
+    if req.args.is_empty() {
+        return Err(KiteError::argument("empty heartbeat request"));
+    }
+    let seconds: f64 = req.args.nth(0)?;
+    let ping: Callback = req.args.nth(1)?;
+    if seconds.is_nan() || seconds <= 0.0 {
+        return Err(KiteError::argument("heartbeat interval must be positive"));
+    }
+    let interval = (seconds * 1000.0).min(f64::from(u32::MAX)) as u32;
+    let weak = Rc::downgrade(inner);
+    spawn_local(async move {
+        loop {
+            if ping.call(()).is_err() {
+                return;
+            }
+            TimeoutFuture::new(interval).await;
+            match weak.upgrade() {
+                Some(inner) if inner.generation() == generation => {}
+                _ => return,
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Checks the caller's credentials against the method's rule.
+async fn authorize(inner: &Rc<Inner>, rule: &AuthRule, req: &Request) -> Result<(), KiteError> {
+    let check = match rule {
+        AuthRule::Open => return Ok(()),
+        AuthRule::Required => inner.api.authenticate.clone().ok_or_else(|| {
+            KiteError::new(
+                ErrorKind::Authentication,
+                "this method requires authentication and no authenticate function is set",
+            )
+        })?,
+        AuthRule::Custom(f) => f.clone(),
+    };
+    let denied = |why: &str| KiteError::new(ErrorKind::Authentication, why.to_owned());
+    let Some(auth) = &req.auth else {
+        return Err(denied("No authentication information is provided"));
+    };
+    let credentials = convert::json_to_js(&serde_json::to_value(&**auth).unwrap_or_default());
+    let caller = convert::json_to_js(&serde_json::to_value(&*req.kite).unwrap_or_default());
+    let verdict = check
+        .call2(&JsValue::NULL, &credentials, &caller)
+        .map_err(|e| error::from_js(&e))?;
+    let verdict = match verdict.dyn_into::<Promise>() {
+        Ok(p) => JsFuture::from(p).await.map_err(|e| error::from_js(&e))?,
+        Err(v) => v,
+    };
+    if verdict.is_truthy() {
+        Ok(())
+    } else {
+        Err(denied("access denied"))
+    }
+}
+
+/// Calls the page's function as Kite.js did — `func(...args, callback, {kite, authentication,
+/// method})` — and answers with its return value (or the value of the promise it returns).
+/// A function that declares the callback parameter and returns `undefined` answers by calling
+/// `callback(error, result)` instead.
+fn run(func: Function, req: Request, responder: Rc<Responder>) {
+    let argc = req.args.len() as u32;
+    let meta = Object::new();
+    let caller = convert::json_to_js(&serde_json::to_value(&*req.kite).unwrap_or_default());
+    error::set(&meta, "kite", &caller);
+    let credentials = match &req.auth {
+        Some(a) => convert::json_to_js(&serde_json::to_value(&**a).unwrap_or_default()),
+        None => JsValue::NULL,
+    };
+    error::set(&meta, "authentication", &credentials);
+    error::set(&meta, "method", &JsValue::from_str(&req.method));
+    let args = convert::args_to_js(req.args);
+    let r = responder.clone();
+    let callback =
+        Closure::<dyn Fn(JsValue, JsValue)>::new(move |err: JsValue, result: JsValue| {
+            if err.is_null() || err.is_undefined() {
+                r.reply(Ok(result));
+            } else {
+                r.reply(Err(error::from_js(&err)));
+            }
+        });
+    args.push(&callback.into_js_value());
+    args.push(&meta);
+    let returned = match func.apply(&JsValue::NULL, &args) {
+        Ok(v) => v,
+        Err(thrown) => return responder.reply(Err(error::from_js(&thrown))),
+    };
+    match returned.dyn_into::<Promise>() {
+        Ok(promise) => spawn_local(async move {
+            match JsFuture::from(promise).await {
+                Ok(v) => responder.reply(Ok(v)),
+                Err(e) => responder.reply(Err(error::from_js(&e))),
+            }
+        }),
+        Err(v) if !v.is_undefined() || func.length() <= argc => responder.reply(Ok(v)),
+        Err(_) => {} // answered through the callback
+    }
+}

@@ -1,0 +1,273 @@
+//! [`Kontrol`]: finding kites through a Kontrol and getting tokens to call them.
+
+use std::rc::Rc;
+
+use js_sys::{Array, Function, Object, Promise};
+use kite_core::kontrol::{GetKitesResult, KiteWithToken, WatchEvent};
+use kite_core::{Auth, KiteError};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use crate::convert;
+use crate::error;
+use crate::kite::{Inner, Kite, Renewer};
+use crate::options::{Options, get};
+
+/// A client of Kontrol, the registry.
+///
+/// ```js
+/// const kontrol = new Kontrol({ url: 'http://localhost:4000/kite', auth: { type: 'kiteKey', key } });
+/// const [math] = await kontrol.fetchKites({ query: { name: 'math' } });
+/// math.connect();
+/// console.log(await math.tell('square', 4)); // 16
+/// ```
+#[wasm_bindgen]
+pub struct Kontrol {
+    kite: Rc<Inner>,
+}
+
+impl std::fmt::Debug for Kontrol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kontrol")
+            .field("url", &self.kite.options.url)
+            .finish_non_exhaustive()
+    }
+}
+
+#[wasm_bindgen]
+impl Kontrol {
+    /// `new Kontrol(url | options)`: the options of a [`Kite`] (usually `url` and `auth`
+    /// with a kite key). Kites it returns inherit `transports`, `timeout` and the identity.
+    #[wasm_bindgen(constructor)]
+    pub fn new(options: JsValue) -> Result<Kontrol, JsValue> {
+        Kite::install_tell();
+        let options = Options::from_js(&options)?;
+        let auto = options.auto_connect;
+        let kite = Inner::new(options)?;
+        if auto {
+            kite.connect();
+        }
+        Ok(Kontrol { kite })
+    }
+
+    /// The connection to Kontrol itself (events, `tell`, `disconnect`).
+    #[wasm_bindgen(getter)]
+    pub fn kite(&self) -> Kite {
+        Kite::from_inner(self.kite.clone())
+    }
+
+    /// Connects to Kontrol.
+    pub fn connect(&self) {
+        self.kite.connect();
+    }
+
+    /// Disconnects from Kontrol.
+    pub fn disconnect(&self) {
+        self.kite.disconnect(false);
+    }
+
+    /// `getKites`: resolves with unconnected [`Kite`]s (token authentication, renewed through
+    /// this Kontrol before it expires and when a call is refused with `token is expired`).
+    /// `args` is `{query: {username, environment, name, version, region, hostname, id}}`.
+    #[wasm_bindgen(js_name = fetchKites)]
+    pub fn fetch_kites(&self, args: JsValue) -> Promise {
+        let kontrol = self.kite.clone();
+        future_to_promise(async move {
+            let kites = fetch(&kontrol, &args, None)
+                .await
+                .map_err(|e| error::to_js(&e))?;
+            Ok(kites
+                .into_iter()
+                .map(JsValue::from)
+                .collect::<Array>()
+                .into())
+        })
+    }
+
+    /// Like `fetchKites`, resolving with the first kite found.
+    #[wasm_bindgen(js_name = fetchKite)]
+    pub fn fetch_kite(&self, args: JsValue) -> Promise {
+        let kontrol = self.kite.clone();
+        future_to_promise(async move {
+            let kites = fetch(&kontrol, &args, None)
+                .await
+                .map_err(|e| error::to_js(&e))?;
+            kites.into_iter().next().map(JsValue::from).ok_or_else(|| {
+                error::to_js(&KiteError::generic(format!(
+                    "No kite found for query: {}",
+                    query_text(&args)
+                )))
+            })
+        })
+    }
+
+    /// `getToken` for one kite (an identity object, or a `Kite` from `fetchKites`): resolves
+    /// with a token string.
+    #[wasm_bindgen(js_name = getToken)]
+    pub fn get_token(&self, kite: JsValue) -> Promise {
+        let kontrol = self.kite.clone();
+        future_to_promise(async move {
+            let identity = get(&kite, "remote").unwrap_or(kite);
+            let scrubbed =
+                convert::list_from_js(std::iter::once(identity)).map_err(|e| error::to_js(&e))?;
+            let args = kontrol
+                .call("getToken", scrubbed, kontrol.options.timeout_ms)
+                .await
+                .map_err(|e| error::to_js(&e))?;
+            Ok(convert::to_js(args))
+        })
+    }
+
+    /// `getKites` with a watch: `handler({action, kite, url, token, remote})` is called each
+    /// time a matching kite registers (`REGISTER`, with `remote` an unconnected `Kite`) or
+    /// goes away (`DEREGISTER`), until this Kontrol connection ends. Resolves with the kites
+    /// found now.
+    #[wasm_bindgen(js_name = watchKites)]
+    pub fn watch_kites(&self, args: JsValue, handler: Function) -> Promise {
+        let kontrol = self.kite.clone();
+        let weak = Rc::downgrade(&self.kite);
+        let on_event = Closure::<dyn Fn(JsValue)>::new(move |wrapped: JsValue| {
+            let Some(kontrol) = weak.upgrade() else {
+                return;
+            };
+            // Our Kontrol sends `{result: event}` (or `{error}`), as Go's watcher does.
+            let event = get(&wrapped, "result").unwrap_or(wrapped);
+            let Some(text) = js_sys::JSON::stringify(&event)
+                .ok()
+                .and_then(|s| s.as_string())
+            else {
+                return;
+            };
+            let Ok(parsed) = serde_json::from_str::<WatchEvent>(&text) else {
+                kontrol.events.emit(
+                    "error",
+                    &[error::to_js(&KiteError::generic(format!(
+                        "unreadable watch event: {text}"
+                    )))],
+                );
+                return;
+            };
+            if parsed.action == "REGISTER" && !parsed.url.is_empty() {
+                let found = KiteWithToken {
+                    kite: parsed.kite.clone(),
+                    url: parsed.url.clone(),
+                    key_id: String::new(),
+                    token: parsed.token.clone(),
+                };
+                if let Ok(kite) = child(&kontrol, found) {
+                    error::set(&event, "remote", &JsValue::from(kite));
+                }
+            }
+            if let Err(e) = handler.call1(&JsValue::NULL, &event) {
+                web_sys::console::error_2(&"kite: a watchKites handler threw".into(), &e);
+            }
+        });
+        let callback = on_event.into_js_value();
+        future_to_promise(async move {
+            let kites = fetch(&kontrol, &args, Some(callback))
+                .await
+                .map_err(|e| error::to_js(&e))?;
+            Ok(kites
+                .into_iter()
+                .map(JsValue::from)
+                .collect::<Array>()
+                .into())
+        })
+    }
+}
+
+/// `getKites` with `args` (and a watch callback), as unconnected kites.
+async fn fetch(
+    kontrol: &Rc<Inner>,
+    args: &JsValue,
+    watch: Option<JsValue>,
+) -> Result<Vec<Kite>, KiteError> {
+    let request = Object::new();
+    if args.is_object() {
+        Object::assign(&request, args.unchecked_ref());
+    }
+    if let Some(watch) = watch {
+        error::set(&request, "watchCallback", &watch);
+    }
+    let scrubbed = convert::list_from_js(std::iter::once(JsValue::from(request)))?;
+    let answer = kontrol
+        .call("getKites", scrubbed, kontrol.options.timeout_ms)
+        .await?;
+    let result: Option<GetKitesResult> =
+        answer.decode::<Option<GetKitesResult>>().map_err(|e| {
+            KiteError::new(
+                kite_core::ErrorKind::InvalidResponse,
+                format!("getKites answered an unexpected shape: {}", e.message),
+            )
+        })?;
+    let Some(result) = result else {
+        return Err(KiteError::generic(format!(
+            "No kite found for query: {}",
+            query_text(args)
+        )));
+    };
+    result
+        .kites
+        .into_iter()
+        .map(|found| child(kontrol, found).map_err(|e| error::from_js(&e)))
+        .collect()
+}
+
+/// An unconnected kite for a `getKites` answer, whose token this Kontrol renews.
+fn child(kontrol: &Rc<Inner>, found: KiteWithToken) -> Result<Kite, JsValue> {
+    let mut options = kontrol.options.clone();
+    options.url = found.url;
+    options.auth = Some(Auth::new("token", found.token));
+    options.auto_connect = false;
+    options.api = JsValue::UNDEFINED;
+    options.authenticate = None;
+    // A ws:// Kontrol URL does not make its kites raw-websocket ones.
+    if options.url.starts_with("http") {
+        options
+            .transports
+            .retain(|k| *k != crate::transport::TransportKind::RawWebSocket);
+        if options.transports.is_empty() {
+            options.transports = crate::transport::TransportKind::sockjs_default();
+        }
+    }
+    let inner = Inner::new(options)?;
+    *inner.remote.borrow_mut() = Some(found.kite.clone());
+    let weak = Rc::downgrade(kontrol);
+    let target = found.kite;
+    let renewer: Renewer = Rc::new(move || {
+        let kontrol = weak.upgrade();
+        let target = target.clone();
+        Box::pin(async move {
+            let kontrol = kontrol.ok_or_else(KiteError::disconnect)?;
+            let args = kite_core::dnode::scrub_args(&(&target,))?;
+            let answer = kontrol
+                .call("getToken", args, kontrol.options.timeout_ms)
+                .await?;
+            answer.decode::<String>()
+        })
+    });
+    *inner.renewer.borrow_mut() = Some(renewer);
+    Ok(Kite::from_inner(inner))
+}
+
+/// A query as Kite.js printed it: `username/environment/name/version/region/hostname/id`.
+fn query_text(args: &JsValue) -> String {
+    let query = get(args, "query").unwrap_or(JsValue::UNDEFINED);
+    [
+        "username",
+        "environment",
+        "name",
+        "version",
+        "region",
+        "hostname",
+        "id",
+    ]
+    .iter()
+    .map(|k| {
+        get(&query, k)
+            .and_then(|v| v.as_string())
+            .unwrap_or_default()
+    })
+    .collect::<Vec<_>>()
+    .join("/")
+}

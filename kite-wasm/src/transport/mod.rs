@@ -1,0 +1,260 @@
+//! Transports: SockJS over the WebSocket API, SockJS xhr-streaming and xhr-polling over
+//! `fetch`, and a raw websocket for Kite.js-style servers. Each delivers the dnode messages of
+//! one session to a [`Handler`] and sends the ones it is given, in order.
+
+mod websocket;
+mod xhr;
+
+use std::rc::Rc;
+
+use futures_util::future::{Either, select};
+use gloo_timers::future::TimeoutFuture;
+use kite_core::KiteError;
+
+use crate::error;
+
+/// A transport by its SockJS name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// SockJS over a WebSocket (`<url>/<server>/<session>/websocket`).
+    WebSocket,
+    /// SockJS `xhr_streaming` (a long `fetch` response read as it arrives) with `xhr_send`.
+    XhrStreaming,
+    /// SockJS `xhr` (one `fetch` per batch of messages) with `xhr_send`.
+    XhrPolling,
+    /// A plain WebSocket at the URL as given, one dnode message per frame (Kite.js servers).
+    RawWebSocket,
+}
+
+impl TransportKind {
+    /// SockJS's name of the transport (`raw-websocket` for the plain one).
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportKind::WebSocket => "websocket",
+            TransportKind::XhrStreaming => "xhr-streaming",
+            TransportKind::XhrPolling => "xhr-polling",
+            TransportKind::RawWebSocket => "raw-websocket",
+        }
+    }
+
+    /// The transport named `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<TransportKind> {
+        Some(match name {
+            "websocket" => TransportKind::WebSocket,
+            "xhr-streaming" => TransportKind::XhrStreaming,
+            "xhr-polling" => TransportKind::XhrPolling,
+            "raw-websocket" => TransportKind::RawWebSocket,
+            _ => return None,
+        })
+    }
+
+    /// The SockJS order of preference: websocket, then xhr-streaming, then xhr-polling.
+    pub fn sockjs_default() -> Vec<TransportKind> {
+        vec![
+            TransportKind::WebSocket,
+            TransportKind::XhrStreaming,
+            TransportKind::XhrPolling,
+        ]
+    }
+}
+
+/// What a session tells its owner.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// Dnode messages, in order.
+    Messages(Vec<String>),
+    /// A heartbeat frame: the server is alive.
+    Heartbeat,
+    /// A frame that could not be read (skipped; the session goes on).
+    Broken(String),
+    /// The session ended (a close frame, the socket closing, a failed request). Sent once.
+    Closed { code: u16, reason: String },
+}
+
+/// Receives a session's events.
+pub(crate) type Handler = Rc<dyn Fn(Event)>;
+
+/// An open session.
+pub(crate) enum Transport {
+    WebSocket(websocket::Socket),
+    Xhr(xhr::Session),
+}
+
+impl Transport {
+    /// Which transport this is.
+    pub(crate) fn kind(&self) -> TransportKind {
+        match self {
+            Transport::WebSocket(s) => s.kind(),
+            Transport::Xhr(s) => s.kind(),
+        }
+    }
+
+    /// Queues messages for the peer.
+    pub(crate) fn send(&self, msgs: Vec<String>) {
+        match self {
+            Transport::WebSocket(s) => s.send(msgs),
+            Transport::Xhr(s) => s.send(msgs),
+        }
+    }
+
+    /// Ends the session. No event follows.
+    pub(crate) fn close(&self) {
+        match self {
+            Transport::WebSocket(s) => s.close(),
+            Transport::Xhr(s) => s.close(),
+        }
+    }
+}
+
+/// What [`establish`] tried, for the error it returns when nothing worked.
+fn describe(failures: &[(TransportKind, KiteError)]) -> String {
+    failures
+        .iter()
+        .map(|(k, e)| format!("{}: {}", k.name(), e.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Opens a session with the kite at `url` with the first of `kinds` that works. SockJS kinds
+/// ask `<url>/info` first and skip the websocket when the server says it has none; each attempt
+/// may take `timeout_ms`. Returns the session and, on the way, reports every failure.
+pub(crate) async fn establish(
+    url: &str,
+    kinds: &[TransportKind],
+    handler: Handler,
+    timeout_ms: u32,
+) -> Result<Transport, KiteError> {
+    let url = url.trim_end_matches('/');
+    let mut failures = Vec::new();
+    let mut info: Option<Result<Info, KiteError>> = None;
+    for &kind in kinds {
+        if kind != TransportKind::RawWebSocket {
+            let info = match &info {
+                Some(i) => i.clone(),
+                None => {
+                    let i = with_timeout(fetch_info(url), timeout_ms, "info").await;
+                    info = Some(i.clone());
+                    i
+                }
+            };
+            match info {
+                Err(e) => {
+                    failures.push((kind, e));
+                    continue;
+                }
+                Ok(Info { websocket: false }) if kind == TransportKind::WebSocket => {
+                    failures.push((
+                        kind,
+                        KiteError::generic("the server has websockets disabled"),
+                    ));
+                    continue;
+                }
+                Ok(_) => {}
+            }
+        }
+        let attempt = async {
+            match kind {
+                TransportKind::WebSocket => {
+                    let ws_url = format!("{}/websocket", session_url(&websocket_url(url)));
+                    websocket::Socket::open(&ws_url, kind, handler.clone())
+                        .await
+                        .map(Transport::WebSocket)
+                }
+                TransportKind::RawWebSocket => {
+                    websocket::Socket::open(&websocket_url(url), kind, handler.clone())
+                        .await
+                        .map(Transport::WebSocket)
+                }
+                TransportKind::XhrStreaming | TransportKind::XhrPolling => {
+                    xhr::Session::open(&session_url(url), kind, handler.clone())
+                        .await
+                        .map(Transport::Xhr)
+                }
+            }
+        };
+        match with_timeout(attempt, timeout_ms, kind.name()).await {
+            Ok(t) => return Ok(t),
+            Err(e) => failures.push((kind, e)),
+        }
+    }
+    Err(KiteError::generic(format!(
+        "cannot connect to {url}: {}",
+        describe(&failures)
+    )))
+}
+
+/// Runs `f`, failing with a timeout error after `ms` (0: no limit).
+pub(crate) async fn with_timeout<T>(
+    f: impl Future<Output = Result<T, KiteError>>,
+    ms: u32,
+    what: &str,
+) -> Result<T, KiteError> {
+    if ms == 0 {
+        return f.await;
+    }
+    let f = std::pin::pin!(f);
+    match select(f, TimeoutFuture::new(ms)).await {
+        Either::Left((r, _)) => r,
+        Either::Right(_) => Err(KiteError::new(
+            kite_core::ErrorKind::Timeout,
+            format!("{what}: no answer within {ms} ms"),
+        )),
+    }
+}
+
+/// What `/info` says.
+#[derive(Debug, Clone)]
+struct Info {
+    websocket: bool,
+}
+
+async fn fetch_info(url: &str) -> Result<Info, KiteError> {
+    let response = gloo_net::http::Request::get(&format!("{url}/info"))
+        .send()
+        .await
+        .map_err(|e| KiteError::generic(format!("{url}/info: {e}")))?;
+    if !response.ok() {
+        return Err(KiteError::generic(format!(
+            "{url}/info: HTTP {}",
+            response.status()
+        )));
+    }
+    let text = response
+        .text()
+        .await
+        .map_err(|e| KiteError::generic(format!("{url}/info: {e}")))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| KiteError::generic(format!("{url}/info is not JSON: {e}")))?;
+    Ok(Info {
+        websocket: value
+            .get("websocket")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(true),
+    })
+}
+
+/// `http(s)://` → `ws(s)://`; other schemes as given.
+fn websocket_url(url: &str) -> String {
+    if let Some(rest) = url.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        url.to_owned()
+    }
+}
+
+/// `<url>/<server>/<session>` with a random three-digit server and eight-character session id.
+fn session_url(url: &str) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz012345";
+    let server = (js_sys::Math::random() * 1000.0) as u32 % 1000;
+    let session: String = (0..8)
+        .map(|_| ALPHABET[(js_sys::Math::random() * 32.0) as usize % 32] as char)
+        .collect();
+    format!("{url}/{server:03}/{session}")
+}
+
+/// A failed JavaScript call as a kite error.
+pub(crate) fn failure(context: &str, e: &wasm_bindgen::JsValue) -> KiteError {
+    error::from_js_failure(context, e)
+}

@@ -1,0 +1,283 @@
+//! SockJS sessions over `fetch`: `xhr_streaming` (one long response read line by line as it
+//! arrives, re-opened whenever the server ends it) or `xhr` polling (one response per batch).
+//! Messages go out with `xhr_send`, one request at a time, so they arrive in order.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use gloo_net::http::{Request, Response};
+use js_sys::{Reflect, Uint8Array};
+use kite_core::KiteError;
+use kite_core::sockjs::{self, Frame};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::{JsFuture, spawn_local};
+use web_sys::{AbortController, ReadableStreamDefaultReader};
+
+use super::{Event, Handler, TransportKind, failure};
+
+struct Inner {
+    /// `<url>/<server>/<session>`.
+    url: String,
+    kind: TransportKind,
+    handler: Handler,
+    /// Over: nothing more is sent or reported.
+    done: Cell<bool>,
+    /// Aborts the receiving request in flight.
+    receiving: RefCell<Option<AbortController>>,
+    /// Messages waiting for `xhr_send`.
+    outbox: RefCell<Vec<String>>,
+    /// An `xhr_send` is in flight.
+    sending: Cell<bool>,
+}
+
+/// An open xhr session. Dropping it ends the session.
+pub(crate) struct Session {
+    inner: Rc<Inner>,
+}
+
+impl Session {
+    /// Opens a session at `url` (`<base>/<server>/<session>`) and waits for its open frame.
+    pub(crate) async fn open(
+        url: &str,
+        kind: TransportKind,
+        handler: Handler,
+    ) -> Result<Session, KiteError> {
+        let inner = Rc::new(Inner {
+            url: url.to_owned(),
+            kind,
+            handler,
+            done: Cell::new(false),
+            receiving: RefCell::new(None),
+            outbox: RefCell::new(Vec::new()),
+            sending: Cell::new(false),
+        });
+        // Aborts the opening request if this future is dropped (a timeout).
+        let session = Session {
+            inner: inner.clone(),
+        };
+        if kind == TransportKind::XhrStreaming {
+            let mut lines = inner.stream().await?;
+            loop {
+                match lines.next_line().await? {
+                    None => return Err(KiteError::generic("xhr-streaming ended before opening")),
+                    Some(line) => match Frame::decode(&line) {
+                        Ok(Frame::Open) => break,
+                        Ok(Frame::Heartbeat) => continue,
+                        _ => return Err(unexpected(&line)),
+                    },
+                }
+            }
+            spawn_local(inner.clone().read_stream(lines));
+        } else {
+            let body = inner.poll().await?;
+            let mut frames = body.lines();
+            if !matches!(frames.next().map(Frame::decode), Some(Ok(Frame::Open))) {
+                return Err(unexpected(&body));
+            }
+            spawn_local(inner.clone().read_polls());
+        }
+        Ok(session)
+    }
+
+    pub(crate) fn kind(&self) -> TransportKind {
+        self.inner.kind
+    }
+
+    /// Queues messages; they go out in order, batched while a send is in flight.
+    pub(crate) fn send(&self, msgs: Vec<String>) {
+        let inner = &self.inner;
+        if inner.done.get() {
+            return;
+        }
+        inner.outbox.borrow_mut().extend(msgs);
+        if !inner.sending.replace(true) {
+            spawn_local(inner.clone().flush());
+        }
+    }
+
+    /// Ends the session without reporting it.
+    pub(crate) fn close(&self) {
+        self.inner.done.set(true);
+        self.inner.abort();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn unexpected(body: &str) -> KiteError {
+    let mut shown: String = body.chars().take(80).collect();
+    if shown.len() < body.len() {
+        shown.push('…');
+    }
+    KiteError::generic(format!("unexpected SockJS answer: {shown:?}"))
+}
+
+impl Inner {
+    fn abort(&self) {
+        if let Some(c) = self.receiving.borrow_mut().take() {
+            c.abort();
+        }
+    }
+
+    /// Ends the session and reports it (once).
+    fn fail(&self, code: u16, reason: String) {
+        if !self.done.replace(true) {
+            self.abort();
+            (self.handler)(Event::Closed { code, reason });
+        }
+    }
+
+    /// Hands one frame to the owner.
+    fn dispatch(&self, line: &str) {
+        if self.done.get() || line.is_empty() {
+            return;
+        }
+        match Frame::decode(line) {
+            Ok(Frame::Open) => {}
+            Ok(Frame::Heartbeat) => (self.handler)(Event::Heartbeat),
+            Ok(Frame::Messages(msgs)) => (self.handler)(Event::Messages(msgs)),
+            Ok(Frame::Message(msg)) => (self.handler)(Event::Messages(vec![msg])),
+            Ok(Frame::Close { code, reason }) => self.fail(code, reason),
+            Err(e) => (self.handler)(Event::Broken(e.to_string())),
+        }
+    }
+
+    /// A POST to `<url>/<suffix>` (aborted by [`Inner::abort`] when `receiving`).
+    async fn post(
+        &self,
+        suffix: &str,
+        body: Option<String>,
+        receiving: bool,
+    ) -> Result<Response, KiteError> {
+        let url = format!("{}/{suffix}", self.url);
+        let mut builder = Request::post(&url);
+        if receiving {
+            let controller = AbortController::new().map_err(|e| failure(&url, &e))?;
+            builder = builder.abort_signal(Some(&controller.signal()));
+            *self.receiving.borrow_mut() = Some(controller);
+        }
+        let request = match body {
+            Some(body) => builder.body(body),
+            None => builder.build(),
+        }
+        .map_err(|e| KiteError::generic(format!("{url}: {e}")))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| KiteError::generic(format!("{url}: {e}")))?;
+        if !response.ok() {
+            return Err(KiteError::generic(format!(
+                "{url}: HTTP {}",
+                response.status()
+            )));
+        }
+        Ok(response)
+    }
+
+    /// One `xhr` poll: its frames, one per line.
+    async fn poll(&self) -> Result<String, KiteError> {
+        let response = self.post("xhr", None, true).await?;
+        response
+            .text()
+            .await
+            .map_err(|e| KiteError::generic(format!("{}/xhr: {e}", self.url)))
+    }
+
+    /// Polls until the session ends.
+    async fn read_polls(self: Rc<Self>) {
+        while !self.done.get() {
+            match self.poll().await {
+                Ok(body) => body.lines().for_each(|line| self.dispatch(line)),
+                Err(e) => self.fail(1006, format!("xhr-polling: {}", e.message)),
+            }
+        }
+    }
+
+    /// Starts an `xhr_streaming` response.
+    async fn stream(&self) -> Result<Lines, KiteError> {
+        let response = self.post("xhr_streaming", None, true).await?;
+        let body = response
+            .body()
+            .ok_or_else(|| KiteError::generic("xhr-streaming: the response has no body"))?;
+        Ok(Lines {
+            reader: body.get_reader().unchecked_into(),
+            buf: Vec::new(),
+        })
+    }
+
+    /// Reads streamed frames until the session ends, starting a new response whenever the
+    /// server ends one (it does after a few hundred KiB).
+    async fn read_stream(self: Rc<Self>, mut lines: Lines) {
+        loop {
+            match lines.next_line().await {
+                Ok(Some(line)) => self.dispatch(&line),
+                Ok(None) if !self.done.get() => match self.stream().await {
+                    Ok(next) => lines = next,
+                    Err(e) => self.fail(1006, format!("xhr-streaming: {}", e.message)),
+                },
+                Err(e) => self.fail(1006, format!("xhr-streaming: {}", e.message)),
+                Ok(None) => {}
+            }
+            if self.done.get() {
+                return;
+            }
+        }
+    }
+
+    /// Sends what the outbox holds, batch after batch, until it is empty.
+    async fn flush(self: Rc<Self>) {
+        loop {
+            let batch = std::mem::take(&mut *self.outbox.borrow_mut());
+            if batch.is_empty() || self.done.get() {
+                self.sending.set(false);
+                return;
+            }
+            let body = sockjs::encode_client_frame(batch.iter().map(String::as_str));
+            if let Err(e) = self.post("xhr_send", Some(body), false).await {
+                self.sending.set(false);
+                self.fail(1006, format!("xhr_send: {}", e.message));
+                return;
+            }
+        }
+    }
+}
+
+/// Lines of a streamed response body.
+struct Lines {
+    reader: ReadableStreamDefaultReader,
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    /// The next line without its newline; `None` when the body ended.
+    async fn next_line(&mut self) -> Result<Option<String>, KiteError> {
+        let mut searched = 0;
+        loop {
+            if let Some(pos) = self.buf[searched..].iter().position(|&b| b == b'\n') {
+                let end = searched + pos;
+                let line = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                self.buf.drain(..=end);
+                return Ok(Some(line));
+            }
+            searched = self.buf.len();
+            let chunk = JsFuture::from(self.reader.read())
+                .await
+                .map_err(|e| failure("reading the stream", &e))?;
+            if Reflect::get(&chunk, &JsValue::from_str("done"))
+                .ok()
+                .and_then(|d| d.as_bool())
+                .unwrap_or(true)
+            {
+                return Ok(None);
+            }
+            if let Ok(value) = Reflect::get(&chunk, &JsValue::from_str("value")) {
+                let bytes: Uint8Array = value.unchecked_into();
+                self.buf.extend_from_slice(&bytes.to_vec());
+            }
+        }
+    }
+}
