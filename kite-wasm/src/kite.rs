@@ -31,6 +31,9 @@ pub(crate) const READY: u8 = 1;
 pub(crate) const CLOSED: u8 = 3;
 pub(crate) const CONNECTING: u8 = 5;
 
+/// How many given-up calls a connection remembers (see `Inner::cancelled`).
+const CANCELLED_KEPT: usize = 256;
+
 /// Renews a token: what a `Kontrol` installs on the kites it returns.
 pub(crate) type Renewer = Rc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, KiteError>>>>>;
 
@@ -81,6 +84,9 @@ pub(crate) struct Inner {
     token_timer: RefCell<Option<Timeout>>,
     reconnect_timer: RefCell<Option<Timeout>>,
     attempts: Cell<u32>,
+    /// Response callback ids of calls given up on (timeouts) on this connection: a late answer
+    /// to one is expected, not an error of the peer. The most recent [`CANCELLED_KEPT`].
+    cancelled: RefCell<VecDeque<u64>>,
     last_seen: Cell<f64>,
     ready_waiters: RefCell<Vec<oneshot::Sender<()>>>,
     pub(crate) renewer: RefCell<Option<Renewer>>,
@@ -152,6 +158,7 @@ impl Inner {
             token_timer: RefCell::new(None),
             reconnect_timer: RefCell::new(None),
             attempts: Cell::new(0),
+            cancelled: RefCell::new(VecDeque::new()),
             last_seen: Cell::new(0.0),
             ready_waiters: RefCell::new(Vec::new()),
             renewer: RefCell::new(None),
@@ -221,6 +228,7 @@ impl Inner {
     fn opened(self: &Rc<Self>, generation: u64, t: Transport) {
         *self.transport.borrow_mut() = Some(Rc::new(t));
         *self.conn.borrow_mut() = Connection::new();
+        self.cancelled.borrow_mut().clear();
         *self.sink.borrow_mut() = Arc::new(Sink {
             kite: self.key,
             generation,
@@ -321,7 +329,10 @@ impl Inner {
         self.attempts.set(0);
         if matches!(self.state.get(), READY | CONNECTING) {
             self.end_session(1000, "disconnected");
-        } else if !reconnect {
+        } else if reconnect {
+            // Closed between reconnection attempts (or never connected): connect now.
+            self.connect();
+        } else {
             self.fail_queued(KiteError::disconnect());
         }
     }
@@ -458,6 +469,11 @@ impl Inner {
             && generation == self.generation.get()
         {
             self.conn.borrow_mut().cancel(response);
+            let mut cancelled = self.cancelled.borrow_mut();
+            if cancelled.len() == CANCELLED_KEPT {
+                cancelled.pop_front();
+            }
+            cancelled.push_back(response);
         }
         let _ = call.done.send(result);
     }
@@ -521,6 +537,7 @@ impl Inner {
                         self.respond(generation, id, Err(error));
                     }
                 }
+                Ok(Incoming::UnknownCallback(id)) if self.cancelled.borrow().contains(&id) => {}
                 Ok(Incoming::UnknownCallback(id)) => self.emit_error(&KiteError::generic(format!(
                     "the peer called callback {id}, which is unknown or already answered"
                 ))),
