@@ -27,7 +27,11 @@ pub fn config(ip: IpAddr, username: &str) -> Config {
 }
 
 /// Starts the kites and registers each with Kontrol; returns them once registered.
-pub async fn start_all(kontrol: &Kontrol, ip: IpAddr, kontrol_url: &str) -> Result<Vec<Kite>, BoxError> {
+pub async fn start_all(
+    kontrol: &Kontrol,
+    ip: IpAddr,
+    kontrol_url: &str,
+) -> Result<Vec<Kite>, BoxError> {
     let mut kites = Vec::new();
     for (name, install) in [
         ("first", first as fn(&Kite)),
@@ -82,7 +86,10 @@ fn clock(kite: &Kite) {
         });
         Ok::<_, KiteError>("subscribed: a tick every second")
     });
-    kite.handle("now", |_req: Request| async move { Ok::<_, KiteError>(now()) });
+    kite.handle(
+        "now",
+        |_req: Request| async move { Ok::<_, KiteError>(now()) },
+    );
 }
 
 /// `askPage(question)`: logs to the page (its `kite.log`), asks the page's own `answer`

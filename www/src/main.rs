@@ -19,7 +19,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Command line.
 #[derive(Debug, Parser)]
-#[command(name = "kite-demo", about = "Kontrol, example kites and the browser page, on localhost")]
+#[command(
+    name = "kite-demo",
+    about = "Kontrol, example kites and the browser page, on localhost"
+)]
 struct Args {
     /// The page's port.
     #[arg(long, env = "KITE_DEMO_PORT", default_value_t = 8080)]
@@ -60,7 +63,10 @@ async fn main() -> Result<(), BoxError> {
     // Kontrol, on the embedded store.
     let temp = std::env::temp_dir().join(format!("kite-demo-{}", std::process::id()));
     std::fs::create_dir_all(&temp)?;
-    let data_file = args.data_file.clone().unwrap_or_else(|| temp.join("kontrol.db"));
+    let data_file = args
+        .data_file
+        .clone()
+        .unwrap_or_else(|| temp.join("kontrol.db"));
     let storage: Arc<dyn Storage> = Arc::new(EmbeddedStorage::open(&data_file)?);
     let listener = kite_native::listen(SocketAddr::new(args.ip, args.kontrol_port))?;
     let kontrol_url = format!("http://{}/kite", listener.local_addr()?);
@@ -86,11 +92,20 @@ async fn main() -> Result<(), BoxError> {
     };
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.ip, args.port))
         .await
-        .map_err(|e| format!("cannot listen on {}:{}: {e} (set KITE_DEMO_PORT)", args.ip, args.port))?;
+        .map_err(|e| {
+            format!(
+                "cannot listen on {}:{}: {e} (set KITE_DEMO_PORT)",
+                args.ip, args.port
+            )
+        })?;
     let page = format!("http://{}/", listener.local_addr()?);
     println!("Kontrol:   {kontrol_url}");
     for kite in &running {
-        println!("kite:      {:<8} {}", kite.identity().name, kite.url().unwrap_or_default());
+        println!(
+            "kite:      {:<8} {}",
+            kite.identity().name,
+            kite.url().unwrap_or_default()
+        );
     }
     println!("Open {page} in a browser. Ctrl-C stops everything.");
     axum::serve(listener, site.router())

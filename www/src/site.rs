@@ -24,7 +24,10 @@ impl Site {
     pub fn router(self) -> Router {
         let config = json!({ "kontrol": self.kontrol_url, "kiteKey": self.kite_key });
         Router::new()
-            .route("/config.json", get(move || async move { axum::Json(config) }))
+            .route(
+                "/config.json",
+                get(move || async move { axum::Json(config) }),
+            )
             .nest_service("/pkg", ServeDir::new(self.root.join("kite-wasm/pkg")))
             .fallback_service(ServeDir::new(self.root.join("www/static")))
     }
