@@ -105,7 +105,7 @@ fn greeter(kite: &Kite) {
             .client
             .tell_with_timeout("answer", (question,), Duration::from_secs(10))
             .await?
-            .nth(0)?;
+            .decode()?;
         Ok::<_, KiteError>(format!("the page answered: {answer}"))
     });
 }
