@@ -1,5 +1,6 @@
 //! The methods every kite serves: `kite.ping`, `kite.systemInfo`, `kite.heartbeat`, `kite.log`,
-//! `kite.print`, `kite.prompt`, `kite.getPass`, `kite.echo`.
+//! `kite.print`, `kite.prompt`, `kite.getPass`, `kite.echo`, `kite.tunnel` (see
+//! [`crate::Kite::register_to_tunnel`]).
 
 use std::io::Write;
 use std::time::Duration;
@@ -153,4 +154,6 @@ pub(crate) fn register(kite: &Kite) {
         // The first argument, functions included (an echoed callback is that callback).
         Ok::<_, KiteError>(req.args.get(0))
     });
+
+    crate::tunnel::register_builtin(kite);
 }

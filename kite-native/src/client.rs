@@ -50,6 +50,9 @@ pub(crate) struct ClientInner {
     /// Bumped on every connect; `Some(true)` while connected.
     state: watch::Sender<bool>,
     reconnect: AtomicBool,
+    /// A redial loop is running: callers of `dial_forever` that arrive meanwhile wait for it
+    /// instead of starting their own (their sessions would replace each other).
+    redialing: AtomicBool,
     closed: AtomicBool,
     options: Mutex<DialOptions>,
     hooks: Mutex<Hooks>,
@@ -61,6 +64,9 @@ pub(crate) struct ClientInner {
     pub(crate) accepted: bool,
     /// Requests from the peer of a connection this kite dialed run without authentication.
     pub(crate) trusted: AtomicBool,
+    /// This kite dialed this connection to a tunnel proxy it registers with
+    /// ([`crate::Kite::register_to_tunnel`]): the only peer whose `kite.tunnel` it obeys.
+    pub(crate) tunnel_proxy: AtomicBool,
     pub(crate) first_request_seen: AtomicBool,
     /// The last token this connection's peer sent that was verified, so that the next calls
     /// carrying the same credentials skip even the verifier's cache.
@@ -114,6 +120,7 @@ impl Client {
             link: Mutex::default(),
             state: watch::channel(false).0,
             reconnect: AtomicBool::new(false),
+            redialing: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             options: Mutex::new(options),
             hooks: Mutex::default(),
@@ -122,9 +129,15 @@ impl Client {
             renewing: tokio::sync::Mutex::new(()),
             accepted,
             trusted: AtomicBool::new(false),
+            tunnel_proxy: AtomicBool::new(false),
             first_request_seen: AtomicBool::new(false),
             verified_token: Mutex::new(None),
         }))
+    }
+
+    /// Whether `self` and `other` are the same connection (clones of one client).
+    pub fn ptr_eq(&self, other: &Client) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// The URL this client dials (empty for accepted connections).
@@ -241,9 +254,22 @@ impl Client {
     }
 
     async fn redial(self) {
+        if self.0.redialing.swap(true, Ordering::SeqCst) {
+            return; // another loop is dialing
+        }
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::SeqCst);
+            }
+        }
+        let _done = Done(&self.0.redialing);
         let mut backoff = Backoff::default();
         loop {
             if self.0.closed.load(Ordering::SeqCst) || !self.0.reconnect.load(Ordering::SeqCst) {
+                return;
+            }
+            if self.is_connected() {
                 return;
             }
             match self.dial().await {

@@ -60,6 +60,11 @@ pub struct Config {
     pub verify_ttl: Duration,
     /// Serve over TLS with this certificate and key (PEM files).
     pub tls: Option<TlsConfig>,
+    /// A reverse proxy to be reached through (`KITE_PROXY_URL`, Go's variable of the same
+    /// name: the proxy kite's URL, e.g. `http://proxy.example.com:3999/kite`). When set,
+    /// [`crate::Kite::register_forever`] registers the kite with that proxy and its public
+    /// `/proxy/<id>` URL with Kontrol (see [`crate::Kite::register_to_proxy`]).
+    pub proxy_url: String,
 }
 
 /// PEM certificate chain and private key files for serving over TLS.
@@ -95,6 +100,7 @@ impl Default for Config {
             sockjs: crate::sockjs::SockJsOptions::default(),
             verify_ttl: Duration::from_secs(300),
             tls: None,
+            proxy_url: String::new(),
         }
     }
 }
@@ -213,6 +219,9 @@ impl Config {
         if let Some(v) = var("KITE_TIMEOUT") {
             self.timeout = parse_go_duration(&v).map_err(|e| err("KITE_TIMEOUT", &v, e))?;
         }
+        if let Some(v) = var("KITE_PROXY_URL") {
+            self.proxy_url = v;
+        }
         if let Some(v) = var("KITE_HANDSHAKE_TIMEOUT") {
             self.handshake_timeout =
                 parse_go_duration(&v).map_err(|e| err("KITE_HANDSHAKE_TIMEOUT", &v, e))?;
@@ -291,6 +300,7 @@ mod tests {
             ("KITE_KONTROL_USER", "koding"),
             ("KITE_KONTROL_KEY", " PEM \n"),
             ("KITE_VERIFY_TTL", "1m"),
+            ("KITE_PROXY_URL", "http://proxy:3999/kite"),
         ]
         .into();
         let mut c = Config::default();
@@ -303,6 +313,7 @@ mod tests {
         assert_eq!(c.kontrol_user, "koding");
         assert_eq!(c.kontrol_key, "PEM");
         assert_eq!(c.verify_ttl, Duration::from_secs(60));
+        assert_eq!(c.proxy_url, "http://proxy:3999/kite");
 
         let mut c = Config::default();
         let e = c

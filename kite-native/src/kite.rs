@@ -74,6 +74,8 @@ pub(crate) struct KiteInner {
     local_addr: watch::Sender<Option<SocketAddr>>,
     accepted: Mutex<HashMap<usize, Client>>,
     pub(crate) heartbeat: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Connections to the tunnel proxies this kite registered with.
+    pub(crate) tunnels: Mutex<Vec<Client>>,
 }
 
 /// Errors creating or running a kite.
@@ -197,6 +199,7 @@ impl Kite {
             local_addr: watch::channel(None).0,
             accepted: Mutex::default(),
             heartbeat: Mutex::default(),
+            tunnels: Mutex::default(),
         }));
         crate::builtins::register(&kite);
         Ok(kite)
@@ -452,7 +455,7 @@ impl Kite {
             .merge(SockJsServer::new(options, on_session).router_at("/kite"))
     }
 
-    fn accept(&self, session: Session) {
+    pub(crate) fn accept(&self, session: Session) {
         if self.0.shutdown.is_cancelled() {
             let (code, reason) = kite_core::sockjs::GO_AWAY;
             session.tx.close(code, reason);
@@ -560,6 +563,10 @@ impl Kite {
         }
         if let Some(k) = lock(&self.0.kontrol).take() {
             k.close();
+        }
+        let tunnels: Vec<Client> = lock(&self.0.tunnels).drain(..).collect();
+        for t in tunnels {
+            t.close();
         }
         if let Some(h) = lock(&self.0.heartbeat).take() {
             h.abort();

@@ -93,7 +93,23 @@ impl Kite {
     /// [`Kite::register`], retried (after 2 s, then half as long again each time, at most a
     /// minute apart) until Kontrol accepts it, as Go's `RegisterForever`; later reconnects
     /// register again by themselves. Gives up only when the kite closes.
+    ///
+    /// With `Config::proxy_url` (`KITE_PROXY_URL`) set, `url` is registered with that reverse
+    /// proxy instead, and the public URL it answers with Kontrol
+    /// ([`Kite::register_to_proxy`], retried the same way); the result then holds that URL.
     pub async fn register_forever(&self, url: &str) -> Result<RegisterResult, KiteError> {
+        let proxy = self.0.config.proxy_url.clone();
+        if !proxy.is_empty() {
+            return self.register_through_proxy_forever(&proxy, url).await;
+        }
+        self.register_directly_forever(url).await
+    }
+
+    /// [`Kite::register_forever`] with Kontrol itself, whatever `Config::proxy_url` says.
+    pub(crate) async fn register_directly_forever(
+        &self,
+        url: &str,
+    ) -> Result<RegisterResult, KiteError> {
         let mut wait = std::time::Duration::from_secs(2);
         loop {
             match self.register(url).await {

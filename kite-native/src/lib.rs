@@ -45,11 +45,13 @@ pub mod kitekey;
 mod kontrol;
 mod link;
 pub mod method;
+mod proxy;
 mod request;
 pub mod session;
 pub mod sockjs;
 pub mod tls;
 pub mod transport;
+mod tunnel;
 
 pub use client::Client;
 pub use config::Config;

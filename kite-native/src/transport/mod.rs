@@ -38,7 +38,7 @@ use kite_core::sockjs::Frame;
 use crate::session::Session;
 
 pub use self::url::{parse_base_url, sockjs_websocket_url};
-pub use websocket::{dial_raw_websocket, dial_websocket};
+pub use websocket::{dial_raw_websocket, dial_websocket, dial_websocket_at};
 pub use xhr::dial_xhr;
 pub use xhr_streaming::dial_xhr_streaming;
 

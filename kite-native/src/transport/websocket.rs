@@ -39,20 +39,48 @@ pub async fn dial_websocket(base: &str, opts: &DialOptions) -> Result<Session, D
     let url = websocket_url(&base_url, &server, &id);
     let limit = frame_limit(opts.max_message_size);
     let mut ws = connect(&url, &origin_of(&base_url), limit, opts, deadline).await?;
-    match tokio::time::timeout_at(deadline, first_frame(&mut ws)).await {
-        Err(_) => return Err(DialError::Timeout),
-        Ok(Err(e)) => return Err(e),
-        Ok(Ok(Frame::Open)) => {}
-        Ok(Ok(Frame::Close { code, reason })) => {
-            return Err(DialError::Protocol(format!(
-                "closed before opening: {code} {reason}"
-            )));
-        }
-        Ok(Ok(_)) => {
-            return Err(DialError::Protocol("the first frame is not `o`".into()));
-        }
-    }
+    expect_open(&mut ws, deadline).await?;
     Ok(spawn(ws, id, TransportKind::WebSocket, opts))
+}
+
+/// Dials the SockJS websocket at exactly `url` (`ws://host/prefix/<server>/<session>/websocket`,
+/// query kept; `http`/`https` are spelled `ws`/`wss`) and waits for its `o` frame, all within
+/// [`DialOptions::handshake_timeout`]: what `kite.tunnel` asks a kite to dial. The session id
+/// is the URL's (random when the path has none), the `Origin` header `http(s)://<host>` as Go
+/// sends it.
+pub async fn dial_websocket_at(url: &str, opts: &DialOptions) -> Result<Session, DialError> {
+    let deadline = Instant::now() + opts.handshake_timeout;
+    let ws_url = raw_websocket_url(url)?;
+    let mut parsed = parse_base_url(url.trim())?;
+    let segments: Vec<&str> = parsed.path().split('/').collect();
+    let id = match segments.as_slice() {
+        [.., session, "websocket"] if !session.is_empty() => (*session).to_owned(),
+        _ => sockjs_ids().1,
+    };
+    let scheme = if super::url::is_secure(&parsed) {
+        "https"
+    } else {
+        "http"
+    };
+    // Switching between the special schemes http/https/ws/wss always succeeds.
+    let _ = parsed.set_scheme(scheme);
+    let limit = frame_limit(opts.max_message_size);
+    let mut ws = connect(&ws_url, &origin_of(&parsed), limit, opts, deadline).await?;
+    expect_open(&mut ws, deadline).await?;
+    Ok(spawn(ws, id, TransportKind::WebSocket, opts))
+}
+
+/// Waits (until `deadline`) for the server's `o` frame.
+async fn expect_open(ws: &mut Ws, deadline: Instant) -> Result<(), DialError> {
+    match tokio::time::timeout_at(deadline, first_frame(ws)).await {
+        Err(_) => Err(DialError::Timeout),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(Frame::Open)) => Ok(()),
+        Ok(Ok(Frame::Close { code, reason })) => Err(DialError::Protocol(format!(
+            "closed before opening: {code} {reason}"
+        ))),
+        Ok(Ok(_)) => Err(DialError::Protocol("the first frame is not `o`".into())),
+    }
 }
 
 /// Dials a plain websocket at `url` verbatim (a Kite.js server, or a kite's `/kite/websocket`):

@@ -1,0 +1,181 @@
+//! The kite side of a reverse proxy (Go's `reverseproxy`, the `kite-proxy` crate's
+//! `reverse::ReverseProxy`): a kite that serves on a private address is reached through the
+//! proxy's public `/proxy/<kiteID>` URL.
+//!
+//! [`Kite::register_to_proxy`] dials the proxy (authenticated with the kite key, reconnecting
+//! by itself), calls its `register` with the kite's own URL, which answers the public URL, and
+//! registers that URL with Kontrol. The proxy forgets the kite when that connection ends, so
+//! the kite registers (with the proxy and Kontrol) again each time the connection comes back,
+//! after a proxy restart say.
+//!
+//! As in Go, `KITE_PROXY_URL` ([`crate::Config::proxy_url`]) names a proxy to go through: with
+//! it set, [`Kite::register_forever`] registers the kite's URL with that proxy, and the public
+//! URL with Kontrol, instead of registering the URL with Kontrol directly. (Go reads the
+//! variable in `RegisterToProxy` only, and otherwise asks Kontrol for a kite named `proxy`.)
+
+use std::sync::Arc;
+
+use kite_core::{Auth, ErrorKind, KiteError};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::client::{Backoff, Client};
+use crate::kite::Kite;
+
+/// What the first registration over a proxy connection came to.
+type FirstResult = Option<Result<String, KiteError>>;
+
+impl Kite {
+    /// Serves this kite (listening at `local_url`, its kite URL such as
+    /// `http://10.0.0.7:6000/kite`) through the reverse proxy at `proxy_url` (the proxy kite's
+    /// URL, such as `https://proxy.example.com:3999/kite`): dials the proxy with the kite key,
+    /// calls `register [local_url]`, registers the public URL the proxy answers
+    /// (`…/proxy/<kiteID>`) with Kontrol (unless the config names no Kontrol), and returns it.
+    ///
+    /// The connection to the proxy is kept (the proxy drops the route when it ends), reconnects
+    /// by itself, and registers with the proxy and Kontrol again each time it comes back.
+    /// [`Kite::close`] closes it.
+    ///
+    /// Waits until the proxy can be reached; fails if the proxy or Kontrol refuses the first
+    /// registration.
+    pub async fn register_to_proxy(
+        &self,
+        proxy_url: &str,
+        local_url: &str,
+    ) -> Result<String, KiteError> {
+        let client = self.new_client(proxy_url);
+        let key = self.kite_key();
+        if !key.is_empty() {
+            client.set_auth(Some(Auth::new("kiteKey", key)));
+        }
+        let (first_tx, mut first_rx) = watch::channel::<FirstResult>(None);
+        let first_tx = Arc::new(first_tx);
+        let weak = Arc::downgrade(&self.0);
+        let local = local_url.to_owned();
+        client.on_connect(move |c| {
+            let Some(inner) = weak.upgrade() else { return };
+            let (kite, c, first, local) = (Kite(inner), c.clone(), first_tx.clone(), local.clone());
+            tokio::spawn(async move { kite.proxy_connected(c, &local, first).await });
+        });
+        // Closed with the kite; the watcher does not keep the client alive.
+        let shutdown = self.0.shutdown.clone();
+        let weak_client = Arc::downgrade(&client.0);
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            if let Some(inner) = weak_client.upgrade() {
+                Client(inner).close();
+            }
+        });
+        client.dial_forever().await;
+        let first = first_rx
+            .wait_for(Option::is_some)
+            .await
+            .map(|r| r.clone())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Err(KiteError::disconnect()));
+        if first.is_err() {
+            client.close();
+        }
+        first
+    }
+
+    /// Registers over a proxy connection that has just opened: the first time reporting the
+    /// outcome to `first`, later (reconnects) retrying until it works or the connection goes.
+    async fn proxy_connected(
+        &self,
+        client: Client,
+        local_url: &str,
+        first: Arc<watch::Sender<FirstResult>>,
+    ) {
+        let is_first = first.borrow().is_none();
+        let mut backoff = Backoff::default();
+        loop {
+            // A rotated kite key is the one to present.
+            let key = self.kite_key();
+            if !key.is_empty() {
+                client.set_auth(Some(Auth::new("kiteKey", key)));
+            }
+            match self.register_with_proxy(&client, local_url, is_first).await {
+                Ok(url) => {
+                    info!(%url, proxy = %client.url(), "registered with the reverse proxy");
+                    first.send_if_modified(|f| f.is_none().then(|| *f = Some(Ok(url))).is_some());
+                    return;
+                }
+                // The connection dropped under the first registration: the next one retries it.
+                Err(_) if is_first && !client.is_connected() => return,
+                Err(e) if is_first => {
+                    first.send_if_modified(|f| f.is_none().then(|| *f = Some(Err(e))).is_some());
+                    return;
+                }
+                Err(e) => {
+                    if !client.is_connected() || self.0.shutdown.is_cancelled() {
+                        return;
+                    }
+                    let wait = backoff.next();
+                    warn!(proxy = %client.url(), error = %e, ?wait, "registering with the reverse proxy failed, retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Calls the proxy's `register [local_url]` and registers the public URL with Kontrol (if
+    /// configured): once when `once`, else until Kontrol accepts it.
+    async fn register_with_proxy(
+        &self,
+        client: &Client,
+        local_url: &str,
+        once: bool,
+    ) -> Result<String, KiteError> {
+        let public: String = client
+            .tell_with_timeout("register", (local_url,), self.0.config.timeout)
+            .await
+            .and_then(|result| result.decode())
+            .map_err(|e| {
+                KiteError::new(e.kind, format!("reverse proxy register: {}", e.message))
+            })?;
+        if !self.0.config.kontrol_url.is_empty() {
+            if once {
+                self.register(&public).await?;
+            } else {
+                self.register_directly_forever(&public).await?;
+            }
+        }
+        Ok(public)
+    }
+
+    /// `register_forever` through `Config::proxy_url`: [`Kite::register_to_proxy`] retried
+    /// like a registration with Kontrol until it works.
+    pub(crate) async fn register_through_proxy_forever(
+        &self,
+        proxy_url: &str,
+        url: &str,
+    ) -> Result<kite_core::kontrol::RegisterResult, KiteError> {
+        let mut wait = std::time::Duration::from_secs(2);
+        loop {
+            let outcome = tokio::select! {
+                () = self.0.shutdown.cancelled() => {
+                    return Err(KiteError::new(ErrorKind::Disconnect, "the kite is closed"));
+                }
+                r = self.register_to_proxy(proxy_url, url) => r,
+            };
+            match outcome {
+                Ok(public) => {
+                    return Ok(kite_core::kontrol::RegisterResult {
+                        url: public,
+                        ..Default::default()
+                    });
+                }
+                Err(e) => {
+                    warn!(proxy = %proxy_url, error = %e, ?wait, "registering through the reverse proxy failed, retrying");
+                    tokio::select! {
+                        () = self.0.shutdown.cancelled() => return Err(e),
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 3 / 2).min(std::time::Duration::from_secs(60));
+                }
+            }
+        }
+    }
+}
