@@ -104,10 +104,11 @@ impl SessionReceiver {
         }
     }
 
-    /// Messages that a transport produces when polled (it reads its socket then).
+    /// Messages that a transport produces when polled (it reads its socket then). Fused: once
+    /// it has ended it keeps answering `None` (some streams panic when polled again).
     pub fn from_stream(stream: impl Stream<Item = String> + Send + 'static) -> Self {
         SessionReceiver {
-            inner: Receiver::Stream(Box::pin(stream)),
+            inner: Receiver::Stream(Box::pin(futures_util::StreamExt::fuse(stream))),
         }
     }
 
@@ -178,4 +179,22 @@ pub async fn deliver(tx: &mpsc::Sender<String>, msgs: Vec<String>) -> bool {
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A receiver that has ended answers `None` again, even over a stream that panics when
+    /// polled after its end (as websocket sessions' `unfold` streams do).
+    #[tokio::test]
+    async fn an_ended_stream_receiver_keeps_answering_none() {
+        let stream = futures_util::stream::unfold(0u8, |n| async move {
+            (n == 0).then(|| ("only".to_owned(), 1))
+        });
+        let mut rx = SessionReceiver::from_stream(stream);
+        assert_eq!(rx.recv().await.as_deref(), Some("only"));
+        assert_eq!(rx.recv().await, None);
+        assert_eq!(rx.recv().await, None);
+    }
 }
