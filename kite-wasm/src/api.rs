@@ -5,7 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
-use gloo_timers::future::TimeoutFuture;
+use gloo_timers::callback::Interval;
 use js_sys::{Array, Function, Object, Promise};
 use kite_core::{Callback, ErrorKind, KiteError, Request};
 use serde_json::Value;
@@ -184,19 +184,17 @@ fn heartbeat(inner: &Rc<Inner>, generation: u64, req: &Request) -> Result<(), Ki
         return Err(KiteError::argument("heartbeat interval must be positive"));
     }
     let interval = (seconds * 1000.0).min(f64::from(u32::MAX)) as u32;
+    // Go pings once at once, then every interval; a new heartbeat replaces the previous one.
+    // The interval lives in the kite and ends with the connection.
+    let _ = ping.call(());
     let weak = Rc::downgrade(inner);
-    spawn_local(async move {
-        loop {
-            if ping.call(()).is_err() {
-                return;
-            }
-            TimeoutFuture::new(interval).await;
-            match weak.upgrade() {
-                Some(inner) if inner.generation() == generation => {}
-                _ => return,
-            }
+    let every = Interval::new(interval, move || {
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.generation() != generation || ping.call(()).is_err() {
+            inner.heartbeat.borrow_mut().take();
         }
     });
+    *inner.heartbeat.borrow_mut() = Some(every);
     Ok(())
 }
 

@@ -9,8 +9,7 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
 use futures_channel::oneshot;
-use gloo_timers::callback::Timeout;
-use gloo_timers::future::TimeoutFuture;
+use gloo_timers::callback::{Interval, Timeout};
 use js_sys::{Array, Function, Object, Promise};
 use kite_core::dnode::{CallbackSink, Scrubbed};
 use kite_core::{Args, Auth, Connection, ErrorKind, Incoming, KiteError, RequestHead};
@@ -53,6 +52,9 @@ struct Call {
     sent: Option<(u64, u64)>,
     /// Already sent again once after `token is expired`.
     retried: bool,
+    /// Fails the call when it fires; cleared (clearTimeout) when the call ends, so a finished
+    /// call leaves no timer behind (in Node a pending timer keeps the process alive).
+    timer: Option<Timeout>,
     done: oneshot::Sender<Result<Args, KiteError>>,
 }
 
@@ -83,6 +85,10 @@ pub(crate) struct Inner {
     token_wait: RefCell<Option<Timeout>>,
     token_timer: RefCell<Option<Timeout>>,
     reconnect_timer: RefCell<Option<Timeout>>,
+    /// Checks that a SockJS session still hears from the server (see `start_watchdog`).
+    watchdog: RefCell<Option<Interval>>,
+    /// Pings for the peer's `kite.heartbeat` (one at a time, as in Go).
+    pub(crate) heartbeat: RefCell<Option<Interval>>,
     attempts: Cell<u32>,
     /// Response callback ids of calls given up on (timeouts) on this connection: a late answer
     /// to one is expected, not an error of the peer. The most recent [`CANCELLED_KEPT`].
@@ -157,6 +163,8 @@ impl Inner {
             token_wait: RefCell::new(None),
             token_timer: RefCell::new(None),
             reconnect_timer: RefCell::new(None),
+            watchdog: RefCell::new(None),
+            heartbeat: RefCell::new(None),
             attempts: Cell::new(0),
             cancelled: RefCell::new(VecDeque::new()),
             last_seen: Cell::new(0.0),
@@ -196,6 +204,9 @@ impl Inner {
             return;
         }
         self.reconnect_timer.borrow_mut().take();
+        if self.token_timer.borrow().is_none() {
+            self.schedule_token_expiry();
+        }
         self.state.set(CONNECTING);
         let generation = self.generation.get() + 1;
         self.generation.set(generation);
@@ -276,6 +287,8 @@ impl Inner {
         }
         self.generation.set(self.generation.get() + 1);
         self.state.set(CLOSED);
+        self.watchdog.borrow_mut().take();
+        self.heartbeat.borrow_mut().take();
         self.early.borrow_mut().clear();
         let pending = self.conn.borrow_mut().drain_pending();
         // Dropping the connection frees the functions the peer could call.
@@ -344,24 +357,21 @@ impl Inner {
             return;
         }
         let weak = Rc::downgrade(self);
-        spawn_local(async move {
-            loop {
-                TimeoutFuture::new((limit / 4).max(100)).await;
-                let Some(inner) = weak.upgrade() else { return };
-                if inner.generation.get() != generation || inner.state.get() != READY {
-                    return;
-                }
-                if now_ms() - inner.last_seen.get() > f64::from(limit) {
-                    let e = KiteError::new(
-                        ErrorKind::Disconnect,
-                        format!("no heartbeat from the server for {limit} ms"),
-                    );
-                    inner.emit_error(&e);
-                    inner.end_session(1006, &e.message);
-                    return;
-                }
+        let every = Interval::new((limit / 4).max(100), move || {
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.generation.get() != generation || inner.state.get() != READY {
+                return;
+            }
+            if now_ms() - inner.last_seen.get() > f64::from(limit) {
+                let e = KiteError::new(
+                    ErrorKind::Disconnect,
+                    format!("no heartbeat from the server for {limit} ms"),
+                );
+                inner.emit_error(&e);
+                inner.end_session(1006, &e.message);
             }
         });
+        *self.watchdog.borrow_mut() = Some(every);
     }
 
     /// Resolves once the kite is connected.
@@ -401,6 +411,7 @@ impl Inner {
                 args: Some(args),
                 sent: None,
                 retried: !keep,
+                timer: None,
                 done: tx,
             },
         );
@@ -408,8 +419,7 @@ impl Inner {
         if timeout_ms > 0 {
             let weak = Rc::downgrade(self);
             let method = method.to_owned();
-            spawn_local(async move {
-                TimeoutFuture::new(timeout_ms).await;
+            let timer = Timeout::new(timeout_ms, move || {
                 if let Some(inner) = weak.upgrade() {
                     inner.finish(
                         id,
@@ -420,6 +430,9 @@ impl Inner {
                     );
                 }
             });
+            if let Some(call) = self.calls.borrow_mut().get_mut(&id) {
+                call.timer = Some(timer);
+            }
         }
         if self.state.get() == READY {
             self.flush_queue();
@@ -478,7 +491,12 @@ impl Inner {
         let _ = call.done.send(result);
     }
 
+    /// Fails every call not answered yet, and stops the token timers: nothing is left to
+    /// renew for until `connect()` arms them again (in Node a pending timer would also keep the
+    /// process alive).
     fn fail_queued(&self, e: KiteError) {
+        self.token_timer.borrow_mut().take();
+        self.token_wait.borrow_mut().take();
         let ids: Vec<u64> = self.calls.borrow().keys().copied().collect();
         self.queue.borrow_mut().clear();
         self.awaiting_token.borrow_mut().clear();
