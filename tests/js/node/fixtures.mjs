@@ -1,0 +1,152 @@
+// Shared helpers of the Node tests of the kite-wasm npm package.
+//
+// The fixture kites are started by scripts/test-wasm, which passes their URLs in the
+// environment variable KITE_FIXTURES (a JSON object). Without it every test file fails at once
+// with a message saying so.
+//
+// The package is the build in kite-wasm/pkg (scripts/build-wasm); KITE_WASM_PKG may point at
+// another copy of it.
+
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import path from 'node:path';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const repoRoot = path.resolve(here, '../../..');
+
+function readFixtures() {
+  const raw = process.env.KITE_FIXTURES;
+  if (!raw) {
+    throw new Error(
+      'KITE_FIXTURES is not set: these tests need the fixture kites, run scripts/test-wasm ' +
+        '(KITE_WASM_ONLY=node scripts/test-wasm for the Node tests only)',
+    );
+  }
+  let urls;
+  try {
+    urls = JSON.parse(raw);
+  } catch (e) {
+    throw new Error(`KITE_FIXTURES is not JSON (${e.message}): run scripts/test-wasm`);
+  }
+  for (const key of ['control', 'math', 'noWebsocket', 'rawWebsocket', 'auth', 'kontrol', 'restart', 'bad']) {
+    if (typeof urls[key] !== 'string') {
+      throw new Error(`KITE_FIXTURES has no "${key}" URL: run scripts/test-wasm`);
+    }
+  }
+  return urls;
+}
+
+/** The fixture URLs: control, math, noWebsocket, rawWebsocket, auth, kontrol, restart, bad. */
+export const fx = readFixtures();
+
+/** The package directory (kite-wasm/pkg unless KITE_WASM_PKG says otherwise). */
+export const pkgDir = path.resolve(process.env.KITE_WASM_PKG || path.join(repoRoot, 'kite-wasm/pkg'));
+
+// Node 20 has no global WebSocket, and the package's own `import('ws')` cannot resolve `ws`
+// from kite-wasm/pkg: give it ours before loading it.
+if (typeof globalThis.WebSocket !== 'function') {
+  globalThis.WebSocket = (await import('ws')).WebSocket;
+}
+
+let pkg;
+try {
+  pkg = await import(pathToFileURL(path.join(pkgDir, 'node/index.js')).href);
+} catch (e) {
+  throw new Error(`cannot load the kite-wasm package from ${pkgDir} (run scripts/build-wasm): ${e.message}`);
+}
+export const { Kite, Kontrol } = pkg;
+
+/** The SockJS transports every call test runs over. */
+export const TRANSPORTS = ['websocket', 'xhr-streaming', 'xhr-polling'];
+
+/** The Kontrol query matching the `discoverable` fixture kite. */
+export const DISCOVERABLE = { username: 'fixture', name: 'discoverable' };
+
+/** Resolves with the arguments of the next `event` of `emitter` (a Kite), or rejects after `ms`. */
+export function nextEvent(emitter, event, ms = 10_000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      emitter.off(event, listener);
+      reject(new Error(`no '${event}' event within ${ms} ms`));
+    }, ms);
+    function listener(...args) {
+      clearTimeout(timer);
+      emitter.off(event, listener);
+      resolve(args);
+    }
+    emitter.on(event, listener);
+  });
+}
+
+/** Records every `event` of `kite` in a list. */
+export function record(kite, event) {
+  const seen = [];
+  kite.on(event, (...args) => seen.push(args.length <= 1 ? args[0] : args));
+  return seen;
+}
+
+/** Rejects after `ms` with `what` in the message unless `promise` settles first. */
+export function within(promise, ms, what) {
+  let timer;
+  const deadline = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
+}
+
+/** Polls `check` until it returns a truthy value (returned), failing after `ms`. */
+export async function until(check, ms, what) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`${what}: not true within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Resolves with the rejection of `promise`, failing if it resolves. */
+export async function rejection(promise, what = 'the call') {
+  try {
+    const v = await promise;
+    throw Object.assign(new Error(`${what} resolved (${JSON.stringify(v)}) instead of rejecting`), {
+      resolvedInstead: true,
+    });
+  } catch (e) {
+    if (e && e.resolvedInstead) throw e;
+    return e;
+  }
+}
+
+/** A GET or POST to the control server; resolves with the body (text), failing on a non-2xx. */
+export async function control(method, pathAndQuery) {
+  const res = await fetch(fx.control + pathAndQuery, { method });
+  const body = await res.text();
+  if (!res.ok) throw new Error(`${method} ${pathAndQuery}: ${res.status} ${body}`);
+  return body;
+}
+
+/** A token for the auth kite valid for `ttl` seconds (negative: expired). */
+export const token = (ttl) => control('GET', `/token?ttl=${ttl}`);
+
+/** A kite key for the Kontrol. */
+export const kiteKey = () => control('GET', '/kite-key');
+
+/** Disconnects every kite given (ignoring nulls). */
+export function disconnectAll(...kites) {
+  for (const k of kites.flat()) {
+    if (k) k.disconnect();
+  }
+}
+
+/**
+ * Disconnects and frees kites that hold a token. A disconnected kite keeps its token-expiry
+ * timer (up to the token's lifetime), which keeps Node running; freeing the kite clears it.
+ * lifecycle.test.mjs checks that disconnect() alone lets Node exit.
+ */
+export function release(...kites) {
+  for (const k of kites.flat()) {
+    if (!k) continue;
+    k.disconnect();
+    if (typeof k.free === 'function') k.free();
+  }
+}
