@@ -176,7 +176,8 @@ impl Inner {
             options,
         });
         KITES.with(|k| k.borrow_mut().insert(key, Rc::downgrade(&inner)));
-        inner.schedule_token_expiry();
+        // The token timer is armed by connect(): a kite never connected (one of many found
+        // through Kontrol, say) holds no timer.
         Ok(inner)
     }
 
@@ -869,7 +870,7 @@ impl Kite {
     }
 
     /// The transport in use (`websocket`, `xhr-streaming`, `xhr-polling`, `raw-websocket`),
-    /// or `null` when not connected.
+    /// or `undefined` when not connected.
     #[wasm_bindgen(getter)]
     pub fn transport(&self) -> Option<String> {
         self.inner.transport_kind().map(|k| k.name().to_owned())

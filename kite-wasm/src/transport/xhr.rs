@@ -24,6 +24,10 @@ struct Inner {
     done: Cell<bool>,
     /// Aborts the receiving request in flight.
     receiving: RefCell<Option<AbortController>>,
+    /// The reader of the xhr-streaming response being read: cancelled on close. (Aborting
+    /// alone is not enough in Node, whose fetch holds the controller only weakly through the
+    /// request, which is gone once sent.)
+    reader: RefCell<Option<ReadableStreamDefaultReader>>,
     /// Messages waiting for `xhr_send`.
     outbox: RefCell<Vec<String>>,
     /// An `xhr_send` is in flight.
@@ -48,6 +52,7 @@ impl Session {
             handler,
             done: Cell::new(false),
             receiving: RefCell::new(None),
+            reader: RefCell::new(None),
             outbox: RefCell::new(Vec::new()),
             sending: Cell::new(false),
         });
@@ -120,6 +125,13 @@ impl Inner {
     fn abort(&self) {
         if let Some(c) = self.receiving.borrow_mut().take() {
             c.abort();
+        }
+        if let Some(r) = self.reader.borrow_mut().take() {
+            // Awaited so that its rejection (the request was aborted first) is handled.
+            let cancelled = JsFuture::from(r.cancel());
+            spawn_local(async move {
+                let _ = cancelled.await;
+            });
         }
     }
 
@@ -203,8 +215,10 @@ impl Inner {
         let body = response
             .body()
             .ok_or_else(|| KiteError::generic("xhr-streaming: the response has no body"))?;
+        let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+        *self.reader.borrow_mut() = Some(reader.clone());
         Ok(Lines {
-            reader: body.get_reader().unchecked_into(),
+            reader,
             buf: Vec::new(),
         })
     }

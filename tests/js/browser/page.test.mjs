@@ -88,7 +88,14 @@ async function screenshot() {
 
 /** Runs check `name` in the page; fails the test with the page's error if it threw. */
 async function run(name, ...args) {
-  const r = await page.evaluate(([n, f, a]) => window.kiteTests.run(n, f, ...a), [name, fx, args]);
+  let timer;
+  const deadline = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${name}: no result from the page within 20 s`)), 20_000);
+  });
+  const r = await Promise.race([
+    page.evaluate(([n, f, a]) => window.kiteTests.run(n, f, ...a), [name, fx, args]),
+    deadline,
+  ]).finally(() => clearTimeout(timer));
   assert.ok(r.ok, `${name} threw in the page: ${JSON.stringify(r.error)}`);
   return r.value;
 }
@@ -110,7 +117,7 @@ before(async () => {
       '--disable-sync',
     ],
   });
-  const context = await browser.newContext({ viewport: { width: 1000, height: 600 } });
+  const context = await browser.newContext({ viewport: { width: 1200, height: 560 } });
   page = await context.newPage();
   page.setDefaultTimeout(20_000);
   page.on('pageerror', (e) => pageErrors.push(String(e)));

@@ -4,31 +4,31 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { fx, Kite, nextEvent, rejection } from './fixtures.mjs';
+import { fx, Kite, nextEvent, rejection, within, TEST_TIMEOUT } from './fixtures.mjs';
 
 let kite;
 
 before(async () => {
   kite = new Kite({ url: fx.bad, transports: ['websocket'], timeout: 10_000, autoReconnect: false });
-  await kite.ready();
+  await within(kite.ready(), 15_000, 'connecting to the bad server');
 });
 
 after(() => {
   kite.disconnect();
 });
 
-test('the bad server answers square correctly', async () => {
+test('the bad server answers square correctly', { timeout: TEST_TIMEOUT }, async () => {
   assert.equal(kite.transport, 'websocket');
   assert.equal(await kite.tell('square', 4), 16);
 });
 
-test('wrongShape: a response that is not {error, result} rejects with invalidResponse', async () => {
+test('wrongShape: a response that is not {error, result} rejects with invalidResponse', { timeout: TEST_TIMEOUT }, async () => {
   const e = await rejection(kite.tell('wrongShape'));
   assert.equal(e.name, 'KiteError');
   assert.equal(e.type, 'invalidResponse');
 });
 
-test('errorString: an error that is a plain string keeps it as the message', async () => {
+test('errorString: an error that is a plain string keeps it as the message', { timeout: TEST_TIMEOUT }, async () => {
   const e = await rejection(kite.tell('errorString'));
   assert.equal(e.name, 'KiteError');
   assert.equal(e.message, 'plain string');
@@ -42,7 +42,7 @@ const expected = {
 };
 
 for (const [method, says] of Object.entries(expected)) {
-  test(`${method}: an error event, and the call still gets its answer`, async () => {
+  test(`${method}: an error event, and the call still gets its answer`, { timeout: TEST_TIMEOUT }, async () => {
     const error = nextEvent(kite, 'error', 5_000);
     assert.equal(await kite.tell(method), `after ${method}`);
     const [e] = await error;
@@ -53,13 +53,13 @@ for (const [method, says] of Object.entries(expected)) {
   });
 }
 
-test('noAnswer: the call times out, and the next call works', async () => {
+test('noAnswer: the call times out, and the next call works', { timeout: TEST_TIMEOUT }, async () => {
   const e = await rejection(kite.request('noAnswer', [], { timeout: 300 }));
   assert.equal(e.type, 'timeout');
   assert.equal(await kite.tell('square', 3), 9);
 });
 
-test('closeMe: the server closes; the call rejects with disconnect and close fires', async () => {
+test('closeMe: the server closes; the call rejects with disconnect and close fires', { timeout: TEST_TIMEOUT }, async () => {
   const closed = nextEvent(kite, 'close');
   const e = await rejection(kite.tell('closeMe'));
   assert.equal(e.name, 'KiteError');

@@ -4,7 +4,17 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { fx, Kite, TRANSPORTS, rejection, record, nextEvent } from './fixtures.mjs';
+import {
+  fx,
+  Kite,
+  TRANSPORTS,
+  rejection,
+  record,
+  nextEvent,
+  within,
+  TEST_TIMEOUT,
+  SUITE_TIMEOUT,
+} from './fixtures.mjs';
 
 /** The methods this side serves; the math kite's `callPage(method, ...args)` calls them. */
 const pageApi = {
@@ -55,14 +65,14 @@ function bigString(bytes = (1 << 20) - 4096) {
 }
 
 for (const transport of TRANSPORTS) {
-  describe(`calls over ${transport}`, () => {
+  describe(`calls over ${transport}`, { timeout: SUITE_TIMEOUT }, () => {
     let kite;
     let errors;
 
     before(async () => {
       kite = new Kite({ url: fx.math, transports: [transport], timeout: 15_000, api: pageApi });
       errors = record(kite, 'error');
-      await kite.ready();
+      await within(kite.ready(), 15_000, `connecting over ${transport}`);
     });
 
     after(() => {
@@ -312,7 +322,7 @@ for (const transport of TRANSPORTS) {
   });
 }
 
-test('disconnect rejects calls in flight; calls made while disconnected wait for connect()', async () => {
+test('disconnect rejects calls in flight; calls made while disconnected wait for connect()', { timeout: TEST_TIMEOUT }, async () => {
   const kite = new Kite({ url: fx.math, autoReconnect: false });
   try {
     await kite.ready();
@@ -340,7 +350,7 @@ test('disconnect rejects calls in flight; calls made while disconnected wait for
   }
 });
 
-test('with autoConnect false, calls wait until connect()', async () => {
+test('with autoConnect false, calls wait until connect()', { timeout: TEST_TIMEOUT }, async () => {
   const kite = new Kite({ url: fx.math, autoConnect: false });
   try {
     assert.equal(kite.state, 0);
@@ -360,7 +370,7 @@ test('with autoConnect false, calls wait until connect()', async () => {
   }
 });
 
-test('a function of the peer called after its connection ended throws a disconnect KiteError', async () => {
+test('a function of the peer called after its connection ended throws a disconnect KiteError', { timeout: TEST_TIMEOUT }, async () => {
   const kite = new Kite({ url: fx.math, autoReconnect: false });
   const add = await kite.tell('adder', 1);
   kite.disconnect();

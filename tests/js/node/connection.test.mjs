@@ -12,12 +12,12 @@ import {
   nextEvent,
   record,
   rejection,
-  release,
   token,
   within,
+  SUITE_TIMEOUT,
 } from './fixtures.mjs';
 
-describe('transports', () => {
+describe('transports', { timeout: SUITE_TIMEOUT }, () => {
   test('falls back to xhr-streaming when the server has no websocket', async () => {
     const kite = new Kite({ url: fx.noWebsocket, timeout: 10_000 });
     try {
@@ -83,7 +83,7 @@ describe('transports', () => {
 });
 
 // The restart kite is taken down by the control server and comes back on the same port.
-describe('reconnection after the kite restarts', () => {
+describe('reconnection after the kite restarts', { timeout: SUITE_TIMEOUT }, () => {
   for (const transport of TRANSPORTS) {
     test(`over ${transport}: close, then open, and a call made while down is sent`, async () => {
       const kite = new Kite({
@@ -162,7 +162,7 @@ describe('reconnection after the kite restarts', () => {
   });
 });
 
-describe('token authentication (auth kite)', () => {
+describe('token authentication (auth kite)', { timeout: SUITE_TIMEOUT }, () => {
   test('a valid token', async () => {
     const t = await token(3600);
     const kite = new Kite({ url: fx.auth, auth: { type: 'token', key: t } });
@@ -172,7 +172,7 @@ describe('token authentication (auth kite)', () => {
       assert.equal(who.username, 'browser-user');
       assert.equal(kite.getToken(), t);
     } finally {
-      release(kite);
+      kite.disconnect();
     }
   });
 
@@ -184,7 +184,7 @@ describe('token authentication (auth kite)', () => {
       assert.equal(e.type, 'authenticationError');
       assert.equal(kite.getToken(), undefined);
     } finally {
-      release(kite);
+      kite.disconnect();
     }
   });
 
@@ -194,7 +194,7 @@ describe('token authentication (auth kite)', () => {
       const e = await rejection(kite.tell('square', 3));
       assert.equal(e.type, 'authenticationError');
     } finally {
-      release(kite);
+      kite.disconnect();
     }
   });
 
@@ -205,7 +205,7 @@ describe('token authentication (auth kite)', () => {
       assert.equal(e.type, 'authenticationError');
       assert.match(e.message, /token is expired/);
     } finally {
-      release(kite);
+      kite.disconnect();
     }
   });
 
@@ -232,7 +232,7 @@ describe('token authentication (auth kite)', () => {
       assert.notEqual(kite.getToken(), expired);
       assert.equal((await kite.tell('whoami')).username, 'browser-user');
     } finally {
-      release(kite);
+      kite.disconnect();
     }
   });
 
@@ -251,7 +251,7 @@ describe('token authentication (auth kite)', () => {
       assert.deepEqual(await set, [fresh]);
       assert.equal(await kite.tell('square', 5), 25);
     } finally {
-      release(kite);
+      kite.disconnect();
     }
   });
 });

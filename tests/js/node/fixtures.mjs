@@ -9,6 +9,7 @@
 
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import path from 'node:path';
+import { after } from 'node:test';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const repoRoot = path.resolve(here, '../../..');
@@ -54,6 +55,41 @@ try {
   throw new Error(`cannot load the kite-wasm package from ${pkgDir} (run scripts/build-wasm): ${e.message}`);
 }
 export const { Kite, Kontrol } = pkg;
+
+/**
+ * How long a test file's process may keep running after its last test. node --test waits for
+ * each file's process to exit, so something a kite leaves open after disconnect() (a request,
+ * a socket) would hang the whole suite. Past this delay the process reports what is still open
+ * and exits with a failure instead. (lifecycle.test.mjs checks for such leftovers precisely.)
+ */
+const LINGER_MS = 15_000;
+
+function openHandles() {
+  return process
+    ._getActiveHandles()
+    .filter((h) => h !== process.stdout && h !== process.stderr && h !== process.stdin)
+    .map((h) =>
+      h.constructor.name === 'Socket' && h.remotePort
+        ? `socket to ${h.remoteAddress}:${h.remotePort} (${h.bytesRead} bytes read)`
+        : h.constructor.name,
+    );
+}
+
+after(() => {
+  const timer = setTimeout(() => {
+    process.stderr.write(
+      `\n${path.basename(process.argv[1] || 'test')}: still running ${LINGER_MS} ms after the last ` +
+        `test, with open handles: ${openHandles().join(', ') || 'none'}. A kite left something ` +
+        'open after disconnect(): exiting with a failure.\n',
+    );
+    process.exit(1);
+  }, LINGER_MS);
+  timer.unref();
+});
+
+/** Time limits, so that a call that never settles fails its test instead of hanging it. */
+export const TEST_TIMEOUT = 30_000;
+export const SUITE_TIMEOUT = 60_000;
 
 /** The SockJS transports every call test runs over. */
 export const TRANSPORTS = ['websocket', 'xhr-streaming', 'xhr-polling'];
@@ -135,18 +171,5 @@ export const kiteKey = () => control('GET', '/kite-key');
 export function disconnectAll(...kites) {
   for (const k of kites.flat()) {
     if (k) k.disconnect();
-  }
-}
-
-/**
- * Disconnects and frees kites that hold a token. A disconnected kite keeps its token-expiry
- * timer (up to the token's lifetime), which keeps Node running; freeing the kite clears it.
- * lifecycle.test.mjs checks that disconnect() alone lets Node exit.
- */
-export function release(...kites) {
-  for (const k of kites.flat()) {
-    if (!k) continue;
-    k.disconnect();
-    if (typeof k.free === 'function') k.free();
   }
 }

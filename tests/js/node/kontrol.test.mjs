@@ -3,7 +3,18 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { fx, Kite, Kontrol, DISCOVERABLE, control, kiteKey, rejection, release, within } from './fixtures.mjs';
+import {
+  fx,
+  Kite,
+  Kontrol,
+  DISCOVERABLE,
+  control,
+  kiteKey,
+  rejection,
+  disconnectAll,
+  within,
+  TEST_TIMEOUT,
+} from './fixtures.mjs';
 
 let kontrol;
 const fetched = [];
@@ -13,11 +24,11 @@ before(async () => {
 });
 
 after(() => {
-  release(fetched);
+  disconnectAll(fetched);
   kontrol.disconnect();
 });
 
-test('fetchKites finds the discoverable kite; connect() and call it', async () => {
+test('fetchKites finds the discoverable kite; connect() and call it', { timeout: TEST_TIMEOUT }, async () => {
   const kites = await kontrol.fetchKites({ query: DISCOVERABLE });
   fetched.push(...kites);
   assert.ok(Array.isArray(kites));
@@ -40,7 +51,7 @@ test('fetchKites finds the discoverable kite; connect() and call it', async () =
   assert.equal(who.username, 'browser');
 });
 
-test('fetchKite resolves with the first kite found', async () => {
+test('fetchKite resolves with the first kite found', { timeout: TEST_TIMEOUT }, async () => {
   const kite = await kontrol.fetchKite({ query: DISCOVERABLE });
   fetched.push(kite);
   assert.equal(kite.remote.name, 'discoverable');
@@ -48,14 +59,14 @@ test('fetchKite resolves with the first kite found', async () => {
   assert.equal(await kite.tell('square', 8), 64);
 });
 
-test('fetchKite of a name nobody registered rejects', async () => {
+test('fetchKite of a name nobody registered rejects', { timeout: TEST_TIMEOUT }, async () => {
   const e = await rejection(kontrol.fetchKite({ query: { username: 'fixture', name: 'no-such-kite' } }));
   assert.equal(e.name, 'KiteError');
   assert.match(e.message, /No kite found/);
   assert.match(e.message, /no-such-kite/);
 });
 
-test('getToken for a fetched kite gives a token it can call with', async () => {
+test('getToken for a fetched kite gives a token it can call with', { timeout: TEST_TIMEOUT }, async () => {
   const [kite] = await kontrol.fetchKites({ query: DISCOVERABLE });
   fetched.push(kite);
   const t = await kontrol.getToken(kite);
@@ -66,7 +77,7 @@ test('getToken for a fetched kite gives a token it can call with', async () => {
   assert.equal(await direct.tell('square', 9), 81);
 });
 
-test('watchKites hears REGISTER for a kite spawned after the watch started', async () => {
+test('watchKites hears REGISTER for a kite spawned after the watch started', { timeout: TEST_TIMEOUT }, async () => {
   const name = `watched-${process.pid}-${Date.now()}`;
   const events = [];
   let heard;
@@ -97,7 +108,7 @@ test('watchKites hears REGISTER for a kite spawned after the watch started', asy
   }
 });
 
-test('the Kontrol connection itself is a kite', async () => {
+test('the Kontrol connection itself is a kite', { timeout: TEST_TIMEOUT }, async () => {
   assert.ok(kontrol.kite instanceof Kite);
   assert.equal(kontrol.kite.state, 1);
   assert.equal(kontrol.kite.url, fx.kontrol);

@@ -8,22 +8,22 @@ import { spawn } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 import path from 'node:path';
 
-import { repoRoot } from './fixtures.mjs';
+import { repoRoot, TEST_TIMEOUT } from './fixtures.mjs';
 
 const helper = pathToFileURL(path.join(repoRoot, 'tests/js/node/fixtures.mjs')).href;
 /** How long the child may take to exit after disconnecting everything. */
-const EXIT_WITHIN_MS = 3_000;
+const EXIT_WITHIN_MS = 2_000;
 /** When to give up on the child altogether. */
-const KILL_AFTER_MS = 6_000;
+const KILL_AFTER_MS = 4_000;
 
 /** Runs `body` (an ES module body that can use the fixtures helper's exports) in a child. */
-function runChild(body) {
+function runChild(body, nodeArgs = []) {
   const source = `import { fx, Kite, Kontrol, DISCOVERABLE, token, kiteKey } from ${JSON.stringify(helper)};
 ${body}
 console.log('DISCONNECTED');
 `;
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--input-type=module', '-e', source], {
+    const child = spawn(process.execPath, [...nodeArgs, '--input-type=module', '-e', source], {
       env: process.env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -57,24 +57,57 @@ function assertExitedPromptly(r) {
   );
 }
 
-test('after disconnect() of SockJS kites on each transport, Node exits promptly', async () => {
-  const r = await runChild(`
-const kites = ['websocket', 'xhr-streaming', 'xhr-polling'].map(
-  (t) => new Kite({ url: fx.math, transports: [t] }),
-);
-globalThis.keep = kites; // still referenced: only disconnect() may stop them
-for (const k of kites) {
-  if ((await k.tell('square', 3)) !== 9) throw new Error('square failed');
+for (const transport of ['xhr-streaming', 'xhr-polling']) {
+  test(`after disconnect(), no ${transport} request stays open (also after a GC)`, { timeout: TEST_TIMEOUT }, async () => {
+    // The receiving request of an xhr session must end with the session, also when the
+    // JavaScript objects of the request were garbage-collected in the meantime (Node's fetch
+    // loses the link from an AbortController to a Request that was collected).
+    const r = await runChild(
+      `
+const port = new URL(fx.math).port;
+const openSockets = () =>
+  process._getActiveHandles().filter((h) => h.constructor.name === 'Socket' && String(h.remotePort) === port).length;
+const kite = new Kite({ url: fx.math, transports: [${JSON.stringify(transport)}], heartbeatTimeout: 0 });
+globalThis.keep = kite;
+if ((await kite.tell('square', 3)) !== 9) throw new Error('square failed');
+for (let i = 0; i < 3; i++) {
+  globalThis.gc();
+  await new Promise((r) => setTimeout(r, 20));
 }
-for (const k of kites) k.disconnect();
+kite.disconnect();
+const deadline = Date.now() + 2000;
+while (openSockets() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+console.log('OPEN_SOCKETS ' + openSockets());
+process.exit(0);
+`,
+      ['--expose-gc'],
+    );
+    assert.equal(r.code, 0, r.err);
+    const m = /OPEN_SOCKETS (\d+)/.exec(r.out);
+    assert.ok(m, `no report from the child:\n${r.out}\n${r.err}`);
+    assert.equal(Number(m[1]), 0, `a connection to the kite is still open 2 s after disconnect()`);
+  });
+}
+
+test('after disconnect() of a SockJS websocket kite, Node exits promptly', { timeout: TEST_TIMEOUT }, async () => {
+  const r = await runChild(`
+const kite = new Kite({ url: fx.math, transports: ['websocket'] });
+globalThis.keep = kite; // still referenced: only disconnect() may stop it
+if ((await kite.tell('square', 3)) !== 9) throw new Error('square failed');
+kite.disconnect();
 `);
   assertExitedPromptly(r);
 });
 
-test('after disconnect() of a kite with a token, Node exits promptly', async () => {
+test('after disconnect() of a kite with a token, Node exits promptly', { timeout: TEST_TIMEOUT }, async () => {
   // heartbeatTimeout 0: no SockJS watchdog, so that only the token's handling is measured.
   const r = await runChild(`
-const kite = new Kite({ url: fx.auth, auth: { type: 'token', key: await token(3600) }, heartbeatTimeout: 0 });
+const kite = new Kite({
+  url: fx.auth,
+  transports: ['websocket'],
+  auth: { type: 'token', key: await token(3600) },
+  heartbeatTimeout: 0,
+});
 globalThis.keep = kite;
 if ((await kite.tell('square', 3)) !== 9) throw new Error('square failed');
 kite.disconnect();
@@ -82,17 +115,39 @@ kite.disconnect();
   assertExitedPromptly(r);
 });
 
-test('after disconnect() of a raw-websocket kite and a Kontrol, Node exits promptly', async () => {
+test('after disconnect() of a raw-websocket kite and a Kontrol, Node exits promptly', { timeout: TEST_TIMEOUT }, async () => {
   const r = await runChild(`
 const raw = new Kite(fx.rawWebsocket);
-const kontrol = new Kontrol({ url: fx.kontrol, auth: { type: 'kiteKey', key: await kiteKey() }, heartbeatTimeout: 0 });
+const kontrol = new Kontrol({
+  url: fx.kontrol,
+  transports: ['websocket'],
+  auth: { type: 'kiteKey', key: await kiteKey() },
+  heartbeatTimeout: 0,
+});
 globalThis.keep = [raw, kontrol];
 if ((await raw.tell('square', 3)) !== 9) throw new Error('square failed');
 const kites = await kontrol.fetchKites({ query: DISCOVERABLE });
 if (kites.length !== 1) throw new Error('fetchKites found ' + kites.length);
-// The kites found hold tokens: the test above is about those.
-for (const k of kites) k.free();
+for (const k of kites) k.disconnect();
 raw.disconnect();
+kontrol.disconnect();
+`);
+  assertExitedPromptly(r);
+});
+
+test('kites found through Kontrol and never connected do not keep Node running', { timeout: TEST_TIMEOUT }, async () => {
+  // Only the Kontrol connection is closed: the kites fetchKites returned were never connected,
+  // so there is nothing of theirs to close (or to renew a token for).
+  const r = await runChild(`
+const kontrol = new Kontrol({
+  url: fx.kontrol,
+  transports: ['websocket'],
+  auth: { type: 'kiteKey', key: await kiteKey() },
+  heartbeatTimeout: 0,
+});
+const kites = await kontrol.fetchKites({ query: DISCOVERABLE });
+globalThis.keep = kites;
+if (kites.length !== 1 || kites[0].state !== 0) throw new Error('expected one unconnected kite');
 kontrol.disconnect();
 `);
   assertExitedPromptly(r);
