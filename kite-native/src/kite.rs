@@ -74,8 +74,8 @@ pub(crate) struct KiteInner {
     local_addr: watch::Sender<Option<SocketAddr>>,
     accepted: Mutex<HashMap<usize, Client>>,
     pub(crate) heartbeat: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Connections to the tunnel proxies this kite registered with.
-    pub(crate) tunnels: Mutex<Vec<Client>>,
+    /// Connections to the reverse and tunnel proxies this kite registered with.
+    pub(crate) proxies: Mutex<Vec<Client>>,
 }
 
 /// Errors creating or running a kite.
@@ -199,7 +199,7 @@ impl Kite {
             local_addr: watch::channel(None).0,
             accepted: Mutex::default(),
             heartbeat: Mutex::default(),
-            tunnels: Mutex::default(),
+            proxies: Mutex::default(),
         }));
         crate::builtins::register(&kite);
         Ok(kite)
@@ -564,9 +564,9 @@ impl Kite {
         if let Some(k) = lock(&self.0.kontrol).take() {
             k.close();
         }
-        let tunnels: Vec<Client> = lock(&self.0.tunnels).drain(..).collect();
-        for t in tunnels {
-            t.close();
+        let proxies: Vec<Client> = lock(&self.0.proxies).drain(..).collect();
+        for p in proxies {
+            p.close();
         }
         if let Some(h) = lock(&self.0.heartbeat).take() {
             h.abort();

@@ -20,10 +20,31 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::client::{Backoff, Client};
-use crate::kite::Kite;
+use crate::kite::{Kite, lock};
 
 /// What the first registration over a proxy connection came to.
 type FirstResult = Option<Result<String, KiteError>>;
+
+/// The kind of proxy a kite registers with, and what its `register` takes.
+#[derive(Debug, Clone)]
+pub(crate) enum Via {
+    /// A reverse proxy: `register [local_url]`.
+    Reverse {
+        /// The kite's own URL, which the proxy forwards to.
+        local_url: String,
+    },
+    /// A tunnel proxy: `register` without arguments; the connection also carries `kite.tunnel`.
+    Tunnel,
+}
+
+impl Via {
+    fn name(&self) -> &'static str {
+        match self {
+            Via::Reverse { .. } => "reverse proxy",
+            Via::Tunnel => "tunnel proxy",
+        }
+    }
+}
 
 impl Kite {
     /// Serves this kite (listening at `local_url`, its kite URL such as
@@ -43,29 +64,33 @@ impl Kite {
         proxy_url: &str,
         local_url: &str,
     ) -> Result<String, KiteError> {
+        let via = Via::Reverse {
+            local_url: local_url.to_owned(),
+        };
+        self.register_via(proxy_url, via, |_| {}).await
+    }
+
+    /// Dials the proxy at `proxy_url` (`prepare` marks the client first), registers over that
+    /// connection each time it opens, and returns the public URL of the first registration.
+    /// The connection is kept until the first registration fails or the kite closes.
+    pub(crate) async fn register_via(
+        &self,
+        proxy_url: &str,
+        via: Via,
+        prepare: impl FnOnce(&Client),
+    ) -> Result<String, KiteError> {
         let client = self.new_client(proxy_url);
-        let key = self.kite_key();
-        if !key.is_empty() {
-            client.set_auth(Some(Auth::new("kiteKey", key)));
-        }
+        prepare(&client);
         let (first_tx, mut first_rx) = watch::channel::<FirstResult>(None);
         let first_tx = Arc::new(first_tx);
         let weak = Arc::downgrade(&self.0);
-        let local = local_url.to_owned();
         client.on_connect(move |c| {
             let Some(inner) = weak.upgrade() else { return };
-            let (kite, c, first, local) = (Kite(inner), c.clone(), first_tx.clone(), local.clone());
-            tokio::spawn(async move { kite.proxy_connected(c, &local, first).await });
+            let (kite, c, first, via) = (Kite(inner), c.clone(), first_tx.clone(), via.clone());
+            tokio::spawn(async move { kite.proxy_connected(c, &via, first).await });
         });
-        // Closed with the kite; the watcher does not keep the client alive.
-        let shutdown = self.0.shutdown.clone();
-        let weak_client = Arc::downgrade(&client.0);
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            if let Some(inner) = weak_client.upgrade() {
-                Client(inner).close();
-            }
-        });
+        // Closed by Kite::close.
+        lock(&self.0.proxies).push(client.clone());
         client.dial_forever().await;
         let first = first_rx
             .wait_for(Option::is_some)
@@ -76,6 +101,7 @@ impl Kite {
             .unwrap_or_else(|| Err(KiteError::disconnect()));
         if first.is_err() {
             client.close();
+            lock(&self.0.proxies).retain(|c| !c.ptr_eq(&client));
         }
         first
     }
@@ -85,7 +111,7 @@ impl Kite {
     async fn proxy_connected(
         &self,
         client: Client,
-        local_url: &str,
+        via: &Via,
         first: Arc<watch::Sender<FirstResult>>,
     ) {
         let is_first = first.borrow().is_none();
@@ -96,9 +122,9 @@ impl Kite {
             if !key.is_empty() {
                 client.set_auth(Some(Auth::new("kiteKey", key)));
             }
-            match self.register_with_proxy(&client, local_url, is_first).await {
+            match self.register_with_proxy(&client, via, is_first).await {
                 Ok(url) => {
-                    info!(%url, proxy = %client.url(), "registered with the reverse proxy");
+                    info!(%url, proxy = %client.url(), "registered with the {}", via.name());
                     first.send_if_modified(|f| f.is_none().then(|| *f = Some(Ok(url))).is_some());
                     return;
                 }
@@ -113,28 +139,36 @@ impl Kite {
                         return;
                     }
                     let wait = backoff.next();
-                    warn!(proxy = %client.url(), error = %e, ?wait, "registering with the reverse proxy failed, retrying");
+                    warn!(proxy = %client.url(), error = %e, ?wait, "registering with the {} failed, retrying", via.name());
                     tokio::time::sleep(wait).await;
                 }
             }
         }
     }
 
-    /// Calls the proxy's `register [local_url]` and registers the public URL with Kontrol (if
+    /// Calls the proxy's `register` and registers the public URL with Kontrol (if
     /// configured): once when `once`, else until Kontrol accepts it.
     async fn register_with_proxy(
         &self,
         client: &Client,
-        local_url: &str,
+        via: &Via,
         once: bool,
     ) -> Result<String, KiteError> {
-        let public: String = client
-            .tell_with_timeout("register", (local_url,), self.0.config.timeout)
-            .await
-            .and_then(|result| result.decode())
-            .map_err(|e| {
-                KiteError::new(e.kind, format!("reverse proxy register: {}", e.message))
-            })?;
+        let answer = match via {
+            Via::Reverse { local_url } => {
+                client
+                    .tell_with_timeout("register", (local_url,), self.0.config.timeout)
+                    .await
+            }
+            Via::Tunnel => {
+                client
+                    .tell_with_timeout("register", (), self.0.config.timeout)
+                    .await
+            }
+        };
+        let public: String = answer.and_then(|result| result.decode()).map_err(|e| {
+            KiteError::new(e.kind, format!("{} register: {}", via.name(), e.message))
+        })?;
         if !self.0.config.kontrol_url.is_empty() {
             if once {
                 self.register(&public).await?;

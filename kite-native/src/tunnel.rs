@@ -15,18 +15,16 @@
 //! (a public caller through the tunnel included) gets an `authenticationError`, or they could
 //! make the kite dial any URL they like.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use kite_core::{Auth, ErrorKind, KiteError};
+use kite_core::{ErrorKind, KiteError};
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::debug;
 
-use crate::client::{Backoff, Client};
 use crate::config::Config;
-use crate::kite::{Kite, lock};
+use crate::kite::Kite;
+use crate::proxy::Via;
 use crate::request::Request;
 use crate::transport::{self, DialOptions};
 
@@ -77,9 +75,6 @@ pub(crate) fn register_builtin(kite: &Kite) {
     .disable_authentication();
 }
 
-/// What the first registration over a tunnel connection came to.
-type FirstResult = Option<Result<String, KiteError>>;
-
 impl Kite {
     /// Serves this kite through the tunnel proxy at `tunnel_url` (its kite URL, such as
     /// `http://proxy.example.com:3999/kite`), for a kite that cannot be dialed: dials the proxy
@@ -91,82 +86,11 @@ impl Kite {
     /// Waits until the proxy can be reached; fails if the proxy or Kontrol refuses the first
     /// registration.
     pub async fn register_to_tunnel(&self, tunnel_url: &str) -> Result<String, KiteError> {
-        let client = self.new_client(tunnel_url);
-        let key = self.kite_key();
-        if !key.is_empty() {
-            client.set_auth(Some(Auth::new("kiteKey", key)));
-        }
-        client.0.tunnel_proxy.store(true, Ordering::SeqCst);
-        let (first_tx, mut first_rx) = watch::channel::<FirstResult>(None);
-        let first_tx = Arc::new(first_tx);
-        let weak = Arc::downgrade(&self.0);
-        client.on_connect(move |c| {
-            let Some(inner) = weak.upgrade() else { return };
-            let (kite, c, first) = (Kite(inner), c.clone(), first_tx.clone());
-            tokio::spawn(async move { kite.tunnel_connected(c, first).await });
-        });
-        lock(&self.0.tunnels).push(client.clone());
-        client.dial_forever().await;
-        let first = first_rx
-            .wait_for(Option::is_some)
-            .await
-            .map(|r| r.clone())
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| Err(KiteError::disconnect()));
-        if first.is_err() {
-            client.close();
-            lock(&self.0.tunnels).retain(|c| !c.ptr_eq(&client));
-        }
-        first
-    }
-
-    /// Registers over a tunnel connection that has just opened: the first time reporting the
-    /// outcome to `first`, later (reconnects) retrying until it works or the connection goes.
-    async fn tunnel_connected(&self, client: Client, first: Arc<watch::Sender<FirstResult>>) {
-        let is_first = first.borrow().is_none();
-        let mut backoff = Backoff::default();
-        loop {
-            let outcome = self.register_with_tunnel(&client, is_first).await;
-            match outcome {
-                Ok(url) => {
-                    info!(%url, "registered with the tunnel proxy");
-                    first.send_if_modified(|f| f.is_none().then(|| *f = Some(Ok(url))).is_some());
-                    return;
-                }
-                // The connection dropped under the first registration: the next one retries it.
-                Err(_) if is_first && !client.is_connected() => return,
-                Err(e) if is_first => {
-                    first.send_if_modified(|f| f.is_none().then(|| *f = Some(Err(e))).is_some());
-                    return;
-                }
-                Err(e) => {
-                    if !client.is_connected() || self.0.shutdown.is_cancelled() {
-                        return;
-                    }
-                    let wait = backoff.next();
-                    warn!(url = %client.url(), error = %e, ?wait, "registering with the tunnel proxy failed, retrying");
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
-    }
-
-    /// Calls the proxy's `register` and registers the public URL with Kontrol (if configured):
-    /// once when `once`, else until Kontrol accepts it.
-    async fn register_with_tunnel(&self, client: &Client, once: bool) -> Result<String, KiteError> {
-        let public: String = client
-            .call("register", ())
-            .await
-            .map_err(|e| KiteError::new(e.kind, format!("tunnel proxy register: {}", e.message)))?;
-        if !self.0.config.kontrol_url.is_empty() {
-            if once {
-                self.register(&public).await?;
-            } else {
-                self.register_directly_forever(&public).await?;
-            }
-        }
-        Ok(public)
+        self.register_via(tunnel_url, Via::Tunnel, |client| {
+            // `kite.tunnel` is obeyed on this connection only.
+            client.0.tunnel_proxy.store(true, Ordering::SeqCst);
+        })
+        .await
     }
 }
 
