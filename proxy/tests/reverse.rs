@@ -3,71 +3,26 @@
 //! Kontrol at their public `/proxy/<kiteID>` URLs and call them over every transport.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use kite_native::auth::KeyPair;
 use kite_native::core::KontrolQuery;
 use kite_native::session::TransportKind;
 use kite_native::transport::{DialOptions, Transport};
-use kite_native::{Client, Config, ErrorKind, Kite, KiteError, Request};
+use kite_native::{Client, ErrorKind, Kite, KiteError, Request};
 use kite_proxy::reverse::{ReverseProxy, ReverseProxyOptions};
-use kontrol::server::{Kontrol, KontrolOptions};
-use kontrol::storage::{MemoryStorage, Storage};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage, client::IntoClientRequest};
 
+mod common;
+
+use common::{Env, LIMIT, config_for, kontrol, local_config, within};
+
 const MIB: usize = 1 << 20;
 
-async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(20), f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-fn local_config() -> Config {
-    let mut c = Config::default();
-    c.ip = [127, 0, 0, 1].into();
-    c.port = 0;
-    // Room for the 1 MiB messages (plus their JSON) on both ends.
-    c.max_message_size = 4 * MIB;
-    c
-}
-
-struct Setup {
-    kontrol: Kontrol,
-    url: String,
-}
-
-async fn kontrol() -> Setup {
-    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-    let key = KeyPair::generate(2048).unwrap();
-    let k = Kontrol::new(
-        local_config(),
-        KontrolOptions::new("kontrol", key, ""),
-        storage,
-    )
-    .unwrap();
-    let addr = start(k.kite()).await;
-    Setup {
-        kontrol: k,
-        url: format!("http://{addr}/kite"),
-    }
-}
-
-/// The config `Config::get` gives a kite of `username` holding a kite key from `s`.
-fn config_for(s: &Setup, username: &str) -> Config {
-    let key = s.kontrol.kite_key_for(username).unwrap();
-    let mut cfg = local_config();
-    cfg.apply_kite_key(&kite_native::kitekey::parse(&key).unwrap());
-    cfg.kontrol_url.clone_from(&s.url);
-    cfg.environment = "test".into();
-    cfg
-}
-
-fn kite_for(s: &Setup, name: &str) -> Kite {
+fn kite_for(s: &Env, name: &str) -> Kite {
     Kite::with_config(name, "1.0.0", config_for(s, "alice")).unwrap()
 }
 
@@ -79,7 +34,7 @@ async fn start(kite: &Kite) -> std::net::SocketAddr {
 
 /// A proxy serving on `listener` (a fresh port when `None`), and the task serving it.
 async fn start_proxy(
-    s: &Setup,
+    s: &Env,
     options: ReverseProxyOptions,
     listener: Option<TcpListener>,
 ) -> (ReverseProxy, JoinHandle<()>) {
@@ -105,7 +60,7 @@ fn add_methods(kite: &Kite) {
 }
 
 /// A kite named `name` serving `square` and `echo`, registered through `proxy`: its public URL.
-async fn backend(s: &Setup, name: &str, proxy: &ReverseProxy) -> (Kite, String) {
+async fn backend(s: &Env, name: &str, proxy: &ReverseProxy) -> (Kite, String) {
     let kite = kite_for(s, name);
     add_methods(&kite);
     start(&kite).await;
@@ -189,7 +144,7 @@ async fn next_close(ws: &mut RawWs) -> Option<(u16, String)> {
 
 #[tokio::test]
 async fn a_kite_behind_the_proxy_is_found_through_kontrol_and_called_over_every_transport() {
-    let s = kontrol().await;
+    let s = kontrol(KeyPair::generate(2048).unwrap()).await;
     let (proxy, _) = start_proxy(&s, ReverseProxyOptions::default(), None).await;
     let (math, public) = backend(&s, "math", &proxy).await;
     let id = math.identity().id.clone();
@@ -282,7 +237,7 @@ async fn a_kite_behind_the_proxy_is_found_through_kontrol_and_called_over_every_
 
 #[tokio::test]
 async fn the_backend_registers_again_when_the_proxy_restarts() {
-    let s = kontrol().await;
+    let s = kontrol(KeyPair::generate(2048).unwrap()).await;
     let (proxy, task) = start_proxy(&s, ReverseProxyOptions::default(), None).await;
     let addr = proxy.ready().await;
     let (math, public) = backend(&s, "math", &proxy).await;
@@ -323,7 +278,7 @@ async fn the_backend_registers_again_when_the_proxy_restarts() {
 
 #[tokio::test]
 async fn with_a_proxy_url_register_forever_goes_through_the_proxy() {
-    let s = kontrol().await;
+    let s = kontrol(KeyPair::generate(2048).unwrap()).await;
     let (proxy, _) = start_proxy(&s, ReverseProxyOptions::default(), None).await;
     // What `KITE_PROXY_URL` sets.
     let mut config = config_for(&s, "alice");
@@ -356,7 +311,7 @@ async fn with_a_proxy_url_register_forever_goes_through_the_proxy() {
 
 #[tokio::test]
 async fn a_backend_that_goes_away_fails_clearly_and_the_others_keep_working() {
-    let s = kontrol().await;
+    let s = kontrol(KeyPair::generate(2048).unwrap()).await;
     let (proxy, _) = start_proxy(&s, ReverseProxyOptions::default(), None).await;
     let (a, a_public) = backend(&s, "a", &proxy).await;
     let (b, b_public) = backend(&s, "b", &proxy).await;
@@ -450,7 +405,7 @@ async fn a_backend_that_goes_away_fails_clearly_and_the_others_keep_working() {
 
 #[tokio::test]
 async fn a_hundred_kites_behind_one_proxy() {
-    let s = Arc::new(kontrol().await);
+    let s = Arc::new(kontrol(KeyPair::generate(2048).unwrap()).await);
     let (proxy, _) = start_proxy(&s, ReverseProxyOptions::default(), None).await;
     let mut starting = tokio::task::JoinSet::new();
     for i in 0..100 {
@@ -529,7 +484,7 @@ async fn ws_status(url: &str, origin: Option<&str>) -> u16 {
 
 #[tokio::test]
 async fn origins_are_checked() {
-    let s = kontrol().await;
+    let s = kontrol(KeyPair::generate(2048).unwrap()).await;
     let mut options = ReverseProxyOptions::default();
     options.allowed_origins = vec!["https://app.example.com".into()];
     let (proxy, _) = start_proxy(&s, options, None).await;
@@ -596,7 +551,7 @@ async fn the_public_side_can_be_tls() {
     std::fs::write(&cert_path, &cert_pem).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
 
-    let s = kontrol().await;
+    let s = kontrol(KeyPair::generate(2048).unwrap()).await;
     let mut config = config_for(&s, "proxy-admin");
     config.tls = Some(kite_native::config::TlsConfig {
         cert_path,
@@ -611,7 +566,7 @@ async fn the_public_side_can_be_tls() {
 
     let mut tls = DialOptions::default();
     tls.root_certificates = vec![cert_pem.clone()];
-    tls.max_message_size = 4 * MIB;
+    tls.max_message_size = LIMIT;
 
     // The backend serves plain HTTP; it registers over TLS with a client trusting the cert.
     let math = kite_for(&s, "math");

@@ -2,7 +2,6 @@
 //! kites that listen on no port serve public clients through the proxy, over every transport,
 //! authenticating them; tunnel tokens are checked; the proxy restarts; kites go away.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -12,10 +11,8 @@ use kite_native::core::KontrolQuery;
 use kite_native::core::auth::Claims;
 use kite_native::session::TransportKind;
 use kite_native::transport::Transport;
-use kite_native::{Args, Auth, Callback, Client, Config, ErrorKind, Kite, KiteError, Request};
+use kite_native::{Args, Auth, Callback, Client, ErrorKind, Kite, KiteError, Request};
 use kite_proxy::tunnel::{TUNNEL_FAILED, TunnelClaims, TunnelProxy, TunnelProxyOptions};
-use kontrol::server::{Kontrol, KontrolOptions};
-use kontrol::storage::MemoryStorage;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -26,60 +23,21 @@ const KONTROL_PUB: &str = include_str!("../../testdata/keys/kontrol.pub.pem");
 const OTHER_PEM: &str = include_str!("../../testdata/keys/other.pem");
 const OTHER_PUB: &str = include_str!("../../testdata/keys/other.pub.pem");
 
-/// Message limit of every kite here: room for 1 MiB payloads and their envelopes.
-const LIMIT: usize = 4 << 20;
+mod common;
 
-async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    within_secs(20, what, f).await
-}
+use common::{Env, config_for, kontrol, within, within_secs};
 
-async fn within_secs<F: std::future::Future>(secs: u64, what: &str, f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(secs), f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-fn local_config() -> Config {
-    let mut c = Config::default();
-    c.ip = [127, 0, 0, 1].into();
-    c.port = 0;
-    c.max_message_size = LIMIT;
-    c
-}
-
-struct Env {
-    kontrol: Kontrol,
-    url: String,
-}
-
-async fn kontrol() -> Env {
-    let key = KeyPair {
+/// The Kontrol's key pair (from testdata).
+fn kontrol_key() -> KeyPair {
+    KeyPair {
         private_pem: KONTROL_PEM.into(),
         public_pem: KONTROL_PUB.into(),
-    };
-    let k = Kontrol::new(
-        local_config(),
-        KontrolOptions::new("kontrol", key, ""),
-        Arc::new(MemoryStorage::new()),
-    )
-    .unwrap();
-    let server = k.kite().clone();
-    tokio::spawn(async move { server.run().await.unwrap() });
-    let addr = within("kontrol up", k.kite().ready()).await;
-    Env {
-        kontrol: k,
-        url: format!("http://{addr}/kite"),
     }
 }
 
 /// A kite of alice with its own kite key, configured as `Config::get` would from it.
 fn kite_for(env: &Env, name: &str) -> Kite {
-    let key = env.kontrol.kite_key_for("alice").unwrap();
-    let mut cfg = local_config();
-    cfg.apply_kite_key(&kite_native::kitekey::parse(&key).unwrap());
-    cfg.kontrol_url.clone_from(&env.url);
-    cfg.environment = "test".into();
-    Kite::with_config(name, "1.0.0", cfg).unwrap()
+    Kite::with_config(name, "1.0.0", config_for(env, "alice")).unwrap()
 }
 
 fn proxy_options() -> TunnelProxyOptions {
@@ -95,12 +53,7 @@ async fn start_proxy(
     options: TunnelProxyOptions,
     listener: Option<tokio::net::TcpListener>,
 ) -> (TunnelProxy, tokio::task::JoinHandle<()>) {
-    let key = env.kontrol.kite_key_for("alice").unwrap();
-    let mut cfg = local_config();
-    cfg.apply_kite_key(&kite_native::kitekey::parse(&key).unwrap());
-    cfg.kontrol_url.clone_from(&env.url);
-    cfg.environment = "test".into();
-    let proxy = TunnelProxy::new(cfg, "0.0.1", options).unwrap();
+    let proxy = TunnelProxy::new(config_for(env, "alice"), "0.0.1", options).unwrap();
     let listener =
         listener.unwrap_or_else(|| kite_native::listen("127.0.0.1:0".parse().unwrap()).unwrap());
     let server = proxy.clone();
@@ -230,7 +183,7 @@ async fn raw_call(ws: &mut Ws, request: String) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_kite_behind_the_tunnel_serves_clients_over_every_transport() {
-    let env = kontrol().await;
+    let env = kontrol(kontrol_key()).await;
     let (proxy, _h) = start_proxy(&env, proxy_options(), None).await;
     within("proxy registers", proxy.kite().register(&proxy.kite_url()))
         .await
@@ -298,7 +251,7 @@ async fn a_kite_behind_the_tunnel_serves_clients_over_every_transport() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mebibyte_messages_cross_the_tunnel_whole_both_ways() {
-    let env = kontrol().await;
+    let env = kontrol(kontrol_key()).await;
     let (proxy, _h) = start_proxy(&env, proxy_options(), None).await;
     let (_kite, _) = private_kite(&env, "big", &proxy.kite_url()).await;
     let caller = kite_for(&env, "caller");
@@ -324,7 +277,7 @@ async fn mebibyte_messages_cross_the_tunnel_whole_both_ways() {
 
 #[tokio::test]
 async fn the_private_kite_authenticates_public_callers() {
-    let env = kontrol().await;
+    let env = kontrol(kontrol_key()).await;
     let (proxy, _h) = start_proxy(&env, proxy_options(), None).await;
     let (_kite, public) = private_kite(&env, "guarded", &proxy.kite_url()).await;
     let caller = kite_for(&env, "caller");
@@ -395,7 +348,7 @@ async fn the_private_kite_authenticates_public_callers() {
 
 #[tokio::test]
 async fn kite_tunnel_is_refused_on_connections_that_are_not_to_a_tunnel_proxy() {
-    let env = kontrol().await;
+    let env = kontrol(kontrol_key()).await;
     let (proxy, _h) = start_proxy(&env, proxy_options(), None).await;
     let (private, _) = private_kite(&env, "private", &proxy.kite_url()).await;
 
@@ -460,7 +413,7 @@ async fn refused_with(url: &str) -> u16 {
 
 #[tokio::test]
 async fn forged_expired_and_unknown_tunnel_tokens_are_refused() {
-    let env = kontrol().await;
+    let env = kontrol(kontrol_key()).await;
     let (proxy, _h) = start_proxy(&env, proxy_options(), None).await;
     let (kite, _) = private_kite(&env, "private", &proxy.kite_url()).await;
     let id = kite.identity().id.clone();
@@ -525,7 +478,7 @@ async fn forged_expired_and_unknown_tunnel_tokens_are_refused() {
 
 #[tokio::test]
 async fn a_kite_that_opens_no_tunnel_leaves_clients_a_clear_reason() {
-    let env = kontrol().await;
+    let env = kontrol(kontrol_key()).await;
     let mut options = proxy_options();
     options.open_timeout = Duration::from_secs(1);
     let (proxy, _h) = start_proxy(&env, options, None).await;
@@ -570,7 +523,7 @@ async fn a_kite_that_opens_no_tunnel_leaves_clients_a_clear_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_kite_registers_again_after_the_proxy_restarts() {
-    let env = kontrol().await;
+    let env = kontrol(kontrol_key()).await;
     let listener = kite_native::listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     let (proxy, handle) = start_proxy(&env, proxy_options(), Some(listener)).await;
@@ -597,7 +550,7 @@ async fn the_kite_registers_again_after_the_proxy_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_kite_going_away_closes_its_clients_and_spares_the_others() {
-    let env = kontrol().await;
+    let env = kontrol(kontrol_key()).await;
     let (proxy, _h) = start_proxy(&env, proxy_options(), None).await;
     let (leaving, leaving_url) = private_kite(&env, "leaving", &proxy.kite_url()).await;
     let (_staying, _) = private_kite(&env, "staying", &proxy.kite_url()).await;
@@ -632,7 +585,7 @@ async fn a_kite_going_away_closes_its_clients_and_spares_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn a_hundred_kites_behind_one_proxy() {
-    let env = kontrol().await;
+    let env = kontrol(kontrol_key()).await;
     let (proxy, _h) = start_proxy(&env, proxy_options(), None).await;
     let url = proxy.kite_url();
     let kites = join_all((0..100).map(|_| private_kite(&env, "many", &url))).await;
