@@ -687,7 +687,7 @@ fn decode_request_value<P>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The fast paths of [`Connection::receive`] must decide exactly what the parsed path
     //! decides: every captured message, and shapes chosen to stress the differences.
 
@@ -706,7 +706,7 @@ mod tests {
     }
 
     /// Every dnode message in the captured traffic.
-    fn captured() -> Vec<String> {
+    pub(crate) fn captured() -> Vec<String> {
         let files = [
             include_str!("../tests/golden/s1-go-go-websocket.jsonl"),
             include_str!("../tests/golden/s1-go-go-xhr.jsonl"),
@@ -738,7 +738,8 @@ mod tests {
         out
     }
 
-    fn edge_cases() -> Vec<String> {
+    /// Messages chosen to stress the decoders: ids 0..=4 are pending calls, 5..=9 functions.
+    pub(crate) fn edge_cases() -> Vec<String> {
         [
             // Requests.
             r#"{"method":"m","arguments":[{"withArgs":[1,"<a>"]}],"callbacks":{"0":[0,"responseCallback"]}}"#,
@@ -875,7 +876,8 @@ mod tests {
         })
     }
 
-    fn connection() -> Connection<u64> {
+    /// A connection whose ids 0..=4 are pending calls and 5..=9 functions.
+    pub(crate) fn connection() -> Connection<u64> {
         let mut c = Connection::new();
         for i in 0..5 {
             c.table.insert_pending(i);

@@ -434,6 +434,41 @@ pub fn parse_string(text: &str) -> Result<String, ListError> {
     Ok(s)
 }
 
+/// Parses the body of a SockJS close frame, `[code,"reason"]` (whitespace allowed): a code that
+/// fits a `u16`, written as a plain integer, and a string.
+pub fn parse_close(text: &str) -> Result<(u16, String), ListError> {
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'[') {
+        return Err(list_error("expected `[`", i));
+    }
+    i = skip_ws(b, i + 1);
+    let digits = i;
+    while b.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    let code = text[digits..i]
+        .parse::<u16>()
+        .map_err(|_| list_error("expected a close code", digits))?;
+    i = skip_ws(b, i);
+    if b.get(i) != Some(&b',') {
+        return Err(list_error("expected `,`", i));
+    }
+    i = skip_ws(b, i + 1);
+    if b.get(i) != Some(&b'"') {
+        return Err(list_error("expected a string", i));
+    }
+    let (reason, next) = parse_string_at(text, i + 1)?;
+    i = skip_ws(b, next);
+    if b.get(i) != Some(&b']') {
+        return Err(list_error("expected `]`", i));
+    }
+    if skip_ws(b, i + 1) != b.len() {
+        return Err(list_error("trailing characters", i + 1));
+    }
+    Ok((code, reason))
+}
+
 /// Flags the bytes of `w` that end a run of plain string contents when decoding: `"`, `\\`
 /// and control characters (the lowest flag is exact).
 #[inline]

@@ -3,7 +3,8 @@
 //!
 //! This crate does no I/O and depends on no async runtime, so it builds for native targets and
 //! for `wasm32-unknown-unknown` alike. A driver (kite-native's tokio runtime, kite-wasm's browser
-//! bindings) owns sockets, clocks and randomness, and feeds this crate bytes. The protocol state
+//! bindings) owns sockets, clocks and randomness, and feeds this crate bytes (or, through
+//! [`tree`], documents its own JSON parser made). The protocol state
 //! of one connection is a [`connection::Connection`]; see its docs for a full round trip.
 
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod identity;
 pub mod json;
 pub mod kontrol;
 pub mod sockjs;
+pub mod tree;
 
 pub use connection::{Connection, Incoming};
 pub use dnode::{Args, Callback};

@@ -77,11 +77,9 @@ impl Frame {
                 .map(Frame::Messages)
                 .map_err(broken),
             'm' => json::parse_string(body).map(Frame::Message).map_err(broken),
-            'c' => {
-                let (code, reason): (u16, String) =
-                    serde_json::from_str(body).map_err(|e| FrameError::Broken(e.to_string()))?;
-                Ok(Frame::Close { code, reason })
-            }
+            'c' => json::parse_close(body)
+                .map(|(code, reason)| Frame::Close { code, reason })
+                .map_err(broken),
             other => Err(FrameError::UnknownType(other)),
         }
     }
@@ -297,6 +295,27 @@ mod tests {
             },
         ] {
             assert_eq!(Frame::decode(&f.encode()).unwrap(), f);
+        }
+    }
+
+    #[test]
+    fn close_frames_read_as_serde_reads_them() {
+        for body in [
+            r#"[3000,"Go away!"]"#,
+            r#" [ 1002 , "Broken \"framing\" \u00e9" ] "#,
+            r#"[2010,"Another connection still open"]"#,
+            r#"[70000,"too big"]"#,
+            r#"[-1,"x"]"#,
+            r#"[1.5,"x"]"#,
+            r#"[3000]"#,
+            r#"[3000,"x",1]"#,
+            r#"[3000,"x"]x"#,
+            r#"{"code":3000}"#,
+            r#"[3000,5]"#,
+            "",
+        ] {
+            let serde = serde_json::from_str::<(u16, String)>(body).ok();
+            assert_eq!(json::parse_close(body).ok(), serde, "{body}");
         }
     }
 

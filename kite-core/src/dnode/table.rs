@@ -5,10 +5,13 @@ use std::collections::HashMap;
 use super::callback::Callback;
 
 /// What an id in a [`CallbackTable`] stands for.
+///
+/// `F` is the kind of function sent: a [`Callback`] for [`crate::Connection`], whatever the
+/// driver holds (a JavaScript function, say) for [`crate::tree::TreeConnection`].
 #[derive(Debug)]
-pub enum Entry<P> {
+pub enum Entry<P, F = Callback> {
     /// A function we sent; the peer may call it any number of times while the connection lives.
-    Callback(Callback),
+    Callback(F),
     /// The response callback of a call we made; freed by its first invocation, by
     /// [`CallbackTable::cancel`] (timeout) or by [`CallbackTable::drain_pending`] (disconnect).
     /// `P` is the driver's handle for the waiting caller.
@@ -21,14 +24,14 @@ pub enum Entry<P> {
 /// answered, so a long-lived connection making millions of calls holds only the calls in
 /// flight (the Go original keeps every one forever). A function sent twice keeps its first id.
 #[derive(Debug)]
-pub struct CallbackTable<P> {
+pub struct CallbackTable<P, F = Callback> {
     next: u64,
-    entries: HashMap<u64, Entry<P>>,
+    entries: HashMap<u64, Entry<P, F>>,
     ids: HashMap<usize, u64>,
     pending: usize,
 }
 
-impl<P> Default for CallbackTable<P> {
+impl<P, F> Default for CallbackTable<P, F> {
     fn default() -> Self {
         CallbackTable {
             next: 0,
@@ -40,6 +43,18 @@ impl<P> Default for CallbackTable<P> {
 }
 
 impl<P> CallbackTable<P> {
+    /// The id of `cb`, registering it if it is new on this connection.
+    pub fn register(&mut self, cb: &Callback) -> u64 {
+        if let Some(id) = self.ids.get(&cb.key()) {
+            return *id;
+        }
+        let id = self.insert(cb.clone());
+        self.ids.insert(cb.key(), id);
+        id
+    }
+}
+
+impl<P, F: Clone> CallbackTable<P, F> {
     /// An empty table.
     pub fn new() -> Self {
         Self::default()
@@ -51,14 +66,11 @@ impl<P> CallbackTable<P> {
         id
     }
 
-    /// The id of `cb`, registering it if it is new on this connection.
-    pub fn register(&mut self, cb: &Callback) -> u64 {
-        if let Some(id) = self.ids.get(&cb.key()) {
-            return *id;
-        }
+    /// Registers a function under a fresh id (no deduplication: see [`CallbackTable::register`]
+    /// for [`Callback`]s, which have an identity).
+    pub fn insert(&mut self, f: F) -> u64 {
         let id = self.alloc();
-        self.ids.insert(cb.key(), id);
-        self.entries.insert(id, Entry::Callback(cb.clone()));
+        self.entries.insert(id, Entry::Callback(f));
         id
     }
 
@@ -72,7 +84,7 @@ impl<P> CallbackTable<P> {
 
     /// What the peer reaches by invoking `id`: a pending call is removed and returned, a
     /// function is returned and stays. `None` for unknown or already answered ids.
-    pub fn take(&mut self, id: u64) -> Option<Entry<P>> {
+    pub fn take(&mut self, id: u64) -> Option<Entry<P, F>> {
         match self.entries.get(&id)? {
             Entry::Callback(cb) => Some(Entry::Callback(cb.clone())),
             Entry::Pending(_) => {
@@ -119,6 +131,11 @@ impl<P> CallbackTable<P> {
     /// Calls in flight.
     pub fn pending_len(&self) -> usize {
         self.pending
+    }
+
+    /// Functions registered (entries that are not calls in flight).
+    pub fn functions_len(&self) -> usize {
+        self.entries.len() - self.pending
     }
 
     /// All entries (functions and calls in flight).

@@ -1,0 +1,262 @@
+//! [`TreeConnection`] takes the decisions [`crate::Connection`] takes, on every captured message
+//! and on the edge cases, and writes the same messages.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::connection::tests::{captured, edge_cases};
+
+use crate::dnode::{CallbackSink, Scrubbed, scrub_args};
+use crate::{Callback, Connection, Incoming, RequestHead};
+
+struct Nowhere;
+impl CallbackSink for Nowhere {
+    fn invoke(&self, _id: u64, _args: Scrubbed) -> Result<(), KiteError> {
+        Ok(())
+    }
+}
+
+/// A value with each callback written as `"[Function <id>]"` where it landed.
+fn landed(mut value: Value, callbacks: impl IntoIterator<Item = (Path, u64)>) -> Value {
+    for (path, id) in callbacks {
+        if let Some(slot) = crate::dnode::path::get_mut(&mut value, &path) {
+            *slot = Value::String(format!("[Function {id}]"));
+        }
+    }
+    value
+}
+
+fn native_args(args: crate::Args) -> Value {
+    let Scrubbed { value, callbacks } = args.into_scrubbed();
+    landed(
+        value,
+        callbacks
+            .into_iter()
+            .map(|(p, cb)| (p, cb.remote_id().unwrap_or(u64::MAX))),
+    )
+}
+
+fn tree_args(args: Received<Value>) -> Value {
+    let callbacks = args.callbacks.clone();
+    landed(args.value, callbacks)
+}
+
+/// What a decision amounts to, comparably (error wordings aside).
+fn native(incoming: Result<Incoming<u64>, ProtocolError>) -> String {
+    match incoming {
+        Err(_) => "dropped".into(),
+        Ok(Incoming::Request(r)) => format!(
+            "request {} kite={:?} auth={:?} args={} response={:?}",
+            r.method,
+            r.kite,
+            r.auth.as_deref(),
+            native_args(r.args),
+            r.response.as_ref().and_then(Callback::remote_id)
+        ),
+        Ok(Incoming::Response { pending, result }) => match result {
+            Ok(a) => format!("response {pending} ok {}", native_args(a)),
+            Err(e) => format!("response {pending} err {:?} {:?}", e.kind, e.code),
+        },
+        Ok(Incoming::Callback { args, .. }) => format!("callback {}", native_args(args)),
+        Ok(Incoming::InvalidRequest { response, error }) => format!(
+            "invalid {:?} response={:?}",
+            error.kind,
+            response.as_ref().and_then(Callback::remote_id)
+        ),
+        Ok(Incoming::UnknownCallback(id)) => format!("unknown {id}"),
+    }
+}
+
+fn tree(incoming: Result<TreeIncoming<Value, u64, ()>, ProtocolError>) -> String {
+    match incoming {
+        Err(_) => "dropped".into(),
+        Ok(TreeIncoming::Request(r)) => format!(
+            "request {} kite={:?} auth={:?} args={} response={:?}",
+            r.method,
+            r.kite,
+            r.auth.as_ref(),
+            tree_args(r.args),
+            r.response
+        ),
+        Ok(TreeIncoming::Response { pending, result }) => match result {
+            Ok(a) => format!("response {pending} ok {}", tree_args(a)),
+            Err(e) => format!("response {pending} err {:?} {:?}", e.kind, e.code),
+        },
+        Ok(TreeIncoming::Callback { args, .. }) => format!("callback {}", tree_args(args)),
+        Ok(TreeIncoming::InvalidRequest { response, error }) => {
+            format!("invalid {:?} response={response:?}", error.kind)
+        }
+        Ok(TreeIncoming::UnknownCallback(id)) => format!("unknown {id}"),
+    }
+}
+
+fn connections() -> (Connection<u64>, TreeConnection<u64, ()>) {
+    let mut tree = TreeConnection::new();
+    for i in 0..5 {
+        tree.table.insert_pending(i);
+    }
+    for _ in 5..10 {
+        tree.table.insert(());
+    }
+    (crate::connection::tests::connection(), tree)
+}
+
+#[test]
+fn decides_as_the_text_connection_does() {
+    let sink: Arc<dyn CallbackSink> = Arc::new(Nowhere);
+    let messages: Vec<String> = captured().into_iter().chain(edge_cases()).collect();
+    let mut compared = 0;
+    for text in &messages {
+        // A browser parses the text itself; what JSON.parse refuses never reaches the tree.
+        let Ok(value) = serde_json::from_str::<Value>(text) else {
+            continue;
+        };
+        let (mut n, mut t) = connections();
+        assert_eq!(
+            tree(t.receive(&value)),
+            native(n.receive(text, &sink)),
+            "{text}"
+        );
+        compared += 1;
+    }
+    assert!(compared > 100, "only {compared} messages compared");
+}
+
+#[test]
+fn writes_what_the_text_connection_writes() {
+    let kite = Kite {
+        username: "u<&>".into(),
+        name: "n\"q".into(),
+        ..Kite::default()
+    };
+    let auth = Auth::new("token", "eyJ.abc");
+    let cb = Callback::new(|_| {});
+    for auth in [None, Some(&auth)] {
+        let mut n: Connection<()> = Connection::new();
+        let mut t: TreeConnection<(), &str> = TreeConnection::new();
+        // A plain call, then one carrying a function.
+        let (id_n, text) = n.request("square", &kite, auth, scrub_args(&(4,)).unwrap(), ());
+        let (id_t, msg) = t.request(
+            "square",
+            &Head::new(&kite, auth),
+            Outgoing::plain(json!([4])),
+            (),
+        );
+        assert_eq!(id_n, id_t);
+        assert_eq!(msg, serde_json::from_str::<Value>(&text).unwrap());
+        let args = scrub_args(&(json!({"a": [1.5]}), &cb)).unwrap();
+        let (_, text) = n.request_with_head("m", &RequestHead::new(&kite, auth), args, ());
+        let (_, msg) = t.request(
+            "m",
+            &Head::new(&kite, auth),
+            Outgoing {
+                value: json!([{"a": [1.5]}, "[Function]"]),
+                functions: vec![(vec![Segment::Index(1)], "f")],
+            },
+            (),
+        );
+        assert_eq!(msg, serde_json::from_str::<Value>(&text).unwrap());
+    }
+
+    // Invocations and answers, with functions inside.
+    let mut n: Connection<()> = Connection::new();
+    let mut t: TreeConnection<(), &str> = TreeConnection::new();
+    let text = n.invoke(7, scrub_args(&(1, &cb)).unwrap());
+    let msg = t.invoke(
+        7,
+        Outgoing {
+            value: json!([1, "[Function]"]),
+            functions: vec![(vec![Segment::Index(1)], "f")],
+        },
+    );
+    assert_eq!(msg, serde_json::from_str::<Value>(&text).unwrap());
+    let text = n.respond(3, Ok(crate::dnode::scrub(&json!({"x": "<y>"})).unwrap()));
+    let msg = t.respond(3, Ok(Outgoing::plain(json!({"x": "<y>"}))));
+    assert_eq!(msg, serde_json::from_str::<Value>(&text).unwrap());
+    let e = KiteError::method_not_found("nope").with_id("1");
+    let text = n.respond(4, Err(e.clone()));
+    let msg = t.respond::<Value>(4, Err(e));
+    assert_eq!(msg, serde_json::from_str::<Value>(&text).unwrap());
+}
+
+#[test]
+fn a_round_trip_with_callbacks_both_ways() {
+    let mut client: TreeConnection<&str, &str> = TreeConnection::new();
+    let mut server: TreeConnection<(), &str> = TreeConnection::new();
+    let head = Head::<Value>::new(&Kite::new("c", "1.0.0"), Some(&Auth::new("token", "t")));
+    let (_, request) = client.request(
+        "subscribe",
+        &head,
+        Outgoing {
+            value: json!([{"every": 2, "tick": "[Function]"}]),
+            functions: vec![(vec![Segment::Index(0), Segment::Key("tick".into())], "tick")],
+        },
+        "call",
+    );
+    let Ok(TreeIncoming::Request(req)) = server.receive(&request) else {
+        panic!("{request}")
+    };
+    assert_eq!(req.auth, Some(Auth::new("token", "t")));
+    assert_eq!(req.args.len(), 1);
+    let first = req.args.item(0).unwrap();
+    let tick_id = first.callbacks[0].1;
+    let resolved = first.resolve(|id| json!(format!("remote {id}")));
+    assert_eq!(
+        resolved,
+        json!({"every": 2, "tick": format!("remote {tick_id}")})
+    );
+
+    // The server calls the client's function, then answers with a function of its own.
+    let call = server.invoke(tick_id, Outgoing::plain(json!(["hi"])));
+    match client.receive(&call) {
+        Ok(TreeIncoming::Callback { function, args }) => {
+            assert_eq!((function, args.value), ("tick", json!(["hi"])));
+        }
+        other => panic!("{other:?}"),
+    }
+    let answer = server.respond(
+        req.response.unwrap(),
+        Ok(Outgoing {
+            value: json!({"stop": "[Function]"}),
+            functions: vec![(vec![Segment::Key("stop".into())], "stop")],
+        }),
+    );
+    let Ok(TreeIncoming::Response { pending, result }) = client.receive(&answer) else {
+        panic!("{answer}")
+    };
+    let result = result.unwrap();
+    assert_eq!(pending, "call");
+    assert_eq!(result.callbacks.len(), 1);
+    let stop = server.invoke(result.callbacks[0].1, Outgoing::plain(Value::Null));
+    // The client invoking the server's `stop`, seen from the server.
+    assert!(matches!(
+        server.receive(&json!({"method": result.callbacks[0].1, "arguments": []})),
+        Ok(TreeIncoming::Callback {
+            function: "stop",
+            ..
+        })
+    ));
+    assert_eq!(stop["arguments"], json!([]));
+    // A second answer to the same call is unknown; ending the connection frees everything.
+    assert!(matches!(
+        client.receive(&answer),
+        Ok(TreeIncoming::UnknownCallback(_))
+    ));
+    assert_eq!(client.functions_len(), 1);
+    client.drain_pending();
+    assert_eq!(client.functions_len(), 0);
+}
+
+#[test]
+fn paths_that_lead_nowhere_or_into_prototypes_are_skipped() {
+    let mut t: TreeConnection<(), ()> = TreeConnection::new();
+    let msg = json!({"method": "m", "arguments": [{"withArgs": [{"a": 1}]}],
+        "callbacks": {"1": [0, "withArgs", 0, "constructor"], "2": [0, "withArgs", 5],
+                      "3": [0, "withArgs", 0, "a", "deeper"], "4": [0, "withArgs", "0", "a"]}});
+    let Ok(TreeIncoming::Request(req)) = t.receive(&msg) else {
+        panic!()
+    };
+    assert_eq!(req.args.clone().resolve(|id| json!(id)), json!([{"a": 4}]));
+}
