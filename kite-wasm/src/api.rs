@@ -7,12 +7,12 @@ use std::rc::{Rc, Weak};
 
 use gloo_timers::callback::Interval;
 use js_sys::{Array, Function, Object, Promise};
-use kite_core::{Callback, ErrorKind, KiteError, Request};
-use serde_json::Value;
+use kite_core::tree::{Tree, TreeRequest};
+use kite_core::{ErrorKind, KiteError};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, spawn_local};
 
-use crate::convert;
+use crate::convert::{self, Js, Wire};
 use crate::error;
 use crate::kite::Inner;
 use crate::options::{get, type_error};
@@ -110,11 +110,11 @@ struct Responder {
 
 impl Responder {
     fn reply(&self, result: Result<JsValue, KiteError>) {
-        let result = result.and_then(|v| convert::from_js(&v));
+        let result = result.and_then(|v| convert::to_wire(&v));
         self.send(result);
     }
 
-    fn send(&self, result: Result<kite_core::dnode::Scrubbed, KiteError>) {
+    fn send(&self, result: Result<Wire, KiteError>) {
         if self.done.replace(true) {
             return;
         }
@@ -125,13 +125,14 @@ impl Responder {
 }
 
 /// Runs a request of the remote kite and answers it.
-pub(crate) fn handle(inner: &Rc<Inner>, generation: u64, req: Request) {
+pub(crate) fn handle(inner: &Rc<Inner>, generation: u64, req: TreeRequest<Js>) {
     let responder = Rc::new(Responder {
         kite: Rc::downgrade(inner),
         generation,
-        id: req.response.as_ref().and_then(Callback::remote_id),
+        id: req.response,
         done: Cell::new(false),
     });
+    let key = inner.key();
     let user = inner.api.get(&req.method);
     match (req.method.as_str(), user) {
         (_, Some(method)) => {
@@ -143,54 +144,55 @@ pub(crate) fn handle(inner: &Rc<Inner>, generation: u64, req: Request) {
                     return;
                 }
                 drop(inner);
-                run(method.func, req, responder);
+                run(method.func, req, key, responder);
             });
         }
-        ("kite.ping", None) => responder.send(Ok(plain(Value::from("pong")))),
+        ("kite.ping", None) => responder.send(Ok(Wire::plain(Js::string("pong")))),
         ("kite.echo", None) => {
-            let first = req.args.get(0).unwrap_or_default();
-            responder.send(Ok(first.into_scrubbed()));
+            let args = convert::args_from_wire(req.args, key, generation);
+            responder.reply(Ok(args.get(0)));
         }
         ("kite.log", None) => {
-            let message = req.args.nth::<Value>(0).unwrap_or(Value::Null);
-            let message = match message {
-                Value::String(s) => JsValue::from_str(&s),
-                other => convert::json_to_js(&other),
-            };
-            inner.events.emit("info", &[message]);
-            responder.send(Ok(plain(Value::Null)));
+            let args = convert::args_from_wire(req.args, key, generation);
+            inner.events.emit("info", &[args.get(0)]);
+            responder.send(Ok(Wire::plain(Js::null())));
         }
-        ("kite.heartbeat", None) => match heartbeat(inner, generation, &req) {
-            Ok(()) => responder.send(Ok(plain(Value::Null))),
-            Err(e) => responder.send(Err(e)),
-        },
+        ("kite.heartbeat", None) => {
+            let args = convert::args_from_wire(req.args, key, generation);
+            match heartbeat(inner, generation, &args) {
+                Ok(()) => responder.send(Ok(Wire::plain(Js::null()))),
+                Err(e) => responder.send(Err(e)),
+            }
+        }
         (method, None) => responder.send(Err(KiteError::method_not_found(method))),
     }
 }
 
-fn plain(v: Value) -> kite_core::dnode::Scrubbed {
-    kite_core::dnode::Scrubbed::plain(v)
-}
-
 /// `kite.heartbeat(seconds, ping)`: calls `ping` now and every `seconds` until the
 /// connection ends (Go's behaviour).
-fn heartbeat(inner: &Rc<Inner>, generation: u64, req: &Request) -> Result<(), KiteError> {
-    if req.args.is_empty() {
+fn heartbeat(inner: &Rc<Inner>, generation: u64, args: &Array) -> Result<(), KiteError> {
+    if args.length() == 0 {
         return Err(KiteError::argument("empty heartbeat request"));
     }
-    let seconds: f64 = req.args.nth(0)?;
-    let ping: Callback = req.args.nth(1)?;
+    let seconds = args
+        .get(0)
+        .as_f64()
+        .ok_or_else(|| KiteError::argument("heartbeat interval is not a number"))?;
+    let ping: Function = args
+        .get(1)
+        .dyn_into()
+        .map_err(|_| KiteError::argument("heartbeat needs a ping function"))?;
     if seconds.is_nan() || seconds <= 0.0 {
         return Err(KiteError::argument("heartbeat interval must be positive"));
     }
     let interval = (seconds * 1000.0).min(f64::from(u32::MAX)) as u32;
     // Go pings once at once, then every interval; a new heartbeat replaces the previous one.
     // The interval lives in the kite and ends with the connection.
-    let _ = ping.call(());
+    let _ = ping.call0(&JsValue::NULL);
     let weak = Rc::downgrade(inner);
     let every = Interval::new(interval, move || {
         let Some(inner) = weak.upgrade() else { return };
-        if inner.generation() != generation || ping.call(()).is_err() {
+        if inner.generation() != generation || ping.call0(&JsValue::NULL).is_err() {
             inner.heartbeat.borrow_mut().take();
         }
     });
@@ -199,7 +201,11 @@ fn heartbeat(inner: &Rc<Inner>, generation: u64, req: &Request) -> Result<(), Ki
 }
 
 /// Checks the caller's credentials against the method's rule.
-async fn authorize(inner: &Rc<Inner>, rule: &AuthRule, req: &Request) -> Result<(), KiteError> {
+async fn authorize(
+    inner: &Rc<Inner>,
+    rule: &AuthRule,
+    req: &TreeRequest<Js>,
+) -> Result<(), KiteError> {
     let check = match rule {
         AuthRule::Open => return Ok(()),
         AuthRule::Required => inner.api.authenticate.clone().ok_or_else(|| {
@@ -214,8 +220,8 @@ async fn authorize(inner: &Rc<Inner>, rule: &AuthRule, req: &Request) -> Result<
     let Some(auth) = &req.auth else {
         return Err(denied("No authentication information is provided"));
     };
-    let credentials = convert::json_to_js(&serde_json::to_value(&**auth).unwrap_or_default());
-    let caller = convert::json_to_js(&serde_json::to_value(&*req.kite).unwrap_or_default());
+    let credentials = auth.to_tree::<Js>().0;
+    let caller = req.kite.to_tree::<Js>().0;
     let verdict = check
         .call2(&JsValue::NULL, &credentials, &caller)
         .map_err(|e| error::from_js(&e))?;
@@ -234,18 +240,17 @@ async fn authorize(inner: &Rc<Inner>, rule: &AuthRule, req: &Request) -> Result<
 /// method})` — and answers with its return value (or the value of the promise it returns).
 /// A function that declares the callback parameter and returns `undefined` answers by calling
 /// `callback(error, result)` instead.
-fn run(func: Function, req: Request, responder: Rc<Responder>) {
-    let argc = req.args.len() as u32;
+fn run(func: Function, req: TreeRequest<Js>, key: u64, responder: Rc<Responder>) {
     let meta = Object::new();
-    let caller = convert::json_to_js(&serde_json::to_value(&*req.kite).unwrap_or_default());
-    error::set(&meta, "kite", &caller);
-    let credentials = match &req.auth {
-        Some(a) => convert::json_to_js(&serde_json::to_value(&**a).unwrap_or_default()),
-        None => JsValue::NULL,
-    };
+    error::set(&meta, "kite", &req.kite.to_tree::<Js>().0);
+    let credentials = req
+        .auth
+        .as_ref()
+        .map_or(JsValue::NULL, |a| a.to_tree::<Js>().0);
     error::set(&meta, "authentication", &credentials);
     error::set(&meta, "method", &JsValue::from_str(&req.method));
-    let args = convert::args_to_js(req.args);
+    let args = convert::args_from_wire(req.args, key, responder.generation);
+    let argc = args.length();
     let r = responder.clone();
     let callback =
         Closure::<dyn Fn(JsValue, JsValue)>::new(move |err: JsValue, result: JsValue| {

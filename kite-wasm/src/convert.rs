@@ -1,23 +1,26 @@
 //! Values crossing between JavaScript and the dnode protocol.
 //!
-//! JavaScript values become JSON with every function inside them turned into a dnode callback
-//! that the peer may call any number of times; received values become JavaScript values with
-//! every callback of the peer turned into a plain JavaScript function (`f(...args)` sends the
-//! call and returns at once).
+//! Messages stay JavaScript values: the engine's `JSON.parse` and `JSON.stringify` read and write
+//! the text, and kite-core's [`TreeConnection`](kite_core::tree::TreeConnection) applies the
+//! protocol to the values through [`Js`], their [`Tree`] implementation. Values to send are
+//! copied with every function inside turned into a dnode callback that the peer may call any
+//! number of times; received values get every callback of the peer as a plain JavaScript
+//! function (`f(...args)` sends the call and returns at once).
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-
-use js_sys::{Array, Function, Object, Reflect};
-use kite_core::dnode::{Path, Scrubbed, Segment};
-use kite_core::{Args, Callback, KiteError};
-use serde_json::{Map, Number, Value};
+use js_sys::{Array, Function, JSON, Object, Reflect};
+use kite_core::KiteError;
+use kite_core::dnode::{Path, Segment};
+use kite_core::tree::{Outgoing, Received, Tree};
 use wasm_bindgen::prelude::*;
 
 use crate::error;
+use crate::kite::Inner;
 
 /// How deep a value may nest before it is refused (a cycle would recurse forever).
 const MAX_DEPTH: usize = 100;
+
+/// What goes out: a JavaScript value with the page's functions in it.
+pub(crate) type Wire = Outgoing<Js, Function>;
 
 #[wasm_bindgen(
     inline_js = "export function variadic(f) { return function (...args) { return f(args); }; }"
@@ -27,99 +30,30 @@ extern "C" {
     fn variadic(f: &JsValue) -> Function;
 }
 
-thread_local! {
-    /// The JavaScript functions we sent to peers, by key. A [`Callback`] refers to its function
-    /// by key (callbacks must be `Send`, JavaScript values are not) and removes it when the
-    /// last copy of the callback is dropped, i.e. when the connection that held it ends.
-    static FUNCTIONS: RefCell<HashMap<u64, Function>> = RefCell::new(HashMap::new());
-    static NEXT_KEY: Cell<u64> = const { Cell::new(0) };
+#[wasm_bindgen]
+extern "C" {
+    /// JavaScript's `Number(value)` (which, unlike `valueOf`, converts a `BigInt`).
+    #[wasm_bindgen(js_name = Number)]
+    fn to_number(value: &JsValue) -> f64;
 }
 
-/// Removes its function from [`FUNCTIONS`] when dropped.
-struct FunctionKey(u64);
+/// A JavaScript value seen as a JSON document.
+#[derive(Debug, Clone)]
+pub(crate) struct Js(pub(crate) JsValue);
 
-impl FunctionKey {
-    /// The key (a method, so that closures capture the whole `FunctionKey`, not its `u64`).
-    fn get(&self) -> u64 {
-        self.0
+impl Js {
+    /// Parses JSON text with the engine's parser.
+    pub(crate) fn parse(text: &str) -> Result<Js, JsValue> {
+        JSON::parse(text).map(Js)
     }
-}
 
-impl Drop for FunctionKey {
-    fn drop(&mut self) {
-        let _ = FUNCTIONS.try_with(|f| f.borrow_mut().remove(&self.0));
+    /// The value as JSON text (the engine's `JSON.stringify`).
+    pub(crate) fn stringify(&self) -> String {
+        JSON::stringify(&self.0)
+            .ok()
+            .and_then(|s| s.as_string())
+            .unwrap_or_else(|| "null".to_owned())
     }
-}
-
-/// JavaScript functions currently reachable by peers (for tests of leaks).
-pub(crate) fn live_functions() -> usize {
-    FUNCTIONS.with(|f| f.borrow().len())
-}
-
-/// A callback that runs the JavaScript function `f` with the received arguments.
-fn local_callback(f: Function) -> Callback {
-    let key = NEXT_KEY.with(|n| {
-        let k = n.get();
-        n.set(k + 1);
-        k
-    });
-    FUNCTIONS.with(|m| m.borrow_mut().insert(key, f));
-    let key = FunctionKey(key);
-    Callback::new(move |args: Args| {
-        let Some(f) = FUNCTIONS.with(|m| m.borrow().get(&key.get()).cloned()) else {
-            return;
-        };
-        if let Err(e) = f.apply(&JsValue::NULL, &args_to_js(args)) {
-            web_sys::console::error_2(&"kite: a callback threw".into(), &e);
-        }
-    })
-}
-
-/// A JavaScript function calling the peer's callback `cb`. It throws a `KiteError` when the
-/// connection it came on has ended or its arguments cannot be sent.
-fn remote_function(cb: Callback) -> JsValue {
-    let call = Closure::<dyn Fn(Array) -> Result<JsValue, JsValue>>::new(move |args: Array| {
-        let scrubbed = list_from_js(args.iter()).map_err(|e| error::to_js(&e))?;
-        cb.call_scrubbed(scrubbed).map_err(|e| error::to_js(&e))?;
-        Ok(JsValue::UNDEFINED)
-    });
-    variadic(&call.into_js_value()).into()
-}
-
-/// Received arguments as a JavaScript array (a non-list becomes its only element).
-pub(crate) fn args_to_js(args: Args) -> Array {
-    let value = to_js(args);
-    if Array::is_array(&value) {
-        value.unchecked_into()
-    } else {
-        Array::of1(&value)
-    }
-}
-
-/// A received value (a result, an argument) as a JavaScript value with callable functions.
-pub(crate) fn to_js(args: Args) -> JsValue {
-    let Scrubbed { value, callbacks } = args.into_scrubbed();
-    let mut root = json_to_js(&value);
-    for (path, cb) in callbacks {
-        let f = remote_function(cb);
-        let Some((last, parents)) = path.split_last() else {
-            root = f;
-            continue;
-        };
-        let mut node = root.clone();
-        for segment in parents {
-            node = Reflect::get(&node, &key(segment)).unwrap_or(JsValue::UNDEFINED);
-        }
-        if node.is_object() {
-            let _ = Reflect::set(&node, &key(last), &f);
-        }
-    }
-    root
-}
-
-/// A JSON value as a JavaScript value (through `JSON.parse`, which is fast and small).
-pub(crate) fn json_to_js(value: &Value) -> JsValue {
-    js_sys::JSON::parse(&value.to_string()).unwrap_or(JsValue::NULL)
 }
 
 fn key(segment: &Segment) -> JsValue {
@@ -129,109 +63,215 @@ fn key(segment: &Segment) -> JsValue {
     }
 }
 
+/// Whether `v` is an array.
+fn is_array(v: &JsValue) -> bool {
+    Array::is_array(v)
+}
+
+impl Tree for Js {
+    fn null() -> Self {
+        Js(JsValue::NULL)
+    }
+
+    fn string(s: &str) -> Self {
+        Js(JsValue::from_str(s))
+    }
+
+    fn number(n: f64) -> Self {
+        Js(JsValue::from_f64(n))
+    }
+
+    fn list(items: Vec<Self>) -> Self {
+        Js(items.into_iter().map(|i| i.0).collect::<Array>().into())
+    }
+
+    fn object(entries: Vec<(&str, Self)>) -> Self {
+        let object = Object::new();
+        for (k, v) in entries {
+            error::set(&object, k, &v.0);
+        }
+        Js(object.into())
+    }
+
+    fn get(&self, key: &str) -> Option<Self> {
+        if !self.0.is_object() || is_array(&self.0) {
+            return None;
+        }
+        let key = JsValue::from_str(key);
+        // Own members only: a path naming `constructor` or `__proto__` must not reach (or
+        // replace) what the object inherits.
+        if !Object::has_own(self.0.unchecked_ref::<Object>(), &key) {
+            return None;
+        }
+        Reflect::get(&self.0, &key).ok().map(Js)
+    }
+
+    fn item(&self, index: usize) -> Option<Self> {
+        let array: &Array = self.0.dyn_ref()?;
+        (index < array.length() as usize).then(|| Js(array.get(index as u32)))
+    }
+
+    fn list_len(&self) -> Option<usize> {
+        self.0.dyn_ref::<Array>().map(|a| a.length() as usize)
+    }
+
+    fn keys(&self) -> Option<Vec<String>> {
+        if !self.0.is_object() || is_array(&self.0) {
+            return None;
+        }
+        Some(
+            Object::keys(self.0.unchecked_ref::<Object>())
+                .iter()
+                .filter_map(|k| k.as_string())
+                .collect(),
+        )
+    }
+
+    fn as_str(&self) -> Option<String> {
+        self.0.as_string()
+    }
+
+    fn as_f64(&self) -> Option<f64> {
+        self.0.as_f64()
+    }
+
+    fn is_null(&self) -> bool {
+        self.0.is_null() || self.0.is_undefined()
+    }
+
+    fn is_object(&self) -> bool {
+        self.0.is_object() && !is_array(&self.0)
+    }
+
+    fn replace(&mut self, segment: &Segment, value: Self) -> bool {
+        let exists = match self.0.dyn_ref::<Array>() {
+            Some(array) => segment
+                .as_index()
+                .is_some_and(|i| i < array.length() as usize),
+            None => {
+                self.0.is_object()
+                    && Object::has_own(self.0.unchecked_ref::<Object>(), &key(segment))
+            }
+        };
+        exists && Reflect::set(&self.0, &key(segment), &value.0).unwrap_or(false)
+    }
+
+    fn to_json(&self) -> String {
+        self.stringify()
+    }
+}
+
+/// A JavaScript function calling the peer's callback `id` on connection `generation` of
+/// `kite`. It throws a `KiteError` when that connection has ended or its arguments cannot be
+/// sent.
+fn remote_function(kite: u64, generation: u64, id: u64) -> JsValue {
+    let call = Closure::<dyn Fn(Array) -> Result<JsValue, JsValue>>::new(move |args: Array| {
+        let wire = list_to_wire(args.iter()).map_err(|e| error::to_js(&e))?;
+        let inner = Inner::by_key(kite).ok_or_else(|| error::to_js(&KiteError::disconnect()))?;
+        inner
+            .send_invocation(generation, id, wire)
+            .map_err(|e| error::to_js(&e))?;
+        Ok(JsValue::UNDEFINED)
+    });
+    variadic(&call.into_js_value()).into()
+}
+
+/// A received value (a result, arguments) as a JavaScript value whose callbacks call the peer
+/// on connection `generation` of `kite`.
+pub(crate) fn from_wire(received: Received<Js>, kite: u64, generation: u64) -> JsValue {
+    received
+        .resolve(|id| Js(remote_function(kite, generation, id)))
+        .0
+}
+
+/// Received arguments as a JavaScript array (a non-list becomes its only element).
+pub(crate) fn args_from_wire(received: Received<Js>, kite: u64, generation: u64) -> Array {
+    let value = from_wire(received.into_list(), kite, generation);
+    value.dyn_into().unwrap_or_else(|v| Array::of1(&v))
+}
+
 /// JavaScript values as an argument list to send, functions turned into callbacks.
-pub(crate) fn list_from_js(items: impl Iterator<Item = JsValue>) -> Result<Scrubbed, KiteError> {
-    let mut callbacks = Vec::new();
+pub(crate) fn list_to_wire(items: impl Iterator<Item = JsValue>) -> Result<Wire, KiteError> {
+    let mut functions = Vec::new();
     let mut path = vec![Segment::Index(0)];
-    let mut list = Vec::new();
+    let list = Array::new();
     for (i, item) in items.enumerate() {
         path[0] = Segment::Index(i);
-        list.push(walk(&item, &mut path, &mut callbacks, 0)?);
+        list.push(&copy(&item, &mut path, &mut functions, 0)?);
     }
-    Ok(Scrubbed {
-        value: Value::Array(list),
-        callbacks,
+    Ok(Outgoing {
+        value: Js(list.into()),
+        functions,
     })
 }
 
 /// One JavaScript value to send (a result), functions turned into callbacks.
-pub(crate) fn from_js(value: &JsValue) -> Result<Scrubbed, KiteError> {
-    let mut callbacks = Vec::new();
-    let value = walk(value, &mut Vec::new(), &mut callbacks, 0)?;
-    Ok(Scrubbed { value, callbacks })
+pub(crate) fn to_wire(value: &JsValue) -> Result<Wire, KiteError> {
+    let mut functions = Vec::new();
+    let value = copy(value, &mut Vec::new(), &mut functions, 0)?;
+    Ok(Outgoing {
+        value: Js(value),
+        functions,
+    })
 }
 
-/// A JavaScript value as JSON, as `JSON.stringify` would write it, except that functions are
-/// kept (as `"[Function]"` with their path recorded) and `undefined` in a list is `null`.
-fn walk(
+/// A copy of `v` as `JSON.stringify` would see it, except that functions are kept (replaced
+/// by `"[Function]"`, their path recorded), `undefined` in a list is `null`, and a `BigInt`
+/// is a number.
+fn copy(
     v: &JsValue,
     path: &mut Path,
-    callbacks: &mut Vec<(Path, Callback)>,
+    functions: &mut Vec<(Path, Function)>,
     depth: usize,
-) -> Result<Value, KiteError> {
+) -> Result<JsValue, KiteError> {
     if depth > MAX_DEPTH {
         return Err(KiteError::argument(
             "cannot send arguments: nested too deeply (a cycle?)",
         ));
     }
-    if v.is_null() || v.is_undefined() {
-        return Ok(Value::Null);
-    }
-    if let Some(b) = v.as_bool() {
-        return Ok(Value::Bool(b));
-    }
-    if let Some(n) = v.as_f64() {
-        return Ok(number(n));
-    }
-    if let Some(s) = v.as_string() {
-        return Ok(Value::String(s));
+    if v.is_undefined() {
+        return Ok(JsValue::NULL);
     }
     if v.is_bigint() {
-        let text = String::from(
-            js_sys::BigInt::unchecked_from_js_ref(v)
-                .to_string(10)
-                .unwrap_or_else(|_| "0".into()),
-        );
-        return Ok(text
-            .parse::<Number>()
-            .map_or(Value::String(text), Value::Number));
+        // Number(n): exact up to 2^53, the nearest double beyond (JSON has no big integers
+        // that every peer reads exactly).
+        return Ok(to_number(v).into());
     }
     if let Some(f) = v.dyn_ref::<Function>() {
-        callbacks.push((path.clone(), local_callback(f.clone())));
-        return Ok(Value::String("[Function]".into()));
+        functions.push((path.clone(), f.clone()));
+        return Ok(JsValue::from_str("[Function]"));
     }
-    if Array::is_array(v) {
-        let array: &Array = v.unchecked_ref();
-        let mut out = Vec::with_capacity(array.length() as usize);
+    if !v.is_object() {
+        return Ok(v.clone()); // null, booleans, numbers, strings (symbols are dropped later)
+    }
+    if let Some(array) = v.dyn_ref::<Array>() {
+        let out = Array::new_with_length(array.length());
         for (i, item) in array.iter().enumerate() {
             path.push(Segment::Index(i));
-            out.push(walk(&item, path, callbacks, depth + 1)?);
+            out.set(i as u32, copy(&item, path, functions, depth + 1)?);
             path.pop();
         }
-        return Ok(Value::Array(out));
+        return Ok(out.into());
     }
-    if v.is_object() {
-        // Dates and other objects that say how they serialize.
-        if let Ok(to_json) = Reflect::get(v, &JsValue::from_str("toJSON"))
-            && let Some(to_json) = to_json.dyn_ref::<Function>()
-        {
-            let plain = to_json.call0(v).map_err(|e| error::from_js(&e))?;
-            return walk(&plain, path, callbacks, depth + 1);
+    // Dates and other objects that say how they serialize.
+    if let Ok(to_json) = Reflect::get(v, &JsValue::from_str("toJSON"))
+        && let Some(to_json) = to_json.dyn_ref::<Function>()
+    {
+        let plain = to_json.call0(v).map_err(|e| error::from_js(&e))?;
+        return copy(&plain, path, functions, depth + 1);
+    }
+    // Without a prototype, a member named `__proto__` is a member like any other.
+    let out: Object = Object::create(JsValue::NULL.unchecked_ref());
+    for entry in Object::entries(v.unchecked_ref::<Object>()).iter() {
+        let pair: Array = entry.unchecked_into();
+        let (k, item) = (pair.get(0), pair.get(1));
+        if item.is_undefined() {
+            continue;
         }
-        let mut out = Map::new();
-        for entry in Object::entries(v.unchecked_ref()).iter() {
-            let pair: Array = entry.unchecked_into();
-            let (k, item) = (pair.get(0).as_string().unwrap_or_default(), pair.get(1));
-            if item.is_undefined() {
-                continue;
-            }
-            path.push(Segment::Key(k.clone()));
-            let value = walk(&item, path, callbacks, depth + 1)?;
-            path.pop();
-            out.insert(k, value);
-        }
-        return Ok(Value::Object(out));
+        path.push(Segment::Key(k.as_string().unwrap_or_default()));
+        let value = copy(&item, path, functions, depth + 1)?;
+        path.pop();
+        let _ = Reflect::set(&out, &k, &value);
     }
-    // Symbols and the like: what JSON.stringify does (nothing sensible), as null.
-    Ok(Value::Null)
-}
-
-/// A JavaScript number as JSON: whole numbers without a fraction (`16`, not `16.0`), NaN and
-/// infinities as `null` (as `JSON.stringify`).
-fn number(n: f64) -> Value {
-    const SAFE: f64 = 9_007_199_254_740_992.0; // 2^53
-    if n.fract() == 0.0 && n.abs() <= SAFE {
-        return Value::Number((n as i64).into());
-    }
-    Number::from_f64(n).map_or(Value::Null, Value::Number)
+    Ok(out.into())
 }

@@ -1,23 +1,21 @@
 //! [`Kite`]: a connection to one kite, with calls, callbacks both ways, the page's own
 //! methods, reconnection and token renewal.
 
+use futures_channel::oneshot;
+use gloo_timers::callback::{Interval, Timeout};
+use js_sys::{Array, Function, Object, Promise};
+use kite_core::tree::{Head, TreeConnection, TreeIncoming};
+use kite_core::{Auth, ErrorKind, KiteError};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
-use std::sync::Arc;
-
-use futures_channel::oneshot;
-use gloo_timers::callback::{Interval, Timeout};
-use js_sys::{Array, Function, Object, Promise};
-use kite_core::dnode::{CallbackSink, Scrubbed};
-use kite_core::{Args, Auth, Connection, ErrorKind, Incoming, KiteError, RequestHead};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, spawn_local};
 
 use crate::api::Api;
-use crate::convert;
+use crate::convert::{self, Js, Wire};
 use crate::error;
 use crate::events::Events;
 use crate::options::{self, Options};
@@ -37,8 +35,8 @@ const CANCELLED_KEPT: usize = 256;
 pub(crate) type Renewer = Rc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, KiteError>>>>>;
 
 thread_local! {
-    /// Live kites by key, for the callbacks of the peer (which must be `Send` and so cannot
-    /// hold the kite itself).
+    /// Live kites by key, for the peer's callbacks (JavaScript functions that must not keep
+    /// their kite alive).
     static KITES: RefCell<HashMap<u64, Weak<Inner>>> = RefCell::new(HashMap::new());
     static NEXT_KITE: Cell<u64> = const { Cell::new(0) };
 }
@@ -47,7 +45,7 @@ thread_local! {
 struct Call {
     method: String,
     /// The arguments, kept to send again after a token renewal (token auth only).
-    args: Option<Scrubbed>,
+    args: Option<Wire>,
     /// Its response callback on the current connection, once sent: (generation, id).
     sent: Option<(u64, u64)>,
     /// Already sent again once after `token is expired`.
@@ -55,7 +53,7 @@ struct Call {
     /// Fails the call when it fires; cleared (clearTimeout) when the call ends, so a finished
     /// call leaves no timer behind (in Node a pending timer keeps the process alive).
     timer: Option<Timeout>,
-    done: oneshot::Sender<Result<Args, KiteError>>,
+    done: oneshot::Sender<Result<JsValue, KiteError>>,
 }
 
 /// The state behind a `Kite` object.
@@ -66,14 +64,15 @@ pub(crate) struct Inner {
     /// The remote kite's identity, for kites found through Kontrol.
     pub(crate) remote: RefCell<Option<kite_core::Kite>>,
     auth: RefCell<Option<Auth>>,
-    head: RefCell<RequestHead>,
+    head: RefCell<Head<Js>>,
     auto_reconnect: Cell<bool>,
     state: Cell<u8>,
     /// Bumped for every connection attempt; events of older ones are ignored.
     generation: Cell<u64>,
     transport: RefCell<Option<Rc<Transport>>>,
-    conn: RefCell<Connection<u64>>,
-    sink: RefCell<Arc<dyn CallbackSink>>,
+    /// The protocol state of the current connection; the functions the peer may call live
+    /// in it and go with it.
+    conn: RefCell<TreeConnection<u64, Function>>,
     /// Messages that arrived while the session was being set up.
     early: RefCell<Vec<String>>,
     calls: RefCell<HashMap<u64, Call>>,
@@ -110,22 +109,6 @@ impl Drop for Inner {
     }
 }
 
-/// Where the peer's callbacks send: the connection of one generation of one kite.
-struct Sink {
-    kite: u64,
-    generation: u64,
-}
-
-impl CallbackSink for Sink {
-    fn invoke(&self, id: u64, args: Scrubbed) -> Result<(), KiteError> {
-        let inner = KITES.with(|k| k.borrow().get(&self.kite).and_then(Weak::upgrade));
-        match inner {
-            Some(inner) => inner.send_invocation(self.generation, id, args),
-            None => Err(KiteError::disconnect()),
-        }
-    }
-}
-
 fn now_ms() -> f64 {
     js_sys::Date::now()
 }
@@ -142,7 +125,7 @@ impl Inner {
         let auth = options.auth.clone();
         let inner = Rc::new(Inner {
             key,
-            head: RefCell::new(RequestHead::new(&identity, auth.as_ref())),
+            head: RefCell::new(Head::new(&identity, auth.as_ref())),
             auth: RefCell::new(auth),
             identity,
             remote: RefCell::new(None),
@@ -150,11 +133,7 @@ impl Inner {
             state: Cell::new(NOTREADY),
             generation: Cell::new(0),
             transport: RefCell::new(None),
-            conn: RefCell::new(Connection::new()),
-            sink: RefCell::new(Arc::new(Sink {
-                kite: key,
-                generation: 0,
-            })),
+            conn: RefCell::new(TreeConnection::new()),
             early: RefCell::new(Vec::new()),
             calls: RefCell::new(HashMap::new()),
             next_call: Cell::new(0),
@@ -179,6 +158,37 @@ impl Inner {
         // The token timer is armed by connect(): a kite never connected (one of many found
         // through Kontrol, say) holds no timer.
         Ok(inner)
+    }
+
+    /// The live kite with this key.
+    pub(crate) fn by_key(key: u64) -> Option<Rc<Inner>> {
+        KITES.with(|k| k.borrow().get(&key).and_then(Weak::upgrade))
+    }
+
+    /// Functions of this page held for peers, over all live kites: on their connections, and
+    /// in calls waiting to be sent.
+    pub(crate) fn live_functions() -> usize {
+        KITES.with(|k| {
+            k.borrow()
+                .values()
+                .filter_map(Weak::upgrade)
+                .map(|inner| {
+                    let queued: usize = inner
+                        .calls
+                        .borrow()
+                        .values()
+                        .filter(|c| c.sent.is_none())
+                        .filter_map(|c| c.args.as_ref())
+                        .map(|a| a.functions.len())
+                        .sum();
+                    inner.conn.borrow().functions_len() + queued
+                })
+                .sum()
+        })
+    }
+
+    pub(crate) fn key(&self) -> u64 {
+        self.key
     }
 
     pub(crate) fn state(&self) -> u8 {
@@ -239,12 +249,8 @@ impl Inner {
 
     fn opened(self: &Rc<Self>, generation: u64, t: Transport) {
         *self.transport.borrow_mut() = Some(Rc::new(t));
-        *self.conn.borrow_mut() = Connection::new();
+        *self.conn.borrow_mut() = TreeConnection::new();
         self.cancelled.borrow_mut().clear();
-        *self.sink.borrow_mut() = Arc::new(Sink {
-            kite: self.key,
-            generation,
-        });
         self.state.set(READY);
         self.attempts.set(0);
         self.last_seen.set(now_ms());
@@ -293,7 +299,7 @@ impl Inner {
         self.early.borrow_mut().clear();
         let pending = self.conn.borrow_mut().drain_pending();
         // Dropping the connection frees the functions the peer could call.
-        *self.conn.borrow_mut() = Connection::new();
+        *self.conn.borrow_mut() = TreeConnection::new();
         for id in pending {
             self.finish(id, Err(KiteError::disconnect()));
         }
@@ -394,9 +400,9 @@ impl Inner {
     pub(crate) fn call(
         self: &Rc<Self>,
         method: &str,
-        args: Scrubbed,
+        args: Wire,
         timeout_ms: u32,
-    ) -> impl Future<Output = Result<Args, KiteError>> + 'static {
+    ) -> impl Future<Output = Result<JsValue, KiteError>> + 'static {
         let (tx, rx) = oneshot::channel();
         let id = self.next_call.get();
         self.next_call.set(id + 1);
@@ -460,13 +466,14 @@ impl Inner {
                     continue; // timed out while queued
                 };
                 let args = if call.retried {
-                    call.args.take().unwrap_or_default()
+                    call.args.take()
                 } else {
-                    call.args.clone().unwrap_or_default()
+                    call.args.clone()
                 };
-                let (response, text) = conn.request_with_head(&call.method, &head, args, id);
+                let args = args.unwrap_or_else(|| Wire::plain(Js(Array::new().into())));
+                let (response, message) = conn.request(&call.method, &head, args, id);
                 call.sent = Some((generation, response));
-                texts.push(text);
+                texts.push(message.stringify());
             }
         }
         if !texts.is_empty() {
@@ -475,7 +482,7 @@ impl Inner {
     }
 
     /// Settles call `id` (once).
-    fn finish(&self, id: u64, result: Result<Args, KiteError>) {
+    fn finish(&self, id: u64, result: Result<JsValue, KiteError>) {
         let Some(call) = self.calls.borrow_mut().remove(&id) else {
             return;
         };
@@ -507,7 +514,7 @@ impl Inner {
     }
 
     /// A response arrived for call `id`.
-    fn answered(self: &Rc<Self>, id: u64, result: Result<Args, KiteError>) {
+    fn answered(self: &Rc<Self>, id: u64, result: Result<JsValue, KiteError>) {
         if let Err(e) = &result
             && token::is_expired_error(e)
         {
@@ -540,32 +547,50 @@ impl Inner {
             if self.generation.get() != generation {
                 return;
             }
-            let sink = self.sink.borrow().clone();
-            let incoming = self.conn.borrow_mut().receive(&msg, &sink);
+            let Ok(message) = Js::parse(&msg) else {
+                self.emit_error(&KiteError::generic(
+                    "skipped a message that is not dnode: it is not JSON".to_owned(),
+                ));
+                continue;
+            };
+            let incoming = self.conn.borrow_mut().receive(&message);
             match incoming {
                 Err(e) => self.emit_error(&KiteError::generic(format!(
                     "skipped a message that is not dnode: {e}"
                 ))),
-                Ok(Incoming::Response { pending, result }) => self.answered(pending, result),
-                Ok(Incoming::Callback { callback, args }) => {
-                    let _ = callback.call_with(args);
+                Ok(TreeIncoming::Response { pending, result }) => {
+                    let result = result.map(|r| convert::from_wire(r, self.key, generation));
+                    self.answered(pending, result)
                 }
-                Ok(Incoming::Request(request)) => crate::api::handle(self, generation, *request),
-                Ok(Incoming::InvalidRequest { response, error }) => {
-                    if let Some(id) = response.and_then(|r| r.remote_id()) {
+                Ok(TreeIncoming::Callback { function, args }) => {
+                    let args = convert::args_from_wire(args, self.key, generation);
+                    if let Err(e) = function.apply(&JsValue::NULL, &args) {
+                        web_sys::console::error_2(&"kite: a callback threw".into(), &e);
+                    }
+                }
+                Ok(TreeIncoming::Request(request)) => {
+                    crate::api::handle(self, generation, *request)
+                }
+                Ok(TreeIncoming::InvalidRequest { response, error }) => {
+                    if let Some(id) = response {
                         self.respond(generation, id, Err(error));
                     }
                 }
-                Ok(Incoming::UnknownCallback(id)) if self.cancelled.borrow().contains(&id) => {}
-                Ok(Incoming::UnknownCallback(id)) => self.emit_error(&KiteError::generic(format!(
-                    "the peer called callback {id}, which is unknown or already answered"
-                ))),
+                Ok(TreeIncoming::UnknownCallback(id)) if self.cancelled.borrow().contains(&id) => {}
+                Ok(TreeIncoming::UnknownCallback(id)) => self.emit_error(&KiteError::generic(
+                    format!("the peer called callback {id}, which is unknown or already answered"),
+                )),
             }
         }
     }
 
     /// Sends an invocation of the peer's callback `id`.
-    fn send_invocation(&self, generation: u64, id: u64, args: Scrubbed) -> Result<(), KiteError> {
+    pub(crate) fn send_invocation(
+        &self,
+        generation: u64,
+        id: u64,
+        args: Wire,
+    ) -> Result<(), KiteError> {
         if generation != self.generation.get() || self.state.get() != READY {
             return Err(KiteError::disconnect());
         }
@@ -573,20 +598,20 @@ impl Inner {
         let Some(transport) = transport else {
             return Err(KiteError::disconnect());
         };
-        let text = self.conn.borrow_mut().invoke(id, args);
-        transport.send(vec![text]);
+        let message = self.conn.borrow_mut().invoke(id, args);
+        transport.send(vec![message.stringify()]);
         Ok(())
     }
 
     /// Answers a request of the peer whose response callback is `id`.
-    pub(crate) fn respond(&self, generation: u64, id: u64, result: Result<Scrubbed, KiteError>) {
+    pub(crate) fn respond(&self, generation: u64, id: u64, result: Result<Wire, KiteError>) {
         if generation != self.generation.get() {
             return;
         }
         let transport = self.transport.borrow().clone();
         if let Some(transport) = transport {
-            let text = self.conn.borrow_mut().respond(id, result);
-            transport.send(vec![text]);
+            let message = self.conn.borrow_mut().respond(id, result);
+            transport.send(vec![message.stringify()]);
         }
     }
 
@@ -599,7 +624,7 @@ impl Inner {
     /// Replaces the token and sends the calls that waited for it.
     pub(crate) fn set_token(self: &Rc<Self>, token: String) {
         let auth = Auth::new("token", token.clone());
-        *self.head.borrow_mut() = RequestHead::new(&self.identity, Some(&auth));
+        *self.head.borrow_mut() = Head::new(&self.identity, Some(&auth));
         *self.auth.borrow_mut() = Some(auth);
         self.token_wait.borrow_mut().take();
         self.schedule_token_expiry();
@@ -792,20 +817,15 @@ impl Kite {
             .and_then(|t| t.as_f64())
             .map_or(self.inner.options.timeout_ms, |t| t.max(0.0) as u32);
         let scrubbed = match args {
-            Some(args) => convert::list_from_js(args.iter()),
-            None => Ok(Scrubbed::plain(serde_json::Value::Array(Vec::new()))),
+            Some(args) => convert::list_to_wire(args.iter()),
+            None => Ok(Wire::plain(Js(Array::new().into()))),
         };
         let scrubbed = match scrubbed {
             Ok(s) => s,
             Err(e) => return Promise::reject(&error::to_js(&e)),
         };
         let call = self.inner.call(&method, scrubbed, timeout);
-        future_to_promise(async move {
-            match call.await {
-                Ok(args) => Ok(convert::to_js(args)),
-                Err(e) => Err(error::to_js(&e)),
-            }
-        })
+        future_to_promise(async move { call.await.map_err(|e| error::to_js(&e)) })
     }
 
     /// `kite.ping` on the remote kite: resolves with `"pong"`.
@@ -886,7 +906,7 @@ impl Kite {
     #[wasm_bindgen(getter)]
     pub fn remote(&self) -> JsValue {
         match &*self.inner.remote.borrow() {
-            Some(k) => convert::json_to_js(&serde_json::to_value(k).unwrap_or_default()),
+            Some(k) => k.to_tree::<Js>().0,
             None => JsValue::NULL,
         }
     }
@@ -894,13 +914,13 @@ impl Kite {
     /// This side's identity, as sent with every call.
     #[wasm_bindgen(js_name = getKiteInfo)]
     pub fn kite_info(&self) -> JsValue {
-        convert::json_to_js(&serde_json::to_value(&self.inner.identity).unwrap_or_default())
+        self.inner.identity.to_tree::<Js>().0
     }
 
-    /// Functions of this page that peers can currently call (they are freed when the
-    /// connection that carried them ends).
+    /// Functions of this page held for peers: on open connections and in calls waiting to be
+    /// sent (freed when the call fails or the connection that carried them ends).
     #[wasm_bindgen(js_name = liveCallbacks)]
     pub fn live_callbacks() -> usize {
-        convert::live_functions()
+        Inner::live_functions()
     }
 }

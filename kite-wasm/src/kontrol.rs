@@ -4,11 +4,12 @@ use std::rc::Rc;
 
 use js_sys::{Array, Function, Object, Promise};
 use kite_core::kontrol::{GetKitesResult, KiteWithToken, WatchEvent};
-use kite_core::{Auth, KiteError};
+use kite_core::tree::Tree;
+use kite_core::{Auth, ErrorKind, KiteError};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use crate::convert;
+use crate::convert::{self, Js};
 use crate::error;
 use crate::kite::{Inner, Kite, Renewer};
 use crate::options::{Options, get};
@@ -108,13 +109,12 @@ impl Kontrol {
         let kontrol = self.kite.clone();
         future_to_promise(async move {
             let identity = get(&kite, "remote").unwrap_or(kite);
-            let scrubbed =
-                convert::list_from_js(std::iter::once(identity)).map_err(|e| error::to_js(&e))?;
-            let args = kontrol
-                .call("getToken", scrubbed, kontrol.options.timeout_ms)
+            let args =
+                convert::list_to_wire(std::iter::once(identity)).map_err(|e| error::to_js(&e))?;
+            kontrol
+                .call("getToken", args, kontrol.options.timeout_ms)
                 .await
-                .map_err(|e| error::to_js(&e))?;
-            Ok(convert::to_js(args))
+                .map_err(|e| error::to_js(&e))
         })
     }
 
@@ -132,20 +132,18 @@ impl Kontrol {
             };
             // Our Kontrol sends `{result: event}` (or `{error}`), as Go's watcher does.
             let event = get(&wrapped, "result").unwrap_or(wrapped);
-            let Some(text) = js_sys::JSON::stringify(&event)
-                .ok()
-                .and_then(|s| s.as_string())
-            else {
-                return;
-            };
-            let Ok(parsed) = serde_json::from_str::<WatchEvent>(&text) else {
-                kontrol.events.emit(
-                    "error",
-                    &[error::to_js(&KiteError::generic(format!(
-                        "unreadable watch event: {text}"
-                    )))],
-                );
-                return;
+            let parsed = match WatchEvent::from_tree(&Js(event.clone())) {
+                Ok(parsed) => parsed,
+                Err(why) => {
+                    let text = Js(event).stringify();
+                    kontrol.events.emit(
+                        "error",
+                        &[error::to_js(&KiteError::generic(format!(
+                            "unreadable watch event ({why}): {text}"
+                        )))],
+                    );
+                    return;
+                }
             };
             if parsed.action == "REGISTER" && !parsed.url.is_empty() {
                 let found = KiteWithToken {
@@ -189,17 +187,21 @@ async fn fetch(
     if let Some(watch) = watch {
         error::set(&request, "watchCallback", &watch);
     }
-    let scrubbed = convert::list_from_js(std::iter::once(JsValue::from(request)))?;
+    let wire = convert::list_to_wire(std::iter::once(JsValue::from(request)))?;
     let answer = kontrol
-        .call("getKites", scrubbed, kontrol.options.timeout_ms)
+        .call("getKites", wire, kontrol.options.timeout_ms)
         .await?;
-    let result: Option<GetKitesResult> =
-        answer.decode::<Option<GetKitesResult>>().map_err(|e| {
+    let answer = Js(answer);
+    let result = if answer.is_null() {
+        None
+    } else {
+        Some(GetKitesResult::from_tree(&answer).map_err(|why| {
             KiteError::new(
-                kite_core::ErrorKind::InvalidResponse,
-                format!("getKites answered an unexpected shape: {}", e.message),
+                ErrorKind::InvalidResponse,
+                format!("getKites answered an unexpected shape: {why}"),
             )
-        })?;
+        })?)
+    };
     let Some(result) = result else {
         return Err(KiteError::generic(format!(
             "No kite found for query: {}",
@@ -239,11 +241,16 @@ fn child(kontrol: &Rc<Inner>, found: KiteWithToken) -> Result<Kite, JsValue> {
         let target = target.clone();
         Box::pin(async move {
             let kontrol = kontrol.ok_or_else(KiteError::disconnect)?;
-            let args = kite_core::dnode::scrub_args(&(&target,))?;
+            let args = convert::list_to_wire(std::iter::once(target.to_tree::<Js>().0))?;
             let answer = kontrol
                 .call("getToken", args, kontrol.options.timeout_ms)
                 .await?;
-            answer.decode::<String>()
+            answer.as_string().ok_or_else(|| {
+                KiteError::new(
+                    ErrorKind::InvalidResponse,
+                    "getToken answered something that is not a token",
+                )
+            })
         })
     });
     *inner.renewer.borrow_mut() = Some(renewer);

@@ -1,14 +1,38 @@
 //! What the client reads from its token without verifying it: when it expires.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen]
+extern "C" {
+    /// The engine's base64 decoder (browsers and Node 16+), giving one character per byte.
+    #[wasm_bindgen(catch)]
+    fn atob(data: &str) -> Result<String, JsValue>;
+}
 
 /// The `exp` claim of a JWT (seconds since the epoch), if it has one.
 pub(crate) fn expiry(token: &str) -> Option<f64> {
     let payload = token.split('.').nth(1)?;
-    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get("exp")?.as_f64()
+    // base64url without padding → base64, as atob wants it.
+    let mut b64: String = payload
+        .trim_end_matches('=')
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    while b64.len() % 4 != 0 {
+        b64.push('=');
+    }
+    // The claims are JSON; `exp` is a number, which the byte-per-character text keeps intact.
+    let claims = js_sys::JSON::parse(&atob(&b64).ok()?).ok()?;
+    if !claims.is_object() {
+        return None;
+    }
+    js_sys::Reflect::get(&claims, &JsValue::from_str("exp"))
+        .ok()?
+        .as_f64()
 }
 
 /// Whether an error answers a call made with an expired token (Go's wording).

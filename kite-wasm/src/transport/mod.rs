@@ -223,12 +223,14 @@ async fn fetch_info(url: &str) -> Result<Info, KiteError> {
         .text()
         .await
         .map_err(|e| KiteError::generic(format!("{url}/info: {e}")))?;
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| KiteError::generic(format!("{url}/info is not JSON: {e}")))?;
+    let value = js_sys::JSON::parse(&text)
+        .ok()
+        .filter(wasm_bindgen::JsValue::is_object)
+        .ok_or_else(|| KiteError::generic(format!("{url}/info is not a JSON object")))?;
     Ok(Info {
-        websocket: value
-            .get("websocket")
-            .and_then(serde_json::Value::as_bool)
+        websocket: js_sys::Reflect::get(&value, &"websocket".into())
+            .ok()
+            .and_then(|w| w.as_bool())
             .unwrap_or(true),
     })
 }
