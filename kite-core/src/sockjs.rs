@@ -54,33 +54,63 @@ pub enum FrameError {
     #[error("empty SockJS frame")]
     Empty,
     /// The first byte is not one of `o h a m c`.
-    #[error("unknown SockJS frame type {0:?}")]
+    #[error("unknown SockJS frame type '{0}'")]
     UnknownType(char),
     /// The JSON body of the frame is malformed or of the wrong shape.
     #[error("broken SockJS frame: {0}")]
     Broken(String),
 }
 
-impl Frame {
-    /// Decodes a server → client frame (one websocket message, or one line of an XHR body
-    /// without its trailing newline).
-    pub fn decode(text: &str) -> Result<Frame, FrameError> {
+/// A server → client frame split into its type and its JSON body, not parsed: for drivers that
+/// parse JSON themselves (a browser's `JSON.parse`). [`Frame::decode`] is this plus parsing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawFrame<'a> {
+    /// `o`.
+    Open,
+    /// `h`.
+    Heartbeat,
+    /// `a[...]`: the body should be a JSON array of strings, each a message.
+    Messages(&'a str),
+    /// `m"..."`: the body should be one JSON string.
+    Message(&'a str),
+    /// `c[code,"reason"]`: the body should be that array.
+    Close(&'a str),
+}
+
+impl<'a> RawFrame<'a> {
+    /// Splits a server → client frame (one websocket message, or one line of an XHR body,
+    /// with or without its trailing newline).
+    pub fn split(text: &'a str) -> Result<RawFrame<'a>, FrameError> {
         let text = text.strip_suffix('\n').unwrap_or(text);
         let mut chars = text.chars();
         let kind = chars.next().ok_or(FrameError::Empty)?;
         let body = chars.as_str();
+        Ok(match kind {
+            'o' => RawFrame::Open,
+            'h' => RawFrame::Heartbeat,
+            'a' => RawFrame::Messages(body),
+            'm' => RawFrame::Message(body),
+            'c' => RawFrame::Close(body),
+            other => return Err(FrameError::UnknownType(other)),
+        })
+    }
+}
+
+impl Frame {
+    /// Decodes a server → client frame (one websocket message, or one line of an XHR body
+    /// without its trailing newline).
+    pub fn decode(text: &str) -> Result<Frame, FrameError> {
         let broken = |e: json::ListError| FrameError::Broken(e.to_string());
-        match kind {
-            'o' => Ok(Frame::Open),
-            'h' => Ok(Frame::Heartbeat),
-            'a' => json::parse_string_list(body)
+        match RawFrame::split(text)? {
+            RawFrame::Open => Ok(Frame::Open),
+            RawFrame::Heartbeat => Ok(Frame::Heartbeat),
+            RawFrame::Messages(body) => json::parse_string_list(body)
                 .map(Frame::Messages)
                 .map_err(broken),
-            'm' => json::parse_string(body).map(Frame::Message).map_err(broken),
-            'c' => json::parse_close(body)
+            RawFrame::Message(body) => json::parse_string(body).map(Frame::Message).map_err(broken),
+            RawFrame::Close(body) => json::parse_close(body)
                 .map(|(code, reason)| Frame::Close { code, reason })
                 .map_err(broken),
-            other => Err(FrameError::UnknownType(other)),
         }
     }
 

@@ -41,10 +41,22 @@ extern "C" {
 #[derive(Debug, Clone)]
 pub(crate) struct Js(pub(crate) JsValue);
 
+#[wasm_bindgen]
+extern "C" {
+    /// `JSON.parse` of a JavaScript string, which stays on the JavaScript side.
+    #[wasm_bindgen(js_namespace = JSON, js_name = parse, catch)]
+    fn parse_js(text: &JsValue) -> Result<JsValue, JsValue>;
+}
+
 impl Js {
-    /// Parses JSON text with the engine's parser.
-    pub(crate) fn parse(text: &str) -> Result<Js, JsValue> {
-        JSON::parse(text).map(Js)
+    /// Parses a message (a JavaScript string) with the engine's parser.
+    pub(crate) fn parse(text: &JsValue) -> Result<Js, JsValue> {
+        parse_js(text).map(Js)
+    }
+
+    /// The value as JSON text in a JavaScript string, ready to send.
+    pub(crate) fn text(&self) -> JsValue {
+        JSON::stringify(&self.0).map_or(JsValue::NULL, JsValue::from)
     }
 
     /// The value as JSON text (the engine's `JSON.stringify`).

@@ -58,7 +58,7 @@ fn display(v: &JsValue) -> String {
     js_sys::JSON::stringify(v)
         .ok()
         .map(String::from)
-        .unwrap_or_else(|| format!("{v:?}"))
+        .unwrap_or_else(|| "a value JSON cannot show".to_owned())
 }
 
 pub(crate) fn set(target: &JsValue, key: &str, value: &JsValue) {

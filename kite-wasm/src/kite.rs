@@ -74,7 +74,7 @@ pub(crate) struct Inner {
     /// in it and go with it.
     conn: RefCell<TreeConnection<u64, Function>>,
     /// Messages that arrived while the session was being set up.
-    early: RefCell<Vec<String>>,
+    early: RefCell<Vec<JsValue>>,
     calls: RefCell<HashMap<u64, Call>>,
     next_call: Cell<u64>,
     /// Calls waiting to be sent, in order.
@@ -432,7 +432,7 @@ impl Inner {
                         id,
                         Err(KiteError::new(
                             ErrorKind::Timeout,
-                            format!("No response to {method:?} arrived in {timeout_ms} ms"),
+                            format!("No response to \"{method}\" arrived in {timeout_ms} ms"),
                         )),
                     );
                 }
@@ -473,7 +473,7 @@ impl Inner {
                 let args = args.unwrap_or_else(|| Wire::plain(Js(Array::new().into())));
                 let (response, message) = conn.request(&call.method, &head, args, id);
                 call.sent = Some((generation, response));
-                texts.push(message.stringify());
+                texts.push(message.text());
             }
         }
         if !texts.is_empty() {
@@ -542,7 +542,7 @@ impl Inner {
 
     // ---- incoming messages ----
 
-    fn on_messages(self: &Rc<Self>, generation: u64, msgs: Vec<String>) {
+    fn on_messages(self: &Rc<Self>, generation: u64, msgs: Vec<JsValue>) {
         for msg in msgs {
             if self.generation.get() != generation {
                 return;
@@ -599,7 +599,7 @@ impl Inner {
             return Err(KiteError::disconnect());
         };
         let message = self.conn.borrow_mut().invoke(id, args);
-        transport.send(vec![message.stringify()]);
+        transport.send(vec![message.text()]);
         Ok(())
     }
 
@@ -611,7 +611,7 @@ impl Inner {
         let transport = self.transport.borrow().clone();
         if let Some(transport) = transport {
             let message = self.conn.borrow_mut().respond(id, result);
-            transport.send(vec![message.stringify()]);
+            transport.send(vec![message.text()]);
         }
     }
 

@@ -260,21 +260,14 @@ fn child(kontrol: &Rc<Inner>, found: KiteWithToken) -> Result<Kite, JsValue> {
 /// A query as Kite.js printed it: `username/environment/name/version/region/hostname/id`.
 fn query_text(args: &JsValue) -> String {
     let query = get(args, "query").unwrap_or(JsValue::UNDEFINED);
-    [
-        "username",
-        "environment",
-        "name",
-        "version",
-        "region",
-        "hostname",
-        "id",
-    ]
-    .iter()
-    .map(|k| {
-        get(&query, k)
-            .and_then(|v| v.as_string())
-            .unwrap_or_default()
-    })
-    .collect::<Vec<_>>()
-    .join("/")
+    let mut text = String::new();
+    for (i, key) in kite_core::identity::KEY_ORDER.iter().enumerate() {
+        if i > 0 {
+            text.push('/');
+        }
+        if let Some(value) = get(&query, key).and_then(|v| v.as_string()) {
+            text.push_str(&value);
+        }
+    }
+    text
 }

@@ -107,7 +107,7 @@ impl Options {
                     let name = name.as_string().unwrap_or_default();
                     kinds.push(TransportKind::from_name(&name).ok_or_else(|| {
                         type_error(&format!(
-                            "unknown transport {name:?}: use websocket, xhr-streaming, xhr-polling or raw-websocket"
+                            "unknown transport \"{name}\": use websocket, xhr-streaming, xhr-polling or raw-websocket"
                         ))
                     })?);
                 }

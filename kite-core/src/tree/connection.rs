@@ -355,7 +355,8 @@ fn exact_u64(n: f64) -> Option<u64> {
 type Envelope<T> = (Method, T, Vec<(u64, Path)>);
 
 /// Checks the envelope of a dnode message: method, arguments (`null` when missing),
-/// callbacks (by ascending id), with [`crate::dnode::Message::decode`]'s rules.
+/// callbacks (in the document's key order, which for a JavaScript object is ascending id), with
+/// [`crate::dnode::Message::decode`]'s rules.
 fn decode<T: Tree>(message: &T) -> Result<Envelope<T>, ProtocolError> {
     if !message.is_object() {
         return Err(ProtocolError::InvalidMessage(
@@ -375,7 +376,7 @@ fn decode<T: Tree>(message: &T) -> Result<Envelope<T>, ProtocolError> {
         })?;
         for key in keys {
             let id: u64 = key.parse().map_err(|_| {
-                ProtocolError::InvalidCallbacks(format!("callback id {key:?} is not an integer"))
+                ProtocolError::InvalidCallbacks(format!("callback id \"{key}\" is not an integer"))
             })?;
             let path = map.get(&key).and_then(|p| path(&p)).ok_or_else(|| {
                 ProtocolError::InvalidMessage(format!(
@@ -384,7 +385,6 @@ fn decode<T: Tree>(message: &T) -> Result<Envelope<T>, ProtocolError> {
             })?;
             callbacks.push((id, path));
         }
-        callbacks.sort_by_key(|(id, _)| *id);
     }
     let arguments = message.get("arguments").unwrap_or_else(T::null);
     Ok((method, arguments, callbacks))
@@ -411,12 +411,14 @@ fn request<T: Tree, P, F>(
     callbacks: &[(u64, Path)],
 ) -> TreeIncoming<T, P, F> {
     let response_path = [Segment::Index(0), Segment::Key(RESPONSE_CALLBACK.into())];
+    // Several at that path (a confused peer): the lowest id, as the text connection picks.
     let response = callbacks
         .iter()
-        .find(|(_, p)| {
+        .filter(|(_, p)| {
             p.len() == 2 && crate::dnode::path::strip_prefix(p, &response_path).is_some()
         })
-        .map(|(id, _)| *id);
+        .map(|(id, _)| *id)
+        .min();
     let options = match (arguments.list_len(), arguments.item(0)) {
         (Some(1), Some(options)) if options.is_object() => options,
         (len, _) => {
@@ -428,7 +430,7 @@ fn request<T: Tree, P, F>(
             return TreeIncoming::InvalidRequest {
                 response,
                 error: KiteError::argument(format!(
-                    "invalid request to {method:?}: a kite request has exactly one argument object, got {what}"
+                    "invalid request to \"{method}\": a kite request has exactly one argument object, got {what}"
                 )),
             };
         }

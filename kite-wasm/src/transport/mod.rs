@@ -2,6 +2,7 @@
 //! `fetch`, and a raw websocket for Kite.js-style servers. Each delivers the dnode messages of
 //! one session to a [`Handler`] and sends the ones it is given, in order.
 
+mod frame;
 mod websocket;
 mod xhr;
 
@@ -61,8 +62,8 @@ impl TransportKind {
 /// What a session tells its owner.
 #[derive(Debug)]
 pub(crate) enum Event {
-    /// Dnode messages, in order.
-    Messages(Vec<String>),
+    /// Dnode messages (JavaScript strings), in order.
+    Messages(Vec<wasm_bindgen::JsValue>),
     /// A heartbeat frame: the server is alive.
     Heartbeat,
     /// A frame that could not be read (skipped; the session goes on).
@@ -89,8 +90,8 @@ impl Transport {
         }
     }
 
-    /// Queues messages for the peer.
-    pub(crate) fn send(&self, msgs: Vec<String>) {
+    /// Queues messages (JavaScript strings) for the peer.
+    pub(crate) fn send(&self, msgs: Vec<wasm_bindgen::JsValue>) {
         match self {
             Transport::WebSocket(s) => s.send(msgs),
             Transport::Xhr(s) => s.send(msgs),
@@ -108,11 +109,16 @@ impl Transport {
 
 /// What [`establish`] tried, for the error it returns when nothing worked.
 fn describe(failures: &[(TransportKind, KiteError)]) -> String {
-    failures
-        .iter()
-        .map(|(k, e)| format!("{}: {}", k.name(), e.message))
-        .collect::<Vec<_>>()
-        .join("; ")
+    let mut text = String::new();
+    for (kind, e) in failures {
+        if !text.is_empty() {
+            text.push_str("; ");
+        }
+        text.push_str(kind.name());
+        text.push_str(": ");
+        text.push_str(&e.message);
+    }
+    text
 }
 
 /// Opens a session with the kite at `url` with the first of `kinds` that works. SockJS kinds

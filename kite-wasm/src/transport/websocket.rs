@@ -6,10 +6,10 @@ use std::rc::Rc;
 
 use futures_channel::oneshot;
 use kite_core::KiteError;
-use kite_core::sockjs::{self, Frame};
 use wasm_bindgen::prelude::*;
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
+use super::frame::{self, Read};
 use super::{Event, Handler, TransportKind, failure};
 
 /// The state shared by the socket's event handlers.
@@ -36,26 +36,26 @@ impl Shared {
         }
     }
 
-    fn on_text(&self, text: String) {
+    fn on_text(&self, data: JsValue) {
         if self.done.get() {
             return;
         }
         if self.kind == TransportKind::RawWebSocket {
-            (self.handler)(Event::Messages(vec![text]));
+            (self.handler)(Event::Messages(vec![data]));
             return;
         }
-        match Frame::decode(&text) {
-            Ok(Frame::Open) => {
+        let Some(text) = data.as_string() else { return };
+        match frame::read(&text) {
+            Ok(Read::Open) => {
                 if let Some(tx) = self.opened.borrow_mut().take() {
                     let _ = tx.send(Ok(()));
                 }
             }
-            Ok(Frame::Heartbeat) => (self.handler)(Event::Heartbeat),
-            Ok(Frame::Messages(msgs)) => (self.handler)(Event::Messages(msgs)),
-            Ok(Frame::Message(msg)) => (self.handler)(Event::Messages(vec![msg])),
-            Ok(Frame::Close { code, reason }) => self.finish(code, reason),
+            Ok(Read::Heartbeat) => (self.handler)(Event::Heartbeat),
+            Ok(Read::Messages(msgs)) => (self.handler)(Event::Messages(msgs)),
+            Ok(Read::Close(code, reason)) => self.finish(code, reason),
             // A frame we cannot read: the owner hears of it, the session goes on.
-            Err(e) => (self.handler)(Event::Broken(e.to_string())),
+            Err(e) => (self.handler)(Event::Broken(e)),
         }
     }
 }
@@ -87,8 +87,9 @@ impl Socket {
         let s = shared.clone();
         let on_message = Closure::<dyn Fn(MessageEvent)>::new(move |e: MessageEvent| {
             // Binary frames are not part of the protocol.
-            if let Some(text) = e.data().as_string() {
-                s.on_text(text);
+            let data = e.data();
+            if data.is_string() {
+                s.on_text(data);
             }
         });
         let s = shared.clone();
@@ -126,16 +127,15 @@ impl Socket {
     }
 
     /// Sends messages: one SockJS frame holding all, or one raw frame each.
-    pub(crate) fn send(&self, msgs: Vec<String>) {
+    pub(crate) fn send(&self, msgs: Vec<JsValue>) {
         if self.shared.done.get() {
             return;
         }
         let sent = if self.shared.kind == TransportKind::RawWebSocket {
-            msgs.iter().try_for_each(|m| self.ws.send_with_str(m))
+            msgs.iter()
+                .try_for_each(|m| self.ws.send_with_str(&m.as_string().unwrap_or_default()))
         } else {
-            self.ws.send_with_str(&sockjs::encode_client_frame(
-                msgs.iter().map(String::as_str),
-            ))
+            self.ws.send_with_str(&frame::client_frame(&msgs))
         };
         if sent.is_err() {
             self.shared.finish(1006, "websocket send failed".into());

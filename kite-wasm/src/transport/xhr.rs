@@ -8,11 +8,11 @@ use std::rc::Rc;
 use gloo_net::http::{Request, Response};
 use js_sys::{Reflect, Uint8Array};
 use kite_core::KiteError;
-use kite_core::sockjs::{self, Frame};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::{JsFuture, spawn_local};
 use web_sys::{AbortController, ReadableStreamDefaultReader};
 
+use super::frame::{self, Read};
 use super::{Event, Handler, TransportKind, failure};
 
 struct Inner {
@@ -29,7 +29,7 @@ struct Inner {
     /// request, which is gone once sent.)
     reader: RefCell<Option<ReadableStreamDefaultReader>>,
     /// Messages waiting for `xhr_send`.
-    outbox: RefCell<Vec<String>>,
+    outbox: RefCell<Vec<JsValue>>,
     /// An `xhr_send` is in flight.
     sending: Cell<bool>,
 }
@@ -65,9 +65,9 @@ impl Session {
             loop {
                 match lines.next_line().await? {
                     None => return Err(KiteError::generic("xhr-streaming ended before opening")),
-                    Some(line) => match Frame::decode(&line) {
-                        Ok(Frame::Open) => break,
-                        Ok(Frame::Heartbeat) => continue,
+                    Some(line) => match frame::read(&line) {
+                        Ok(Read::Open) => break,
+                        Ok(Read::Heartbeat) => continue,
                         _ => return Err(unexpected(&line)),
                     },
                 }
@@ -76,7 +76,7 @@ impl Session {
         } else {
             let body = inner.poll().await?;
             let mut frames = body.lines();
-            if !matches!(frames.next().map(Frame::decode), Some(Ok(Frame::Open))) {
+            if !matches!(frames.next().map(frame::read), Some(Ok(Read::Open))) {
                 return Err(unexpected(&body));
             }
             spawn_local(inner.clone().read_polls());
@@ -89,7 +89,7 @@ impl Session {
     }
 
     /// Queues messages; they go out in order, batched while a send is in flight.
-    pub(crate) fn send(&self, msgs: Vec<String>) {
+    pub(crate) fn send(&self, msgs: Vec<JsValue>) {
         let inner = &self.inner;
         if inner.done.get() {
             return;
@@ -118,7 +118,7 @@ fn unexpected(body: &str) -> KiteError {
     if shown.len() < body.len() {
         shown.push('…');
     }
-    KiteError::generic(format!("unexpected SockJS answer: {shown:?}"))
+    KiteError::generic(format!("unexpected SockJS answer: \"{shown}\""))
 }
 
 impl Inner {
@@ -148,13 +148,12 @@ impl Inner {
         if self.done.get() || line.is_empty() {
             return;
         }
-        match Frame::decode(line) {
-            Ok(Frame::Open) => {}
-            Ok(Frame::Heartbeat) => (self.handler)(Event::Heartbeat),
-            Ok(Frame::Messages(msgs)) => (self.handler)(Event::Messages(msgs)),
-            Ok(Frame::Message(msg)) => (self.handler)(Event::Messages(vec![msg])),
-            Ok(Frame::Close { code, reason }) => self.fail(code, reason),
-            Err(e) => (self.handler)(Event::Broken(e.to_string())),
+        match frame::read(line) {
+            Ok(Read::Open) => {}
+            Ok(Read::Heartbeat) => (self.handler)(Event::Heartbeat),
+            Ok(Read::Messages(msgs)) => (self.handler)(Event::Messages(msgs)),
+            Ok(Read::Close(code, reason)) => self.fail(code, reason),
+            Err(e) => (self.handler)(Event::Broken(e)),
         }
     }
 
@@ -250,7 +249,7 @@ impl Inner {
                 self.sending.set(false);
                 return;
             }
-            let body = sockjs::encode_client_frame(batch.iter().map(String::as_str));
+            let body = frame::client_frame(&batch);
             if let Err(e) = self.post("xhr_send", Some(body), false).await {
                 self.sending.set(false);
                 self.fail(1006, format!("xhr_send: {}", e.message));
@@ -273,9 +272,11 @@ impl Lines {
         loop {
             if let Some(pos) = self.buf[searched..].iter().position(|&b| b == b'\n') {
                 let end = searched + pos;
-                let line = String::from_utf8_lossy(&self.buf[..end]).into_owned();
-                self.buf.drain(..=end);
-                return Ok(Some(line));
+                let mut rest = self.buf.split_off(end + 1);
+                std::mem::swap(&mut rest, &mut self.buf);
+                rest.pop(); // the newline
+                // Not UTF-8 (a broken server): an empty line, which is skipped.
+                return Ok(Some(String::from_utf8(rest).unwrap_or_default()));
             }
             searched = self.buf.len();
             let chunk = JsFuture::from(self.reader.read())
