@@ -101,17 +101,37 @@ pub(crate) fn at<T: Tree>(root: &T, path: &[Segment]) -> Option<T> {
 }
 
 /// Replaces the node at `path` inside `root` (which must exist) with `value`.
+///
+/// Iterative, so that a peer's path cannot exhaust the stack however deep the document nests.
 pub(crate) fn replace_at<T: Tree>(root: &mut T, path: &[Segment], value: T) -> bool {
-    let Some((first, rest)) = path.split_first() else {
+    let Some((last, parents)) = path.split_last() else {
         *root = value;
         return true;
     };
-    let Some(mut node) = child(root, first) else {
+    // The nodes from the root down to the target's parent.
+    let mut chain = Vec::with_capacity(parents.len() + 1);
+    let mut node = root.clone();
+    for segment in parents {
+        let Some(next) = child(&node, segment) else {
+            return false;
+        };
+        chain.push(node);
+        node = next;
+    }
+    if !node.replace(last, value) {
         return false;
-    };
-    // A tree of references (JavaScript) changes in place; a tree of values (serde_json) needs
-    // the changed child put back.
-    replace_at(&mut node, rest, value) && root.replace(first, node)
+    }
+    // A tree of references (JavaScript) has changed in place; a tree of values (serde_json)
+    // needs each changed child put back into its parent.
+    for segment in parents.iter().rev() {
+        let Some(mut parent) = chain.pop() else {
+            return false;
+        };
+        parent.replace(segment, node);
+        node = parent;
+    }
+    *root = node;
+    true
 }
 
 impl Tree for Value {

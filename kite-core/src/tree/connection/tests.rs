@@ -260,3 +260,28 @@ fn paths_that_lead_nowhere_or_into_prototypes_are_skipped() {
     };
     assert_eq!(req.args.clone().resolve(|id| json!(id)), json!([{"a": 4}]));
 }
+
+#[test]
+fn callbacks_deep_inside_deep_documents_are_found() {
+    // A list nested 3,000 deep with a callback at the bottom, and a path that long. (The walk
+    // is iterative; serde_json's own clone and drop of such a value recurse, which bounds the
+    // depth a native test can use.)
+    let depth = 3_000;
+    let mut value = json!("[Function]");
+    for _ in 0..depth {
+        value = Value::Array(vec![value]);
+    }
+    let mut path: Vec<Value> = vec![json!(0), json!("withArgs")];
+    path.extend(std::iter::repeat_n(json!(0), depth));
+    let msg = json!({"method": "m", "arguments": [{"withArgs": value}], "callbacks": {"1": path}});
+    let mut t: TreeConnection<(), ()> = TreeConnection::new();
+    let Ok(TreeIncoming::Request(req)) = t.receive(&msg) else {
+        panic!()
+    };
+    assert_eq!(req.args.callbacks.len(), 1);
+    let mut resolved = req.args.resolve(|id| json!(id));
+    for _ in 0..depth {
+        resolved = resolved.as_array_mut().unwrap().pop().unwrap();
+    }
+    assert_eq!(resolved, json!(1));
+}
