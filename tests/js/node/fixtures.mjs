@@ -1,60 +1,12 @@
-// Shared helpers of the Node tests of the kite-wasm npm package.
-//
-// The fixture kites are started by scripts/test-wasm, which passes their URLs in the
-// environment variable KITE_FIXTURES (a JSON object). Without it every test file fails at once
-// with a message saying so.
-//
-// The package is the build in kite-wasm/pkg (scripts/build-wasm); KITE_WASM_PKG may point at
-// another copy of it.
+// Shared helpers of the Node tests of the kite-wasm npm package (the fixtures' URLs and the
+// package itself come from package.mjs).
 
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import path from 'node:path';
 import { after } from 'node:test';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-export const repoRoot = path.resolve(here, '../../..');
+import { fx, repoRoot, pkgDir, Kite, Kontrol } from './package.mjs';
 
-function readFixtures() {
-  const raw = process.env.KITE_FIXTURES;
-  if (!raw) {
-    throw new Error(
-      'KITE_FIXTURES is not set: these tests need the fixture kites, run scripts/test-wasm ' +
-        '(KITE_WASM_ONLY=node scripts/test-wasm for the Node tests only)',
-    );
-  }
-  let urls;
-  try {
-    urls = JSON.parse(raw);
-  } catch (e) {
-    throw new Error(`KITE_FIXTURES is not JSON (${e.message}): run scripts/test-wasm`);
-  }
-  for (const key of ['control', 'math', 'noWebsocket', 'rawWebsocket', 'auth', 'kontrol', 'restart', 'bad']) {
-    if (typeof urls[key] !== 'string') {
-      throw new Error(`KITE_FIXTURES has no "${key}" URL: run scripts/test-wasm`);
-    }
-  }
-  return urls;
-}
-
-/** The fixture URLs: control, math, noWebsocket, rawWebsocket, auth, kontrol, restart, bad. */
-export const fx = readFixtures();
-
-/** The package directory (kite-wasm/pkg unless KITE_WASM_PKG says otherwise). */
-export const pkgDir = path.resolve(process.env.KITE_WASM_PKG || path.join(repoRoot, 'kite-wasm/pkg'));
-
-// Node 20 has no global WebSocket, and the package's own `import('ws')` cannot resolve `ws`
-// from kite-wasm/pkg: give it ours before loading it.
-if (typeof globalThis.WebSocket !== 'function') {
-  globalThis.WebSocket = (await import('ws')).WebSocket;
-}
-
-let pkg;
-try {
-  pkg = await import(pathToFileURL(path.join(pkgDir, 'node/index.js')).href);
-} catch (e) {
-  throw new Error(`cannot load the kite-wasm package from ${pkgDir} (run scripts/build-wasm): ${e.message}`);
-}
-export const { Kite, Kontrol } = pkg;
+export { fx, repoRoot, pkgDir, Kite, Kontrol };
 
 /**
  * How long a test file's process may keep running after its last test. node --test waits for
