@@ -63,28 +63,26 @@ pub enum FrameError {
 
 /// A server → client frame split into its type and its JSON body, not parsed: for drivers that
 /// parse JSON themselves (a browser's `JSON.parse`). [`Frame::decode`] is this plus parsing.
+///
+/// `B` is the body: a `&str` from [`RawFrame::split`], or a driver's own string (a JavaScript
+/// string, say) through [`RawFrame::from_parts`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RawFrame<'a> {
+pub enum RawFrame<B> {
     /// `o`.
     Open,
     /// `h`.
     Heartbeat,
     /// `a[...]`: the body should be a JSON array of strings, each a message.
-    Messages(&'a str),
+    Messages(B),
     /// `m"..."`: the body should be one JSON string.
-    Message(&'a str),
+    Message(B),
     /// `c[code,"reason"]`: the body should be that array.
-    Close(&'a str),
+    Close(B),
 }
 
-impl<'a> RawFrame<'a> {
-    /// Splits a server → client frame (one websocket message, or one line of an XHR body,
-    /// with or without its trailing newline).
-    pub fn split(text: &'a str) -> Result<RawFrame<'a>, FrameError> {
-        let text = text.strip_suffix('\n').unwrap_or(text);
-        let mut chars = text.chars();
-        let kind = chars.next().ok_or(FrameError::Empty)?;
-        let body = chars.as_str();
+impl<B> RawFrame<B> {
+    /// The frame whose first character is `kind`, followed by `body`.
+    pub fn from_parts(kind: char, body: B) -> Result<RawFrame<B>, FrameError> {
         Ok(match kind {
             'o' => RawFrame::Open,
             'h' => RawFrame::Heartbeat,
@@ -93,6 +91,17 @@ impl<'a> RawFrame<'a> {
             'c' => RawFrame::Close(body),
             other => return Err(FrameError::UnknownType(other)),
         })
+    }
+}
+
+impl<'a> RawFrame<&'a str> {
+    /// Splits a server → client frame (one websocket message, or one line of an XHR body,
+    /// with or without its trailing newline).
+    pub fn split(text: &'a str) -> Result<RawFrame<&'a str>, FrameError> {
+        let text = text.strip_suffix('\n').unwrap_or(text);
+        let mut chars = text.chars();
+        let kind = chars.next().ok_or(FrameError::Empty)?;
+        RawFrame::from_parts(kind, chars.as_str())
     }
 }
 

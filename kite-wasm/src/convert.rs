@@ -45,7 +45,7 @@ pub(crate) struct Js(pub(crate) JsValue);
 extern "C" {
     /// `JSON.parse` of a JavaScript string, which stays on the JavaScript side.
     #[wasm_bindgen(js_namespace = JSON, js_name = parse, catch)]
-    fn parse_js(text: &JsValue) -> Result<JsValue, JsValue>;
+    pub(crate) fn parse_js(text: &JsValue) -> Result<JsValue, JsValue>;
 }
 
 impl Js {
@@ -68,10 +68,29 @@ impl Js {
     }
 }
 
+thread_local! {
+    /// The strings every message reads or writes, made into JavaScript strings once: passing a
+    /// Rust string to JavaScript decodes it each time.
+    static COMMON: Vec<(&'static str, JsValue)> = [
+        "method", "arguments", "callbacks", "kite", "authentication", "responseCallback",
+        "withArgs", "error", "result", "[Function]", "type", "message", "code", "id", "key",
+    ]
+    .into_iter()
+    .map(|s| (s, JsValue::from_str(s)))
+    .collect();
+}
+
+/// `s` as a JavaScript string, from [`COMMON`] when it is one of those.
+fn js_str(s: &str) -> JsValue {
+    COMMON
+        .with(|common| common.iter().find(|(c, _)| *c == s).map(|(_, v)| v.clone()))
+        .unwrap_or_else(|| JsValue::from_str(s))
+}
+
 fn key(segment: &Segment) -> JsValue {
     match segment {
         Segment::Index(i) => JsValue::from_f64(*i as f64),
-        Segment::Key(k) => JsValue::from_str(k),
+        Segment::Key(k) => js_str(k),
     }
 }
 
@@ -86,7 +105,7 @@ impl Tree for Js {
     }
 
     fn string(s: &str) -> Self {
-        Js(JsValue::from_str(s))
+        Js(js_str(s))
     }
 
     fn number(n: f64) -> Self {
@@ -100,7 +119,7 @@ impl Tree for Js {
     fn object(entries: Vec<(&str, Self)>) -> Self {
         let object = Object::new();
         for (k, v) in entries {
-            error::set(&object, k, &v.0);
+            let _ = Reflect::set(&object, &js_str(k), &v.0);
         }
         Js(object.into())
     }
@@ -109,7 +128,7 @@ impl Tree for Js {
         if !self.0.is_object() || is_array(&self.0) {
             return None;
         }
-        let key = JsValue::from_str(key);
+        let key = js_str(key);
         // Own members only: a path naming `constructor` or `__proto__` must not reach (or
         // replace) what the object inherits.
         if !Object::has_own(self.0.unchecked_ref::<Object>(), &key) {

@@ -10,6 +10,15 @@ use wasm_bindgen::prelude::*;
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
 use super::frame::{self, Read};
+
+#[wasm_bindgen]
+extern "C" {
+    /// A WebSocket seen only as something to send JavaScript strings on (web-sys's
+    /// `send_with_str` takes a Rust string, which would be one more copy of every frame).
+    type Sender;
+    #[wasm_bindgen(method, catch, js_name = send)]
+    fn send(this: &Sender, data: &JsValue) -> Result<(), JsValue>;
+}
 use super::{Event, Handler, TransportKind, failure};
 
 /// The state shared by the socket's event handlers.
@@ -44,8 +53,7 @@ impl Shared {
             (self.handler)(Event::Messages(vec![data]));
             return;
         }
-        let Some(text) = data.as_string() else { return };
-        match frame::read(&text) {
+        match frame::read(data.unchecked_ref()) {
             Ok(Read::Open) => {
                 if let Some(tx) = self.opened.borrow_mut().take() {
                     let _ = tx.send(Ok(()));
@@ -131,11 +139,11 @@ impl Socket {
         if self.shared.done.get() {
             return;
         }
+        let ws: &Sender = self.ws.unchecked_ref();
         let sent = if self.shared.kind == TransportKind::RawWebSocket {
-            msgs.iter()
-                .try_for_each(|m| self.ws.send_with_str(&m.as_string().unwrap_or_default()))
+            msgs.iter().try_for_each(|m| ws.send(m))
         } else {
-            self.ws.send_with_str(&frame::client_frame(&msgs))
+            ws.send(&frame::client_frame(&msgs))
         };
         if sent.is_err() {
             self.shared.finish(1006, "websocket send failed".into());

@@ -65,7 +65,7 @@ impl Session {
             loop {
                 match lines.next_line().await? {
                     None => return Err(KiteError::generic("xhr-streaming ended before opening")),
-                    Some(line) => match frame::read(&line) {
+                    Some(line) => match frame::read_line(&line) {
                         Ok(Read::Open) => break,
                         Ok(Read::Heartbeat) => continue,
                         _ => return Err(unexpected(&line)),
@@ -76,7 +76,7 @@ impl Session {
         } else {
             let body = inner.poll().await?;
             let mut frames = body.lines();
-            if !matches!(frames.next().map(frame::read), Some(Ok(Read::Open))) {
+            if !matches!(frames.next().map(frame::read_line), Some(Ok(Read::Open))) {
                 return Err(unexpected(&body));
             }
             spawn_local(inner.clone().read_polls());
@@ -148,7 +148,7 @@ impl Inner {
         if self.done.get() || line.is_empty() {
             return;
         }
-        match frame::read(line) {
+        match frame::read_line(line) {
             Ok(Read::Open) => {}
             Ok(Read::Heartbeat) => (self.handler)(Event::Heartbeat),
             Ok(Read::Messages(msgs)) => (self.handler)(Event::Messages(msgs)),
@@ -161,7 +161,7 @@ impl Inner {
     async fn post(
         &self,
         suffix: &str,
-        body: Option<String>,
+        body: Option<JsValue>,
         receiving: bool,
     ) -> Result<Response, KiteError> {
         let url = format!("{}/{suffix}", self.url);
