@@ -38,21 +38,25 @@ pub struct Received<T> {
 }
 
 impl<T: Tree> Received<T> {
-    /// The subtree at `prefix` of `root`, with the callbacks under it (`null` if there is none).
-    fn under(root: &T, callbacks: &[(u64, Path)], prefix: &[Segment]) -> Self {
-        let Some(value) = at(root, prefix) else {
-            return Received {
-                value: T::null(),
-                callbacks: Vec::new(),
-            };
-        };
-        let callbacks = callbacks
+    /// The subtree at `prefix`, with the callbacks under it; `None` if there is no such node.
+    fn under(&self, prefix: &[Segment]) -> Option<Self> {
+        let value = at(&self.value, prefix)?;
+        let callbacks = self
+            .callbacks
             .iter()
-            .filter_map(|(id, path)| {
+            .filter_map(|(path, id)| {
                 crate::dnode::path::strip_prefix(path, prefix).map(|rest| (rest.to_vec(), *id))
             })
             .collect();
-        Received { value, callbacks }
+        Some(Received { value, callbacks })
+    }
+
+    /// [`Received::under`], `null` when there is no such node.
+    fn under_or_null(&self, prefix: &[Segment]) -> Self {
+        self.under(prefix).unwrap_or_else(|| Received {
+            value: T::null(),
+            callbacks: Vec::new(),
+        })
     }
 
     /// Made an argument list: a list stays, `null` becomes `[]`, anything else `[value]` (Go
@@ -82,16 +86,8 @@ impl<T: Tree> Received<T> {
 
     /// Item `index` of a list, with its callbacks.
     pub fn item(&self, index: usize) -> Option<Received<T>> {
-        let value = self.value.item(index)?;
-        let prefix = [Segment::Index(index)];
-        let callbacks = self
-            .callbacks
-            .iter()
-            .filter_map(|(path, id)| {
-                crate::dnode::path::strip_prefix(path, &prefix).map(|rest| (rest.to_vec(), *id))
-            })
-            .collect();
-        Some(Received { value, callbacks })
+        self.value.list_len()?;
+        self.under(&[Segment::Index(index)])
     }
 
     /// The length of a list (0 for anything else).
@@ -280,20 +276,20 @@ impl<P, F: Clone> TreeConnection<P, F> {
         &mut self,
         message: &T,
     ) -> Result<TreeIncoming<T, P, F>, ProtocolError> {
-        let (method, arguments, callbacks) = decode(message)?;
+        let (method, arguments) = decode(message)?;
         match method {
             Method::Callback(id) => Ok(match self.table.take(id) {
                 Some(Entry::Pending(pending)) => TreeIncoming::Response {
                     pending,
-                    result: response(Received::under(&arguments, &callbacks, &[]).into_list()),
+                    result: response(arguments.into_list()),
                 },
                 Some(Entry::Callback(function)) => TreeIncoming::Callback {
                     function,
-                    args: Received::under(&arguments, &callbacks, &[]).into_list(),
+                    args: arguments.into_list(),
                 },
                 None => TreeIncoming::UnknownCallback(id),
             }),
-            Method::Name(method) => Ok(request(method, &arguments, &callbacks)),
+            Method::Name(method) => Ok(request(method, &arguments)),
         }
     }
 
@@ -351,8 +347,8 @@ fn exact_u64(n: f64) -> Option<u64> {
     (n >= 0.0 && n.fract() == 0.0 && n < MAX_EXACT).then_some(n as u64)
 }
 
-/// A message's method, arguments and callbacks.
-type Envelope<T> = (Method, T, Vec<(u64, Path)>);
+/// A message's method, and its arguments with the callbacks in them.
+type Envelope<T> = (Method, Received<T>);
 
 /// Checks the envelope of a dnode message: method, arguments (`null` when missing),
 /// callbacks (in the document's key order, which for a JavaScript object is ascending id), with
@@ -383,11 +379,11 @@ fn decode<T: Tree>(message: &T) -> Result<Envelope<T>, ProtocolError> {
                     "the path of callback {id} is not a list of keys and indices"
                 ))
             })?;
-            callbacks.push((id, path));
+            callbacks.push((path, id));
         }
     }
-    let arguments = message.get("arguments").unwrap_or_else(T::null);
-    Ok((method, arguments, callbacks))
+    let value = message.get("arguments").unwrap_or_else(T::null);
+    Ok((method, Received { value, callbacks }))
 }
 
 /// A callback path: strings (keys, or indices as Kite.js sends them) and non-negative integers.
@@ -405,21 +401,18 @@ fn path<T: Tree>(list: &T) -> Option<Path> {
 }
 
 /// A request: exactly one options object, its identity, credentials and `withArgs`.
-fn request<T: Tree, P, F>(
-    method: String,
-    arguments: &T,
-    callbacks: &[(u64, Path)],
-) -> TreeIncoming<T, P, F> {
+fn request<T: Tree, P, F>(method: String, arguments: &Received<T>) -> TreeIncoming<T, P, F> {
     let response_path = [Segment::Index(0), Segment::Key(RESPONSE_CALLBACK.into())];
     // Several at that path (a confused peer): the lowest id, as the text connection picks.
-    let response = callbacks
+    let response = arguments
+        .callbacks
         .iter()
-        .filter(|(_, p)| {
+        .filter(|(p, _)| {
             p.len() == 2 && crate::dnode::path::strip_prefix(p, &response_path).is_some()
         })
-        .map(|(id, _)| *id)
+        .map(|(_, id)| *id)
         .min();
-    let options = match (arguments.list_len(), arguments.item(0)) {
+    let options = match (arguments.value.list_len(), arguments.value.item(0)) {
         (Some(1), Some(options)) if options.is_object() => options,
         (len, _) => {
             let what = match len {
@@ -459,7 +452,7 @@ fn request<T: Tree, P, F>(
         method,
         kite,
         auth,
-        args: Received::under(arguments, callbacks, &prefix).into_list(),
+        args: arguments.under_or_null(&prefix).into_list(),
         response,
     }))
 }
@@ -494,8 +487,7 @@ fn response<T: Tree>(args: Received<T>) -> Result<Received<T>, KiteError> {
                 .map_err(|why| invalid(format!("malformed error in response: {why}")))?,
         });
     }
-    let callbacks: Vec<(u64, Path)> = args.callbacks.into_iter().map(|(p, id)| (id, p)).collect();
-    Ok(Received::under(arguments, &callbacks, &prefix))
+    Ok(args.under_or_null(&prefix))
 }
 
 #[cfg(test)]
