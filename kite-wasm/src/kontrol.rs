@@ -73,16 +73,7 @@ impl Kontrol {
     #[wasm_bindgen(js_name = fetchKites)]
     pub fn fetch_kites(&self, args: JsValue) -> Promise {
         let kontrol = self.kite.clone();
-        future_to_promise(async move {
-            let kites = fetch(&kontrol, &args, None)
-                .await
-                .map_err(|e| error::to_js(&e))?;
-            Ok(kites
-                .into_iter()
-                .map(JsValue::from)
-                .collect::<Array>()
-                .into())
-        })
+        future_to_promise(async move { fetch_list(&kontrol, &args, None).await })
     }
 
     /// Like `fetchKites`, resolving with the first kite found.
@@ -161,17 +152,24 @@ impl Kontrol {
             }
         });
         let callback = on_event.into_js_value();
-        future_to_promise(async move {
-            let kites = fetch(&kontrol, &args, Some(callback))
-                .await
-                .map_err(|e| error::to_js(&e))?;
-            Ok(kites
-                .into_iter()
-                .map(JsValue::from)
-                .collect::<Array>()
-                .into())
-        })
+        future_to_promise(async move { fetch_list(&kontrol, &args, Some(callback)).await })
     }
+}
+
+/// [`fetch`] as what a promise resolves with: an array of `Kite`s, or a `KiteError`.
+async fn fetch_list(
+    kontrol: &Rc<Inner>,
+    args: &JsValue,
+    watch: Option<JsValue>,
+) -> Result<JsValue, JsValue> {
+    let kites = fetch(kontrol, args, watch)
+        .await
+        .map_err(|e| error::to_js(&e))?;
+    Ok(kites
+        .into_iter()
+        .map(JsValue::from)
+        .collect::<Array>()
+        .into())
 }
 
 /// `getKites` with `args` (and a watch callback), as unconnected kites.

@@ -214,21 +214,37 @@ struct Info {
     websocket: bool,
 }
 
-async fn fetch_info(url: &str) -> Result<Info, KiteError> {
-    let response = gloo_net::http::Request::get(&format!("{url}/info"))
+/// Sends `request` to `url`; an error for a failed request or a status other than 2xx.
+pub(crate) async fn send_ok(
+    request: gloo_net::http::Request,
+    url: &str,
+) -> Result<gloo_net::http::Response, KiteError> {
+    let response = request
         .send()
         .await
-        .map_err(|e| KiteError::generic(format!("{url}/info: {e}")))?;
+        .map_err(|e| KiteError::generic(format!("{url}: {e}")))?;
     if !response.ok() {
         return Err(KiteError::generic(format!(
-            "{url}/info: HTTP {}",
+            "{url}: HTTP {}",
             response.status()
         )));
     }
+    Ok(response)
+}
+
+async fn fetch_info(url: &str) -> Result<Info, KiteError> {
+    let info_url = format!("{url}/info");
+    let response = send_ok(
+        gloo_net::http::Request::get(&info_url)
+            .build()
+            .map_err(|e| KiteError::generic(format!("{info_url}: {e}")))?,
+        &info_url,
+    )
+    .await?;
     let text = response
         .text()
         .await
-        .map_err(|e| KiteError::generic(format!("{url}/info: {e}")))?;
+        .map_err(|e| KiteError::generic(format!("{info_url}: {e}")))?;
     let value = js_sys::JSON::parse(&text)
         .ok()
         .filter(wasm_bindgen::JsValue::is_object)

@@ -176,17 +176,7 @@ impl Inner {
             None => builder.build(),
         }
         .map_err(|e| KiteError::generic(format!("{url}: {e}")))?;
-        let response = request
-            .send()
-            .await
-            .map_err(|e| KiteError::generic(format!("{url}: {e}")))?;
-        if !response.ok() {
-            return Err(KiteError::generic(format!(
-                "{url}: HTTP {}",
-                response.status()
-            )));
-        }
-        Ok(response)
+        super::send_ok(request, &url).await
     }
 
     /// One `xhr` poll: its frames, one per line.
