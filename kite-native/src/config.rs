@@ -65,6 +65,68 @@ pub struct Config {
     /// [`crate::Kite::register_forever`] registers the kite with that proxy and its public
     /// `/proxy/<id>` URL with Kontrol (see [`crate::Kite::register_to_proxy`]).
     pub proxy_url: String,
+    /// Budgets for what peers can make this kite hold (connections, sessions, queued bytes,
+    /// calls in flight, callbacks), each with its outcome when exceeded: see [`Limits`].
+    pub limits: Limits,
+}
+
+/// What peers can make a kite hold, and the outcome past each budget.
+///
+/// Every resource a peer can make a kite keep (a connection, a session, bytes waiting for the
+/// peer to read them, calls being served, functions registered for the peer to call) has a
+/// budget here. The defaults suit a kite on a public network serving up to thousands of peers;
+/// raise the per-address ones for a kite behind a reverse proxy on the same host (every peer
+/// then comes from one address). `docs/SECURITY.md` lists each limit with its outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of messages queued for one session that the peer has not taken yet (16 MiB). A
+    /// peer that stops reading while asking for answers is closed past this budget, and what
+    /// was queued for it is dropped.
+    pub max_queued_bytes: usize,
+    /// Sessions of the SockJS HTTP transports (xhr-polling, xhr-streaming, eventsource,
+    /// htmlfile, JSONP) alive at once (16,384); a new one past it is refused with 503.
+    pub max_sessions: usize,
+    /// The same, from one remote address (2,048).
+    pub max_sessions_per_ip: usize,
+    /// Websocket connections (SockJS and raw) open at once (16,384); an upgrade past it is
+    /// refused with 503.
+    pub max_websockets: usize,
+    /// The same, from one remote address (4,096).
+    pub max_websockets_per_ip: usize,
+    /// TCP connections the HTTP server holds at once (16,384); connections past it are closed
+    /// as soon as they are accepted.
+    pub max_connections: usize,
+    /// The same, from one remote address (4,096).
+    pub max_connections_per_ip: usize,
+    /// Time a client has to send a request's whole header once it starts one (15 s); the
+    /// connection is closed after it (slowloris).
+    pub header_read_timeout: std::time::Duration,
+    /// Time an HTTP connection may sit idle between requests (60 s).
+    pub idle_timeout: std::time::Duration,
+    /// Requests of one connection being served at once (1,024); more are answered at once with
+    /// a `requestLimitError`.
+    pub max_calls_in_flight: usize,
+    /// Functions this kite has sent on one connection and keeps for the peer to call (10,000);
+    /// a call or answer that would send more fails with a `requestLimitError`.
+    pub max_callbacks: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_queued_bytes: 16 << 20,
+            max_sessions: 16_384,
+            max_sessions_per_ip: 2_048,
+            max_websockets: 16_384,
+            max_websockets_per_ip: 4_096,
+            max_connections: 16_384,
+            max_connections_per_ip: 4_096,
+            header_read_timeout: std::time::Duration::from_secs(15),
+            idle_timeout: std::time::Duration::from_secs(60),
+            max_calls_in_flight: 1_024,
+            max_callbacks: 10_000,
+        }
+    }
 }
 
 /// PEM certificate chain and private key files for serving over TLS.
@@ -101,6 +163,7 @@ impl Default for Config {
             verify_ttl: Duration::from_secs(300),
             tls: None,
             proxy_url: String::new(),
+            limits: Limits::default(),
         }
     }
 }

@@ -54,7 +54,7 @@ pub mod transport;
 mod tunnel;
 
 pub use client::Client;
-pub use config::Config;
+pub use config::{Config, Limits};
 pub use kite::{Authenticator, Error, Kite, LISTEN_BACKLOG, listen};
 pub use method::{Method, MethodHandling};
 pub use request::Request;
