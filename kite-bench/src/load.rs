@@ -81,10 +81,15 @@ pub fn kite_request_frame(payload: Payload) -> String {
     let mut conn: kite_core::Connection<()> = kite_core::Connection::new();
     let me = bench_kite().identity();
     let (method, args) = match payload {
-        Payload::Square => ("square", kite_core::dnode::scrub_args(&(4.0,))),
-        Payload::Bytes(n) => ("echo", kite_core::dnode::scrub_args(&(payload_string(n),))),
+        Payload::Square => ("square", kite_core::Value::from_serialize(&(4.0,))),
+        Payload::Bytes(n) => (
+            "echo",
+            kite_core::Value::from_serialize(&(payload_string(n),)),
+        ),
     };
-    let (_, text) = conn.request(method, me, None, args.expect("plain arguments"), ());
+    let (_, text) = conn
+        .request(method, me, None, args.expect("plain arguments"), ())
+        .expect("no functions to limit");
     kite_core::sockjs::encode_client_frame([text.as_str()])
 }
 

@@ -10,14 +10,19 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use kite_core::dnode::{CallbackSink, Scrubbed, scrub_args};
+use kite_core::dnode::{CallbackSink, IntoValue, Value};
 use kite_core::sockjs::{self, Frame};
-use kite_core::{Callback, Connection, Incoming, Kite, KiteError, RequestHead};
+use kite_core::{Callback, Connection, Incoming, Kite, KiteError, RequestHead, value};
 use serde::{Deserialize, Serialize};
+
+/// The argument list of a call, as the native client makes it.
+fn args(v: impl IntoValue) -> Value {
+    v.into_value().unwrap().into_list()
+}
 
 struct Nowhere;
 impl CallbackSink for Nowhere {
-    fn invoke(&self, _id: u64, _args: Scrubbed) -> Result<(), KiteError> {
+    fn invoke(&self, _id: u64, _args: Value) -> Result<(), KiteError> {
         Ok(())
     }
 }
@@ -39,7 +44,8 @@ fn caller() -> Kite {
 fn square_request() -> String {
     let mut conn: Connection<()> = Connection::new();
     let head = RequestHead::new(&caller(), None);
-    conn.request_with_head("square", &head, scrub_args(&(4.0,)).unwrap(), ())
+    conn.request_with_head("square", &head, args((4.0,)), ())
+        .unwrap()
         .1
 }
 
@@ -50,12 +56,9 @@ fn request(c: &mut Criterion) {
     g.bench_function("encode square (client)", |b| {
         let mut conn: Connection<()> = Connection::new();
         b.iter(|| {
-            let (id, text) = conn.request_with_head(
-                "square",
-                &head,
-                scrub_args(&(black_box(4.0),)).unwrap(),
-                (),
-            );
+            let (id, text) = conn
+                .request_with_head("square", &head, args((black_box(4.0),)), ())
+                .unwrap();
             conn.cancel(id);
             text
         })
@@ -63,8 +66,9 @@ fn request(c: &mut Criterion) {
     g.bench_function("encode square quoted, as SockJS clients send it", |b| {
         let mut conn: Connection<()> = Connection::new();
         b.iter(|| {
-            let (id, text) =
-                conn.request_quoted("square", &head, scrub_args(&(black_box(4.0),)).unwrap(), ());
+            let (id, text) = conn
+                .request_quoted("square", &head, args((black_box(4.0),)), ())
+                .unwrap();
             conn.cancel(id);
             text
         })
@@ -88,7 +92,7 @@ fn response(c: &mut Criterion) {
     let mut g = c.benchmark_group("response");
     g.bench_function("encode 16 (server)", |b| {
         let mut conn: Connection<()> = Connection::new();
-        b.iter(|| conn.respond(7, Ok(Scrubbed::plain(black_box(16.0).into()))))
+        b.iter(|| conn.respond(7, Ok(Value::from_json(black_box(16.0).into()))))
     });
     g.bench_function("decode 16 (client)", |b| {
         let text = r#"{"method":0,"arguments":[{"error":null,"result":16}],"callbacks":{}}"#;
@@ -96,7 +100,8 @@ fn response(c: &mut Criterion) {
             // Each answer finds its call waiting, as on a live connection.
             || {
                 let mut conn: Connection<u32> = Connection::new();
-                conn.request("square", &Kite::default(), None, Scrubbed::default(), 1);
+                conn.request("square", &Kite::default(), None, Value::null(), 1)
+                    .unwrap();
                 conn
             },
             |mut conn| {
@@ -111,14 +116,10 @@ fn response(c: &mut Criterion) {
     g.finish();
 }
 
-/// Arguments with functions inside, as a user writes them.
+/// The data of arguments with functions inside, as a user writes them.
 #[derive(Serialize, Deserialize)]
 struct Job {
     name: String,
-    #[serde(rename = "onProgress")]
-    on_progress: Callback,
-    #[serde(rename = "onDone")]
-    on_done: Callback,
     sizes: Vec<u32>,
 }
 
@@ -126,28 +127,38 @@ fn callbacks(c: &mut Criterion) {
     let sink: Arc<dyn CallbackSink> = Arc::new(Nowhere);
     let job = Job {
         name: "resize".into(),
-        on_progress: Callback::new(|_| {}),
-        on_done: Callback::new(|_| {}),
         sizes: vec![16, 32, 64],
     };
+    let (on_progress, on_done) = (Callback::new(|_| {}), Callback::new(|_| {}));
+    let build = |job: &Job| value!([{"name": &job.name, "sizes": &job.sizes, "onProgress": &on_progress, "onDone": &on_done}]);
     let mut g = c.benchmark_group("callbacks");
-    g.bench_function("scrub two functions", |b| {
-        b.iter(|| scrub_args(&(black_box(&job),)).unwrap())
+    g.bench_function("build a value with two functions", |b| {
+        b.iter(|| build(black_box(&job)))
     });
     let mut conn: Connection<()> = Connection::new();
     let head = RequestHead::new(&caller(), None);
     let text = conn
-        .request_with_head("longJob", &head, scrub_args(&(&job,)).unwrap(), ())
+        .request_with_head("longJob", &head, build(&job), ())
+        .unwrap()
         .1;
-    g.bench_function("unscrub two functions (decode into Callback fields)", |b| {
-        let mut server: Connection<()> = Connection::new();
-        b.iter(|| {
-            let Ok(Incoming::Request(req)) = server.receive(black_box(&text), &sink) else {
-                unreachable!()
-            };
-            req.args.one::<Job>().unwrap()
-        })
-    });
+    g.bench_function(
+        "receive two functions (decode the data, take the functions)",
+        |b| {
+            let mut server: Connection<()> = Connection::new();
+            b.iter(|| {
+                let Ok(Incoming::Request(req)) = server.receive(black_box(&text), &sink) else {
+                    unreachable!()
+                };
+                let job: Job = req.args.one().unwrap();
+                let progress = req
+                    .args
+                    .callback_at(&[0.into(), "onProgress".into()])
+                    .unwrap();
+                let done = req.args.callback_at(&[0.into(), "onDone".into()]).unwrap();
+                (job, progress, done)
+            })
+        },
+    );
     g.finish();
 }
 
@@ -158,7 +169,8 @@ fn square_request_with_token(len: usize) -> String {
     let token: String = "eyJhbGciOiJSUzI1NiJ9-_".chars().cycle().take(len).collect();
     let auth = kite_core::Auth::new("token", token);
     let head = RequestHead::new(&caller(), Some(&auth));
-    conn.request_with_head("square", &head, scrub_args(&(4.0,)).unwrap(), ())
+    conn.request_with_head("square", &head, args((4.0,)), ())
+        .unwrap()
         .1
 }
 

@@ -2,32 +2,34 @@
 //!
 //! A driver (tokio in kite-native, the browser in kite-wasm) owns the socket and a
 //! `Connection`. It passes every incoming dnode message to [`Connection::receive`] and sends the
-//! text that [`Connection::request`] and [`Connection::invoke`] return. The connection assigns
-//! callback ids, matches responses to calls and frees answered response callbacks.
+//! text that [`Connection::request`], [`Connection::invoke`] and [`Connection::respond`]
+//! return. The connection assigns callback ids, matches responses to calls, frees answered
+//! response callbacks, and enforces the per-connection [`Limits`]: calls of the peer in flight,
+//! and functions kept for the peer to call.
 //!
 //! ```
 //! use std::sync::Arc;
 //! use kite_core::connection::{Connection, Incoming};
-//! use kite_core::dnode::{scrub_args, CallbackSink, Scrubbed};
+//! use kite_core::dnode::{CallbackSink, Value};
 //! use kite_core::{Kite, KiteError};
 //!
 //! struct Nowhere;
 //! impl CallbackSink for Nowhere {
-//!     fn invoke(&self, _id: u64, _args: Scrubbed) -> Result<(), KiteError> { Ok(()) }
+//!     fn invoke(&self, _id: u64, _args: Value) -> Result<(), KiteError> { Ok(()) }
 //! }
 //! let sink: Arc<dyn CallbackSink> = Arc::new(Nowhere);
 //!
 //! // The client sends a request...
 //! let mut client: Connection<&str> = Connection::new();
 //! let me = Kite::new("second", "1.0.0");
-//! let (_, text) = client.request("square", &me, None, scrub_args(&(4,)).unwrap(), "call #1");
+//! let args = kite_core::value!([4]);
+//! let (_, text) = client.request("square", &me, None, args, "call #1").unwrap();
 //!
 //! // ...the server decodes it and answers through the response callback...
 //! let mut server: Connection<()> = Connection::new();
 //! let Incoming::Request(req) = server.receive(&text, &sink).unwrap() else { panic!() };
 //! let n: f64 = req.args.one().unwrap();
-//! let reply = kite_core::envelope::response_args(Ok(Scrubbed::plain((n * n).into())));
-//! let answer = server.invoke(req.response.unwrap().remote_id().unwrap(), reply);
+//! let answer = server.respond(req.response_id().unwrap(), Ok(kite_core::value!(n * n)));
 //! assert_eq!(answer, r#"{"method":0,"arguments":[{"error":null,"result":16}],"callbacks":{}}"#);
 //!
 //! // ...and the client matches the answer to its call.
@@ -37,20 +39,76 @@
 //! ```
 
 use std::sync::Arc;
-
-use serde_json::Value;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::dnode::{
-    Args, Callback, CallbackSink, CallbackTable, Entry, Method, Path, RawMessage, Scrubbed,
-    Segment, encode_with, only_response_callback,
+    Callback, CallbackSink, CallbackTable, Entry, Json, Method, Path, RawMessage, Segment, Value,
+    encode_with, only_response_callback, write_json,
 };
-use crate::envelope::{Auth, Request, RequestHead, parse_response};
-use crate::error::{KiteError, ProtocolError};
+use crate::envelope::{Auth, Request, RequestHead};
+use crate::error::{ErrorKind, KiteError, ProtocolError};
 use crate::identity::Kite;
 use crate::json;
+
+/// Budgets of one connection, enforced by [`Connection`] and
+/// [`crate::tree::TreeConnection`] alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests of the peer being served at once (default 1,024). A request past it is
+    /// answered at once with a `requestLimitError` ([`Incoming::InvalidRequest`]); a slot is
+    /// free again when the [`InFlight`] of a request being served is dropped.
+    pub max_calls_in_flight: usize,
+    /// Functions kept for the peer to call (default [`crate::dnode::DEFAULT_MAX_FUNCTIONS`],
+    /// 10,000). A call, invocation or answer that would keep more fails with a
+    /// `requestLimitError` (an answer is replaced by that error).
+    pub max_functions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_calls_in_flight: 1_024,
+            max_functions: crate::dnode::DEFAULT_MAX_FUNCTIONS,
+        }
+    }
+}
+
+/// A request of the peer being served. Its slot among [`Limits::max_calls_in_flight`] is free
+/// again when this is dropped: keep it until the answer is sent.
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    pub(crate) fn take(counter: &Arc<AtomicUsize>, limit: usize) -> Option<InFlight> {
+        let mut now = counter.load(Ordering::Relaxed);
+        loop {
+            if now >= limit {
+                return None;
+            }
+            match counter.compare_exchange_weak(now, now + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Some(InFlight(counter.clone())),
+                Err(seen) => now = seen,
+            }
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The `requestLimitError` of a request past [`Limits::max_calls_in_flight`].
+pub(crate) fn too_many_calls(limit: usize) -> KiteError {
+    KiteError::new(
+        ErrorKind::RequestLimit,
+        format!("too many calls in flight on this connection (limit {limit})"),
+    )
+}
 
 /// What an incoming message means.
 #[derive(Debug)]
@@ -62,16 +120,17 @@ pub enum Incoming<P> {
         /// The driver's handle given to [`Connection::request`].
         pending: P,
         /// The result, or the error the peer sent (or `invalidResponse`).
-        result: Result<Args, KiteError>,
+        result: Result<Value, KiteError>,
     },
     /// The peer invokes a function we sent.
     Callback {
         /// The function.
         callback: Callback,
-        /// Its arguments.
-        args: Args,
+        /// Its arguments, a list.
+        args: Value,
     },
-    /// A request we cannot run; if the peer gave a response callback, answer with `error`.
+    /// A request we cannot run (malformed, or past [`Limits::max_calls_in_flight`]); if the
+    /// peer gave a response callback, answer with `error`.
     InvalidRequest {
         /// Where to send the error, if anywhere.
         response: Option<Callback>,
@@ -88,6 +147,9 @@ pub enum Incoming<P> {
 #[derive(Debug)]
 pub struct Connection<P> {
     table: CallbackTable<P>,
+    limits: Limits,
+    /// Requests of the peer being served now.
+    in_flight: Arc<AtomicUsize>,
     /// The last caller identity decoded, with its JSON text: a peer sends the same identity
     /// with every request, so it is parsed once per connection.
     caller: Option<(Box<str>, Arc<Kite>)>,
@@ -97,33 +159,52 @@ pub struct Connection<P> {
 
 impl<P> Default for Connection<P> {
     fn default() -> Self {
+        Connection::with_limits(Limits::default())
+    }
+}
+
+const RESPONSE_CALLBACK: &str = "responseCallback";
+
+fn response_path() -> Path {
+    vec![Segment::Index(0), Segment::Key(RESPONSE_CALLBACK.into())]
+}
+
+impl<P> Connection<P> {
+    /// A fresh connection with the default [`Limits`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A fresh connection with these budgets.
+    pub fn with_limits(limits: Limits) -> Self {
         Connection {
-            table: CallbackTable::new(),
+            table: CallbackTable::with_limit(limits.max_functions),
+            limits,
+            in_flight: Arc::default(),
             caller: None,
             credentials: None,
         }
     }
-}
 
-impl<P> Connection<P> {
-    /// A fresh connection.
-    pub fn new() -> Self {
-        Self::default()
+    /// This connection's budgets.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// Encodes a call of `method` and registers its response slot holding `pending`.
     /// Returns the response callback id (for [`Connection::cancel`]) and the message text, in
     /// Go's exact layout: `{"method":..,"arguments":[{"kite":..,"authentication":..,
     /// "responseCallback":"[Function]","withArgs":[..]}],"callbacks":{"0":[0,"responseCallback"]}}`.
-    /// `args` should be a list ([`crate::dnode::scrub_args`] makes one).
+    /// `args` should be a list ([`Value::into_list`] makes one). Fails (`requestLimitError`)
+    /// when its functions would pass [`Limits::max_functions`]; nothing is registered then.
     pub fn request(
         &mut self,
         method: &str,
         kite: &Kite,
         auth: Option<&Auth>,
-        args: Scrubbed,
+        args: Value,
         pending: P,
-    ) -> (u64, String) {
+    ) -> Result<(u64, String), KiteError> {
         self.request_with_head(method, &RequestHead::new(kite, auth), args, pending)
     }
 
@@ -132,11 +213,11 @@ impl<P> Connection<P> {
         &mut self,
         method: &str,
         head: &RequestHead,
-        args: Scrubbed,
+        args: Value,
         pending: P,
-    ) -> (u64, String) {
-        let id = self.table.insert_pending(pending);
-        let callbacks = self.request_callbacks(id, args.callbacks);
+    ) -> Result<(u64, String), KiteError> {
+        let (json, functions) = args.into_parts();
+        let (id, callbacks) = self.request_callbacks(functions, pending)?;
         let head = head.as_bytes();
         let text = encode_with(
             &Method::Name(method.to_owned()),
@@ -145,12 +226,11 @@ impl<P> Connection<P> {
             |out| {
                 out.push(b'[');
                 out.extend_from_slice(head);
-                // Serializing plain data cannot fail.
-                json::write_value(out, &args.value);
+                write_json(out, &json);
                 out.extend_from_slice(b"}]");
             },
         );
-        (id, text)
+        Ok((id, text))
     }
 
     /// [`Connection::request_with_head`] encoded the way a SockJS frame carries it: as one JSON
@@ -160,11 +240,11 @@ impl<P> Connection<P> {
         &mut self,
         method: &str,
         head: &RequestHead,
-        args: Scrubbed,
+        args: Value,
         pending: P,
-    ) -> (u64, String) {
-        let id = self.table.insert_pending(pending);
-        let callbacks = self.request_callbacks(id, args.callbacks);
+    ) -> Result<(u64, String), KiteError> {
+        let (json, functions) = args.into_parts();
+        let (id, callbacks) = self.request_callbacks(functions, pending)?;
         let mut plain = Vec::with_capacity(64);
         plain.extend_from_slice(b"{\"method\":");
         json::write_str(&mut plain, method);
@@ -174,106 +254,168 @@ impl<P> Connection<P> {
         json::write_contents(&mut out, std::str::from_utf8(&plain).unwrap_or_default());
         out.extend_from_slice(head.quoted_bytes());
         plain.clear();
-        // Serializing plain data cannot fail.
-        json::write_value(&mut plain, &args.value);
+        write_json(&mut plain, &json);
         plain.extend_from_slice(b"}],");
         crate::dnode::write_callbacks(&mut plain, &callbacks);
         plain.push(b'}');
         json::write_contents(&mut out, std::str::from_utf8(&plain).unwrap_or_default());
         out.push(b'"');
-        (id, String::from_utf8(out).expect("JSON output is UTF-8"))
+        Ok((id, String::from_utf8(out).expect("JSON output is UTF-8")))
     }
 
-    /// The callbacks of a request: its response callback `id`, then the functions in `args`.
-    fn request_callbacks(&mut self, id: u64, functions: Vec<(Path, Callback)>) -> Vec<(u64, Path)> {
+    /// Registers the functions of a request's arguments, then its response slot: the
+    /// callbacks of the message, response callback first.
+    fn request_callbacks(
+        &mut self,
+        functions: Vec<(Path, Callback)>,
+        pending: P,
+    ) -> Result<(u64, Vec<(u64, Path)>), KiteError> {
+        // Go gives the response callback the first id, then the functions inside `withArgs`.
+        self.table.check_room(&functions)?;
+        let id = self.table.insert_pending(pending);
+        let ids = self.table.register_all(&functions)?;
         let mut callbacks: Vec<(u64, Path)> = Vec::with_capacity(1 + functions.len());
-        callbacks.push((
-            id,
-            vec![Segment::Index(0), Segment::Key("responseCallback".into())],
-        ));
-        for (mut path, cb) in functions {
+        callbacks.push((id, response_path()));
+        for ((mut path, _), fid) in functions.into_iter().zip(ids) {
             path.splice(0..0, [Segment::Index(0), Segment::Key("withArgs".into())]);
-            callbacks.push((self.table.register(&cb), path));
+            callbacks.push((fid, path));
         }
-        callbacks
+        Ok((id, callbacks))
     }
 
     /// Encodes an invocation of the peer's callback `id` (a response, or any function the peer
-    /// sent) with `args` as the argument list.
-    pub fn invoke(&mut self, id: u64, args: Scrubbed) -> String {
-        let callbacks: Vec<(u64, Path)> = args
-            .callbacks
-            .into_iter()
-            .map(|(path, cb)| (self.table.register(&cb), path))
-            .collect();
-        let arguments = crate::dnode::normalize_args(args.value);
-        encode_with(&Method::Callback(id), &callbacks, 64, |out| {
-            json::write_value(out, &arguments)
-        })
+    /// sent) with `args` as the argument list. Fails (`requestLimitError`) when its functions
+    /// would pass [`Limits::max_functions`].
+    pub fn invoke(&mut self, id: u64, args: Value) -> Result<String, KiteError> {
+        let (json, functions) = args.into_list().into_parts();
+        let callbacks = self.register(functions, &[])?;
+        Ok(encode_with(&Method::Callback(id), &callbacks, 64, |out| {
+            write_json(out, &json)
+        }))
     }
 
     /// Encodes the answer to a request whose response callback is the peer's `id`:
-    /// `{"method":id,"arguments":[{"error":..,"result":..}],"callbacks":{..}}`, the same text as
-    /// [`Connection::invoke`] with [`crate::envelope::response_args`], written directly.
-    pub fn respond(&mut self, id: u64, result: Result<Scrubbed, KiteError>) -> String {
-        let (error, result) = match result {
-            Ok(s) => (None, s),
-            Err(e) => (Some(e), Scrubbed::plain(Value::Null)),
+    /// `{"method":id,"arguments":[{"error":..,"result":..}],"callbacks":{..}}`. A result whose
+    /// functions would pass [`Limits::max_functions`] is answered with that
+    /// `requestLimitError` instead.
+    pub fn respond(&mut self, id: u64, result: Result<Value, KiteError>) -> String {
+        let prefix = [Segment::Index(0), Segment::Key("result".into())];
+        let (error, json, callbacks) = match result {
+            Ok(value) => {
+                let (json, functions) = value.into_parts();
+                match self.register(functions, &prefix) {
+                    Ok(callbacks) => (None, json, callbacks),
+                    Err(e) => (Some(e), Json::default(), Vec::new()),
+                }
+            }
+            Err(e) => (Some(e), Json::default(), Vec::new()),
         };
-        let callbacks: Vec<(u64, Path)> = result
-            .callbacks
-            .into_iter()
-            .map(|(mut path, cb)| {
-                path.splice(0..0, [Segment::Index(0), Segment::Key("result".into())]);
-                (self.table.register(&cb), path)
-            })
-            .collect();
         encode_with(&Method::Callback(id), &callbacks, 64, |out| {
             out.extend_from_slice(b"[{\"error\":");
             // Serializing plain data cannot fail.
             let _ = json::write_into(out, &error);
             out.extend_from_slice(b",\"result\":");
-            json::write_value(out, &result.value);
+            write_json(out, &json);
             out.extend_from_slice(b"}]");
         })
+    }
+
+    /// Gives each function an id, its path put under `prefix`.
+    fn register(
+        &mut self,
+        functions: Vec<(Path, Callback)>,
+        prefix: &[Segment],
+    ) -> Result<Vec<(u64, Path)>, KiteError> {
+        let ids = self.table.register_all(&functions)?;
+        Ok(functions
+            .into_iter()
+            .zip(ids)
+            .map(|((path, _), id)| {
+                let mut full = prefix.to_vec();
+                full.extend(path);
+                (id, full)
+            })
+            .collect())
     }
 
     /// Decodes one incoming message. Functions inside it become remote [`Callback`]s that send
     /// through `sink`. Errors mean the message is unusable and there is no one to answer.
     ///
-    /// The common shapes (a request whose only function is its response callback, a response
-    /// or callback invocation without functions) are decoded straight from the text: their
-    /// arguments stay JSON text until a handler decodes them into its own types. Anything
-    /// else goes through a parsed [`Value`]; both give the same results, except that a number
-    /// too large for an `f64` reaches the handler as an `argumentError` when decoded, where
-    /// the parsed path could only drop the message.
+    /// The arguments stay the peer's JSON text until a handler decodes them, so no value is
+    /// parsed here, whatever its depth. The common shapes (a request whose only function is
+    /// its response callback, a response without functions) are read in one pass over the
+    /// text; anything else goes through the general path, which reads the callbacks and then
+    /// the parts of the arguments they hang from. Both decide alike.
     pub fn receive(
         &mut self,
         text: &str,
         sink: &Arc<dyn CallbackSink>,
     ) -> Result<Incoming<P>, ProtocolError> {
         if let Some(incoming) = self.receive_usual(text, sink) {
-            return Ok(incoming);
+            return Ok(self.admit(incoming));
         }
+        self.receive_general(text, sink)
+    }
+
+    /// [`Connection::receive`] without the one-pass reading of the usual messages: what every
+    /// other message goes through. Exposed for the differential tests and fuzz targets, which
+    /// check that both paths decide alike.
+    #[cfg(any(test, feature = "fuzzing"))]
+    #[doc(hidden)]
+    pub fn receive_general_path(
+        &mut self,
+        text: &str,
+        sink: &Arc<dyn CallbackSink>,
+    ) -> Result<Incoming<P>, ProtocolError> {
+        self.receive_general(text, sink)
+    }
+
+    fn receive_general(
+        &mut self,
+        text: &str,
+        sink: &Arc<dyn CallbackSink>,
+    ) -> Result<Incoming<P>, ProtocolError> {
         let raw = RawMessage::decode(text)?;
         // Malformed callbacks reject the message before anything else happens.
         let callbacks = match raw.only_response_callback() {
-            Some(only) => Callbacks::OnlyResponse(only),
-            None => Callbacks::List(raw.callbacks()?),
+            Some(None) => Vec::new(),
+            Some(Some(id)) => vec![(id, response_path())],
+            None => raw.callbacks()?,
         };
-        match &raw.method {
-            Method::Callback(id) => Ok(match self.table.take(*id) {
+        let incoming = match &raw.method {
+            Method::Callback(id) => match self.table.take(*id) {
                 Some(Entry::Pending(pending)) => Incoming::Response {
                     pending,
-                    result: decode_response(&raw, callbacks, sink)?,
+                    result: response(raw.arguments, &callbacks, sink),
                 },
                 Some(Entry::Callback(callback)) => Incoming::Callback {
                     callback,
-                    args: decode_args(&raw, callbacks, sink)?,
+                    args: received(raw.arguments, &callbacks, &[], sink).into_list(),
                 },
                 None => Incoming::UnknownCallback(*id),
-            }),
-            Method::Name(method) => decode_request(method, &raw, callbacks, sink, &mut self.caller),
+            },
+            Method::Name(method) => {
+                request(method, raw.arguments, &callbacks, sink, &mut self.caller)
+            }
+        };
+        Ok(self.admit(incoming))
+    }
+
+    /// Gives a request its slot among the calls in flight, or turns it into a
+    /// `requestLimitError` answer when there is none.
+    fn admit(&mut self, incoming: Incoming<P>) -> Incoming<P> {
+        let Incoming::Request(mut req) = incoming else {
+            return incoming;
+        };
+        match InFlight::take(&self.in_flight, self.limits.max_calls_in_flight) {
+            Some(slot) => {
+                req.in_flight = Some(slot);
+                Incoming::Request(req)
+            }
+            None => Incoming::InvalidRequest {
+                response: req.response.take(),
+                error: too_many_calls(self.limits.max_calls_in_flight),
+            },
         }
     }
 
@@ -304,18 +446,15 @@ impl<P> Connection<P> {
                 kite: self.caller_from(options.kite),
                 // Malformed credentials are answered by the general path, with its wording.
                 auth: self.credentials_from(options.authentication)?,
-                args: match options.with_args {
-                    Some(text) => Args::from_raw(text.to_owned()),
-                    None => Args::default(),
-                }
-                .into_list(),
+                args: raw_value(options.with_args).into_list(),
                 response: response_id.map(|id| Callback::remote(id, sink.clone())),
+                in_flight: None,
             }))),
             Method::Callback(id) => {
                 if response_id.is_some() || !self.table.is_pending(id) {
                     return None;
                 }
-                let result = outcome(options.error, options.result)?;
+                let result = outcome(options.error, options.result, Vec::new())?;
                 let Some(Entry::Pending(pending)) = self.table.take(id) else {
                     return None;
                 };
@@ -327,17 +466,7 @@ impl<P> Connection<P> {
     /// The caller identity of a request: the one decoded last on this connection when the text
     /// is the same (it nearly always is).
     fn caller_from(&mut self, text: Option<&RawValue>) -> Arc<Kite> {
-        let Some(text) = text else {
-            return Arc::default();
-        };
-        if let Some((last, kite)) = &self.caller
-            && **last == *text.get()
-        {
-            return kite.clone();
-        }
-        let kite: Arc<Kite> = Arc::new(serde_json::from_str(text.get()).unwrap_or_default());
-        self.caller = Some((text.get().into(), kite.clone()));
-        kite
+        caller_from(&mut self.caller, text)
     }
 
     /// The credentials of a request (`Some(None)`: none or `null`), reused when the text is the
@@ -377,80 +506,157 @@ impl<P> Connection<P> {
     pub fn callbacks_len(&self) -> usize {
         self.table.len()
     }
-}
 
-/// The callbacks of a message: recognised without parsing, or parsed.
-enum Callbacks {
-    /// None (`None`), or only the response callback of a request.
-    OnlyResponse(Option<u64>),
-    /// Anything else, id → path.
-    List(Vec<(u64, Path)>),
-}
+    /// Functions sent on this connection that the peer may still call.
+    pub fn functions_len(&self) -> usize {
+        self.table.functions_len()
+    }
 
-impl Callbacks {
-    fn into_list(self) -> Vec<(u64, Path)> {
-        match self {
-            Callbacks::OnlyResponse(None) => Vec::new(),
-            Callbacks::OnlyResponse(Some(id)) => vec![(
-                id,
-                vec![Segment::Index(0), Segment::Key("responseCallback".into())],
-            )],
-            Callbacks::List(list) => list,
-        }
+    /// Requests of the peer being served now (their [`InFlight`]s not yet dropped).
+    pub fn calls_in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 }
 
-/// The arguments of a callback invocation, as a list.
-fn decode_args(
-    raw: &RawMessage<'_>,
-    callbacks: Callbacks,
-    sink: &Arc<dyn CallbackSink>,
-) -> Result<Args, ProtocolError> {
-    if let Callbacks::OnlyResponse(None) = callbacks {
-        return Ok(match raw.arguments {
-            Some(text) => Args::from_raw(text.to_owned()),
-            None => Args::default(),
-        }
-        .into_list());
-    }
-    let mut arguments = raw.arguments_value()?;
-    Ok(Args::from_message(&mut arguments, &callbacks.into_list(), &[], sink).into_list())
-}
-
-/// The outcome carried by an invocation of a response callback.
-fn decode_response(
-    raw: &RawMessage<'_>,
-    callbacks: Callbacks,
-    sink: &Arc<dyn CallbackSink>,
-) -> Result<Result<Args, KiteError>, ProtocolError> {
-    if let Callbacks::OnlyResponse(None) = callbacks
-        && let Some(outcome) = raw.arguments.and_then(fast_response)
-    {
-        return Ok(outcome);
-    }
-    Ok(parse_response(decode_args(raw, callbacks, sink)?))
-}
-
-/// [`parse_response`] for a response without functions, read from the text. `None` when the
-/// shape is not the usual one (the parsed path then decides, with its error wording).
-fn fast_response(arguments: &RawValue) -> Option<Result<Args, KiteError>> {
-    #[derive(Deserialize)]
-    struct Outcome<'a> {
-        #[serde(borrow, default, deserialize_with = "present")]
-        error: Option<&'a RawValue>,
-        #[serde(borrow, default, deserialize_with = "present")]
-        result: Option<&'a RawValue>,
-    }
-    let items: Vec<&RawValue> = serde_json::from_str(arguments.get()).ok()?;
-    let (error, result) = match items.as_slice() {
-        [only] if only.get().starts_with('{') => {
-            let o: Outcome<'_> = serde_json::from_str(only.get()).ok()?;
-            (o.error, o.result)
-        }
-        [error, result] => (Some(*error), Some(*result)),
-        _ => return None,
+fn caller_from(caller: &mut Option<(Box<str>, Arc<Kite>)>, text: Option<&RawValue>) -> Arc<Kite> {
+    let Some(text) = text else {
+        return Arc::default();
     };
-    outcome(error, result)
+    if let Some((last, kite)) = caller
+        && **last == *text.get()
+    {
+        return kite.clone();
+    }
+    let kite: Arc<Kite> = Arc::new(serde_json::from_str(text.get()).unwrap_or_default());
+    *caller = Some((text.get().into(), kite.clone()));
+    kite
+}
+
+/// A peer's JSON text as a value without functions (`null` when absent).
+fn raw_value(text: Option<&RawValue>) -> Value {
+    match text {
+        Some(text) => Value::received(text.to_owned(), Vec::new()),
+        None => Value::null(),
+    }
+}
+
+/// The subtree `text` of a message (found at `prefix` of its arguments) with the peer's
+/// callbacks under `prefix`, as functions reached through `sink`. Callbacks elsewhere are not
+/// this value's, and paths that lead nowhere inside it are skipped, as Go skips them.
+fn received(
+    text: Option<&RawValue>,
+    callbacks: &[(u64, Path)],
+    prefix: &[Segment],
+    sink: &Arc<dyn CallbackSink>,
+) -> Value {
+    let Some(text) = text else {
+        return Value::null();
+    };
+    let under: Vec<(u64, &[Segment])> = callbacks
+        .iter()
+        .filter_map(|(id, path)| {
+            crate::dnode::path::strip_prefix(path, prefix).map(|rest| (*id, rest))
+        })
+        .collect();
+    let functions = if under.is_empty() {
+        Vec::new()
+    } else {
+        let paths: Vec<&[Segment]> = under.iter().map(|(_, p)| *p).collect();
+        let exists = crate::dnode::existing(text.get(), &paths);
+        under
+            .into_iter()
+            .zip(exists)
+            .filter(|(_, there)| *there)
+            .map(|((id, rest), _)| (rest.to_vec(), Callback::remote(id, sink.clone())))
+            .collect()
+    };
+    Value::received(text.to_owned(), functions)
+}
+
+/// The outcome carried by an invocation of a response callback, as Go's client reads it:
+/// exactly one object with `error` and/or `result`. Kite.js browser kites answer node-style
+/// `[error, result]`; that is accepted too. Anything else is `invalidResponse`.
+fn response(
+    arguments: Option<&RawValue>,
+    callbacks: &[(u64, Path)],
+    sink: &Arc<dyn CallbackSink>,
+) -> Result<Value, KiteError> {
+    let invalid = |msg: String| KiteError::new(ErrorKind::InvalidResponse, msg);
+    let shape = || invalid("Server has sent invalid response arguments".into());
+    // Arguments that are not a list are one argument (`null` or none: no argument), as
+    // they would be for any other function.
+    let (items, wrapped): (Vec<&RawValue>, bool) = match arguments {
+        None => (Vec::new(), false),
+        Some(text) if text.get() == "null" => (Vec::new(), false),
+        Some(text) if text.get().starts_with('[') => (
+            serde_json::from_str(text.get()).map_err(|_| shape())?,
+            false,
+        ),
+        Some(text) => (vec![text], true),
+    };
+    let (error, result, prefix) = match items.as_slice() {
+        [only] if only.get().starts_with('{') => {
+            let o: Outcome<'_> = serde_json::from_str(only.get()).map_err(|_| shape())?;
+            if o.error.is_none() && o.result.is_none() {
+                return Err(shape());
+            }
+            let mut prefix = vec![Segment::Index(0), Segment::Key("result".into())];
+            if wrapped {
+                prefix.remove(0);
+            }
+            (o.error, o.result, prefix)
+        }
+        [_] => return Err(shape()),
+        [error, result] => (Some(*error), Some(*result), vec![Segment::Index(1)]),
+        other => {
+            return Err(invalid(format!(
+                "Invalid response arguments length: {}",
+                other.len()
+            )));
+        }
+    };
+    if let Some(error) = error.filter(|e| e.get() != "null") {
+        return Err(match error.get().as_bytes().first() {
+            Some(b'"') => KiteError::generic(
+                serde_json::from_str::<String>(error.get()).map_err(|_| shape())?,
+            ),
+            _ => serde_json::from_str::<KiteError>(error.get())
+                .map_err(|e| invalid(format!("malformed error in response: {e}")))?,
+        });
+    }
+    Ok(received(result, callbacks, &prefix, sink))
+}
+
+/// [`response`] for the usual shapes, read from the text: `None` when the error is
+/// malformed (the general path then words it).
+fn outcome(
+    error: Option<&RawValue>,
+    result: Option<&RawValue>,
+    functions: Vec<(Path, Callback)>,
+) -> Option<Result<Value, KiteError>> {
+    if error.is_none() && result.is_none() {
+        return None;
+    }
+    if let Some(error) = error.filter(|e| e.get() != "null") {
+        let error = match error.get().as_bytes().first() {
+            Some(b'"') => KiteError::generic(serde_json::from_str::<String>(error.get()).ok()?),
+            _ => serde_json::from_str::<KiteError>(error.get()).ok()?,
+        };
+        return Some(Err(error));
+    }
+    Some(Ok(match result {
+        Some(text) => Value::received(text.to_owned(), functions),
+        None => Value::null(),
+    }))
+}
+
+/// A response's one object: `error` and `result`, each `Some` when present (even `null`).
+#[derive(Deserialize)]
+struct Outcome<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    error: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    result: Option<&'a RawValue>,
 }
 
 /// Deserializes a field that is present as `Some`, even when it is `null`.
@@ -458,40 +664,92 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
     <&RawValue>::deserialize(d).map(Some)
 }
 
-fn decode_request<P>(
+/// A request: exactly one options object with the caller's identity, credentials and
+/// `withArgs`, and the response callback at `[0, "responseCallback"]` (the lowest id when a
+/// confused peer names several).
+fn request<P>(
     method: &str,
-    raw: &RawMessage<'_>,
-    callbacks: Callbacks,
+    arguments: Option<&RawValue>,
+    callbacks: &[(u64, Path)],
     sink: &Arc<dyn CallbackSink>,
     caller: &mut Option<(Box<str>, Arc<Kite>)>,
-) -> Result<Incoming<P>, ProtocolError> {
-    if let Callbacks::OnlyResponse(response_id) = callbacks
-        && let Some(request) = raw
-            .arguments
-            .and_then(|a| fast_request(method, a, response_id, sink, caller))
-    {
-        return Ok(Incoming::Request(Box::new(request)));
-    }
-    let callbacks = callbacks.into_list();
-    let response_path = [Segment::Index(0), Segment::Key("responseCallback".into())];
+) -> Incoming<P> {
+    let response_path = response_path();
     let response = callbacks
         .iter()
-        .find(|(_, p)| {
+        .filter(|(_, p)| {
             p.len() == 2 && crate::dnode::path::strip_prefix(p, &response_path).is_some()
         })
-        .map(|(id, _)| Callback::remote(*id, sink.clone()));
-    let arguments = raw.arguments_value()?;
-    Ok(decode_request_value(
-        method.to_owned(),
-        arguments,
-        &callbacks,
+        .map(|(id, _)| *id)
+        .min()
+        .map(|id| Callback::remote(id, sink.clone()));
+    let invalid = |what: String| {
+        KiteError::argument(format!(
+            "invalid request to {method:?}: a kite request has exactly one argument object, got {what}"
+        ))
+    };
+    let items: Option<Vec<&RawValue>> = arguments
+        .filter(|a| a.get().starts_with('['))
+        .and_then(|a| serde_json::from_str(a.get()).ok());
+    let options = match items.as_deref() {
+        Some([only]) if only.get().starts_with('{') => {
+            match serde_json::from_str::<OptionsObject<'_>>(only.get()) {
+                Ok(OptionsObject(options)) => options,
+                Err(_) => {
+                    return Incoming::InvalidRequest {
+                        response,
+                        error: invalid("an argument that is not an object".into()),
+                    };
+                }
+            }
+        }
+        Some([_]) => {
+            return Incoming::InvalidRequest {
+                response,
+                error: invalid("an argument that is not an object".into()),
+            };
+        }
+        Some(items) => {
+            return Incoming::InvalidRequest {
+                response,
+                error: invalid(format!("{} arguments", items.len())),
+            };
+        }
+        None => {
+            return Incoming::InvalidRequest {
+                response,
+                error: invalid("arguments that are not a list".into()),
+            };
+        }
+    };
+    let auth = match options.authentication.filter(|a| a.get() != "null") {
+        None => None,
+        Some(a) => match serde_json::from_str::<Auth>(a.get()) {
+            Ok(a) => Some(Arc::new(a)),
+            Err(e) => {
+                return Incoming::InvalidRequest {
+                    response,
+                    error: KiteError::new(
+                        ErrorKind::Authentication,
+                        format!("malformed authentication: {e}"),
+                    ),
+                };
+            }
+        },
+    };
+    let prefix = [Segment::Index(0), Segment::Key("withArgs".into())];
+    Incoming::Request(Box::new(Request {
+        method: method.to_owned(),
+        kite: caller_from(caller, options.kite),
+        auth,
+        args: received(options.with_args, callbacks, &prefix, sink).into_list(),
         response,
-        sink,
-    ))
+        in_flight: None,
+    }))
 }
 
 /// The one object of a request (`kite`, `authentication`, `withArgs`) or a response
-/// (`error`, `result`), its parts still JSON text except the credentials.
+/// (`error`, `result`), its parts still JSON text.
 #[derive(Default)]
 struct Options<'a> {
     kite: Option<&'a RawValue>,
@@ -566,126 +824,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for OptionsObject<'a> {
     }
 }
 
-/// A request with no functions besides its response callback, read from the text in one
-/// pass. `None` when the shape is not the usual one.
-fn fast_request(
-    method: &str,
-    arguments: &RawValue,
-    response_id: Option<u64>,
-    sink: &Arc<dyn CallbackSink>,
-    caller: &mut Option<(Box<str>, Arc<Kite>)>,
-) -> Option<Request> {
-    let OnlyOptions(options) = serde_json::from_str(arguments.get()).ok()?;
-    let kite = match (options.kite, caller.as_ref()) {
-        (Some(text), Some((last, kite))) if **last == *text.get() => kite.clone(),
-        (Some(text), _) => {
-            let kite: Arc<Kite> = Arc::new(serde_json::from_str(text.get()).unwrap_or_default());
-            *caller = Some((text.get().into(), kite.clone()));
-            kite
-        }
-        (None, _) => Arc::default(),
-    };
-    let args = match options.with_args {
-        Some(text) => Args::from_raw(text.to_owned()),
-        None => Args::default(),
-    }
-    .into_list();
-    let auth = match options.authentication.filter(|a| a.get() != "null") {
-        None => None,
-        // A malformed one is answered from the parsed path, with its wording.
-        Some(a) => Some(Arc::new(serde_json::from_str::<Auth>(a.get()).ok()?)),
-    };
-    Some(Request {
-        method: method.to_owned(),
-        kite,
-        auth,
-        args,
-        response: response_id.map(|id| Callback::remote(id, sink.clone())),
-    })
-}
-
-/// The outcome in a response's `error` and `result` (each `Some` when present, even if
-/// `null`), as [`parse_response`] reads it. `None` when neither is there or the error is
-/// malformed (the general path then words the error).
-fn outcome(error: Option<&RawValue>, result: Option<&RawValue>) -> Option<Result<Args, KiteError>> {
-    if error.is_none() && result.is_none() {
-        return None;
-    }
-    if let Some(error) = error.filter(|e| e.get() != "null") {
-        let error = match error.get().as_bytes().first() {
-            Some(b'"') => KiteError::generic(serde_json::from_str::<String>(error.get()).ok()?),
-            _ => serde_json::from_str::<KiteError>(error.get()).ok()?,
-        };
-        return Some(Err(error));
-    }
-    Some(Ok(match result {
-        Some(text) => Args::from_raw(text.to_owned()),
-        None => Args::from_value(Value::Null),
-    }))
-}
-
-fn decode_request_value<P>(
-    method: String,
-    mut arguments: Value,
-    callbacks: &[(u64, Path)],
-    response: Option<Callback>,
-    sink: &Arc<dyn CallbackSink>,
-) -> Incoming<P> {
-    let len = match &arguments {
-        Value::Array(items) => Some(items.len()),
-        _ => None,
-    };
-    if len != Some(1) || !arguments[0].is_object() {
-        let what = match len {
-            Some(1) => "an argument that is not an object".to_owned(),
-            Some(n) => format!("{n} arguments"),
-            None => "arguments that are not a list".to_owned(),
-        };
-        return Incoming::InvalidRequest {
-            response,
-            error: KiteError::argument(format!(
-                "invalid request to {method:?}: a kite request has exactly one argument object, got {what}"
-            )),
-        };
-    }
-
-    let options = &mut arguments[0];
-    let kite = options
-        .get_mut("kite")
-        .map(Value::take)
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or_default();
-    let auth = match options.get_mut("authentication").map(Value::take) {
-        None | Some(Value::Null) => None,
-        Some(v) => match serde_json::from_value::<Auth>(v) {
-            Ok(a) => Some(Arc::new(a)),
-            Err(e) => {
-                return Incoming::InvalidRequest {
-                    response,
-                    error: KiteError::new(
-                        crate::error::ErrorKind::Authentication,
-                        format!("malformed authentication: {e}"),
-                    ),
-                };
-            }
-        },
-    };
-    let args = Args::from_message(
-        &mut arguments,
-        callbacks,
-        &[Segment::Index(0), Segment::Key("withArgs".into())],
-        sink,
-    )
-    .into_list();
-    Incoming::Request(Box::new(Request {
-        method,
-        kite: Arc::new(kite),
-        auth,
-        args,
-        response,
-    }))
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     //! The fast paths of [`Connection::receive`] must decide exactly what the parsed path
@@ -696,12 +834,12 @@ pub(crate) mod tests {
 
     struct Nowhere;
     impl CallbackSink for Nowhere {
-        fn invoke(&self, _id: u64, _args: Scrubbed) -> Result<(), KiteError> {
+        fn invoke(&self, _id: u64, _args: Value) -> Result<(), KiteError> {
             Ok(())
         }
     }
 
-    fn sink() -> Arc<dyn CallbackSink> {
+    pub(crate) fn sink() -> Arc<dyn CallbackSink> {
         Arc::new(Nowhere)
     }
 
@@ -715,7 +853,7 @@ pub(crate) mod tests {
         ];
         let mut out = Vec::new();
         for line in files.iter().flat_map(|f| f.lines()) {
-            let v: Value = serde_json::from_str(line).unwrap();
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
             let Some(payload) = v["payload"].as_str().filter(|p| !p.is_empty()) else {
                 continue;
             };
@@ -804,33 +942,51 @@ pub(crate) mod tests {
         .collect()
     }
 
+    /// What a value amounts to: its JSON, with each function written as `"[Function <id>]"`
+    /// where it landed (paths that lead nowhere land nowhere).
+    pub(crate) fn landed(v: &Value) -> serde_json::Value {
+        let mut json = v.to_json().unwrap_or(serde_json::Value::Null);
+        for (path, cb) in v.functions() {
+            if let Some(slot) = crate::dnode::path::get_mut(&mut json, path) {
+                *slot = serde_json::Value::String(format!(
+                    "[Function {}]",
+                    cb.remote_id().unwrap_or(u64::MAX)
+                ));
+            }
+        }
+        json
+    }
+
     /// What a decoded message amounts to, as comparable text.
-    fn describe(incoming: &Result<Incoming<u64>, ProtocolError>) -> String {
+    pub(crate) fn describe(incoming: &Result<Incoming<u64>, ProtocolError>) -> String {
         match incoming {
             Err(e) => format!("error {e}"),
             Ok(Incoming::Request(r)) => format!(
-                "request {} kite={:?} auth={:?} args={} fns={} response={:?}",
+                "request {} kite={:?} auth={:?} args={} all={:?} one={:?} response={:?}",
                 r.method,
                 r.kite,
                 r.auth,
-                r.args.value(),
-                r.args.callbacks().len(),
-                r.response.as_ref().and_then(Callback::remote_id)
+                landed(&r.args),
+                r.args
+                    .functions()
+                    .iter()
+                    .map(|(p, cb)| (p.clone(), cb.remote_id()))
+                    .collect::<Vec<_>>(),
+                r.args.one::<serde_json::Value>().map_err(|e| e.message),
+                r.response_id()
             ),
             Ok(Incoming::Response { pending, result }) => match result {
                 Ok(a) => format!(
-                    "response {pending} ok {} fns={} one={:?}",
-                    a.value(),
-                    a.callbacks().len(),
-                    a.one::<Value>().map_err(|e| e.message)
+                    "response {pending} ok {} one={:?}",
+                    landed(a),
+                    a.one::<serde_json::Value>().map_err(|e| e.message)
                 ),
                 Err(e) => format!("response {pending} err {e:?}"),
             },
             Ok(Incoming::Callback { args, .. }) => format!(
-                "callback {} fns={} first={:?}",
-                args.value(),
-                args.callbacks().len(),
-                args.nth::<Value>(0).map_err(|e| e.message)
+                "callback {} first={:?}",
+                landed(args),
+                args.nth::<serde_json::Value>(0).map_err(|e| e.message)
             ),
             Ok(Incoming::InvalidRequest { response, error }) => format!(
                 "invalid {error:?} response={:?}",
@@ -840,42 +996,6 @@ pub(crate) mod tests {
         }
     }
 
-    /// The reference: the same decision taken from a fully parsed message.
-    fn parsed_path(
-        text: &str,
-        sink: &Arc<dyn CallbackSink>,
-    ) -> Result<Incoming<u64>, ProtocolError> {
-        let raw = RawMessage::decode(text)?;
-        let callbacks = raw.callbacks()?;
-        let mut arguments = raw.arguments_value()?;
-        Ok(match &raw.method {
-            Method::Callback(id) if *id < 5 => Incoming::Response {
-                pending: *id,
-                result: parse_response(
-                    Args::from_message(&mut arguments, &callbacks, &[], sink).into_list(),
-                ),
-            },
-            Method::Callback(_) => Incoming::Callback {
-                callback: Callback::new(|_| {}),
-                args: Args::from_message(&mut arguments, &callbacks, &[], sink).into_list(),
-            },
-            Method::Name(m) => {
-                let response = callbacks
-                    .iter()
-                    .find(|(_, p)| {
-                        p.len() == 2
-                            && crate::dnode::path::strip_prefix(
-                                p,
-                                &[Segment::Index(0), Segment::Key("responseCallback".into())],
-                            )
-                            .is_some()
-                    })
-                    .map(|(id, _)| Callback::remote(*id, sink.clone()));
-                decode_request_value(m.clone(), arguments, &callbacks, response, sink)
-            }
-        })
-    }
-
     /// A connection whose ids 0..=4 are pending calls and 5..=9 functions.
     pub(crate) fn connection() -> Connection<u64> {
         let mut c = Connection::new();
@@ -883,7 +1003,7 @@ pub(crate) mod tests {
             c.table.insert_pending(i);
         }
         for _ in 5..10 {
-            c.table.register(&Callback::new(|_| {}));
+            c.table.register(&Callback::new(|_| {})).unwrap();
         }
         c
     }
@@ -900,15 +1020,17 @@ pub(crate) mod tests {
             let head = RequestHead::new(&kite, auth);
             let cb = Callback::new(|_| {});
             let args = [
-                crate::dnode::scrub_args(&(4,)).unwrap(),
-                crate::dnode::scrub_args(&("<\"x\">\n", [1.5, -2.0])).unwrap(),
-                crate::dnode::scrub_args(&(serde_json::json!({"a": "é"}), &cb)).unwrap(),
+                crate::value!([4]),
+                crate::value!(["<\"x\">\n", [1.5, -2.0]]),
+                crate::value!([{"a": "é"}, cb.clone(), cb]),
             ];
             for a in args {
                 let (mut plain, mut quoted): (Connection<()>, Connection<()>) =
                     (Connection::new(), Connection::new());
-                let (id1, text) = plain.request_with_head("sq\"uare", &head, a.clone(), ());
-                let (id2, lit) = quoted.request_quoted("sq\"uare", &head, a, ());
+                let (id1, text) = plain
+                    .request_with_head("sq\"uare", &head, a.clone(), ())
+                    .unwrap();
+                let (id2, lit) = quoted.request_quoted("sq\"uare", &head, a, ()).unwrap();
                 assert_eq!(id1, id2);
                 let mut want = Vec::new();
                 json::write_str(&mut want, &text);
@@ -936,8 +1058,9 @@ pub(crate) mod tests {
         let mut previous: Option<Box<Request>> = None;
         for (k, auth) in &calls {
             let mut client: Connection<()> = Connection::new();
-            let args = crate::dnode::scrub_args(&(1,)).unwrap();
-            let (_, text) = client.request("m", k, auth.as_ref(), args, ());
+            let (_, text) = client
+                .request("m", k, auth.as_ref(), crate::value!([1]), ())
+                .unwrap();
             let Ok(Incoming::Request(req)) = server.receive(&text, &sink) else {
                 panic!("{text}")
             };
@@ -956,24 +1079,180 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn fast_paths_agree_with_the_parsed_path() {
+    fn the_one_pass_path_agrees_with_the_general_path() {
         let sink = sink();
         let messages: Vec<String> = captured().into_iter().chain(edge_cases()).collect();
         assert!(messages.len() > 100, "only {} messages", messages.len());
         for text in &messages {
             let fast = connection().receive(text, &sink);
-            let slow = parsed_path(text, &sink);
-            if let (Ok(Incoming::Request(r)), Err(e)) = (&fast, &slow)
-                && e.to_string().contains("number out of range")
-            {
-                // The one intended difference: the parsed path cannot hold the number and
-                // drops the message (the caller would wait for nothing); the fast path
-                // delivers it and decoding answers with an argumentError.
-                let err = r.args.one::<f64>().unwrap_err();
-                assert_eq!(err.kind.as_str(), "argumentError", "{text}");
-                continue;
+            let general = connection().receive_general_path(text, &sink);
+            assert_eq!(describe(&fast), describe(&general), "{text}");
+        }
+    }
+
+    #[test]
+    fn no_string_is_ever_a_function() {
+        // Marker-like strings of earlier designs, NUL-led strings, "[Function]" without a
+        // callbacks entry: strings, both ways.
+        let sink = sink();
+        for s in [
+            "\u{0}kite-callback:0",
+            "\u{0}kite-callback-parked:0",
+            "\u{0}",
+            "[Function]",
+        ] {
+            let mut client: Connection<()> = Connection::new();
+            let me = Kite::new("c", "1.0.0");
+            let (_, text) = client
+                .request("kite.echo", &me, None, crate::value!([s, {"k": s}]), ())
+                .unwrap();
+            let mut server: Connection<()> = Connection::new();
+            let Ok(Incoming::Request(req)) = server.receive(&text, &sink) else {
+                panic!("{text}")
+            };
+            assert!(req.args.functions().is_empty(), "{s:?}");
+            assert!(req.args.callback(0).is_err());
+            assert_eq!(req.args.nth::<String>(0).unwrap(), s);
+            let echoed = server.respond(req.response_id().unwrap(), Ok(req.args.clone()));
+            assert!(echoed.ends_with(r#""callbacks":{}}"#), "{echoed}");
+            let Ok(Incoming::Response { result, .. }) = client.receive(&echoed, &sink) else {
+                panic!("{echoed}")
+            };
+            let result = result.unwrap();
+            assert!(result.functions().is_empty());
+            assert_eq!(result.nth::<String>(0).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn one_function_in_several_places_gets_an_id_per_place() {
+        let cb = Callback::new(|_| {});
+        let mut c: Connection<()> = Connection::new();
+        let text = c
+            .invoke(7, crate::value!([cb.clone(), {"again": cb.clone()}, [cb]]))
+            .unwrap();
+        assert_eq!(
+            text,
+            r#"{"method":7,"arguments":["[Function]",{"again":"[Function]"},["[Function]"]],"callbacks":{"0":[0],"1":[1,"again"],"2":[2,0]}}"#
+        );
+        // Every id reaches the same function; sending the message again adds nothing.
+        let again = c
+            .invoke(7, crate::value!([cb_of(&c, 0), cb_of(&c, 1)]))
+            .unwrap();
+        assert!(
+            again.contains(r#""callbacks":{"0":[0],"1":[1]}"#),
+            "{again}"
+        );
+        assert_eq!(c.functions_len(), 3);
+    }
+
+    fn cb_of(c: &Connection<()>, id: u64) -> Callback {
+        match c.table.entries_get(id) {
+            Some(cb) => cb,
+            None => panic!("no function {id}"),
+        }
+    }
+
+    #[test]
+    fn calls_in_flight_are_bounded_and_their_slots_come_back() {
+        let sink = sink();
+        let limits = Limits {
+            max_calls_in_flight: 2,
+            ..Limits::default()
+        };
+        let mut server: Connection<()> = Connection::with_limits(limits);
+        let mut client: Connection<()> = Connection::new();
+        let me = Kite::new("c", "1.0.0");
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let (_, text) = client
+                .request("slow", &me, None, crate::value!([]), ())
+                .unwrap();
+            let Ok(Incoming::Request(req)) = server.receive(&text, &sink) else {
+                panic!()
+            };
+            held.push(req);
+        }
+        let (_, text) = client
+            .request("slow", &me, None, crate::value!([]), ())
+            .unwrap();
+        let Ok(Incoming::InvalidRequest { response, error }) = server.receive(&text, &sink) else {
+            panic!()
+        };
+        assert_eq!(error.kind, ErrorKind::RequestLimit);
+        assert!(response.is_some(), "the refusal is answered");
+        assert_eq!(server.calls_in_flight(), 2);
+        held.pop();
+        assert_eq!(server.calls_in_flight(), 1);
+        let Ok(Incoming::Request(_)) = server.receive(&text, &sink) else {
+            panic!()
+        };
+    }
+
+    #[test]
+    fn functions_are_bounded_and_an_answer_past_the_bound_is_an_error() {
+        let limits = Limits {
+            max_functions: 2,
+            ..Limits::default()
+        };
+        let mut c: Connection<()> = Connection::with_limits(limits);
+        let f = || Callback::new(|_| {});
+        let me = Kite::new("c", "1.0.0");
+        assert!(
+            c.request("m", &me, None, crate::value!([f(), f(), f()]), ())
+                .is_err()
+        );
+        assert_eq!(
+            (c.functions_len(), c.pending_len()),
+            (0, 0),
+            "nothing half-done"
+        );
+        c.invoke(1, crate::value!([f(), f()])).unwrap();
+        assert_eq!(
+            c.invoke(1, crate::value!([f()])).unwrap_err().kind,
+            ErrorKind::RequestLimit
+        );
+        let answer = c.respond(3, Ok(crate::value!({"f": f()})));
+        assert!(answer.contains("requestLimitError"), "{answer}");
+        assert!(
+            answer.ends_with(r#""result":null}],"callbacks":{}}"#),
+            "{answer}"
+        );
+    }
+
+    #[test]
+    fn values_of_any_depth_pass_through_and_decode_up_to_go_limit() {
+        let sink = sink();
+        let deep = |n: usize| "[".repeat(n) + &"]".repeat(n);
+        // The list of arguments is one level more.
+        for depth in [200, crate::dnode::depth::MAX_DEPTH - 1, 50_000] {
+            // A request whose argument is nested `depth` deep, with a function inside.
+            let text = format!(
+                r#"{{"method":"kite.echo","arguments":[{{"withArgs":[{},"[Function]"],"responseCallback":"[Function]"}}],"callbacks":{{"0":[0,"responseCallback"],"1":[0,"withArgs",1]}}}}"#,
+                deep(depth)
+            );
+            let mut server: Connection<()> = Connection::new();
+            let Ok(Incoming::Request(req)) = server.receive(&text, &sink) else {
+                panic!("depth {depth}: dropped")
+            };
+            assert_eq!(req.args.len(), 2);
+            assert!(req.args.callback(1).is_ok());
+            let decoded = req.args.nth::<serde_json::Value>(0);
+            if depth <= crate::dnode::depth::MAX_DEPTH {
+                let v = decoded.unwrap();
+                crate::dnode::depth::drop_tree(v);
+            } else {
+                assert_eq!(decoded.unwrap_err().kind, ErrorKind::Argument);
             }
-            assert_eq!(describe(&fast), describe(&slow), "{text}");
+            // Echoed intact, function included, at any depth.
+            let answer = server.respond(0, Ok(req.args.get(0).unwrap()));
+            assert!(answer.contains(&deep(depth)), "depth {depth}");
+            let answer = server.respond(0, Ok(req.args.clone()));
+            assert!(
+                answer.ends_with(r#""callbacks":{"0":[0,"result",1]}}"#),
+                "{}",
+                &answer[answer.len() - 60..]
+            );
         }
     }
 }

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use crate::dnode::{Args, Callback, Scrubbed, Segment};
-use crate::error::{ErrorKind, KiteError};
+use crate::connection::InFlight;
+use crate::dnode::{Callback, Value};
+use crate::error::KiteError;
 use crate::identity::Kite;
 
 /// Credentials sent with a request: `{"type": "kiteKey" | "token" | ..., "key": "..."}`.
@@ -70,7 +70,7 @@ impl RequestHead {
 }
 
 /// A request received from a peer.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Request {
     /// The method to run.
     pub method: String,
@@ -82,94 +82,28 @@ pub struct Request {
     pub auth: Option<Arc<Auth>>,
     /// The method's arguments (`withArgs`), always a list: `null` or missing became `[]`, and a
     /// scalar (as Kite.js sends) became `[x]`.
-    pub args: Args,
+    pub args: Value,
     /// Where the answer goes; `None` when the caller sent no response callback.
     pub response: Option<Callback>,
+    /// This request's slot among the connection's calls in flight
+    /// ([`crate::connection::Limits::max_calls_in_flight`]): keep it until the answer is sent.
+    pub in_flight: Option<InFlight>,
 }
 
-/// Builds the single argument of a response: `[{"error": ..., "result": ...}]`, with any
-/// callbacks inside the result kept (at `[0, "result", ...]`).
-pub fn response_args(result: Result<Scrubbed, KiteError>) -> Scrubbed {
+impl Request {
+    /// The peer's id of the response callback, if the caller wants an answer.
+    pub fn response_id(&self) -> Option<u64> {
+        self.response.as_ref().and_then(Callback::remote_id)
+    }
+}
+
+/// The single argument of a response: `[{"error": ..., "result": ...}]`, with any functions
+/// inside the result kept (at `[0, "result", ...]`). [`crate::Connection::respond`] writes the
+/// same message directly; this is for answering through a [`Callback`].
+pub fn response_args(result: Result<Value, KiteError>) -> Value {
     let (error, result) = match result {
-        Ok(s) => (Value::Null, s),
-        Err(e) => (
-            serde_json::to_value(&e).unwrap_or(Value::Null),
-            Scrubbed::plain(Value::Null),
-        ),
+        Ok(v) => (Value::null(), v),
+        Err(e) => (Value::from_serialize(&e).unwrap_or_default(), Value::null()),
     };
-    let mut obj = serde_json::Map::new();
-    obj.insert("error".into(), error);
-    obj.insert("result".into(), result.value);
-    let callbacks = result
-        .callbacks
-        .into_iter()
-        .map(|(mut path, cb)| {
-            path.splice(0..0, [Segment::Index(0), Segment::Key("result".into())]);
-            (path, cb)
-        })
-        .collect();
-    Scrubbed {
-        value: Value::Array(vec![Value::Object(obj)]),
-        callbacks,
-    }
-}
-
-/// Interprets the arguments of a response callback invocation, as Go's client does: exactly one
-/// object with `error` and/or `result`. Kite.js browser kites answer node-style `[error, result]`;
-/// that is accepted too. Anything else is `invalidResponse`.
-pub fn parse_response(args: Args) -> Result<Args, KiteError> {
-    let invalid = |msg: String| KiteError::new(ErrorKind::InvalidResponse, msg);
-    let scrubbed = args.into_scrubbed();
-    let Value::Array(items) = &scrubbed.value else {
-        return Err(invalid("Server has sent invalid response arguments".into()));
-    };
-    let (error, result_index, result_prefix): (Option<&Value>, usize, Vec<Segment>) =
-        match items.as_slice() {
-            [Value::Object(obj)] => {
-                if !obj.contains_key("error") && !obj.contains_key("result") {
-                    return Err(invalid("Server has sent invalid response arguments".into()));
-                }
-                (
-                    obj.get("error"),
-                    0,
-                    vec![Segment::Index(0), Segment::Key("result".into())],
-                )
-            }
-            [error, _result] => (Some(error), 1, vec![Segment::Index(1)]),
-            [_] => return Err(invalid("Server has sent invalid response arguments".into())),
-            other => {
-                return Err(invalid(format!(
-                    "Invalid response arguments length: {}",
-                    other.len()
-                )));
-            }
-        };
-    if let Some(err) = error.filter(|e| !e.is_null()) {
-        let e: KiteError = match err {
-            Value::String(s) => KiteError::generic(s.clone()),
-            other => serde_json::from_value(other.clone())
-                .map_err(|e| invalid(format!("malformed error in response: {e}")))?,
-        };
-        return Err(e);
-    }
-    let _ = result_index;
-    // Keep only the result subtree and the callbacks under it.
-    let Scrubbed {
-        mut value,
-        callbacks,
-    } = scrubbed;
-    let result = crate::dnode::path::get_mut(&mut value, &result_prefix)
-        .map(Value::take)
-        .unwrap_or(Value::Null);
-    let callbacks = callbacks
-        .into_iter()
-        .filter_map(|(path, cb)| {
-            crate::dnode::path::strip_prefix(&path, &result_prefix).map(|rest| (rest.to_vec(), cb))
-        })
-        .collect();
-    Ok(Scrubbed {
-        value: result,
-        callbacks,
-    }
-    .into_args())
+    Value::list([Value::object([("error", error), ("result", result)])])
 }

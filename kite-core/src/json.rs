@@ -141,41 +141,71 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 pub fn write_value(out: &mut Vec<u8>, value: &serde_json::Value) {
     use serde_json::Value;
     use std::io::Write;
-    match value {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(true) => out.extend_from_slice(b"true"),
-        Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) => {
-            if let Some(u) = n.as_u64() {
-                let _ = write!(out, "{u}");
-            } else if let Some(i) = n.as_i64() {
-                let _ = write!(out, "{i}");
-            } else if let Some(f) = n.as_f64() {
-                let _ = GoFormatter.write_f64(out, f);
-            }
-        }
-        Value::String(s) => write_str(out, s),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
+    /// What is left to write: a value, or the rest of a list or an object.
+    enum Step<'a> {
+        Value(&'a Value),
+        Items(std::slice::Iter<'a, Value>),
+        Entries(serde_json::map::Iter<'a>),
+    }
+    // Without recursion: a value from a peer may be nested thousands of levels deep.
+    let mut stack = vec![Step::Value(value)];
+    while let Some(step) = stack.pop() {
+        match step {
+            Step::Value(Value::Null) => out.extend_from_slice(b"null"),
+            Step::Value(Value::Bool(true)) => out.extend_from_slice(b"true"),
+            Step::Value(Value::Bool(false)) => out.extend_from_slice(b"false"),
+            Step::Value(Value::Number(n)) => {
+                if let Some(u) = n.as_u64() {
+                    let _ = write!(out, "{u}");
+                } else if let Some(i) = n.as_i64() {
+                    let _ = write!(out, "{i}");
+                } else if let Some(f) = n.as_f64() {
+                    let _ = GoFormatter.write_f64(out, f);
                 }
-                write_value(out, item);
             }
-            out.push(b']');
-        }
-        Value::Object(map) => {
-            out.push(b'{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
+            Step::Value(Value::String(s)) => write_str(out, s),
+            Step::Value(Value::Array(items)) => {
+                out.push(b'[');
+                let mut items = items.iter();
+                match items.next() {
+                    Some(first) => {
+                        stack.push(Step::Items(items));
+                        stack.push(Step::Value(first));
+                    }
+                    None => out.push(b']'),
                 }
-                write_str(out, k);
-                out.push(b':');
-                write_value(out, v);
             }
-            out.push(b'}');
+            Step::Value(Value::Object(map)) => {
+                out.push(b'{');
+                let mut entries = map.iter();
+                match entries.next() {
+                    Some((k, v)) => {
+                        write_str(out, k);
+                        out.push(b':');
+                        stack.push(Step::Entries(entries));
+                        stack.push(Step::Value(v));
+                    }
+                    None => out.push(b'}'),
+                }
+            }
+            Step::Items(mut rest) => match rest.next() {
+                Some(item) => {
+                    out.push(b',');
+                    stack.push(Step::Items(rest));
+                    stack.push(Step::Value(item));
+                }
+                None => out.push(b']'),
+            },
+            Step::Entries(mut rest) => match rest.next() {
+                Some((k, v)) => {
+                    out.push(b',');
+                    write_str(out, k);
+                    out.push(b':');
+                    stack.push(Step::Entries(rest));
+                    stack.push(Step::Value(v));
+                }
+                None => out.push(b'}'),
+            },
         }
     }
 }

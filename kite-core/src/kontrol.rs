@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::dnode::Callback;
 use crate::identity::{Kite, KontrolQuery};
 
 /// `register`'s argument.
@@ -36,21 +35,20 @@ pub struct RegisterResult {
     pub public_key: String,
 }
 
-/// `getKites`'s argument.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// `getKites`'s argument: its data. A watcher also sends a function, called with a
+/// [`WatchEvent`] (as `{"result": event}`) each time a kite matching the query registers or
+/// goes away, until it disconnects; functions are not data, so it goes beside the query, under
+/// [`WATCH_CALLBACK`] (Go clients send `null` there): `value!([{"query": q, "watchCallback":
+/// f}])`, read by Kontrol with `args.callback_at(&[0, "watchCallback"])`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GetKitesArgs {
     /// Which kites.
     #[serde(default)]
     pub query: Option<KontrolQuery>,
-    /// Called with a [`WatchEvent`] (as `{"result": event}`) each time a kite matching the
-    /// query registers or goes away, until the caller disconnects (Go clients send `null`).
-    #[serde(
-        rename = "watchCallback",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub watch_callback: Option<Callback>,
 }
+
+/// The key of `getKites`' watch function, Go's `watchCallback`.
+pub const WATCH_CALLBACK: &str = "watchCallback";
 
 /// What a `getKites` watcher is told.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ pub mod sockjs;
 pub mod tree;
 
 pub use connection::{Connection, Incoming};
-pub use dnode::{Args, Callback};
+pub use dnode::{Args, Callback, IntoArgs, IntoValue, Value};
 pub use envelope::{Auth, Request, RequestHead};
 pub use error::{ErrorKind, KiteError, ProtocolError};
 pub use identity::{Kite, KontrolQuery};

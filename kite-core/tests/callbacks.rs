@@ -4,17 +4,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kite_core::connection::{Connection, Incoming};
-use kite_core::dnode::{CallbackSink, Scrubbed, scrub_args};
+use kite_core::dnode::CallbackSink;
 use kite_core::envelope::response_args;
-use kite_core::{Callback, ErrorKind, Kite, KiteError};
-use serde::{Deserialize, Serialize};
+use kite_core::{Callback, ErrorKind, Kite, KiteError, value};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// A sink that encodes invocations on a connection and collects the text, like a socket would.
 struct Outbox(Arc<Mutex<Connection<()>>>, Arc<Mutex<Vec<String>>>);
 impl CallbackSink for Outbox {
-    fn invoke(&self, id: u64, args: Scrubbed) -> Result<(), KiteError> {
-        let text = self.0.lock().unwrap().invoke(id, args);
+    fn invoke(&self, id: u64, args: kite_core::Value) -> Result<(), KiteError> {
+        let text = self.0.lock().unwrap().invoke(id, args)?;
         self.1.lock().unwrap().push(text);
         Ok(())
     }
@@ -33,10 +33,10 @@ fn peer() -> Peer {
     (conn, out, sink)
 }
 
-#[derive(Serialize, Deserialize)]
+/// The data of the options the callback comes in.
+#[derive(Deserialize)]
 struct Options {
     value: i64,
-    cb: Callback,
     times: u32,
 }
 
@@ -57,17 +57,12 @@ fn callback_inside_struct_is_invoked_many_times_and_can_take_callbacks() {
             replies2.fetch_add(1, Ordering::SeqCst);
         }
     });
-    let args = scrub_args(&(Options {
-        value: 42,
-        cb,
-        times: 3,
-    },))
-    .unwrap();
-    let (_, request) =
-        client
-            .lock()
-            .unwrap()
-            .request("callback", &Kite::new("c", "1.0.0"), None, args, ());
+    let args = value!([{"value": 42, "cb": cb, "times": 3}]);
+    let (_, request) = client
+        .lock()
+        .unwrap()
+        .request("callback", &Kite::new("c", "1.0.0"), None, args, ())
+        .unwrap();
     assert!(
         request.ends_with(r#""callbacks":{"0":[0,"responseCallback"],"1":[0,"withArgs",0,"cb"]}}"#),
         "{request}"
@@ -83,6 +78,7 @@ fn callback_inside_struct_is_invoked_many_times_and_can_take_callbacks() {
         panic!()
     };
     let opts: Options = req.args.one().unwrap();
+    let cb = req.args.callback_at(&[0.into(), "cb".into()]).unwrap();
     let thanks = Arc::new(AtomicUsize::new(0));
     let thanks2 = thanks.clone();
     let back = Callback::new(move |a| {
@@ -90,11 +86,11 @@ fn callback_inside_struct_is_invoked_many_times_and_can_take_callbacks() {
         thanks2.fetch_add(1, Ordering::SeqCst);
     });
     for _ in 0..opts.times {
-        opts.cb.call((opts.value, back.clone())).unwrap();
+        cb.call(value!([opts.value, &back])).unwrap();
     }
     req.response
         .unwrap()
-        .call_scrubbed(response_args(Ok(Scrubbed::plain(json!(opts.value)))))
+        .call_with(response_args(Ok(value!(opts.value))))
         .unwrap();
 
     // The same local function keeps one id on the server's connection.
@@ -149,7 +145,9 @@ fn callback_inside_struct_is_invoked_many_times_and_can_take_callbacks() {
 fn answered_response_callbacks_are_freed_and_repeats_are_unknown() {
     let (_, _, sink) = peer();
     let mut client: Connection<u32> = Connection::new();
-    let (id, _) = client.request("x", &Kite::default(), None, scrub_args(&()).unwrap(), 7);
+    let (id, _) = client
+        .request("x", &Kite::default(), None, value!([]), 7)
+        .unwrap();
     let answer = r#"{"method":0,"arguments":[{"error":null,"result":1}],"callbacks":{}}"#;
     assert!(matches!(
         client.receive(answer, &sink).unwrap(),
@@ -164,7 +162,9 @@ fn answered_response_callbacks_are_freed_and_repeats_are_unknown() {
 
     // Many answered calls leave nothing behind (the Go client keeps one entry per call).
     for i in 0..200_000u32 {
-        let (id, _) = client.request("x", &Kite::default(), None, Scrubbed::default(), i);
+        let (id, _) = client
+            .request("x", &Kite::default(), None, value!(null), i)
+            .unwrap();
         let text = format!(r#"{{"method":{id},"arguments":[{{"result":null}}],"callbacks":{{}}}}"#);
         assert!(matches!(
             client.receive(&text, &sink).unwrap(),
@@ -189,7 +189,9 @@ fn malformed_responses_are_invalid_response_errors() {
         (r#"["boom", null]"#, ErrorKind::Generic),
     ] {
         let mut client: Connection<()> = Connection::new();
-        client.request("x", &Kite::default(), None, Scrubbed::default(), ());
+        client
+            .request("x", &Kite::default(), None, value!(null), ())
+            .unwrap();
         let text = format!(r#"{{"method":0,"arguments":{args},"callbacks":{{}}}}"#);
         match client.receive(&text, &sink).unwrap() {
             Incoming::Response { result, .. } => {
@@ -200,7 +202,9 @@ fn malformed_responses_are_invalid_response_errors() {
     }
     // Kite.js browser kites answer node-style [null, result].
     let mut client: Connection<()> = Connection::new();
-    client.request("x", &Kite::default(), None, Scrubbed::default(), ());
+    client
+        .request("x", &Kite::default(), None, value!(null), ())
+        .unwrap();
     match client
         .receive(r#"{"method":0,"arguments":[null,9]}"#, &sink)
         .unwrap()
@@ -267,7 +271,7 @@ fn bad_requests_are_answered_when_possible() {
     else {
         panic!()
     };
-    assert!(req.args.callbacks().is_empty());
+    assert!(req.args.functions().is_empty());
     // Wrong argument types are argumentError, never a panic.
     let err = req.args.one::<String>().unwrap_err();
     assert_eq!(err.kind, ErrorKind::Argument);
@@ -288,11 +292,24 @@ fn a_forged_marker_string_is_not_a_function() {
 }
 
 #[test]
-fn callbacks_inside_json_macro_values_are_still_functions() {
+fn callbacks_inside_value_macro_values_are_functions_and_nothing_else_is() {
     let cb = Callback::new(|_| {});
-    let value = json!({"value": 1, "cb": cb});
-    let s = scrub_args(&(value,)).unwrap();
-    assert_eq!(s.callbacks.len(), 1);
-    assert_eq!(s.value, json!([{"value": 1, "cb": "[Function]"}]));
-    assert!(s.callbacks[0].1.ptr_eq(&cb));
+    let v = value!([{"value": 1, "cb": &cb, "text": "\u{0}kite-callback:0"}]);
+    assert_eq!(v.functions().len(), 1);
+    assert!(v.functions()[0].1.ptr_eq(&cb));
+    assert_eq!(
+        v.to_json().unwrap(),
+        json!([{"value": 1, "cb": "[Function]", "text": "\u{0}kite-callback:0"}])
+    );
+    // A function built and never sent is freed with its last handle: nothing keeps it.
+    let weak = {
+        let held = Arc::new(());
+        let w = Arc::downgrade(&held);
+        let f = Callback::new(move |_| {
+            let _ = &held;
+        });
+        let _v = value!({"f": f});
+        w
+    };
+    assert!(weak.upgrade().is_none());
 }

@@ -151,8 +151,9 @@ pub(crate) fn register(kite: &Kite) {
     });
 
     kite.handle("kite.echo", |req: Request| async move {
-        // The first argument, functions included (an echoed callback is that callback).
-        Ok::<_, KiteError>(req.args.get(0))
+        // The first argument as it came, functions included (an echoed callback is that
+        // callback), however deep: it is passed back without being parsed.
+        Ok::<_, KiteError>(req.args.get(0).unwrap_or_default())
     });
 
     crate::tunnel::register_builtin(kite);

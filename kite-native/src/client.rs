@@ -4,10 +4,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kite_core::dnode::{Args, scrub_args};
+use kite_core::dnode::{FromValue, IntoArgs, Value};
 use kite_core::{Auth, ErrorKind, Kite as KiteIdentity, KiteError, RequestHead};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{debug, info};
 
@@ -286,7 +284,7 @@ impl Client {
     /// Wires a fresh session to this client and starts its read loop.
     pub(crate) fn attach(&self, session: Session) {
         let Session { rx, tx, info } = session;
-        let link = Link::new(tx, info);
+        let link = Link::new(tx, info, self.0.kite.config.limits.connection());
         if let Some(old) = lock(&self.0.link).replace(link.clone()) {
             old.tx
                 .close(kite_core::sockjs::GO_AWAY.0, kite_core::sockjs::GO_AWAY.1);
@@ -336,34 +334,36 @@ impl Client {
 
     /// Calls `method` on the peer and waits for the answer, with no time limit (Go's `Tell`).
     ///
-    /// `args` is the argument list: a tuple (`(4,)`, `("a", 2)`), an array, or `()` for none;
-    /// any other value is sent as the only argument. [`kite_core::Callback`]s anywhere inside are
-    /// sent as functions the peer can call. Errors are [`KiteError`]s: the peer's own, or
-    /// `sendError`, `disconnect`, `invalidResponse`.
-    pub async fn tell(&self, method: &str, args: impl Serialize) -> Result<Args, KiteError> {
-        self.call_inner(method, scrub_args(&args)?, None).await
+    /// `args` is the argument list: a tuple (`(4,)`, `("a", 2)`, `(4, callback)`), `()` for
+    /// none, or a list built with [`kite_core::value!`] (`value!([{"onProgress": callback}])`):
+    /// [`kite_core::Callback`]s anywhere inside are sent as functions the peer can call.
+    /// Errors are [`KiteError`]s: the peer's own, or
+    /// `sendError`, `disconnect`, `invalidResponse`, and `requestLimitError` when the
+    /// connection already keeps as many functions for its peer as
+    /// [`crate::Limits::max_callbacks`] allows.
+    pub async fn tell(&self, method: &str, args: impl IntoArgs) -> Result<Value, KiteError> {
+        self.call_inner(method, args.into_args()?, None).await
     }
 
     /// Like [`Client::tell`], failing with a `timeout` error after `timeout`.
     pub async fn tell_with_timeout(
         &self,
         method: &str,
-        args: impl Serialize,
+        args: impl IntoArgs,
         timeout: Duration,
-    ) -> Result<Args, KiteError> {
-        self.call_inner(method, scrub_args(&args)?, Some(timeout))
+    ) -> Result<Value, KiteError> {
+        self.call_inner(method, args.into_args()?, Some(timeout))
             .await
     }
 
-    /// Like [`Client::tell`], decoding the result into `T`.
-    pub async fn call<T: DeserializeOwned>(
+    /// Like [`Client::tell`], decoding the result into `T`: any serde type, a
+    /// [`kite_core::Callback`] (a function the peer answered with), or a [`Value`].
+    pub async fn call<T: FromValue>(
         &self,
         method: &str,
-        args: impl Serialize,
+        args: impl IntoArgs,
     ) -> Result<T, KiteError> {
-        self.call_inner(method, scrub_args(&args)?, None)
-            .await?
-            .decode()
+        T::from_value(self.call_inner(method, args.into_args()?, None).await?)
     }
 
     /// Renews this client's `token` credentials with `source` (typically Kontrol's
@@ -469,9 +469,9 @@ impl Client {
     async fn call_inner(
         &self,
         method: &str,
-        args: kite_core::dnode::Scrubbed,
+        args: Value,
         timeout: Option<Duration>,
-    ) -> Result<Args, KiteError> {
+    ) -> Result<Value, KiteError> {
         let sent_with = self.auth().map(|a| a.key);
         match self.call_once(method, args.clone(), timeout).await {
             Err(e)
@@ -492,9 +492,9 @@ impl Client {
     async fn call_once(
         &self,
         method: &str,
-        args: kite_core::dnode::Scrubbed,
+        args: Value,
         timeout: Option<Duration>,
-    ) -> Result<Args, KiteError> {
+    ) -> Result<Value, KiteError> {
         let link = self
             .link()
             .ok_or_else(|| send_error("can't send, session is not established yet"))?;

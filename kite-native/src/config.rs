@@ -111,6 +111,17 @@ pub struct Limits {
     pub max_callbacks: usize,
 }
 
+impl Limits {
+    /// The budgets one connection's protocol state enforces ([`Limits::max_calls_in_flight`]
+    /// and [`Limits::max_callbacks`]).
+    pub fn connection(&self) -> kite_core::connection::Limits {
+        kite_core::connection::Limits {
+            max_calls_in_flight: self.max_calls_in_flight,
+            max_functions: self.max_callbacks,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

@@ -8,10 +8,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use kite_core::dnode::Scrubbed;
+use kite_core::dnode::{IntoValue, Value};
 use kite_core::envelope::response_args;
 use kite_core::{ErrorKind, Kite as KiteIdentity, KiteError};
-use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -223,7 +222,7 @@ impl Kite {
     where
         F: Fn(Request) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Serialize + 'static,
+        T: IntoValue + 'static,
         E: Into<KiteError> + 'static,
     {
         let method = Method::new(name, into_handler(f), self.0.config.disable_authentication);
@@ -250,7 +249,7 @@ impl Kite {
     where
         F: Fn(Request) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Serialize + 'static,
+        T: IntoValue + 'static,
         E: Into<KiteError> + 'static,
     {
         self.0
@@ -266,7 +265,7 @@ impl Kite {
     where
         F: Fn(Request) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Serialize + 'static,
+        T: IntoValue + 'static,
         E: Into<KiteError> + 'static,
     {
         self.0
@@ -280,7 +279,7 @@ impl Kite {
     /// Runs `f` last for every method, after the method's own final functions.
     pub fn final_func<F>(&self, f: F)
     where
-        F: Fn(&Request, Result<Scrubbed, KiteError>) -> Result<Scrubbed, KiteError>
+        F: Fn(&Request, Result<Value, KiteError>) -> Result<Value, KiteError>
             + Send
             + Sync
             + 'static,
@@ -667,7 +666,7 @@ impl KiteInner {
         link: &Arc<Link>,
         request: kite_core::Request,
         id: &str,
-    ) -> Result<Scrubbed, KiteError> {
+    ) -> Result<Value, KiteError> {
         let Some(method) = self
             .methods
             .read()
@@ -709,7 +708,7 @@ impl KiteInner {
         plan: Plan,
         req: Request,
         id: &str,
-    ) -> Result<Scrubbed, KiteError> {
+    ) -> Result<Value, KiteError> {
         let (pre, post, finals, handling) = {
             let kite = self.chain.read().unwrap_or_else(|e| e.into_inner());
             let cat = |mut a: Vec<DynHandler>, b: &[DynHandler]| -> Vec<DynHandler> {
@@ -740,9 +739,9 @@ impl KiteInner {
             return outcome.catch_unwind().await.unwrap_or_else(caught);
         }
         let outcome = async {
-            let mut first: Option<Scrubbed> = None;
-            let mut note = |v: &Scrubbed| {
-                if first.is_none() && !v.value.is_null() {
+            let mut first: Option<Value> = None;
+            let mut note = |v: &Value| {
+                if first.is_none() && !v.is_null() {
                     first = Some(v.clone());
                 }
             };
@@ -787,6 +786,8 @@ impl KiteInner {
             }
         }
         let response = request.response.take();
+        // The call's slot among the connection's calls in flight, held until it is answered.
+        let _in_flight = request.in_flight.take();
         let method = request.method.clone();
         let id = request_id();
         let result = self
@@ -806,7 +807,7 @@ impl KiteInner {
         };
         let sent = match response.remote_id() {
             Some(rid) => link.respond(rid, result),
-            None => response.call_scrubbed(response_args(result)),
+            None => response.call_with(response_args(result)),
         };
         if let Err(e) = sent {
             debug!(%method, error = %e, "could not send the response");

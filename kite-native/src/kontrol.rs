@@ -20,7 +20,8 @@
 //! ```
 
 use kite_core::kontrol::{
-    GetKitesArgs, GetKitesResult, GetTokenArgs, RegisterArgs, RegisterResult, WatchEvent,
+    GetKitesArgs, GetKitesResult, GetTokenArgs, RegisterArgs, RegisterResult, WATCH_CALLBACK,
+    WatchEvent,
 };
 use kite_core::{Args, Auth, Callback, KiteError, KontrolQuery};
 use tracing::{info, warn};
@@ -193,15 +194,19 @@ impl Kite {
         watch_callback: Option<Callback>,
     ) -> Result<Vec<Client>, KiteError> {
         let kontrol = self.kontrol().await?;
-        let found: GetKitesResult = kontrol
-            .call(
-                "getKites",
-                (GetKitesArgs {
+        let found: GetKitesResult = match watch_callback {
+            // The function goes beside the query, under Go's `watchCallback` key.
+            Some(cb) => {
+                let args = kite_core::value!([{"query": query, (WATCH_CALLBACK): cb}]);
+                kontrol.call("getKites", args).await?
+            }
+            None => {
+                let args = GetKitesArgs {
                     query: Some(query.clone()),
-                    watch_callback,
-                },),
-            )
-            .await?;
+                };
+                kontrol.call("getKites", (args,)).await?
+            }
+        };
         Ok(found
             .kites
             .into_iter()

@@ -34,7 +34,9 @@
 //! [`Client`] and [`Request`] are the runtime; protocol logic comes from [`kite_core`].
 
 pub use kite_core as core;
-pub use kite_core::{Args, Auth, Callback, ErrorKind, KiteError};
+pub use kite_core::{
+    Args, Auth, Callback, ErrorKind, IntoArgs, IntoValue, KiteError, Value, value,
+};
 
 pub mod auth;
 pub mod builtins;

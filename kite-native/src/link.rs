@@ -4,8 +4,8 @@ use std::future::poll_fn;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
-use kite_core::connection::{Connection, Incoming};
-use kite_core::dnode::{Args, CallbackSink, Scrubbed};
+use kite_core::connection::{Connection, Incoming, Limits};
+use kite_core::dnode::{CallbackSink, Value};
 use kite_core::{ErrorKind, KiteError, RequestHead};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -15,7 +15,7 @@ use crate::method::BoxFuture;
 use crate::session::{SessionInfo, SessionReceiver, SessionSender, TransportKind};
 
 /// The waiting side of a call in flight.
-pub(crate) type Pending = oneshot::Sender<Result<Args, KiteError>>;
+pub(crate) type Pending = oneshot::Sender<Result<Value, KiteError>>;
 
 /// One live session with a peer.
 pub(crate) struct Link {
@@ -37,9 +37,9 @@ pub(crate) fn send_error(message: impl Into<String>) -> KiteError {
 }
 
 impl Link {
-    pub(crate) fn new(tx: SessionSender, info: SessionInfo) -> Arc<Self> {
+    pub(crate) fn new(tx: SessionSender, info: SessionInfo, limits: Limits) -> Arc<Self> {
         Arc::new(Link {
-            conn: Mutex::new(Connection::new()),
+            conn: Mutex::new(Connection::with_limits(limits)),
             tx,
             info,
             context: CancellationToken::new(),
@@ -60,8 +60,8 @@ impl Link {
         &self,
         method: &str,
         head: &RequestHead,
-        args: Scrubbed,
-    ) -> Result<(u64, oneshot::Receiver<Result<Args, KiteError>>), KiteError> {
+        args: Value,
+    ) -> Result<(u64, oneshot::Receiver<Result<Value, KiteError>>), KiteError> {
         if self.is_closed() {
             return Err(send_error("can't send, client is closed"));
         }
@@ -69,10 +69,10 @@ impl Link {
         // SockJS transports carry messages as JSON strings: encode the request that way once,
         // with the head escaped in advance, instead of escaping all of it per call.
         let sent = if self.info.transport == TransportKind::RawWebSocket {
-            let (id, text) = self.conn().request_with_head(method, head, args, tx);
+            let (id, text) = self.conn().request_with_head(method, head, args, tx)?;
             (id, self.tx.send(text))
         } else {
-            let (id, literal) = self.conn().request_quoted(method, head, args, tx);
+            let (id, literal) = self.conn().request_quoted(method, head, args, tx)?;
             (id, self.tx.send_quoted(literal))
         };
         if let (id, Err(_)) = sent {
@@ -86,7 +86,7 @@ impl Link {
     pub(crate) fn respond(
         &self,
         id: u64,
-        result: Result<Scrubbed, KiteError>,
+        result: Result<Value, KiteError>,
     ) -> Result<(), KiteError> {
         if self.is_closed() {
             return Err(send_error("can't send, client is closed"));
@@ -108,11 +108,11 @@ impl Link {
 }
 
 impl CallbackSink for Link {
-    fn invoke(&self, id: u64, args: Scrubbed) -> Result<(), KiteError> {
+    fn invoke(&self, id: u64, args: Value) -> Result<(), KiteError> {
         if self.is_closed() {
             return Err(send_error("can't send, client is closed"));
         }
-        let text = self.conn().invoke(id, args);
+        let text = self.conn().invoke(id, args)?;
         self.tx
             .send(text)
             .map_err(|_| send_error("can't send, client is closed"))

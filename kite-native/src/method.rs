@@ -6,34 +6,33 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kite_core::KiteError;
-use kite_core::dnode::{Scrubbed, scrub};
-use serde::Serialize;
+use kite_core::dnode::{IntoValue, Value};
 
 use crate::request::Request;
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// A type-erased handler: request in, scrubbed result out.
-pub type DynHandler = Arc<dyn Fn(Request) -> BoxFuture<Result<Scrubbed, KiteError>> + Send + Sync>;
+/// A type-erased handler: request in, result out (a [`Value`], functions included).
+pub type DynHandler = Arc<dyn Fn(Request) -> BoxFuture<Result<Value, KiteError>> + Send + Sync>;
 
 /// A final function: sees the request and the chain's outcome, may rewrite it.
 pub type FinalFn =
-    Arc<dyn Fn(&Request, Result<Scrubbed, KiteError>) -> Result<Scrubbed, KiteError> + Send + Sync>;
+    Arc<dyn Fn(&Request, Result<Value, KiteError>) -> Result<Value, KiteError> + Send + Sync>;
 
 /// Turns an async closure returning `Result<T, E>` into a [`DynHandler`].
 pub fn into_handler<F, Fut, T, E>(f: F) -> DynHandler
 where
     F: Fn(Request) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<T, E>> + Send + 'static,
-    T: Serialize + 'static,
+    T: IntoValue + 'static,
     E: Into<KiteError> + 'static,
 {
     Arc::new(move |req| {
         let fut = f(req);
         Box::pin(async move {
             match fut.await {
-                Ok(value) => scrub(&value),
+                Ok(value) => value.into_value(),
                 Err(e) => Err(e.into()),
             }
         })
@@ -174,7 +173,7 @@ impl Method {
     where
         F: Fn(Request) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Serialize + 'static,
+        T: IntoValue + 'static,
         E: Into<KiteError> + 'static,
     {
         let h = into_handler(f);
@@ -186,7 +185,7 @@ impl Method {
     where
         F: Fn(Request) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Serialize + 'static,
+        T: IntoValue + 'static,
         E: Into<KiteError> + 'static,
     {
         let h = into_handler(f);
@@ -196,7 +195,7 @@ impl Method {
     /// Runs `f` last, always, with the outcome of the chain; its return value is the answer.
     pub fn final_func<F>(&self, f: F) -> &Self
     where
-        F: Fn(&Request, Result<Scrubbed, KiteError>) -> Result<Scrubbed, KiteError>
+        F: Fn(&Request, Result<Value, KiteError>) -> Result<Value, KiteError>
             + Send
             + Sync
             + 'static,

@@ -4,8 +4,8 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use kite_core::dnode::{FromArg, FromArgs};
 use kite_core::{Args, Auth, Kite as KiteIdentity};
-use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
@@ -77,14 +77,16 @@ impl Request {
         }
     }
 
-    /// Decodes the only argument (see [`Args::one`]).
-    pub fn arg<T: DeserializeOwned>(&self) -> Result<T, kite_core::KiteError> {
+    /// Decodes the only argument (see [`kite_core::Value::one`]): any serde type, or a
+    /// [`kite_core::Callback`].
+    pub fn arg<T: FromArg>(&self) -> Result<T, kite_core::KiteError> {
         self.args.one()
     }
 
-    /// Decodes all arguments, e.g. as a tuple (see [`Args::decode`]).
-    pub fn args<T: DeserializeOwned>(&self) -> Result<T, kite_core::KiteError> {
-        self.args.decode()
+    /// Decodes all arguments into a tuple of serde types and [`kite_core::Callback`]s, or a
+    /// `Vec` (see [`kite_core::Value::args`]): `let (n, f): (f64, Callback) = req.args()?`.
+    pub fn args<T: FromArgs>(&self) -> Result<T, kite_core::KiteError> {
+        self.args.args()
     }
 
     /// Stores a value for later handlers of the same call (Go passes values down the chain

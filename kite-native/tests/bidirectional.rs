@@ -21,7 +21,10 @@ async fn callbacks_are_invoked_many_times_in_both_directions() {
         });
         let result: Value = within(
             "callback",
-            client.call("callback", (json!({"value": 42, "times": 3, "cb": cb}),)),
+            client.call(
+                "callback",
+                kite_native::value!([{"value": 42, "times": 3, "cb": cb}]),
+            ),
         )
         .await
         .unwrap();

@@ -242,9 +242,10 @@ async fn throttle_pre_post_and_final_handlers() {
     .post_handle(|_r: Request| async move { Ok::<_, KiteError>("post result") })
     .final_func(|_r, result| match result {
         Ok(v) => Ok(v),
-        Err(e) => Ok(kite_native::core::dnode::Scrubbed::plain(Value::String(
-            format!("recovered: {}", e.message),
-        ))),
+        Err(e) => Ok(kite_native::Value::from_json(Value::String(format!(
+            "recovered: {}",
+            e.message
+        )))),
     });
     kite.handle("stopped", |_r: Request| async {
         Ok::<_, KiteError>("never")

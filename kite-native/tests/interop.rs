@@ -243,11 +243,14 @@ async fn our_client_calls_a_kitejs_server_over_raw_websocket() {
     // Kite.js wraps every argument list it sends as {error, result}; the calls still arrive.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let cb = kite_native::Callback::new(move |args| {
-        let _ = tx.send(args.value().clone());
+        let _ = tx.send(args.to_json().unwrap_or_default());
     });
     let v: Value = within(
         "callback",
-        client.call("callback", (json!({"value": 7, "times": 2, "cb": cb}),)),
+        client.call(
+            "callback",
+            kite_native::value!([{"value": 7, "times": 2, "cb": cb}]),
+        ),
     )
     .await
     .unwrap();
@@ -283,18 +286,18 @@ async fn go_math_server() -> TestKite {
         Ok(n * n)
     });
     kite.handle("echo", |req: Request| async move {
-        Ok::<_, KiteError>(req.args.get(0))
+        Ok::<_, KiteError>(req.args.get(0).unwrap_or_default())
     });
     kite.handle("callback", |req: Request| async move {
         #[derive(serde::Deserialize)]
         struct Opts {
             value: Value,
-            cb: Callback,
             times: u32,
         }
-        let (value, cb, times) = match req.arg::<Opts>() {
-            Ok(o) => (o.value, o.cb, o.times),
-            Err(_) => {
+        let in_options = req.args.callback_at(&[0.into(), "cb".into()]);
+        let (value, cb, times) = match (req.arg::<Opts>(), in_options) {
+            (Ok(o), Some(cb)) => (o.value, cb, o.times),
+            _ => {
                 let (v, cb): (Value, Callback) = req.args()?;
                 (v, cb, 1)
             }

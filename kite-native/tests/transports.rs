@@ -38,7 +38,7 @@ async fn xhr_streaming_calls_callbacks_and_rotation() {
         "callback",
         c.call(
             "callback",
-            (serde_json::json!({"value": 7, "times": 3, "cb": cb}),),
+            kite_native::value!([{"value": 7, "times": 3, "cb": cb}]),
         ),
     )
     .await

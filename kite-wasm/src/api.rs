@@ -7,6 +7,7 @@ use std::rc::{Rc, Weak};
 
 use gloo_timers::callback::Interval;
 use js_sys::{Array, Function, Object, Promise};
+use kite_core::connection::InFlight;
 use kite_core::tree::{Tree, TreeRequest};
 use kite_core::{ErrorKind, KiteError};
 use wasm_bindgen::prelude::*;
@@ -106,6 +107,8 @@ struct Responder {
     generation: u64,
     id: Option<u64>,
     done: Cell<bool>,
+    /// The request's slot among the connection's calls in flight, freed with the answer.
+    in_flight: RefCell<Option<InFlight>>,
 }
 
 impl Responder {
@@ -121,16 +124,18 @@ impl Responder {
         if let (Some(inner), Some(id)) = (self.kite.upgrade(), self.id) {
             inner.respond(self.generation, id, result);
         }
+        self.in_flight.borrow_mut().take();
     }
 }
 
 /// Runs a request of the remote kite and answers it.
-pub(crate) fn handle(inner: &Rc<Inner>, generation: u64, req: TreeRequest<Js>) {
+pub(crate) fn handle(inner: &Rc<Inner>, generation: u64, mut req: TreeRequest<Js>) {
     let responder = Rc::new(Responder {
         kite: Rc::downgrade(inner),
         generation,
         id: req.response,
         done: Cell::new(false),
+        in_flight: RefCell::new(req.in_flight.take()),
     });
     let key = inner.key();
     let user = inner.api.get(&req.method);

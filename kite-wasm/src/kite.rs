@@ -457,6 +457,7 @@ impl Inner {
         };
         let generation = self.generation.get();
         let mut texts = Vec::new();
+        let mut refused = Vec::new();
         {
             let head = self.head.borrow();
             let mut calls = self.calls.borrow_mut();
@@ -471,10 +472,18 @@ impl Inner {
                     call.args.clone()
                 };
                 let args = args.unwrap_or_else(|| Wire::plain(Js(Array::new().into())));
-                let (response, message) = conn.request(&call.method, &head, args, id);
-                call.sent = Some((generation, response));
-                texts.push(message.text());
+                match conn.request(&call.method, &head, args, id) {
+                    Ok((response, message)) => {
+                        call.sent = Some((generation, response));
+                        texts.push(message.text());
+                    }
+                    // More functions than the connection keeps: this call fails alone.
+                    Err(e) => refused.push((id, e)),
+                }
             }
+        }
+        for (id, e) in refused {
+            self.finish(id, Err(e));
         }
         if !texts.is_empty() {
             transport.send(texts);
@@ -598,7 +607,7 @@ impl Inner {
         let Some(transport) = transport else {
             return Err(KiteError::disconnect());
         };
-        let message = self.conn.borrow_mut().invoke(id, args);
+        let message = self.conn.borrow_mut().invoke(id, args)?;
         transport.send(vec![message.text()]);
         Ok(())
     }

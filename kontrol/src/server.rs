@@ -518,7 +518,11 @@ impl Inner {
             .ok_or_else(|| KiteError::argument("query is missing"))?;
         let matcher =
             Matcher::new(&query).map_err(|e| KiteError::argument(format!("invalid query: {e}")))?;
-        if let Some(callback) = args.watch_callback {
+        // The watcher's function, beside the query (Go clients send `null` there).
+        let watch = req
+            .args
+            .callback_at(&[0.into(), kite_native::core::kontrol::WATCH_CALLBACK.into()]);
+        if let Some(callback) = watch {
             static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
             let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             lock(&self.watchers).push(Watcher {

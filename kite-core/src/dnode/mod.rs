@@ -3,18 +3,29 @@
 //! A dnode message is `{"method": name-or-callback-id, "arguments": [...], "callbacks": {id:
 //! path}}`. Functions inside `arguments` are sent as `"[Function]"` with their path recorded
 //! under a fresh id; the peer calls one by sending a message whose `method` is that id.
+//! Programs hold such arguments as [`Value`]s: JSON with the functions beside it, by path.
 
-mod args;
 mod callback;
+mod decode;
+pub mod depth;
 mod message;
 pub mod path;
+mod scan;
 mod table;
+mod value;
 
-pub use args::Args;
-pub use callback::{
-    Callback, CallbackSink, Scrubbed, normalize_args, parked_len, scrub, scrub_args,
-};
+pub use callback::{Callback, CallbackSink};
+pub use decode::{FromArg, FromArgs, FromValue};
 pub use message::{Message, Method};
 pub(crate) use message::{RawMessage, encode_with, only_response_callback, write_callbacks};
 pub use path::{Path, Segment};
-pub use table::{CallbackTable, Entry};
+pub(crate) use scan::existing;
+pub use table::{CallbackTable, DEFAULT_MAX_FUNCTIONS, Entry};
+#[doc(hidden)]
+pub use value::__from;
+pub use value::{IntoArgs, IntoValue, Value};
+pub(crate) use value::{Json, write_json};
+
+/// Arguments (and results) as received or sent: a [`Value`], read with [`Value::nth`],
+/// [`Value::one`], [`Value::args`], [`Value::decode`] and [`Value::callback`].
+pub type Args = Value;

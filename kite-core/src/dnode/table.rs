@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 
 use super::callback::Callback;
+use super::path::Path;
+use crate::error::{ErrorKind, KiteError};
 
 /// What an id in a [`CallbackTable`] stands for.
 ///
@@ -18,17 +20,29 @@ pub enum Entry<P, F = Callback> {
     Pending(P),
 }
 
+/// The default of [`CallbackTable::with_limit`]: functions one connection keeps for its peer.
+pub const DEFAULT_MAX_FUNCTIONS: usize = 10_000;
+
 /// Ids for the functions we send on one connection.
 ///
 /// Ids count up from 0 per connection, as in Go. A response callback is removed when it is
 /// answered, so a long-lived connection making millions of calls holds only the calls in
-/// flight (the Go original keeps every one forever). A function sent twice keeps its first id.
+/// flight (the Go original keeps every one forever). A [`Callback`] sent again keeps its id;
+/// one that appears at several places of one message gets one id per place (a JSON object
+/// cannot map one id to two paths), and those ids are reused the next time.
+///
+/// The functions kept are bounded ([`CallbackTable::with_limit`], default
+/// [`DEFAULT_MAX_FUNCTIONS`]): a message that would register more fails with a
+/// `requestLimitError`, so a peer cannot make a connection hold functions without end (for
+/// instance by having its own functions echoed back, each forwarded under a new id).
 #[derive(Debug)]
 pub struct CallbackTable<P, F = Callback> {
     next: u64,
     entries: HashMap<u64, Entry<P, F>>,
-    ids: HashMap<usize, u64>,
+    /// The ids of each [`Callback`] (by identity), one per place it has had in one message.
+    ids: HashMap<usize, Vec<u64>>,
     pending: usize,
+    max_functions: usize,
 }
 
 impl<P, F> Default for CallbackTable<P, F> {
@@ -38,26 +52,95 @@ impl<P, F> Default for CallbackTable<P, F> {
             entries: HashMap::new(),
             ids: HashMap::new(),
             pending: 0,
+            max_functions: DEFAULT_MAX_FUNCTIONS,
         }
     }
 }
 
+/// The error of a message that would keep more functions than the table allows.
+pub(crate) fn too_many_functions(limit: usize) -> KiteError {
+    KiteError::new(
+        ErrorKind::RequestLimit,
+        format!("too many functions sent on this connection (limit {limit})"),
+    )
+}
+
 impl<P> CallbackTable<P> {
-    /// The id of `cb`, registering it if it is new on this connection.
-    pub fn register(&mut self, cb: &Callback) -> u64 {
-        if let Some(id) = self.ids.get(&cb.key()) {
-            return *id;
+    /// Ids for the functions of one message, in order: a function keeps the ids it had,
+    /// and gets one more for each further place it takes in this message. Nothing is
+    /// registered if that would pass the limit.
+    pub fn register_all(&mut self, functions: &[(Path, Callback)]) -> Result<Vec<u64>, KiteError> {
+        self.check_room(functions)?;
+        let mut taken: HashMap<usize, usize> = HashMap::new();
+        let mut out = Vec::with_capacity(functions.len());
+        for (_, cb) in functions {
+            let nth = taken.entry(cb.key()).or_default();
+            let known = self
+                .ids
+                .get(&cb.key())
+                .and_then(|ids| ids.get(*nth))
+                .copied();
+            let id = match known {
+                Some(id) => id,
+                None => {
+                    let id = self.alloc();
+                    self.entries.insert(id, Entry::Callback(cb.clone()));
+                    self.ids.entry(cb.key()).or_default().push(id);
+                    id
+                }
+            };
+            *nth += 1;
+            out.push(id);
         }
-        let id = self.insert(cb.clone());
-        self.ids.insert(cb.key(), id);
-        id
+        Ok(out)
+    }
+
+    /// Whether the functions of one message fit within the limit (`requestLimitError` if not):
+    /// only functions new on this connection, and further places of one function, take room.
+    pub fn check_room(&self, functions: &[(Path, Callback)]) -> Result<(), KiteError> {
+        let mut uses: HashMap<usize, usize> = HashMap::new();
+        let mut new = 0;
+        for (_, cb) in functions {
+            let n = uses.entry(cb.key()).or_default();
+            *n += 1;
+            if *n > self.ids.get(&cb.key()).map_or(0, Vec::len) {
+                new += 1;
+            }
+        }
+        if self.functions_len() + new > self.max_functions {
+            return Err(too_many_functions(self.max_functions));
+        }
+        Ok(())
+    }
+
+    /// The id of `cb` (its first), registering it if it is new on this connection.
+    pub fn register(&mut self, cb: &Callback) -> Result<u64, KiteError> {
+        let ids = self.register_all(&[(Vec::new(), cb.clone())])?;
+        Ok(ids[0])
     }
 }
 
 impl<P, F: Clone> CallbackTable<P, F> {
-    /// An empty table.
+    /// The function registered as `id`, if any.
+    #[cfg(test)]
+    pub(crate) fn entries_get(&self, id: u64) -> Option<F> {
+        match self.entries.get(&id)? {
+            Entry::Callback(f) => Some(f.clone()),
+            Entry::Pending(_) => None,
+        }
+    }
+
+    /// An empty table keeping at most [`DEFAULT_MAX_FUNCTIONS`] functions.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty table keeping at most `max_functions` functions.
+    pub fn with_limit(max_functions: usize) -> Self {
+        CallbackTable {
+            max_functions,
+            ..Self::default()
+        }
     }
 
     fn alloc(&mut self) -> u64 {
@@ -66,12 +149,28 @@ impl<P, F: Clone> CallbackTable<P, F> {
         id
     }
 
-    /// Registers a function under a fresh id (no deduplication: see [`CallbackTable::register`]
-    /// for [`Callback`]s, which have an identity).
-    pub fn insert(&mut self, f: F) -> u64 {
-        let id = self.alloc();
-        self.entries.insert(id, Entry::Callback(f));
-        id
+    /// Whether `n` more functions fit within the limit (`requestLimitError` if not).
+    pub fn check_room_for(&self, n: usize) -> Result<(), KiteError> {
+        if self.functions_len() + n > self.max_functions {
+            return Err(too_many_functions(self.max_functions));
+        }
+        Ok(())
+    }
+
+    /// Registers functions under fresh ids, one each (they have no identity to reuse ids by).
+    /// Nothing is registered if that would pass the limit.
+    pub fn insert_all(
+        &mut self,
+        functions: impl ExactSizeIterator<Item = F>,
+    ) -> Result<Vec<u64>, KiteError> {
+        self.check_room_for(functions.len())?;
+        Ok(functions
+            .map(|f| {
+                let id = self.alloc();
+                self.entries.insert(id, Entry::Callback(f));
+                id
+            })
+            .collect())
     }
 
     /// Registers a response slot for a call in flight and returns its id.
@@ -166,11 +265,11 @@ mod tests {
     }
 
     #[test]
-    fn functions_stay_and_dedupe() {
+    fn functions_stay_and_keep_their_ids() {
         let mut t: CallbackTable<()> = CallbackTable::new();
         let cb = Callback::new(|_| {});
-        let id = t.register(&cb);
-        assert_eq!(t.register(&cb.clone()), id);
+        let id = t.register(&cb).unwrap();
+        assert_eq!(t.register(&cb.clone()).unwrap(), id);
         assert!(matches!(t.take(id), Some(Entry::Callback(_))));
         assert!(matches!(t.take(id), Some(Entry::Callback(_))));
         assert_eq!(t.cancel(id), None);
@@ -178,5 +277,44 @@ mod tests {
         t.insert_pending(());
         assert_eq!(t.drain_pending().len(), 1);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn one_function_in_several_places_gets_an_id_per_place_and_reuses_them() {
+        let mut t: CallbackTable<()> = CallbackTable::new();
+        let (a, b) = (Callback::new(|_| {}), Callback::new(|_| {}));
+        let places = [
+            (vec![], a.clone()),
+            (vec![], b.clone()),
+            (vec![], a.clone()),
+            (vec![], a.clone()),
+        ];
+        let ids = t.register_all(&places).unwrap();
+        assert_eq!(ids, [0, 1, 2, 3]);
+        // The same message again: the same ids, nothing new kept.
+        assert_eq!(t.register_all(&places).unwrap(), ids);
+        assert_eq!(t.functions_len(), 4);
+        // Every id reaches the function of its place.
+        for (id, (_, cb)) in ids.iter().zip(&places) {
+            let Some(Entry::Callback(found)) = t.take(*id) else {
+                panic!()
+            };
+            assert!(found.ptr_eq(cb));
+        }
+    }
+
+    #[test]
+    fn the_limit_refuses_a_whole_message() {
+        let mut t: CallbackTable<()> = CallbackTable::with_limit(3);
+        let fns: Vec<(Path, Callback)> = (0..4).map(|_| (vec![], Callback::new(|_| {}))).collect();
+        let e = t.register_all(&fns).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::RequestLimit);
+        assert_eq!(t.functions_len(), 0, "nothing half-registered");
+        t.register_all(&fns[..3]).unwrap();
+        t.register_all(&fns[..3]).unwrap();
+        assert!(t.register_all(&fns[3..]).is_err());
+        let mut plain: CallbackTable<(), u8> = CallbackTable::with_limit(2);
+        assert!(plain.insert_all([1u8, 2, 3].into_iter()).is_err());
+        assert_eq!(plain.insert_all([1u8, 2].into_iter()).unwrap(), [0, 1]);
     }
 }

@@ -1,6 +1,10 @@
 //! [`TreeConnection`]: the protocol state of one connection over [`Tree`] messages.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
 use super::{Tree, at, replace_at};
+use crate::connection::{InFlight, Limits};
 use crate::dnode::{CallbackTable, Entry, Method, Path, Segment};
 use crate::envelope::Auth;
 use crate::error::{ErrorKind, KiteError, ProtocolError};
@@ -112,7 +116,7 @@ impl<T: Tree> Received<T> {
 }
 
 /// A request of the peer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct TreeRequest<T> {
     /// The method called.
     pub method: String,
@@ -124,6 +128,9 @@ pub struct TreeRequest<T> {
     pub args: Received<T>,
     /// The peer's response callback id; `None` when the caller wants no answer.
     pub response: Option<u64>,
+    /// This request's slot among the connection's calls in flight
+    /// ([`Limits::max_calls_in_flight`]): keep it until the answer is sent.
+    pub in_flight: Option<InFlight>,
 }
 
 /// What an incoming message means.
@@ -178,46 +185,60 @@ impl<T: Tree> Head<T> {
 /// [`crate::Connection`] for drivers that parse and print JSON themselves.
 ///
 /// `P` is the driver's handle for a call waiting for its response; `F` the functions it sends
-/// (kept while the connection lives, handed back when the peer invokes them).
+/// (kept while the connection lives, handed back when the peer invokes them). The budgets of
+/// [`Limits`] apply as in [`crate::Connection`].
 #[derive(Debug)]
 pub struct TreeConnection<P, F> {
     table: CallbackTable<P, F>,
+    limits: Limits,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl<P, F: Clone> Default for TreeConnection<P, F> {
     fn default() -> Self {
-        TreeConnection {
-            table: CallbackTable::new(),
-        }
+        TreeConnection::with_limits(Limits::default())
     }
 }
 
 const RESPONSE_CALLBACK: &str = "responseCallback";
 
 impl<P, F: Clone> TreeConnection<P, F> {
-    /// A fresh connection.
+    /// A fresh connection with the default [`Limits`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A fresh connection with these budgets.
+    pub fn with_limits(limits: Limits) -> Self {
+        TreeConnection {
+            table: CallbackTable::with_limit(limits.max_functions),
+            limits,
+            in_flight: Arc::default(),
+        }
     }
 
     /// A call of `method` with `args` (a list), registering its response slot holding
     /// `pending`. Returns the response callback id (for [`TreeConnection::cancel`]) and the
     /// message: `{"method", "arguments": [{"kite", "authentication", "responseCallback",
-    /// "withArgs"}], "callbacks"}`, Go's layout.
+    /// "withArgs"}], "callbacks"}`, Go's layout. Fails (`requestLimitError`) when its
+    /// functions would pass [`Limits::max_functions`]; nothing is registered then.
     pub fn request<T: Tree>(
         &mut self,
         method: &str,
         head: &Head<T>,
         args: Outgoing<T, F>,
         pending: P,
-    ) -> (u64, T) {
+    ) -> Result<(u64, T), KiteError> {
+        let prefix = [Segment::Index(0), Segment::Key("withArgs".into())];
+        // Go gives the response callback the first id, then the functions inside `withArgs`.
+        self.table.check_room_for(args.functions.len())?;
         let id = self.table.insert_pending(pending);
+        let functions = self.register(args.functions, &prefix)?;
         let mut callbacks = vec![(
             id,
             vec![Segment::Index(0), Segment::Key(RESPONSE_CALLBACK.into())],
         )];
-        let prefix = [Segment::Index(0), Segment::Key("withArgs".into())];
-        callbacks.extend(self.register(args.functions, &prefix));
+        callbacks.extend(functions);
         let options = T::object(vec![
             ("kite", head.kite.clone()),
             ("authentication", head.auth.clone()),
@@ -225,12 +246,13 @@ impl<P, F: Clone> TreeConnection<P, F> {
             ("withArgs", args.value),
         ]);
         let message = encode(T::string(method), T::list(vec![options]), &callbacks);
-        (id, message)
+        Ok((id, message))
     }
 
     /// An invocation of the peer's callback `id` with `args` as the argument list (a value
-    /// that is not a list is sent as the only argument).
-    pub fn invoke<T: Tree>(&mut self, id: u64, args: Outgoing<T, F>) -> T {
+    /// that is not a list is sent as the only argument). Fails (`requestLimitError`) when its
+    /// functions would pass [`Limits::max_functions`].
+    pub fn invoke<T: Tree>(&mut self, id: u64, args: Outgoing<T, F>) -> Result<T, KiteError> {
         let (value, prefix) = if args.value.list_len().is_some() {
             (args.value, Vec::new())
         } else if args.value.is_null() {
@@ -238,36 +260,44 @@ impl<P, F: Clone> TreeConnection<P, F> {
         } else {
             (T::list(vec![args.value]), vec![Segment::Index(0)])
         };
-        let callbacks = self.register(args.functions, &prefix);
-        encode(T::number(id as f64), value, &callbacks)
+        let callbacks = self.register(args.functions, &prefix)?;
+        Ok(encode(T::number(id as f64), value, &callbacks))
     }
 
     /// The answer to a request whose response callback is the peer's `id`:
-    /// `{"method": id, "arguments": [{"error", "result"}], "callbacks"}`.
+    /// `{"method": id, "arguments": [{"error", "result"}], "callbacks"}`. A result whose
+    /// functions would pass [`Limits::max_functions`] is answered with that
+    /// `requestLimitError` instead.
     pub fn respond<T: Tree>(&mut self, id: u64, result: Result<Outgoing<T, F>, KiteError>) -> T {
-        let (error, result) = match result {
-            Ok(out) => (T::null(), out),
-            Err(e) => (e.to_tree(), Outgoing::plain(T::null())),
-        };
         let prefix = [Segment::Index(0), Segment::Key("result".into())];
-        let callbacks = self.register(result.functions, &prefix);
-        let arguments = T::list(vec![T::object(vec![
-            ("error", error),
-            ("result", result.value),
-        ])]);
+        let (error, value, callbacks) = match result {
+            Ok(out) => match self.register(out.functions, &prefix) {
+                Ok(callbacks) => (T::null(), out.value, callbacks),
+                Err(e) => (e.to_tree(), T::null(), Vec::new()),
+            },
+            Err(e) => (e.to_tree(), T::null(), Vec::new()),
+        };
+        let arguments = T::list(vec![T::object(vec![("error", error), ("result", value)])]);
         encode(T::number(id as f64), arguments, &callbacks)
     }
 
     /// Gives each function an id, its path put under `prefix`.
-    fn register(&mut self, functions: Vec<(Path, F)>, prefix: &[Segment]) -> Vec<(u64, Path)> {
-        functions
+    fn register(
+        &mut self,
+        functions: Vec<(Path, F)>,
+        prefix: &[Segment],
+    ) -> Result<Vec<(u64, Path)>, KiteError> {
+        let (paths, functions): (Vec<Path>, Vec<F>) = functions.into_iter().unzip();
+        let ids = self.table.insert_all(functions.into_iter())?;
+        Ok(paths
             .into_iter()
-            .map(|(path, f)| {
+            .zip(ids)
+            .map(|(path, id)| {
                 let mut full = prefix.to_vec();
                 full.extend(path);
-                (self.table.insert(f), full)
+                (id, full)
             })
-            .collect()
+            .collect())
     }
 
     /// Reads one incoming message. Errors mean the message is unusable and there is no one to
@@ -289,8 +319,31 @@ impl<P, F: Clone> TreeConnection<P, F> {
                 },
                 None => TreeIncoming::UnknownCallback(id),
             }),
-            Method::Name(method) => Ok(request(method, &arguments)),
+            Method::Name(method) => Ok(self.admit(request(method, &arguments))),
         }
+    }
+
+    /// Gives a request its slot among the calls in flight, or turns it into a
+    /// `requestLimitError` answer when there is none.
+    fn admit<T: Tree>(&mut self, incoming: TreeIncoming<T, P, F>) -> TreeIncoming<T, P, F> {
+        let TreeIncoming::Request(mut req) = incoming else {
+            return incoming;
+        };
+        match InFlight::take(&self.in_flight, self.limits.max_calls_in_flight) {
+            Some(slot) => {
+                req.in_flight = Some(slot);
+                TreeIncoming::Request(req)
+            }
+            None => TreeIncoming::InvalidRequest {
+                response: req.response,
+                error: crate::connection::too_many_calls(self.limits.max_calls_in_flight),
+            },
+        }
+    }
+
+    /// Requests of the peer being served now (their [`InFlight`]s not yet dropped).
+    pub fn calls_in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Frees the response slot of a call whose caller gave up, returning its handle. A late
@@ -454,6 +507,7 @@ fn request<T: Tree, P, F>(method: String, arguments: &Received<T>) -> TreeIncomi
         auth,
         args: arguments.under_or_null(&prefix).into_list(),
         response,
+        in_flight: None,
     }))
 }
 

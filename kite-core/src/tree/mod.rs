@@ -21,7 +21,7 @@
 //! // Functions are whatever the driver sends; here, names.
 //! let mut client: TreeConnection<&str, &str> = TreeConnection::new();
 //! let head: Head<Value> = Head::new(&Kite::new("second", "1.0.0"), None);
-//! let (_, request) = client.request("square", &head, Outgoing::plain(json!([4])), "call #1");
+//! let (_, request) = client.request("square", &head, Outgoing::plain(json!([4])), "call #1").unwrap();
 //!
 //! let mut server: TreeConnection<(), &str> = TreeConnection::new();
 //! let Ok(TreeIncoming::Request(req)) = server.receive(&request) else { panic!() };

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kite_native::transport::Transport;
-use kite_native::{Callback, Client, Config, Kite, KiteError, Request};
+use kite_native::{Client, Config, Kite, KiteError, Request};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -38,11 +38,11 @@ pub fn config() -> Config {
     c
 }
 
+/// The data of `callback`'s options; its function comes beside it, at `cb`.
 #[derive(Deserialize)]
 struct CallbackArgs {
     value: Value,
     times: u32,
-    cb: Callback,
 }
 
 /// The server side of the tests.
@@ -68,8 +68,12 @@ impl TestKite {
         });
         kite.handle("callback", |req: Request| async move {
             let a: CallbackArgs = req.arg()?;
+            let cb = req
+                .args
+                .callback_at(&[0.into(), "cb".into()])
+                .ok_or_else(|| KiteError::argument("options.cb is not a function"))?;
             for _ in 0..a.times {
-                a.cb.call((a.value.clone(),))?;
+                cb.call((a.value.clone(),))?;
             }
             Ok::<_, KiteError>(a.value)
         });

@@ -8,12 +8,12 @@ use serde_json::{Value, json};
 use super::*;
 use crate::connection::tests::{captured, edge_cases};
 
-use crate::dnode::{CallbackSink, Scrubbed, scrub_args};
+use crate::dnode::CallbackSink;
 use crate::{Callback, Connection, Incoming, RequestHead};
 
 struct Nowhere;
 impl CallbackSink for Nowhere {
-    fn invoke(&self, _id: u64, _args: Scrubbed) -> Result<(), KiteError> {
+    fn invoke(&self, _id: u64, _args: crate::Value) -> Result<(), KiteError> {
         Ok(())
     }
 }
@@ -28,14 +28,8 @@ fn landed(mut value: Value, callbacks: impl IntoIterator<Item = (Path, u64)>) ->
     value
 }
 
-fn native_args(args: crate::Args) -> Value {
-    let Scrubbed { value, callbacks } = args.into_scrubbed();
-    landed(
-        value,
-        callbacks
-            .into_iter()
-            .map(|(p, cb)| (p, cb.remote_id().unwrap_or(u64::MAX))),
-    )
+fn native_args(args: crate::Value) -> Value {
+    crate::connection::tests::landed(&args)
 }
 
 fn tree_args(args: Received<Value>) -> Value {
@@ -98,7 +92,7 @@ fn connections() -> (Connection<u64>, TreeConnection<u64, ()>) {
         tree.table.insert_pending(i);
     }
     for _ in 5..10 {
-        tree.table.insert(());
+        tree.table.insert_all([()].into_iter()).unwrap();
     }
     (crate::connection::tests::connection(), tree)
 }
@@ -137,42 +131,52 @@ fn writes_what_the_text_connection_writes() {
         let mut n: Connection<()> = Connection::new();
         let mut t: TreeConnection<(), &str> = TreeConnection::new();
         // A plain call, then one carrying a function.
-        let (id_n, text) = n.request("square", &kite, auth, scrub_args(&(4,)).unwrap(), ());
-        let (id_t, msg) = t.request(
-            "square",
-            &Head::new(&kite, auth),
-            Outgoing::plain(json!([4])),
-            (),
-        );
+        let (id_n, text) = n
+            .request("square", &kite, auth, crate::value!([4]), ())
+            .unwrap();
+        let (id_t, msg) = t
+            .request(
+                "square",
+                &Head::new(&kite, auth),
+                Outgoing::plain(json!([4])),
+                (),
+            )
+            .unwrap();
         assert_eq!(id_n, id_t);
         assert_eq!(msg, serde_json::from_str::<Value>(&text).unwrap());
-        let args = scrub_args(&(json!({"a": [1.5]}), &cb)).unwrap();
-        let (_, text) = n.request_with_head("m", &RequestHead::new(&kite, auth), args, ());
-        let (_, msg) = t.request(
-            "m",
-            &Head::new(&kite, auth),
-            Outgoing {
-                value: json!([{"a": [1.5]}, "[Function]"]),
-                functions: vec![(vec![Segment::Index(1)], "f")],
-            },
-            (),
-        );
+        let args = crate::value!([{"a": [1.5]}, &cb]);
+        let (_, text) = n
+            .request_with_head("m", &RequestHead::new(&kite, auth), args, ())
+            .unwrap();
+        let (_, msg) = t
+            .request(
+                "m",
+                &Head::new(&kite, auth),
+                Outgoing {
+                    value: json!([{"a": [1.5]}, "[Function]"]),
+                    functions: vec![(vec![Segment::Index(1)], "f")],
+                },
+                (),
+            )
+            .unwrap();
         assert_eq!(msg, serde_json::from_str::<Value>(&text).unwrap());
     }
 
     // Invocations and answers, with functions inside.
     let mut n: Connection<()> = Connection::new();
     let mut t: TreeConnection<(), &str> = TreeConnection::new();
-    let text = n.invoke(7, scrub_args(&(1, &cb)).unwrap());
-    let msg = t.invoke(
-        7,
-        Outgoing {
-            value: json!([1, "[Function]"]),
-            functions: vec![(vec![Segment::Index(1)], "f")],
-        },
-    );
+    let text = n.invoke(7, crate::value!([1, &cb])).unwrap();
+    let msg = t
+        .invoke(
+            7,
+            Outgoing {
+                value: json!([1, "[Function]"]),
+                functions: vec![(vec![Segment::Index(1)], "f")],
+            },
+        )
+        .unwrap();
     assert_eq!(msg, serde_json::from_str::<Value>(&text).unwrap());
-    let text = n.respond(3, Ok(crate::dnode::scrub(&json!({"x": "<y>"})).unwrap()));
+    let text = n.respond(3, Ok(crate::value!({"x": "<y>"})));
     let msg = t.respond(3, Ok(Outgoing::plain(json!({"x": "<y>"}))));
     assert_eq!(msg, serde_json::from_str::<Value>(&text).unwrap());
     let e = KiteError::method_not_found("nope").with_id("1");
@@ -186,15 +190,17 @@ fn a_round_trip_with_callbacks_both_ways() {
     let mut client: TreeConnection<&str, &str> = TreeConnection::new();
     let mut server: TreeConnection<(), &str> = TreeConnection::new();
     let head = Head::<Value>::new(&Kite::new("c", "1.0.0"), Some(&Auth::new("token", "t")));
-    let (_, request) = client.request(
-        "subscribe",
-        &head,
-        Outgoing {
-            value: json!([{"every": 2, "tick": "[Function]"}]),
-            functions: vec![(vec![Segment::Index(0), Segment::Key("tick".into())], "tick")],
-        },
-        "call",
-    );
+    let (_, request) = client
+        .request(
+            "subscribe",
+            &head,
+            Outgoing {
+                value: json!([{"every": 2, "tick": "[Function]"}]),
+                functions: vec![(vec![Segment::Index(0), Segment::Key("tick".into())], "tick")],
+            },
+            "call",
+        )
+        .unwrap();
     let Ok(TreeIncoming::Request(req)) = server.receive(&request) else {
         panic!("{request}")
     };
@@ -209,7 +215,9 @@ fn a_round_trip_with_callbacks_both_ways() {
     );
 
     // The server calls the client's function, then answers with a function of its own.
-    let call = server.invoke(tick_id, Outgoing::plain(json!(["hi"])));
+    let call = server
+        .invoke(tick_id, Outgoing::plain(json!(["hi"])))
+        .unwrap();
     match client.receive(&call) {
         Ok(TreeIncoming::Callback { function, args }) => {
             assert_eq!((function, args.value), ("tick", json!(["hi"])));
@@ -229,7 +237,9 @@ fn a_round_trip_with_callbacks_both_ways() {
     let result = result.unwrap();
     assert_eq!(pending, "call");
     assert_eq!(result.callbacks.len(), 1);
-    let stop = server.invoke(result.callbacks[0].1, Outgoing::plain(Value::Null));
+    let stop = server
+        .invoke(result.callbacks[0].1, Outgoing::plain(Value::Null))
+        .unwrap();
     // The client invoking the server's `stop`, seen from the server.
     assert!(matches!(
         server.receive(&json!({"method": result.callbacks[0].1, "arguments": []})),
@@ -258,7 +268,7 @@ fn paths_that_lead_nowhere_or_into_prototypes_are_skipped() {
     let Ok(TreeIncoming::Request(req)) = t.receive(&msg) else {
         panic!()
     };
-    assert_eq!(req.args.clone().resolve(|id| json!(id)), json!([{"a": 4}]));
+    assert_eq!(req.args.resolve(|id| json!(id)), json!([{"a": 4}]));
 }
 
 #[test]
