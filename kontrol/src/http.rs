@@ -2,18 +2,58 @@
 //! `RegisterHTTP`): `POST /register` with the kite, its URL and its kite key, then
 //! `GET /heartbeat?id=<kite id>` at the interval the answer names; `registeragain` asks the kite
 //! to register again (its registration lapsed, or this Kontrol restarted).
+//!
+//! The same ownership and budgets as `register` over dnode apply ([`crate::server`]): a kite id
+//! another user registered (and that has not expired) is refused with 403 and Go's
+//! `{"err":"..."}` body, a register past a budget with 429, and nothing is stored.
+//!
+//! A heartbeat carries no credentials in Go's protocol, so it is bound to the registration this
+//! Kontrol accepted over HTTP: it refreshes the kite id only if that id was registered here over
+//! HTTP, is still live, and the heartbeat comes from the same remote IP address (the port may
+//! change between connections); the refresh is done for the registration's owner, so it can
+//! never extend another user's. Any other heartbeat is answered `registeragain` (harmless for a
+//! real kite, which registers again) and refreshes nothing. (Go Kontrol refreshes whatever id a
+//! heartbeat names, from anyone.) Peers behind one address (a NAT, or one host) can still keep
+//! each other's HTTP registrations alive, never change them. When the router is served without
+//! connect info (no peer address), every HTTP registration and heartbeat counts as coming from
+//! the same unknown address.
 
-use std::sync::Arc;
+use std::net::IpAddr;
 
-use axum::extract::Query;
+use axum::extract::{ConnectInfo, FromRequestParts, Query};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kite_native::core::Kite as KiteIdentity;
 use kite_native::core::kontrol::RegisterResult;
+use kite_native::sockjs::PeerAddr;
 use serde::Deserialize;
 
-use crate::server::Kontrol;
-use crate::storage::{Registration, expires_in};
+use crate::ledger::{Refusal, Via};
+use crate::server::{Kontrol, key_identity, owned_message};
+use crate::storage::{Registration, StorageError, now_ms};
+
+/// The remote IP address of an HTTP request, when the server was started with connect info
+/// (`into_make_service_with_connect_info::<PeerAddr>()`, as [`kite_native::Kite::run`] does).
+struct Peer(Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let ext = &parts.extensions;
+        Ok(Peer(
+            ext.get::<ConnectInfo<PeerAddr>>()
+                .map(|c| c.0.0.ip())
+                .or_else(|| {
+                    ext.get::<ConnectInfo<std::net::SocketAddr>>()
+                        .map(|c| c.0.ip())
+                }),
+        ))
+    }
+}
 
 /// `POST /register`'s body.
 #[derive(Debug, Deserialize)]
@@ -49,24 +89,28 @@ impl Kontrol {
         let k = self.clone();
         self.kite().route(
             "/register",
-            axum::routing::post(move |body: String| {
+            axum::routing::post(move |Peer(peer): Peer, body: String| {
                 let k = k.clone();
-                async move { k.register_http(&body).await }
+                async move { k.register_http(peer, &body).await }
             }),
         );
         let k = self.clone();
         self.kite().route(
             "/heartbeat",
             axum::routing::get(
-                move |Query(q): Query<std::collections::HashMap<String, String>>| {
+                move |Peer(peer): Peer,
+                      Query(q): Query<std::collections::HashMap<String, String>>| {
                     let k = k.clone();
-                    async move { k.heartbeat_http(q.get("id").map(String::as_str)).await }
+                    async move {
+                        k.heartbeat_http(peer, q.get("id").map(String::as_str))
+                            .await
+                    }
                 },
             ),
         );
     }
 
-    async fn register_http(&self, body: &str) -> Response {
+    async fn register_http(&self, peer: Option<IpAddr>, body: &str) -> Response {
         let body: RegisterBody = match serde_json::from_str(body) {
             Ok(b) => b,
             Err(e) => {
@@ -109,15 +153,34 @@ impl Kontrol {
             return error(StatusCode::BAD_REQUEST, format!("invalid kite: {e}"));
         }
         let o = self.options();
+        let ledger = &self.inner().ledger;
+        let via = Via::Http(peer);
+        let key = key_identity(&kite.username, &auth.key);
+        let reservation = match ledger.reserve(&kite, &key, via, now_ms()) {
+            Ok(r) => r,
+            Err(Refusal::Owned) => return error(StatusCode::FORBIDDEN, owned_message(&kite.id)),
+            Err(Refusal::Limit(m)) => return error(StatusCode::TOO_MANY_REQUESTS, m),
+        };
         let registration = Registration::new(kite.clone(), &url, &o.key_id, o.registration_ttl);
-        if let Err(e) = self.storage().upsert(&registration).await {
-            tracing::warn!(error = %e, "HTTP register");
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error - register",
-            );
+        match self.storage().upsert(&registration).await {
+            Ok(()) => {}
+            Err(StorageError::OwnedByAnother { .. }) => {
+                ledger.release(reservation);
+                return error(StatusCode::FORBIDDEN, owned_message(&kite.id));
+            }
+            Err(e) => {
+                ledger.release(reservation);
+                tracing::warn!(error = %e, "HTTP register");
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error - register",
+                );
+            }
         }
-        self.seen_over_http(&kite.id);
+        let committed = ledger.commit(reservation, kite.clone(), via, now_ms());
+        if let Some(old) = committed.replaced {
+            self.inner().notify("DEREGISTER", &old, "");
+        }
         tracing::info!(kite = %kite, %url, "registered over HTTP");
         let result = RegisterResult {
             url,
@@ -134,27 +197,14 @@ impl Kontrol {
             .into_response()
     }
 
-    async fn heartbeat_http(&self, id: Option<&str>) -> Response {
+    async fn heartbeat_http(&self, peer: Option<IpAddr>, id: Option<&str>) -> Response {
         let Some(id) = id.filter(|i| !i.is_empty()) else {
             return error(StatusCode::BAD_REQUEST, "query id is empty");
         };
-        let o = self.options();
-        let live = self.http_seen_within(id, o.registration_ttl);
-        let refreshed = live
-            && matches!(
-                self.storage()
-                    .refresh(id, expires_in(o.registration_ttl))
-                    .await,
-                Ok(true)
-            );
-        if refreshed {
-            self.seen_over_http(id);
+        if self.inner().heartbeat(id, Via::Http(peer)).await {
             "pong".into_response()
         } else {
             "registeragain".into_response()
         }
     }
 }
-
-/// Shared with the server module: when each HTTP-registered kite was last heard of.
-pub(crate) type HttpSeen = Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>;

@@ -5,6 +5,7 @@
 //! `kitectl` follow.
 
 mod http;
+mod ledger;
 pub mod query;
 pub mod server;
 pub mod storage;

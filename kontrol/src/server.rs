@@ -16,8 +16,26 @@
 //! kontrol.kite().run().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Ownership and budgets
+//!
+//! A registration belongs to the user whose kite key made it (its `kite.username`): while it is
+//! live, `register` (or `POST /register`) of the same kite id by another user is refused with an
+//! `authenticationError` (HTTP 403) and changes nothing, and that user's heartbeats cannot keep
+//! it alive; once it has expired, the id is anyone's. Each storage decides this atomically (see
+//! [`crate::storage`]). Go Kontrol lets any kite key holder overwrite any kite id.
+//!
+//! What a peer can make this Kontrol hold is bounded by [`KontrolOptions`]'s budgets:
+//! registrations per user, per kite key and per connection, and watchers per connection. A
+//! register or watch past one is answered with a `requestLimitError` (HTTP 429) naming the
+//! budget, and nothing is stored or started. The counts are this Kontrol process's (Kontrols
+//! sharing a storage each count what was registered through them) and are kept up to date as
+//! registrations come and go, never by scanning the storage. A slot is freed when its
+//! registration is replaced, or goes stale (no heartbeat for `registration_ttl`, noticed within
+//! half of it more), and a connection's slots and watchers when the connection ends.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,8 +50,9 @@ use kite_native::{Args, Callback, Config, ErrorKind, Kite, KiteError, Request};
 use rand::seq::SliceRandom;
 use tracing::{debug, info, warn};
 
+use crate::ledger::{Budgets, Heard, Ledger, Refusal, Via};
 use crate::query::{Matcher, audience};
-use crate::storage::{Registration, Storage, expires_in, millis, now_ms};
+use crate::storage::{Registration, Storage, StorageError, expires_in, millis, now_ms};
 
 /// How a Kontrol runs: who it is, the key pair it signs with, and its timings.
 #[derive(Clone)]
@@ -63,6 +82,21 @@ pub struct KontrolOptions {
     /// Decides who may get a kite key through `registerMachine` (what `kitectl register`
     /// calls); `None` (the default, as Go) turns the method off.
     pub machine_authenticator: Option<MachineAuthenticator>,
+    /// Live registrations this Kontrol keeps for one user, over every kite key, connection and
+    /// HTTP (default 10,000). A register of a new kite id past it is answered with a
+    /// `requestLimitError` (HTTP 429) and stores nothing.
+    pub max_registrations_per_user: usize,
+    /// Live registrations this Kontrol keeps for one kite key, told apart by its `jti` claim
+    /// (else by a hash of the key) (default 1,000); past it as above.
+    pub max_registrations_per_key: usize,
+    /// Distinct kite ids registered over one dnode connection (default 16); past it as above.
+    /// Registering an id again on the same connection takes no new slot (its keep-alive stays
+    /// the one it has); the slots are freed when the connection ends.
+    pub max_registrations_per_connection: usize,
+    /// `getKites` calls with a `watchCallback` one connection may have watching at once
+    /// (default 100); one past it is answered with a `requestLimitError` and watches nothing.
+    /// The watches end with the connection.
+    pub max_watchers_per_connection: usize,
 }
 
 /// Checks a `registerMachine` request: `Ok(())` to issue a kite key for the caller-declared
@@ -76,13 +110,26 @@ impl std::fmt::Debug for KontrolOptions {
             .field("kontrol_url", &self.kontrol_url)
             .field("key", &self.key)
             .field("registration_ttl", &self.registration_ttl)
+            .field(
+                "max_registrations_per_user",
+                &self.max_registrations_per_user,
+            )
+            .field("max_registrations_per_key", &self.max_registrations_per_key)
+            .field(
+                "max_registrations_per_connection",
+                &self.max_registrations_per_connection,
+            )
+            .field(
+                "max_watchers_per_connection",
+                &self.max_watchers_per_connection,
+            )
             .finish_non_exhaustive()
     }
 }
 
 impl KontrolOptions {
     /// Go's timings for a Kontrol named `username`, signing with `key`, reached at
-    /// `kontrol_url`.
+    /// `kontrol_url`, with the default budgets.
     pub fn new(username: &str, key: KeyPair, kontrol_url: &str) -> KontrolOptions {
         KontrolOptions {
             username: username.to_owned(),
@@ -95,8 +142,29 @@ impl KontrolOptions {
             registration_ttl: Duration::from_secs(90),
             heartbeat_interval: Duration::from_secs(10),
             machine_authenticator: None,
+            max_registrations_per_user: 10_000,
+            max_registrations_per_key: 1_000,
+            max_registrations_per_connection: 16,
+            max_watchers_per_connection: 100,
         }
     }
+}
+
+/// What a Kontrol process holds for its peers right now ([`Kontrol::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KontrolStats {
+    /// Registrations made through this process and kept alive by it (including ones gone
+    /// stale that the next sweep drops).
+    pub registrations: usize,
+    /// Users with at least one of them.
+    pub users: usize,
+    /// Kite keys with at least one of them.
+    pub keys: usize,
+    /// Dnode connections that registered or watched and have not ended.
+    pub connections: usize,
+    /// `getKites` watchers.
+    pub watchers: usize,
 }
 
 /// Why a Kontrol could not be made.
@@ -123,25 +191,14 @@ impl std::fmt::Debug for Kontrol {
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
     options: KontrolOptions,
     storage: Arc<dyn Storage>,
-    /// `getKites` callers watching for kites to come and go.
-    watchers: Mutex<Vec<Watcher>>,
-    /// The last heartbeat of each kite registered through this Kontrol, for `DEREGISTER`.
-    last_seen: Mutex<HashMap<String, u64>>,
-    /// The last HTTP heartbeat of each kite registered over HTTP.
-    http_seen: crate::http::HttpSeen,
+    /// The registrations made through this Kontrol, its connections and watchers, and the
+    /// budgets.
+    pub(crate) ledger: Ledger,
     /// Tokens by (audience, username, key id), with when they stop being handed out.
     tokens: Mutex<HashMap<TokenKey, (String, u64)>>,
-}
-
-/// A `getKites` caller watching a query.
-struct Watcher {
-    id: u64,
-    matcher: Matcher,
-    username: String,
-    callback: Callback,
 }
 
 /// A cached token's key: audience, username, key pair id.
@@ -181,13 +238,21 @@ impl Kontrol {
             }))
             .with_ttl(kite.config().verify_ttl),
         );
+        let ledger = Ledger::new(
+            Budgets {
+                per_user: options.max_registrations_per_user,
+                per_key: options.max_registrations_per_key,
+                per_connection: options.max_registrations_per_connection,
+                watchers_per_connection: options.max_watchers_per_connection,
+            },
+            millis(options.registration_ttl),
+            millis(options.heartbeat_interval / 2),
+        );
         let inner = Arc::new(Inner {
             options,
             storage,
             tokens: Mutex::default(),
-            watchers: Mutex::default(),
-            last_seen: Mutex::default(),
-            http_seen: crate::http::HttpSeen::default(),
+            ledger,
         });
         let k = Kontrol { kite, inner };
         k.install();
@@ -210,15 +275,20 @@ impl Kontrol {
         &self.inner.options
     }
 
-    pub(crate) fn seen_over_http(&self, id: &str) {
-        lock(&self.inner.http_seen).insert(id.to_owned(), now_ms());
+    /// What this process holds for its peers right now: registrations, connections, watchers.
+    pub fn stats(&self) -> KontrolStats {
+        let c = self.inner.ledger.counts();
+        KontrolStats {
+            registrations: c.registrations,
+            users: c.users,
+            keys: c.keys,
+            connections: c.connections,
+            watchers: c.watchers,
+        }
     }
 
-    pub(crate) fn http_seen_within(&self, id: &str, ttl: Duration) -> bool {
-        let ttl_ms = millis(ttl);
-        lock(&self.inner.http_seen)
-            .get(id)
-            .is_some_and(|t| now_ms().saturating_sub(*t) < ttl_ms)
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
     }
 
     /// Signs a kite key for `username` (what `registerMachine` and `kontrol --initial` hand
@@ -290,6 +360,20 @@ impl Kontrol {
             let inner = inner.clone();
             async move { inner.get_key(&req) }
         });
+        // Registrations whose heartbeats stopped: their slots go, their watchers hear it.
+        let inner = Arc::downgrade(&self.inner);
+        let every = (self.inner.options.registration_ttl / 2).max(Duration::from_millis(10));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Some(inner) = inner.upgrade() else { return };
+                for kite in inner.ledger.sweep(now_ms()) {
+                    info!(kite = %kite, "no heartbeats: deregistered");
+                    inner.notify("DEREGISTER", &kite, "");
+                }
+            }
+        });
         // Expired registrations are invisible already; this keeps the store small.
         let inner = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
@@ -343,13 +427,33 @@ impl Inner {
         let o = &self.options;
         // A kite key signed by a retired pair: the same claims, signed by the current pair.
         let (kite_key, public_key) = self.rekey(&req)?;
+        let key = req
+            .auth
+            .as_deref()
+            .map(|a| key_identity(&kite.username, &a.key))
+            .unwrap_or_default();
+        let conn = self.connection(&req.client);
+        let via = Via::Dnode(conn);
+        let reservation = self
+            .ledger
+            .reserve(&kite, &key, via, now_ms())
+            .map_err(|r| refusal(&kite.id, r))?;
         let registration = Registration::new(kite.clone(), &url, &o.key_id, o.registration_ttl);
-        self.storage
-            .upsert(&registration)
-            .await
-            .map_err(|e| internal("register", e))?;
+        if let Err(e) = self.storage.upsert(&registration).await {
+            self.ledger.release(reservation);
+            return Err(match e {
+                StorageError::OwnedByAnother { .. } => refusal(&kite.id, Refusal::Owned),
+                e => internal("register", e),
+            });
+        }
+        let committed = self.ledger.commit(reservation, kite.clone(), via, now_ms());
         info!(kite = %kite, %url, "registered");
-        self.clone().keep_alive(&req, kite.clone());
+        if let Some(old) = committed.replaced {
+            self.notify("DEREGISTER", &old, "");
+        }
+        if !committed.already_kept {
+            self.clone().keep_alive(&req, conn, kite.id.clone());
+        }
         self.notify("REGISTER", &kite, &url);
         Ok(RegisterResult {
             url,
@@ -357,6 +461,23 @@ impl Inner {
             kite_key,
             public_key,
         })
+    }
+
+    /// The ledger's serial of `client`'s connection; the first time, its slots and watchers are
+    /// set to go when it ends.
+    fn connection(self: &Arc<Self>, client: &kite_native::Client) -> u64 {
+        let (conn, new) = self.ledger.connection(client);
+        if new {
+            let client = client.clone();
+            let weak = Arc::downgrade(self);
+            tokio::spawn(async move {
+                client.disconnected().await;
+                if let Some(inner) = weak.upgrade() {
+                    inner.ledger.disconnected(conn);
+                }
+            });
+        }
+        conn
     }
 
     /// For a caller whose kite key names a retired Kontrol key: a new kite key with the same
@@ -388,25 +509,15 @@ impl Inner {
         Ok((key, current.to_owned()))
     }
 
-    /// Asks the kite to ping back every heartbeat interval; each ping pushes its expiry. When
-    /// the pings stop for the registration's lifetime, watchers hear `DEREGISTER`.
-    fn keep_alive(self: Arc<Self>, req: &Request, kite: KiteIdentity) {
+    /// Asks the kite to ping back every heartbeat interval on connection `conn`; each ping
+    /// notes the kite alive and (at most every half interval) pushes its expiry in the storage
+    /// for its owner. The ledger's sweep notices when the pings stop (watchers then hear
+    /// `DEREGISTER`); pings for an id that has since been registered another way change nothing.
+    fn keep_alive(self: Arc<Self>, req: &Request, conn: u64, id: String) {
         let weak = Arc::downgrade(&self);
-        let ttl = self.options.registration_ttl;
-        let id = kite.id.clone();
-        lock(&self.last_seen).insert(id.clone(), now_ms());
-        let ping_id = id.clone();
         let ping = Callback::new(move |_args: Args| {
             let Some(inner) = weak.upgrade() else { return };
-            lock(&inner.last_seen).insert(ping_id.clone(), now_ms());
-            let id = ping_id.clone();
-            tokio::spawn(async move {
-                match inner.storage.refresh(&id, expires_in(ttl)).await {
-                    Ok(true) => {}
-                    Ok(false) => debug!(%id, "heartbeat from a kite no longer registered"),
-                    Err(e) => warn!(%id, error = %e, "refreshing a registration failed"),
-                }
-            });
+            inner.heard(&id, Via::Dnode(conn));
         });
         let client = req.client.clone();
         let interval = self.options.heartbeat_interval.as_secs_f64();
@@ -418,42 +529,54 @@ impl Inner {
                 warn!(error = %e, "the kite did not accept heartbeats");
             }
         });
-        let weak = Arc::downgrade(&self);
-        tokio::spawn(async move {
-            let ttl_ms = millis(ttl);
-            loop {
-                tokio::time::sleep(ttl / 2).await;
-                let Some(inner) = weak.upgrade() else { return };
-                let last = lock(&inner.last_seen).get(&id).copied();
-                match last {
-                    // Registered again meanwhile, by another keep-alive: that one watches.
-                    None => return,
-                    Some(t) if now_ms().saturating_sub(t) >= ttl_ms => {
-                        lock(&inner.last_seen).remove(&id);
-                        info!(kite = %kite, "no heartbeats: deregistered");
-                        inner.notify("DEREGISTER", &kite, "");
-                        return;
-                    }
-                    Some(_) => {}
-                }
+    }
+
+    /// A heartbeat for kite `id` came `via`: noted, and the storage refreshed when due.
+    /// Whether the registration is (still) alive.
+    pub(crate) async fn heartbeat(self: &Arc<Self>, id: &str, via: Via) -> bool {
+        match self.ledger.heard(id, via, now_ms()) {
+            Heard::Unknown => false,
+            Heard::Alive => true,
+            Heard::Refresh(owner) => self.refresh(id, &owner, via).await,
+        }
+    }
+
+    /// A ping for kite `id` came over `via`: noted; a due refresh runs in a task of its own (at
+    /// most one per registration per half heartbeat interval, however often the peer pings).
+    fn heard(self: &Arc<Self>, id: &str, via: Via) {
+        if let Heard::Refresh(owner) = self.ledger.heard(id, via, now_ms()) {
+            let (inner, id) = (self.clone(), id.to_owned());
+            tokio::spawn(async move { inner.refresh(&id, &owner, via).await });
+        }
+    }
+
+    /// Pushes the expiry of `owner`'s registration of `id` kept `via`; whether it is still
+    /// registered. One the storage says is another user's now is dropped from the ledger.
+    async fn refresh(self: &Arc<Self>, id: &str, owner: &str, via: Via) -> bool {
+        let ttl = self.options.registration_ttl;
+        match self.storage.refresh(id, owner, expires_in(ttl)).await {
+            Ok(true) => true,
+            Ok(false) => {
+                debug!(%id, "heartbeat from a kite no longer registered");
+                false
             }
-        });
+            Err(StorageError::OwnedByAnother { .. }) => {
+                info!(%id, "the kite id is registered by another user now");
+                if let Some(kite) = self.ledger.forget(id, via) {
+                    self.notify("DEREGISTER", &kite, "");
+                }
+                false
+            }
+            Err(e) => {
+                warn!(%id, error = %e, "refreshing a registration failed");
+                false
+            }
+        }
     }
 
     /// Tells the watchers whose query matches `kite` that it registered or went away.
-    fn notify(&self, action: &str, kite: &KiteIdentity, url: &str) {
-        let watchers: Vec<(u64, String, Callback, String)> = lock(&self.watchers)
-            .iter()
-            .filter(|w| w.matcher.matches(kite))
-            .map(|w| {
-                (
-                    w.id,
-                    audience(w.matcher.query(), kite),
-                    w.callback.clone(),
-                    w.username.clone(),
-                )
-            })
-            .collect();
+    pub(crate) fn notify(&self, action: &str, kite: &KiteIdentity, url: &str) {
+        let watchers = self.ledger.watchers_of(kite);
         let mut gone = Vec::new();
         for (id, aud, callback, username) in watchers {
             let token = if action == "REGISTER" {
@@ -475,7 +598,7 @@ impl Inner {
             }
         }
         if !gone.is_empty() {
-            lock(&self.watchers).retain(|w| !gone.contains(&w.id));
+            self.ledger.unwatch(&gone);
         }
     }
 
@@ -523,23 +646,11 @@ impl Inner {
             .args
             .callback_at(&[0.into(), kite_native::core::kontrol::WATCH_CALLBACK.into()]);
         if let Some(callback) = watch {
-            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-            let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            lock(&self.watchers).push(Watcher {
-                id,
-                matcher: matcher.clone(),
-                username: req.username.clone(),
-                callback,
-            });
             // The watch ends with the caller's connection.
-            let client = req.client.clone();
-            let weak = Arc::downgrade(&self);
-            tokio::spawn(async move {
-                client.disconnected().await;
-                if let Some(inner) = weak.upgrade() {
-                    lock(&inner.watchers).retain(|w| w.id != id);
-                }
-            });
+            let conn = self.connection(&req.client);
+            self.ledger
+                .watch(conn, matcher.clone(), req.username.clone(), callback)
+                .map_err(|r| refusal("", r))?;
         }
         let mut found = self
             .storage
@@ -582,6 +693,34 @@ impl Inner {
         Self::require_kite_key(req)?;
         Ok(self.options.key.public_pem.trim().to_owned())
     }
+}
+
+/// How a kite key is told apart for its budget: its user and `jti` claim, else its user and a
+/// hash of the key.
+pub(crate) fn key_identity(username: &str, key: &str) -> String {
+    let jti = jsonwebtoken::dangerous::insecure_decode::<Claims>(key)
+        .map(|d| d.claims.jti)
+        .unwrap_or_default();
+    if jti.is_empty() {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        format!("{username}\nhash:{:016x}", h.finish())
+    } else {
+        format!("{username}\njti:{jti}")
+    }
+}
+
+/// The kite error for a refused register (of kite `id`) or watch.
+pub(crate) fn refusal(id: &str, r: Refusal) -> KiteError {
+    match r {
+        Refusal::Owned => KiteError::new(ErrorKind::Authentication, owned_message(id)),
+        Refusal::Limit(m) => KiteError::new(ErrorKind::RequestLimit, m),
+    }
+}
+
+/// What a user is told when the kite id is another user's.
+pub(crate) fn owned_message(id: &str) -> String {
+    format!("kite id {id:?} is registered by another user")
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -79,9 +79,22 @@ impl Storage for EmbeddedStorage {
     async fn upsert(&self, registration: &Registration) -> Result<(), StorageError> {
         let r = registration.clone();
         self.blocking(move |db| {
+            // The check and the write are one write transaction: redb runs one at a time.
             let tx = db.begin_write().map_err(unavailable)?;
             {
                 let mut t = tx.open_table(KITES).map_err(unavailable)?;
+                let current = t
+                    .get(r.kite.id.as_str())
+                    .map_err(unavailable)?
+                    .map(|v| decode(v.value()));
+                // An unreadable entry belongs to nobody: it is replaced.
+                if let Some(Ok(current)) = current
+                    && !current.yields_to(r.owner(), now_ms())
+                {
+                    drop(t);
+                    tx.abort().map_err(unavailable)?;
+                    return Err(StorageError::owned_by_another(&r.kite.id));
+                }
                 t.insert(r.kite.id.as_str(), encode(&r).as_slice())
                     .map_err(unavailable)?;
             }
@@ -90,8 +103,13 @@ impl Storage for EmbeddedStorage {
         .await
     }
 
-    async fn refresh(&self, id: &str, expires_at_ms: u64) -> Result<bool, StorageError> {
-        let id = id.to_owned();
+    async fn refresh(
+        &self,
+        id: &str,
+        owner: &str,
+        expires_at_ms: u64,
+    ) -> Result<bool, StorageError> {
+        let (id, owner) = (id.to_owned(), owner.to_owned());
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(unavailable)?;
             let found = {
@@ -101,6 +119,11 @@ impl Storage for EmbeddedStorage {
                     None => None,
                 };
                 match current {
+                    Some(r) if !r.expired(now_ms()) && r.owner() != owner => {
+                        drop(t);
+                        tx.abort().map_err(unavailable)?;
+                        return Err(StorageError::owned_by_another(&id));
+                    }
                     Some(mut r) if !r.expired(now_ms()) => {
                         r.expires_at_ms = expires_at_ms;
                         t.insert(id.as_str(), encode(&r).as_slice())
@@ -116,12 +139,23 @@ impl Storage for EmbeddedStorage {
         .await
     }
 
-    async fn delete(&self, id: &str) -> Result<bool, StorageError> {
-        let id = id.to_owned();
+    async fn delete(&self, id: &str, owner: &str) -> Result<bool, StorageError> {
+        let (id, owner) = (id.to_owned(), owner.to_owned());
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(unavailable)?;
             let removed = {
                 let mut t = tx.open_table(KITES).map_err(unavailable)?;
+                let current = t
+                    .get(id.as_str())
+                    .map_err(unavailable)?
+                    .map(|v| decode(v.value()));
+                if let Some(Ok(r)) = current
+                    && !r.yields_to(&owner, now_ms())
+                {
+                    drop(t);
+                    tx.abort().map_err(unavailable)?;
+                    return Err(StorageError::owned_by_another(&id));
+                }
                 t.remove(id.as_str()).map_err(unavailable)?.is_some()
             };
             tx.commit().map_err(unavailable)?;

@@ -116,11 +116,18 @@ impl EtcdOptions {
 /// its expiry, even in the moments before etcd fires its lease.
 ///
 /// Queries read the candidates under the key prefix the query names exactly
-/// ([`Matcher::prefix`]), or through the id index for an id-only query, and then apply
-/// [`Matcher::matches`] and the expiry here, so every backend finds the same kites. Writes are
-/// transactions conditioned on the revisions just read (retried on conflict; writes of one id
-/// through one `EtcdStorage` take turns), so two Kontrols writing the same kite leave exactly one
-/// registration with its index entry.
+/// ([`Matcher::prefix`]), or through the id index for an id-only query (which finds the
+/// registration only if the value at the key the index names is that id's, at its own key), and
+/// then apply [`Matcher::matches`] and the expiry here, so every backend finds the same kites.
+/// Writes are transactions conditioned on the revisions just read (retried on conflict; writes of
+/// one id through one `EtcdStorage` take turns), so two Kontrols writing the same kite leave
+/// exactly one registration with its index entry.
+///
+/// Ownership: an upsert, refresh or delete first reads the id index entry and the registration
+/// it names, refuses ([`StorageError::OwnedByAnother`]) if that one is live and another user's,
+/// and otherwise writes in a transaction that compares both the index entry's and the
+/// registration's revisions (or their absence) with what it read; a registration refreshed or
+/// replaced in between fails the compare and the operation starts again from the new state.
 ///
 /// Every operation has a deadline ([`EtcdOptions::request_timeout`]): while etcd is down,
 /// operations fail with [`StorageError::Unavailable`] within it (at once when its port refuses
@@ -408,58 +415,105 @@ impl EtcdStorage {
         ))
     }
 
+    /// The registration of kite `id` that `kv` (read at the key the id index names) holds, if it
+    /// is one: an unreadable value, or one of another id or at another kite's key, holds none.
+    fn holder(&self, kv: &KeyValue, id: &str) -> Option<Registration> {
+        decode(kv)
+            .ok()
+            .filter(|r| r.kite.id == id && self.kite_key(&r.kite).as_bytes() == kv.key())
+    }
+
+    /// What the id index entry `at` points to, and the compare that it is still the same: the
+    /// key-value at the key it names (if any).
+    async fn indexed(&self, at: &KeyValue) -> Result<(Option<KeyValue>, Compare), StorageError> {
+        let key = String::from_utf8_lossy(at.value()).into_owned();
+        let held = self.get_one(&key).await?;
+        let same = match &held {
+            Some(kv) => Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision()),
+            None => Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
+        };
+        Ok((held, same))
+    }
+
     async fn upsert_inner(&self, r: &Registration) -> Result<(), StorageError> {
-        let _one_writer = self.lock(&r.kite.id).await;
+        let id = r.kite.id.as_str();
+        let _one_writer = self.lock(id).await;
         let key = self.kite_key(&r.kite);
-        let index = self.index_key(&r.kite.id);
+        let index = self.index_key(id);
         let value = encode(r);
         let (mut current, lease) =
             tokio::try_join!(self.get_one(&index), self.grant(r.expires_at_ms))?;
         for attempt in 0..MAX_TRIES {
             backoff(attempt).await;
             let mut ops = Vec::with_capacity(3);
-            let unchanged = match &current {
-                Some(kv) => {
-                    if kv.value() != key.as_bytes() {
-                        // Registered elsewhere before (another host or URL path): move it.
-                        ops.push(TxnOp::delete(kv.value(), None));
+            let mut unchanged = Vec::with_capacity(2);
+            match &current {
+                Some(at) => {
+                    // The registration the index names must be ours or expired, and stay as
+                    // read until the write: refreshed or replaced meanwhile, go again.
+                    let (held, same) = self.indexed(at).await?;
+                    if let Some(held) = held.as_ref().and_then(|kv| self.holder(kv, id))
+                        && !held.yields_to(r.owner(), now_ms())
+                    {
+                        revoke_later(self.client(), lease, self.request_timeout);
+                        return Err(StorageError::owned_by_another(id));
                     }
-                    Compare::mod_revision(index.as_str(), CompareOp::Equal, kv.mod_revision())
+                    if at.value() != key.as_bytes() {
+                        // Registered elsewhere before (another host or URL path): move it.
+                        ops.push(TxnOp::delete(at.value(), None));
+                    }
+                    unchanged.push(Compare::mod_revision(
+                        index.as_str(),
+                        CompareOp::Equal,
+                        at.mod_revision(),
+                    ));
+                    unchanged.push(same);
                 }
-                None => Compare::create_revision(index.as_str(), CompareOp::Equal, 0),
-            };
+                None => unchanged.push(Compare::create_revision(
+                    index.as_str(),
+                    CompareOp::Equal,
+                    0,
+                )),
+            }
             let put = || Some(PutOptions::new().with_lease(lease));
             ops.push(TxnOp::put(key.as_str(), value.clone(), put()));
             ops.push(TxnOp::put(index.as_str(), key.as_str(), put()));
             let txn = Txn::new()
-                .when([unchanged])
+                .when(unchanged)
                 .and_then(ops)
                 .or_else([TxnOp::get(index.as_str(), None)]);
             let resp = self.txn(txn).await?;
             if resp.succeeded() {
                 let old = current.map_or(0, |kv| kv.lease());
-                revoke_later(self.client(), old, self.request_timeout);
+                if old != lease {
+                    revoke_later(self.client(), old, self.request_timeout);
+                }
                 return Ok(());
             }
             // Another Kontrol wrote the kite meanwhile: go again from what it wrote.
             current = first_got(resp);
         }
         revoke_later(self.client(), lease, self.request_timeout);
-        Err(self.contention(&r.kite.id))
+        Err(self.contention(id))
     }
 
-    async fn refresh_inner(&self, id: &str, expires_at_ms: u64) -> Result<bool, StorageError> {
+    async fn refresh_inner(
+        &self,
+        id: &str,
+        owner: &str,
+        expires_at_ms: u64,
+    ) -> Result<bool, StorageError> {
         let _one_writer = self.lock(id).await;
         let index = self.index_key(id);
         let (mut entry, lease) = tokio::try_join!(self.get_one(&index), self.grant(expires_at_ms))?;
         let give_up = |found| {
             revoke_later(self.client(), lease, self.request_timeout);
-            Ok(found)
+            found
         };
         for attempt in 0..MAX_TRIES {
             backoff(attempt).await;
             let Some(at) = entry.take() else {
-                return give_up(false);
+                return give_up(Ok(false));
             };
             let key = String::from_utf8_lossy(at.value()).into_owned();
             let Some(kv) = self.get_one(&key).await? else {
@@ -470,9 +524,11 @@ impl EtcdStorage {
                     .filter(|now| now.mod_revision() != at.mod_revision());
                 continue;
             };
-            let mut r = decode(&kv)?;
-            if r.expired(now_ms()) || r.kite.id != id {
-                return give_up(false);
+            let Some(mut r) = self.holder(&kv, id).filter(|r| !r.expired(now_ms())) else {
+                return give_up(Ok(false));
+            };
+            if r.owner() != owner {
+                return give_up(Err(StorageError::owned_by_another(id)));
             }
             r.expires_at_ms = expires_at_ms;
             let put = || Some(PutOptions::new().with_lease(lease));
@@ -497,7 +553,7 @@ impl EtcdStorage {
         Err(self.contention(id))
     }
 
-    async fn delete_inner(&self, id: &str) -> Result<bool, StorageError> {
+    async fn delete_inner(&self, id: &str, owner: &str) -> Result<bool, StorageError> {
         let _one_writer = self.lock(id).await;
         let index = self.index_key(id);
         let mut entry = self.get_one(&index).await?;
@@ -506,12 +562,17 @@ impl EtcdStorage {
             let Some(at) = entry.take() else {
                 return Ok(false);
             };
+            let (held, same) = self.indexed(&at).await?;
+            if let Some(held) = held.as_ref().and_then(|kv| self.holder(kv, id))
+                && !held.yields_to(owner, now_ms())
+            {
+                return Err(StorageError::owned_by_another(id));
+            }
             let txn = Txn::new()
-                .when([Compare::mod_revision(
-                    index.as_str(),
-                    CompareOp::Equal,
-                    at.mod_revision(),
-                )])
+                .when([
+                    Compare::mod_revision(index.as_str(), CompareOp::Equal, at.mod_revision()),
+                    same,
+                ])
                 .and_then([
                     TxnOp::delete(at.value(), None),
                     TxnOp::delete(index.as_str(), None),
@@ -533,10 +594,16 @@ impl EtcdStorage {
 
     async fn get_inner(&self, matcher: &Matcher) -> Result<Vec<Registration>, StorageError> {
         let kvs = match matcher.id() {
+            // The registration the index names, only if it is that id's at its own key: the
+            // index and the kite key agree, or nothing is found.
             Some(id) => match self.get_one(&self.index_key(id)).await? {
                 Some(entry) => {
                     let key = String::from_utf8_lossy(entry.value()).into_owned();
-                    self.get_one(&key).await?.into_iter().collect()
+                    self.get_one(&key)
+                        .await?
+                        .filter(|kv| self.holder(kv, id).is_some())
+                        .into_iter()
+                        .collect()
                 }
                 None => Vec::new(),
             },
@@ -616,13 +683,18 @@ impl Storage for EtcdStorage {
     }
 
     /// Moves the kite's keys to a new lease that ends at `expires_at_ms` and revokes the old one.
-    async fn refresh(&self, id: &str, expires_at_ms: u64) -> Result<bool, StorageError> {
-        self.bounded("refresh", self.refresh_inner(id, expires_at_ms))
+    async fn refresh(
+        &self,
+        id: &str,
+        owner: &str,
+        expires_at_ms: u64,
+    ) -> Result<bool, StorageError> {
+        self.bounded("refresh", self.refresh_inner(id, owner, expires_at_ms))
             .await
     }
 
-    async fn delete(&self, id: &str) -> Result<bool, StorageError> {
-        self.bounded("delete", self.delete_inner(id)).await
+    async fn delete(&self, id: &str, owner: &str) -> Result<bool, StorageError> {
+        self.bounded("delete", self.delete_inner(id, owner)).await
     }
 
     async fn get(&self, matcher: &Matcher) -> Result<Vec<Registration>, StorageError> {
@@ -824,6 +896,11 @@ mod tests {
         urls
     }
 
+    /// The etcd key `s` keeps `r` under.
+    fn s_key(s: &EtcdStorage, r: &Registration) -> String {
+        s.kite_key(&r.kite)
+    }
+
     async fn keys(raw: &mut Client, prefix: &str) -> Vec<String> {
         let resp = raw
             .get(
@@ -919,8 +996,12 @@ mod tests {
         })
         .unwrap();
         assert_eq!(urls(s.get(&exact).await.unwrap()), ["http://odd"]);
-        assert!(s.refresh("50%/x", now_ms() + 60_000).await.unwrap());
-        assert!(s.delete("50%/x").await.unwrap());
+        assert!(
+            s.refresh("50%/x", "carol", now_ms() + 60_000)
+                .await
+                .unwrap()
+        );
+        assert!(s.delete("50%/x", "carol").await.unwrap());
         assert!(keys(&mut raw, "/kites/carol/").await.is_empty());
     }
 
@@ -965,11 +1046,11 @@ mod tests {
         // Another prefix is another registry.
         assert!(elsewhere.get(&matcher("/alice")).await.unwrap().is_empty());
         assert!(elsewhere.get(&by_id("k1")).await.unwrap().is_empty());
-        assert!(!elsewhere.delete("k1").await.unwrap());
+        assert!(!elsewhere.delete("k1", "alice").await.unwrap());
 
         // A refresh through one is seen through the other.
         let later = now_ms() + 7_200_000;
-        assert!(b.refresh("k1", later).await.unwrap());
+        assert!(b.refresh("k1", "alice", later).await.unwrap());
         assert_eq!(a.get(&by_id("k1")).await.unwrap()[0].expires_at_ms, later);
 
         // The kite registers again through the other Kontrol from elsewhere: one registration.
@@ -1015,9 +1096,74 @@ mod tests {
         let mut raw = etcd.raw().await;
         assert_eq!(keys(&mut raw, "/kites/").await.len(), 1);
 
-        assert!(a.delete("k1").await.unwrap());
+        // Two users race for one free id through both Kontrols: one owner wins, every write of
+        // the other is refused, and the id index and the kite key agree on the winner.
+        let mut tasks = Vec::new();
+        for i in 0..12 {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let user = if i % 3 == 0 { "mallory" } else { "alice" };
+            tasks.push(tokio::spawn(async move {
+                let r = Registration::new(
+                    kite(&format!("/{user}/prod/math/1.0.0/r{i}/h/race")),
+                    &format!("http://{user}-{i}"),
+                    "key1",
+                    HOUR,
+                );
+                (user, s.upsert(&r).await)
+            }));
+        }
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        let found = a.get(&by_id("race")).await.unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        let winner = found[0].owner().to_owned();
+        for (user, result) in results {
+            match result {
+                Ok(()) => assert_eq!(user, winner),
+                Err(StorageError::OwnedByAnother { id }) => {
+                    assert_ne!(user, winner);
+                    assert_eq!(id, "race");
+                }
+                Err(e) => panic!("{user}: {e}"),
+            }
+        }
+        let race_keys: Vec<String> = keys(&mut raw, "/kites/")
+            .await
+            .into_iter()
+            .filter(|k| k.ends_with("/race"))
+            .collect();
+        assert_eq!(race_keys, [s_key(&a, &found[0])]);
+        let index = raw
+            .get("/kites-by-id/race", None)
+            .await
+            .unwrap()
+            .take_kvs()
+            .remove(0);
+        assert_eq!(index.value(), race_keys[0].as_bytes());
+        // The loser can neither refresh nor delete it through either Kontrol.
+        let loser = if winner == "alice" {
+            "mallory"
+        } else {
+            "alice"
+        };
+        for s in [&a, &b] {
+            assert!(matches!(
+                s.refresh("race", loser, now_ms() + 60_000).await,
+                Err(StorageError::OwnedByAnother { .. })
+            ));
+            assert!(matches!(
+                s.delete("race", loser).await,
+                Err(StorageError::OwnedByAnother { .. })
+            ));
+        }
+        assert_eq!(b.get(&by_id("race")).await.unwrap(), found);
+        assert!(b.delete("race", &winner).await.unwrap());
+
+        assert!(a.delete("k1", "alice").await.unwrap());
         assert!(b.get(&by_id("k1")).await.unwrap().is_empty());
-        assert!(!b.delete("k1").await.unwrap());
+        assert!(!b.delete("k1", "alice").await.unwrap());
         assert!(keys(&mut raw, "/kites").await.is_empty());
     }
 
@@ -1045,7 +1191,7 @@ mod tests {
         assert_eq!(keys(&mut raw, "/kites/").await.len(), 1);
         assert!(s.get(&matcher("/alice")).await.unwrap().is_empty());
         assert!(s.get(&by_id("old")).await.unwrap().is_empty());
-        assert!(!s.refresh("old", now_ms() + 60_000).await.unwrap());
+        assert!(!s.refresh("old", "alice", now_ms() + 60_000).await.unwrap());
 
         // One second of life, and no purge: etcd deletes both keys of both registrations itself.
         let started = Instant::now();
@@ -1129,8 +1275,8 @@ mod tests {
         unavailable_quickly!(s.get(&matcher("/alice")));
         unavailable_quickly!(s.get(&by_id("k1")));
         unavailable_quickly!(s.upsert(&two));
-        unavailable_quickly!(s.refresh("k1", now_ms() + 60_000));
-        unavailable_quickly!(s.delete("k1"));
+        unavailable_quickly!(s.refresh("k1", "alice", now_ms() + 60_000));
+        unavailable_quickly!(s.delete("k1", "alice"));
         unavailable_quickly!(s.purge_expired());
         unavailable_quickly!(EtcdStorage::connect(etcd.options()));
 
@@ -1142,8 +1288,8 @@ mod tests {
             urls(s.get(&matcher("/alice/prod/math")).await.unwrap()),
             ["http://one", "http://two"]
         );
-        assert!(s.refresh("k1", now_ms() + 60_000).await.unwrap());
-        assert!(s.delete("k2").await.unwrap());
+        assert!(s.refresh("k1", "alice", now_ms() + 60_000).await.unwrap());
+        assert!(s.delete("k2", "alice").await.unwrap());
         assert_eq!(s.purge_expired().await.unwrap(), 0);
 
         // Frozen rather than gone (connections open, no answers): the deadline ends each

@@ -26,24 +26,43 @@ impl MemoryStorage {
 #[async_trait::async_trait]
 impl Storage for MemoryStorage {
     async fn upsert(&self, registration: &Registration) -> Result<(), StorageError> {
-        self.lock()
-            .insert(registration.kite.id.clone(), registration.clone());
+        let id = &registration.kite.id;
+        let mut kites = self.lock();
+        if let Some(current) = kites.get(id)
+            && !current.yields_to(registration.owner(), now_ms())
+        {
+            return Err(StorageError::owned_by_another(id));
+        }
+        kites.insert(id.clone(), registration.clone());
         Ok(())
     }
 
-    async fn refresh(&self, id: &str, expires_at_ms: u64) -> Result<bool, StorageError> {
+    async fn refresh(
+        &self,
+        id: &str,
+        owner: &str,
+        expires_at_ms: u64,
+    ) -> Result<bool, StorageError> {
         let now = now_ms();
-        Ok(match self.lock().get_mut(id) {
+        match self.lock().get_mut(id) {
             Some(r) if !r.expired(now) => {
+                if r.owner() != owner {
+                    return Err(StorageError::owned_by_another(id));
+                }
                 r.expires_at_ms = expires_at_ms;
-                true
+                Ok(true)
             }
-            _ => false,
-        })
+            _ => Ok(false),
+        }
     }
 
-    async fn delete(&self, id: &str) -> Result<bool, StorageError> {
-        Ok(self.lock().remove(id).is_some())
+    async fn delete(&self, id: &str, owner: &str) -> Result<bool, StorageError> {
+        let mut kites = self.lock();
+        match kites.get(id) {
+            None => Ok(false),
+            Some(r) if !r.yields_to(owner, now_ms()) => Err(StorageError::owned_by_another(id)),
+            Some(_) => Ok(kites.remove(id).is_some()),
+        }
     }
 
     async fn get(&self, matcher: &Matcher) -> Result<Vec<Registration>, StorageError> {

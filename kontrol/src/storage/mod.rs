@@ -4,6 +4,14 @@
 //! A registration lives until its expiry (Kontrol pushes it forward on every heartbeat, Go's
 //! `KeyTTL` is 90 s); expired registrations are never returned and are purged by the backend.
 //!
+//! A registration belongs to its owner, the authenticated username of the kite that made it
+//! ([`Registration::owner`], its `kite.username`). While it is live, no other user can replace,
+//! refresh or delete it: every backend refuses with [`StorageError::OwnedByAnother`], deciding
+//! atomically (in one lock, write transaction, conditional etcd transaction or SQL statement), so
+//! two Kontrols sharing a backend cannot both win. Once it has expired, the id is free for anyone.
+//! (Go Kontrol keys registrations by id, or by the kite path, and lets any kite key holder
+//! overwrite any id.)
+//!
 //! - [`MemoryStorage`]: in process, for tests and throwaway Kontrols;
 //! - [`EmbeddedStorage`]: one file on disk (redb), the default: a Kontrol restarted on the same
 //!   file loses nothing that has not expired.
@@ -58,6 +66,17 @@ impl Registration {
     pub fn expired(&self, now_ms: u64) -> bool {
         self.expires_at_ms <= now_ms
     }
+
+    /// Who owns it: the authenticated username of the kite that registered it.
+    pub fn owner(&self) -> &str {
+        &self.kite.username
+    }
+
+    /// Whether `owner` may replace, refresh or delete it at `now_ms`: it is theirs, or it has
+    /// expired.
+    pub fn yields_to(&self, owner: &str, now_ms: u64) -> bool {
+        self.owner() == owner || self.expired(now_ms)
+    }
 }
 
 /// `d` in milliseconds (saturating).
@@ -86,21 +105,45 @@ pub enum StorageError {
     /// Stored data could not be read.
     #[error("corrupt storage entry: {0}")]
     Corrupt(String),
+    /// The kite id has a live registration owned by another user, which was left as it was.
+    #[error("kite id {id:?} is registered by another user")]
+    OwnedByAnother {
+        /// The kite id.
+        id: String,
+    },
 }
 
-/// A registry backend. Implementations must be safe to share between tasks and must apply
-/// [`Matcher::matches`] (and expiry) to everything they return.
+impl StorageError {
+    pub(crate) fn owned_by_another(id: &str) -> StorageError {
+        StorageError::OwnedByAnother { id: id.to_owned() }
+    }
+}
+
+/// A registry backend. Implementations must be safe to share between tasks, must apply
+/// [`Matcher::matches`] (and expiry) to everything they return, and must keep each registration
+/// to its owner (see the module docs): the ownership check and the write are one atomic step.
 #[async_trait::async_trait]
 pub trait Storage: Send + Sync + std::fmt::Debug {
-    /// Adds or replaces the registration of `registration.kite.id`.
+    /// Adds or replaces the registration of `registration.kite.id`, owned by
+    /// [`Registration::owner`]. A live registration of that id owned by another user is left as
+    /// it was and the call fails with [`StorageError::OwnedByAnother`]; an expired one is
+    /// replaced.
     async fn upsert(&self, registration: &Registration) -> Result<(), StorageError>;
 
-    /// Pushes the expiry of the kite `id` to `expires_at_ms`; `false` if it is not registered
-    /// (or has expired).
-    async fn refresh(&self, id: &str, expires_at_ms: u64) -> Result<bool, StorageError>;
+    /// Pushes the expiry of the kite `id`, owned by `owner`, to `expires_at_ms`; `false` if it
+    /// is not registered (or has expired), [`StorageError::OwnedByAnother`] (and nothing
+    /// changed) if its live registration belongs to another user.
+    async fn refresh(
+        &self,
+        id: &str,
+        owner: &str,
+        expires_at_ms: u64,
+    ) -> Result<bool, StorageError>;
 
-    /// Removes the kite `id`; `false` if it was not registered.
-    async fn delete(&self, id: &str) -> Result<bool, StorageError>;
+    /// Removes the registration of kite `id` if `owner` owns it or it has expired; `false` if
+    /// there was none, [`StorageError::OwnedByAnother`] (and nothing removed) if its live
+    /// registration belongs to another user.
+    async fn delete(&self, id: &str, owner: &str) -> Result<bool, StorageError>;
 
     /// The live registrations `matcher` matches, in no particular order.
     async fn get(&self, matcher: &Matcher) -> Result<Vec<Registration>, StorageError>;

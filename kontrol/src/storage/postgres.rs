@@ -14,6 +14,12 @@
 //! - `kite.key`, Kontrol's key pairs as Go keeps them (`id, public, private, created_at,
 //!   deleted_at`), for the key-pair storage; the [`Storage`] trait does not use it.
 //!
+//! Ownership is decided by the database in the statement that writes: the upsert's
+//! `ON CONFLICT (id) DO UPDATE ... WHERE` the stored `username` is the new one's or the row has
+//! expired (no row written means another user's live registration is there), and the refresh and
+//! delete statements' `WHERE` on the same condition (PostgreSQL re-checks it on the newest
+//! version of a row another transaction changed meanwhile), so there is no check-then-write race.
+//!
 //! Queries select candidates in SQL (by `id`, or by the exact leading fields of
 //! [`Matcher::prefix`]) and then apply [`Matcher::matches`] and expiry in Rust, so this backend
 //! answers exactly as the others do.
@@ -479,17 +485,32 @@ impl Conn {
                          version = EXCLUDED.version, region = EXCLUDED.region, \
                          hostname = EXCLUDED.hostname, url = EXCLUDED.url, \
                          key_id = EXCLUDED.key_id, expires_at = EXCLUDED.expires_at, \
-                         updated_at = now()",
+                         updated_at = now() \
+                         WHERE kite.kite.username = EXCLUDED.username \
+                            OR kite.kite.expires_at <= $11::timestamptz",
                     )
                     .await?,
                 refresh: client
                     .prepare(
-                        "UPDATE kite.kite SET expires_at = COALESCE($2::timestamptz, 'infinity'), \
-                         updated_at = now() WHERE id = $1 AND expires_at > $3::timestamptz",
+                        "WITH done AS (UPDATE kite.kite \
+                            SET expires_at = COALESCE($2::timestamptz, 'infinity'), \
+                                updated_at = now() \
+                            WHERE id = $1 AND username = $4 AND expires_at > $3::timestamptz \
+                            RETURNING 1) \
+                         SELECT EXISTS (SELECT 1 FROM done), \
+                                EXISTS (SELECT 1 FROM kite.kite WHERE id = $1 \
+                                    AND username <> $4 AND expires_at > $3::timestamptz)",
                     )
                     .await?,
                 delete: client
-                    .prepare("DELETE FROM kite.kite WHERE id = $1")
+                    .prepare(
+                        "WITH gone AS (DELETE FROM kite.kite \
+                            WHERE id = $1 AND (username = $2 OR expires_at <= $3::timestamptz) \
+                            RETURNING 1) \
+                         SELECT EXISTS (SELECT 1 FROM gone), \
+                                EXISTS (SELECT 1 FROM kite.kite WHERE id = $1 \
+                                    AND username <> $2 AND expires_at > $3::timestamptz)",
+                    )
                     .await?,
                 purge: client
                     .prepare("DELETE FROM kite.kite WHERE expires_at <= $1::timestamptz")
@@ -623,6 +644,17 @@ fn has_nul(s: &str) -> bool {
     s.contains('\0')
 }
 
+/// The answer of the refresh and delete statements: `(done, owned by another)`.
+fn owned_outcome(row: &Row, id: &str) -> Result<bool, StorageError> {
+    let corrupt = |e: tokio_postgres::Error| StorageError::Corrupt(format!("kite.kite: {e}"));
+    let done: bool = row.try_get(0).map_err(corrupt)?;
+    let other: bool = row.try_get(1).map_err(corrupt)?;
+    if !done && other {
+        return Err(StorageError::owned_by_another(id));
+    }
+    Ok(done)
+}
+
 fn decode(row: &Row) -> Result<Registration, StorageError> {
     let corrupt = |e: tokio_postgres::Error| StorageError::Corrupt(format!("kite.kite: {e}"));
     let text = |i: usize| row.try_get::<_, String>(i).map_err(corrupt);
@@ -667,40 +699,55 @@ impl Storage for PostgresStorage {
         }
         let texts = &texts;
         let expires = timestamp(r.expires_at_ms);
-        self.run("upsert", |c| async move {
-            let mut params: Vec<&(dyn ToSql + Sync)> =
-                texts.iter().map(|t| t as &(dyn ToSql + Sync)).collect();
-            params.push(&expires);
-            c.client.execute(&c.upsert, &params).await
-        })
-        .await
-        .map(drop)
+        let (_, now) = now();
+        let n = self
+            .run("upsert", |c| async move {
+                let mut params: Vec<&(dyn ToSql + Sync)> =
+                    texts.iter().map(|t| t as &(dyn ToSql + Sync)).collect();
+                params.push(&expires);
+                params.push(&now);
+                c.client.execute(&c.upsert, &params).await
+            })
+            .await?;
+        // No row inserted or updated: the `WHERE` of the conflict update refused it.
+        if n == 0 {
+            return Err(StorageError::owned_by_another(&k.id));
+        }
+        Ok(())
     }
 
-    async fn refresh(&self, id: &str, expires_at_ms: u64) -> Result<bool, StorageError> {
-        if has_nul(id) {
+    async fn refresh(
+        &self,
+        id: &str,
+        owner: &str,
+        expires_at_ms: u64,
+    ) -> Result<bool, StorageError> {
+        if has_nul(id) || has_nul(owner) {
             return Ok(false);
         }
         let expires = timestamp(expires_at_ms);
         let (_, now) = now();
-        let n = self
+        let row = self
             .run("refresh", |c| async move {
-                c.client.execute(&c.refresh, &[&id, &expires, &now]).await
+                c.client
+                    .query_one(&c.refresh, &[&id, &expires, &now, &owner])
+                    .await
             })
             .await?;
-        Ok(n > 0)
+        owned_outcome(&row, id)
     }
 
-    async fn delete(&self, id: &str) -> Result<bool, StorageError> {
-        if has_nul(id) {
+    async fn delete(&self, id: &str, owner: &str) -> Result<bool, StorageError> {
+        if has_nul(id) || has_nul(owner) {
             return Ok(false);
         }
-        let n = self
+        let (_, now) = now();
+        let row = self
             .run("delete", |c| async move {
-                c.client.execute(&c.delete, &[&id]).await
+                c.client.query_one(&c.delete, &[&id, &owner, &now]).await
             })
             .await?;
-        Ok(n > 0)
+        owned_outcome(&row, id)
     }
 
     async fn get(&self, matcher: &Matcher) -> Result<Vec<Registration>, StorageError> {
@@ -1024,15 +1071,15 @@ mod tests {
         }
         // One refreshes and deletes what the other registered.
         let later = now_ms() + 7_200_000;
-        assert!(b.refresh("a1", later).await.unwrap());
+        assert!(b.refresh("a1", "alice", later).await.unwrap());
         let by_id = Matcher::new(&KontrolQuery {
             id: "a1".into(),
             ..Default::default()
         })
         .unwrap();
         assert_eq!(a.get(&by_id).await.unwrap()[0].expires_at_ms, later);
-        assert!(a.delete("b1").await.unwrap());
-        assert!(!b.delete("b1").await.unwrap());
+        assert!(a.delete("b1", "alice").await.unwrap());
+        assert!(!b.delete("b1", "alice").await.unwrap());
         assert_eq!(ids(b.get(&matcher("/alice")).await.unwrap()), ["a1"]);
         // Many registrations from both at once.
         let mut writes = tokio::task::JoinSet::new();
@@ -1047,6 +1094,62 @@ mod tests {
             r.unwrap();
         }
         assert_eq!(a.get(&matcher("/carol/prod/db")).await.unwrap().len(), 50);
+
+        // Two users race for one free id through both: one owner wins, every write of the
+        // other is refused, and one row (the winner's) holds the id.
+        let mut writes = tokio::task::JoinSet::new();
+        for i in 0..12 {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let user = if i % 3 == 0 { "mallory" } else { "alice" };
+            writes.spawn(async move {
+                let r = reg(&format!("/{user}/prod/math/1.0.0/r{i}/h/race"), HOUR);
+                (user, s.upsert(&r).await)
+            });
+        }
+        let results = writes.join_all().await;
+        let race = Matcher::new(&KontrolQuery {
+            id: "race".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let found = a.get(&race).await.unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        let winner = found[0].owner().to_owned();
+        for (user, result) in results {
+            match result {
+                Ok(()) => assert_eq!(user, winner),
+                Err(StorageError::OwnedByAnother { id }) => {
+                    assert_ne!(user, winner);
+                    assert_eq!(id, "race");
+                }
+                Err(e) => panic!("{user}: {e}"),
+            }
+        }
+        let loser = if winner == "alice" {
+            "mallory"
+        } else {
+            "alice"
+        };
+        for s in [&a, &b] {
+            assert!(matches!(
+                s.refresh("race", loser, now_ms() + 60_000).await,
+                Err(StorageError::OwnedByAnother { .. })
+            ));
+            assert!(matches!(
+                s.delete("race", loser).await,
+                Err(StorageError::OwnedByAnother { .. })
+            ));
+        }
+        assert_eq!(b.get(&race).await.unwrap(), found);
+        // Once it has expired, the loser takes it, in one statement.
+        let mut expired = found[0].clone();
+        expired.expires_at_ms = now_ms().saturating_sub(1);
+        a.upsert(&expired).await.unwrap();
+        b.upsert(&reg(&format!("/{loser}/prod/math/1.0.0/x/h/race"), HOUR))
+            .await
+            .unwrap();
+        assert_eq!(a.get(&race).await.unwrap()[0].owner(), loser);
+        assert!(a.delete("race", loser).await.unwrap());
         assert_eq!(
             ids(b.get(&matcher("/carol/prod/db/~> 1.0.48")).await.unwrap()),
             ["c48", "c49"]
@@ -1202,10 +1305,13 @@ mod tests {
                 .await;
             unavailable("upsert", r, t.elapsed());
             let t = Instant::now();
-            let r = storage.refresh("k1", now_ms() + 1000).await.map(drop);
+            let r = storage
+                .refresh("k1", "alice", now_ms() + 1000)
+                .await
+                .map(drop);
             unavailable("refresh", r, t.elapsed());
             let t = Instant::now();
-            let r = storage.delete("k1").await.map(drop);
+            let r = storage.delete("k1", "alice").await.map(drop);
             unavailable("delete", r, t.elapsed());
             let t = Instant::now();
             let r = storage.purge_expired().await.map(drop);
@@ -1227,7 +1333,11 @@ mod tests {
         s.upsert(&reg("/alice/prod/math/1.0.0/eu/h1/k2", HOUR))
             .await
             .unwrap();
-        assert!(lazy.refresh("k2", now_ms() + 60_000).await.unwrap());
+        assert!(
+            lazy.refresh("k2", "alice", now_ms() + 60_000)
+                .await
+                .unwrap()
+        );
         assert_eq!(
             ids(lazy.get(&matcher("/alice")).await.unwrap()),
             ["k1", "k2"]
@@ -1244,7 +1354,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(ids(s.get(&matcher("/alice")).await.unwrap()), ["k1", "k2"]);
-        assert!(s.delete("k2").await.unwrap());
+        assert!(s.delete("k2", "alice").await.unwrap());
     }
 
     #[tokio::test]
@@ -1270,8 +1380,8 @@ mod tests {
         assert!(s.upsert(&nul).await.is_err());
         assert!(s.get(&by_id("n\0")).await.unwrap().is_empty());
         assert!(s.get(&matcher("/al\0ice")).await.unwrap().is_empty());
-        assert!(!s.refresh("n\0", now_ms()).await.unwrap());
-        assert!(!s.delete("n\0").await.unwrap());
+        assert!(!s.refresh("n\0", "alice", now_ms()).await.unwrap());
+        assert!(!s.delete("n\0", "alice").await.unwrap());
 
         // Quotes, SQL, Unicode, empty fields and odd URLs are stored exactly.
         let odd = Kite {
@@ -1308,9 +1418,13 @@ mod tests {
         s.upsert(&forever).await.unwrap();
         assert_eq!(s.get(&by_id("f1")).await.unwrap(), [forever.clone()]);
         let far = INFINITE_FROM_MS - 1;
-        assert!(s.refresh("f1", far).await.unwrap());
+        assert!(s.refresh("f1", "alice", far).await.unwrap());
         assert_eq!(s.get(&by_id("f1")).await.unwrap()[0].expires_at_ms, far);
-        assert!(s.refresh("f1", INFINITE_FROM_MS + 5).await.unwrap());
+        assert!(
+            s.refresh("f1", "alice", INFINITE_FROM_MS + 5)
+                .await
+                .unwrap()
+        );
         assert_eq!(
             s.get(&by_id("f1")).await.unwrap()[0].expires_at_ms,
             u64::MAX
@@ -1319,7 +1433,7 @@ mod tests {
         past.expires_at_ms = 0;
         s.upsert(&past).await.unwrap();
         assert!(s.get(&by_id("p1")).await.unwrap().is_empty());
-        assert!(!s.refresh("p1", u64::MAX).await.unwrap());
+        assert!(!s.refresh("p1", "alice", u64::MAX).await.unwrap());
         assert_eq!(s.purge_expired().await.unwrap(), 1);
 
         // Values too large for an index entry fail the one operation, not the storage.
@@ -1335,8 +1449,8 @@ mod tests {
             Err(e) => assert!(matches!(e, StorageError::Unavailable(_)), "{e}"),
         }
         assert!(s.get(&by_id(&huge)).await.is_ok());
-        assert!(s.refresh(&huge, now_ms()).await.is_ok());
-        assert!(s.delete(&huge).await.is_ok());
+        assert!(s.refresh(&huge, "alice", now_ms()).await.is_ok());
+        assert!(s.delete(&huge, "alice").await.is_ok());
         let q = KontrolQuery {
             username: huge.clone(),
             environment: huge.clone(),
@@ -1350,7 +1464,7 @@ mod tests {
 
         // Still in working order.
         assert_eq!(s.get(&by_id(&odd.id)).await.unwrap(), [r]);
-        assert!(s.delete(&odd.id).await.unwrap());
+        assert!(s.delete(&odd.id, &odd.username).await.unwrap());
     }
 
     #[tokio::test]

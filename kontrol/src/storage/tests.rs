@@ -101,25 +101,208 @@ pub(crate) async fn behaves(s: &dyn Storage) {
     gone.expires_at_ms = now_ms().saturating_sub(1);
     s.upsert(&gone).await.unwrap();
     assert!(s.get(&matcher("/alice/prod/db")).await.unwrap().is_empty());
-    assert!(!s.refresh("k6", now_ms() + 60_000).await.unwrap());
+    assert!(!s.refresh("k6", "alice", now_ms() + 60_000).await.unwrap());
     assert!(s.purge_expired().await.unwrap() >= 1);
 
     // Refresh pushes the expiry of a live one.
     let later = now_ms() + 7_200_000;
-    assert!(s.refresh("k1", later).await.unwrap());
+    assert!(s.refresh("k1", "alice", later).await.unwrap());
     let k1 = s
         .get(&matcher("/alice/prod/math/1.0.0/eu/h1/k1"))
         .await
         .unwrap();
     assert_eq!(k1[0].expires_at_ms, later);
-    assert!(!s.refresh("nope", later).await.unwrap());
+    assert!(!s.refresh("nope", "alice", later).await.unwrap());
 
-    assert!(s.delete("k1").await.unwrap());
-    assert!(!s.delete("k1").await.unwrap());
+    assert!(s.delete("k1", "alice").await.unwrap());
+    assert!(!s.delete("k1", "alice").await.unwrap());
     assert_eq!(
         ids(s.get(&matcher("/alice/prod/math")).await.unwrap()),
         ["k2", "k3"]
     );
+
+    owned(s).await;
+}
+
+/// `Err(OwnedByAnother)` for `id`, else a panic naming `what`.
+fn refused<T: std::fmt::Debug>(what: &str, id: &str, r: Result<T, StorageError>) {
+    match r {
+        Err(StorageError::OwnedByAnother { id: got }) if got == id => {}
+        other => panic!("{what}: want OwnedByAnother({id}), got {other:?}"),
+    }
+}
+
+fn by_id(id: &str) -> Matcher {
+    Matcher::new(&KontrolQuery {
+        id: id.into(),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// Registrations belong to their owner: another user can neither replace, refresh nor delete a
+/// live one, and may take the id once it has expired. Leaves the store as it found it.
+pub(crate) async fn owned(s: &dyn Storage) {
+    let hour = Duration::from_secs(3600);
+    let alice = Registration::new(
+        kite("/alice/prod/math/1.0.0/eu/h1/x1"),
+        "http://alice",
+        "key1",
+        hour,
+    );
+    s.upsert(&alice).await.unwrap();
+    let before = s.get(&by_id("x1")).await.unwrap();
+
+    // Mallory, with the same id from another kite path (and one with alice's path but her own
+    // username): refused, and nothing of hers is stored or found.
+    for path in [
+        "/mallory/prod/math/1.0.0/eu/h9/x1",
+        "/mallory/prod/math/1.0.0/eu/h1/x1",
+    ] {
+        let mallory = Registration::new(kite(path), "http://mallory", "key1", hour);
+        refused("another user's upsert", "x1", s.upsert(&mallory).await);
+    }
+    refused(
+        "another user's refresh",
+        "x1",
+        s.refresh("x1", "mallory", now_ms() + 7_200_000).await,
+    );
+    refused(
+        "another user's delete",
+        "x1",
+        s.delete("x1", "mallory").await,
+    );
+    let found = s.get(&by_id("x1")).await.unwrap();
+    assert_eq!(found, before, "by id after mallory's attempts");
+    assert_eq!(
+        (found[0].owner(), found[0].url.as_str()),
+        ("alice", "http://alice")
+    );
+    assert_eq!(
+        ids(s
+            .get(&matcher("/alice/prod/math/1.0.0/eu/h1/x1"))
+            .await
+            .unwrap()),
+        ["x1"]
+    );
+    assert!(s.get(&matcher("/mallory")).await.unwrap().is_empty());
+
+    // The owner re-registers from elsewhere (other fields, other URL): one registration.
+    let moved = Registration::new(
+        kite("/alice/dev/math/1.1.0/us/h2/x1"),
+        "http://alice-2",
+        "key2",
+        hour,
+    );
+    s.upsert(&moved).await.unwrap();
+    assert_eq!(
+        s.get(&by_id("x1")).await.unwrap(),
+        std::slice::from_ref(&moved)
+    );
+    assert!(
+        s.get(&matcher("/alice/prod/math/1.0.0/eu/h1/x1"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(s.refresh("x1", "alice", now_ms() + 60_000).await.unwrap());
+
+    // Expired: the id is free. Another user may refresh nothing, then take or delete it.
+    let mut stale = Registration::new(
+        kite("/alice/prod/math/1.0.0/eu/h1/x2"),
+        "http://alice",
+        "key1",
+        hour,
+    );
+    stale.expires_at_ms = now_ms().saturating_sub(1);
+    s.upsert(&stale).await.unwrap();
+    assert!(!s.refresh("x2", "mallory", now_ms() + 60_000).await.unwrap());
+    let taken = Registration::new(
+        kite("/mallory/prod/math/1.0.0/eu/h9/x2"),
+        "http://mallory",
+        "key1",
+        hour,
+    );
+    s.upsert(&taken).await.unwrap();
+    assert_eq!(
+        s.get(&by_id("x2")).await.unwrap(),
+        std::slice::from_ref(&taken)
+    );
+    assert!(
+        s.get(&matcher("/alice/prod/math/1.0.0/eu/h1/x2"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Now it is mallory's, and alice is the other user.
+    refused("alice's upsert", "x2", s.upsert(&stale).await);
+    refused(
+        "alice's refresh",
+        "x2",
+        s.refresh("x2", "alice", now_ms() + 60_000).await,
+    );
+    refused("alice's delete", "x2", s.delete("x2", "alice").await);
+    let mut gone = stale.clone();
+    gone.kite.id = "x3".into();
+    s.upsert(&gone).await.unwrap();
+    assert!(s.delete("x3", "mallory").await.unwrap());
+    assert!(s.get(&by_id("x3")).await.unwrap().is_empty());
+
+    // Two users racing for a free id: one wins, every success is the winner's, and what is
+    // found by id and by path is the winner's registration alone.
+    let racers: Vec<Registration> = (0..8)
+        .map(|i| {
+            let user = if i % 2 == 0 { "alice" } else { "mallory" };
+            Registration::new(
+                kite(&format!("/{user}/prod/math/1.0.0/r{i}/h/x4")),
+                &format!("http://{user}-{i}"),
+                "key1",
+                hour,
+            )
+        })
+        .collect();
+    let results = futures_util::future::join_all(racers.iter().map(|r| s.upsert(r))).await;
+    let found = s.get(&by_id("x4")).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let winner = found[0].owner().to_owned();
+    for (r, result) in racers.iter().zip(results) {
+        if r.owner() == winner {
+            result.unwrap();
+        } else {
+            refused("the race's loser", "x4", result);
+        }
+    }
+    let by_user = s
+        .get(&matcher(&format!("/{winner}/prod/math")))
+        .await
+        .unwrap();
+    assert_eq!(
+        by_user
+            .iter()
+            .filter(|r| r.kite.id == "x4")
+            .collect::<Vec<_>>(),
+        [&found[0]]
+    );
+    let loser = if winner == "alice" {
+        "mallory"
+    } else {
+        "alice"
+    };
+    assert!(
+        s.get(&matcher(&format!("/{loser}/prod/math/1.0.0")))
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.kite.id != "x4")
+    );
+
+    // Cleaned up by the owners.
+    assert!(s.delete("x1", "alice").await.unwrap());
+    assert!(s.delete("x2", "mallory").await.unwrap());
+    assert!(s.delete("x4", &winner).await.unwrap());
+    for id in ["x1", "x2", "x4"] {
+        assert!(s.get(&by_id(id)).await.unwrap().is_empty());
+    }
 }
 
 #[tokio::test]

@@ -1,0 +1,811 @@
+//! Hostile peers against a real Kontrol on 127.0.0.1, over real sockets. Mallory holds a valid
+//! kite key of her own, signed by the same Kontrol, and tries to take alice's kite id (over
+//! dnode and over HTTP, and through heartbeats), and to make the Kontrol hold unbounded
+//! registrations, keep-alive tasks and watchers (one key, one user, one connection).
+//!
+//! The floods speak dnode by hand on a SockJS websocket ([`Raw`]): a peer picks its kite
+//! identity per message and need not answer Kontrol's `kite.heartbeat`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use kite_native::auth::KeyPair;
+use kite_native::core::KontrolQuery;
+use kite_native::{Config, ErrorKind, Kite};
+use kontrol::query::Matcher;
+use kontrol::server::{Kontrol, KontrolOptions};
+use kontrol::storage::{EmbeddedStorage, MemoryStorage, Storage};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+fn local_config() -> Config {
+    let mut c = Config::default();
+    c.ip = [127, 0, 0, 1].into();
+    c.port = 0;
+    c
+}
+
+/// Serves `kite` on 127.0.0.1 and returns its address once it listens.
+async fn start(kite: &Kite) -> SocketAddr {
+    let server = kite.clone();
+    tokio::spawn(async move { server.run().await.unwrap() });
+    within("kite up", kite.ready()).await
+}
+
+/// The budgets per user and per kite key these tests set.
+fn budgets(o: &mut KontrolOptions, per_user: usize, per_key: usize) {
+    o.max_registrations_per_user = per_user;
+    o.max_registrations_per_key = per_key;
+}
+
+struct Setup {
+    kontrol: Kontrol,
+    addr: SocketAddr,
+    /// `http://127.0.0.1:port/kite`.
+    url: String,
+    /// `http://127.0.0.1:port`: where `/register` and `/heartbeat` are.
+    base: String,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.kontrol.kite().close();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Kontrol on the embedded store (the default, where the hijack was first seen) or in memory.
+async fn kontrol(embedded: bool, options: impl FnOnce(&mut KontrolOptions)) -> Setup {
+    let dir = std::env::temp_dir().join(format!("kontrol-hostile-{}", uuid::Uuid::new_v4()));
+    let storage: Arc<dyn Storage> = if embedded {
+        Arc::new(EmbeddedStorage::open(dir.join("kontrol.db")).unwrap())
+    } else {
+        Arc::new(MemoryStorage::new())
+    };
+    let mut opts = KontrolOptions::new("kontrol", KeyPair::generate(2048).unwrap(), "");
+    options(&mut opts);
+    let kontrol = Kontrol::new(local_config(), opts, storage).unwrap();
+    let addr = start(kontrol.kite()).await;
+    Setup {
+        kontrol,
+        addr,
+        url: format!("http://{addr}/kite"),
+        base: format!("http://{addr}"),
+        dir,
+    }
+}
+
+/// A kite `name` of `username` with a kite key from the Kontrol; with `id`, that kite id.
+fn kite_for(s: &Setup, name: &str, username: &str, id: Option<&str>) -> Kite {
+    let key = s.kontrol.kite_key_for(username).unwrap();
+    let mut cfg = local_config();
+    cfg.apply_kite_key(&kite_native::kitekey::parse(&key).unwrap());
+    cfg.kontrol_url.clone_from(&s.url);
+    cfg.environment = "test".into();
+    if let Some(id) = id {
+        cfg.id = id.to_owned();
+    }
+    Kite::with_config(name, "1.0.0", cfg).unwrap()
+}
+
+fn by_id(id: &str) -> KontrolQuery {
+    KontrolQuery {
+        id: id.into(),
+        ..Default::default()
+    }
+}
+
+/// A kite identity as JSON, as a peer writes it in its messages.
+fn identity(username: &str, name: &str, id: &str) -> Value {
+    json!({"username": username, "environment": "test", "name": name, "version": "1.0.0",
+           "region": "r", "hostname": "h", "id": id})
+}
+
+/// The live tasks of this test's runtime (the Kontrol runs in it).
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+/// Waits (at most 10 s) until at most `most` tasks are alive; panics with the count otherwise.
+async fn tasks_settle_to(most: usize, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = alive_tasks();
+        if n <= most {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {n} tasks alive after 10 s, want at most {most}"
+        );
+        // Task counts announce nothing: poll, bounded.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A hand-written dnode peer on one SockJS websocket: it sends whatever kite identity it likes
+/// in each call and never answers Kontrol's `kite.heartbeat`.
+struct Raw {
+    ws: Ws,
+    next: u64,
+    /// Answers by callback id (`{"error": ..., "result": ...}`).
+    answers: HashMap<u64, Value>,
+    /// Calls Kontrol made to our callbacks, by callback id.
+    called: HashMap<u64, usize>,
+    /// `kite.heartbeat` requests Kontrol sent.
+    heartbeats: usize,
+}
+
+impl Raw {
+    async fn connect(addr: SocketAddr) -> Raw {
+        let url = format!(
+            "ws://{addr}/kite/0/{}/websocket",
+            uuid::Uuid::new_v4().simple()
+        );
+        let (mut ws, _) = within("connect", tokio_tungstenite::connect_async(url))
+            .await
+            .unwrap();
+        match within("open frame", ws.next()).await {
+            Some(Ok(Message::Text(t))) if t.as_str() == "o" => {}
+            other => panic!("no open frame: {other:?}"),
+        }
+        Raw {
+            ws,
+            next: 0,
+            answers: HashMap::new(),
+            called: HashMap::new(),
+            heartbeats: 0,
+        }
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    /// Sends a call of `method` as `kite` with kite key `key`; `extra` callbacks are paths in
+    /// `withArgs`. Returns the response callback's id.
+    async fn send(
+        &mut self,
+        method: &str,
+        kite: &Value,
+        key: &str,
+        args: Value,
+        extra: &[(u64, Value)],
+    ) -> u64 {
+        let response = self.id();
+        let mut callbacks = serde_json::Map::new();
+        callbacks.insert(response.to_string(), json!([0, "responseCallback"]));
+        for (id, path) in extra {
+            callbacks.insert(id.to_string(), path.clone());
+        }
+        let message = json!({
+            "method": method,
+            "arguments": [{
+                "kite": kite,
+                "authentication": {"type": "kiteKey", "key": key},
+                "withArgs": args,
+                "responseCallback": "[Function]",
+            }],
+            "callbacks": callbacks,
+            "links": [],
+        });
+        let frame = serde_json::to_string(&[message.to_string()]).unwrap();
+        self.ws.send(Message::text(frame)).await.unwrap();
+        response
+    }
+
+    /// `register` of `kite` at a URL of its own.
+    async fn register(&mut self, kite: &Value, key: &str) -> u64 {
+        let url = format!("http://127.0.0.1:9/{}", kite["id"].as_str().unwrap());
+        self.send("register", kite, key, json!([{ "url": url }]), &[])
+            .await
+    }
+
+    /// `getKites` of `query` with a `watchCallback`: (response id, watch callback id).
+    async fn watch(&mut self, kite: &Value, key: &str, query: Value) -> (u64, u64) {
+        let watch = self.id();
+        let args = json!([{ "query": query, "watchCallback": "[Function]" }]);
+        let path = json!([0, "withArgs", 0, "watchCallback"]);
+        let response = self
+            .send("getKites", kite, key, args, &[(watch, path)])
+            .await;
+        (response, watch)
+    }
+
+    /// Reads frames until the answer to callback `id` is in.
+    async fn answer(&mut self, id: u64) -> Value {
+        while !self.answers.contains_key(&id) {
+            let frame = match within("a frame from Kontrol", self.ws.next()).await {
+                Some(Ok(Message::Text(t))) => t.to_string(),
+                Some(Ok(_)) => continue,
+                other => panic!("connection ended: {other:?}"),
+            };
+            let Some(batch) = frame.strip_prefix('a') else {
+                continue;
+            };
+            for m in serde_json::from_str::<Vec<String>>(batch).unwrap() {
+                let m: Value = serde_json::from_str(&m).unwrap();
+                match &m["method"] {
+                    Value::Number(n) => {
+                        let n = n.as_u64().unwrap();
+                        if self.answers.contains_key(&n) || n > self.next {
+                            panic!("unexpected call {m}");
+                        }
+                        // A watch callback is called with `{"result": event}`; an answer with
+                        // `{"error", "result"}` — ours are response callbacks, called once.
+                        let args = m["arguments"][0].clone();
+                        if args.get("error").is_some() {
+                            self.answers.insert(n, args);
+                        } else {
+                            *self.called.entry(n).or_default() += 1;
+                        }
+                    }
+                    Value::String(s) if s == "kite.heartbeat" => self.heartbeats += 1,
+                    _ => {}
+                }
+            }
+        }
+        self.answers[&id].clone()
+    }
+
+    async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// Whether `answer` is a success.
+fn ok(answer: &Value) -> bool {
+    answer["error"].is_null()
+}
+
+/// The error type and message of `answer`.
+fn error_of(answer: &Value) -> (String, String) {
+    (
+        answer["error"]["type"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        answer["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn mallory_cannot_take_alices_kite_id_over_dnode() {
+    let s = kontrol(true, |o| {
+        o.registration_ttl = Duration::from_secs(2);
+        o.heartbeat_interval = Duration::from_millis(200);
+    })
+    .await;
+    let alice = kite_for(&s, "math", "alice", None);
+    let alice_url = format!("http://{}/kite", start(&alice).await);
+    within("alice registers", alice.register(&alice_url))
+        .await
+        .unwrap();
+    let id = alice.identity().id.clone();
+
+    // Bob watches the id.
+    let bob = kite_for(&s, "watcher", "bob", None);
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let initial = within(
+        "watch",
+        bob.watch_kites(&by_id(&id), move |e| {
+            let _ = events_tx.send(e);
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(initial.len(), 1);
+
+    // Mallory, her own kite key, alice's kite id: refused, without alice's URL in the answer.
+    let mallory = kite_for(&s, "math", "mallory", Some(&id));
+    let mallory_url = "http://127.0.0.1:9/mallory";
+    let err = within("mallory registers", mallory.register(mallory_url))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Authentication, "{err}");
+    assert!(
+        err.message.contains(&id) && err.message.contains("registered by another user"),
+        "{err}"
+    );
+    assert!(!err.message.contains(&alice_url), "{err}");
+    // Writing alice's username into her kite identity changes nothing: the key says who she is.
+    let mut raw = Raw::connect(s.addr).await;
+    let call = raw
+        .register(&identity("alice", "math", &id), &mallory.kite_key())
+        .await;
+    let answer = raw.answer(call).await;
+    let (kind, message) = error_of(&answer);
+    assert_eq!(kind, "authenticationError", "{answer}");
+    assert!(message.contains("registered by another user"), "{answer}");
+    raw.close().await;
+
+    // The same over HTTP: 403 with Go's error body; her heartbeat for the id is told to
+    // register again (nothing of alice's is refreshed through it).
+    let http = reqwest::Client::new();
+    let body = json!({"url": mallory_url, "kite": mallory.identity(),
+                      "auth": {"type": "kiteKey", "key": mallory.kite_key()}});
+    let r = http
+        .post(format!("{}/register", s.base))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let text = r.text().await.unwrap();
+    let err: Value = serde_json::from_str(&text).unwrap();
+    let message = err["err"].as_str().unwrap();
+    assert!(message.contains("registered by another user"), "{text}");
+    assert!(!message.contains(&alice_url), "{text}");
+    let hb = http
+        .get(format!("{}/heartbeat?id={id}", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(hb, "registeragain");
+
+    // Alice's registration is whole: by her query and by id, with her URL and username.
+    let query = KontrolQuery {
+        username: "alice".into(),
+        name: "math".into(),
+        ..Default::default()
+    };
+    for q in [query.clone(), by_id(&id)] {
+        let found = within("getKites", bob.get_kites(&q)).await.unwrap();
+        assert_eq!(found.len(), 1, "{q:?}");
+        assert_eq!(found[0].url(), alice_url, "{q:?}");
+        assert_eq!(found[0].remote().username, "alice", "{q:?}");
+    }
+    // The next event the watcher hears is alice registering again, not mallory.
+    within("alice again", alice.register(&alice_url))
+        .await
+        .unwrap();
+    let e = within("event", events.recv()).await.unwrap();
+    assert_eq!(
+        (e.action.as_str(), e.kite.username.as_str(), e.url.as_str()),
+        ("REGISTER", "alice", alice_url.as_str())
+    );
+
+    // Alice goes; once her registration has expired, the id is free for mallory.
+    alice.close();
+    let e = within("DEREGISTER", events.recv()).await.unwrap();
+    assert_eq!(
+        (e.action.as_str(), e.kite.username.as_str()),
+        ("DEREGISTER", "alice")
+    );
+    within("mallory registers later", mallory.register(mallory_url))
+        .await
+        .unwrap();
+    let found = within("getKites", bob.get_kites(&by_id(&id)))
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].url(), mallory_url);
+    assert_eq!(found[0].remote().username, "mallory");
+    assert!(
+        within("getKites", bob.get_kites(&query))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    mallory.close();
+    bob.close();
+}
+
+#[tokio::test]
+async fn mallory_cannot_take_or_keep_alive_alices_kite_id_over_http() {
+    let s = kontrol(true, |o| {
+        o.registration_ttl = Duration::from_millis(1500);
+        o.heartbeat_interval = Duration::from_millis(100);
+    })
+    .await;
+    let id = uuid::Uuid::new_v4().to_string();
+    let register = |user: &str, url: &str| {
+        json!({"url": url, "kite": identity(user, "math", &id),
+               "auth": {"type": "kiteKey", "key": s.kontrol.kite_key_for(user).unwrap()}})
+        .to_string()
+    };
+    let alice_url = "http://127.0.0.1:9/alice";
+    // Alice registers over HTTP from 127.0.0.1 (and sends heartbeats by hand below).
+    let alice = reqwest::Client::new();
+    let r = alice
+        .post(format!("{}/register", s.base))
+        .body(register("alice", alice_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let storage = s.kontrol.storage().clone();
+    let stored = || {
+        let storage = storage.clone();
+        let q = Matcher::new(&by_id(&id)).unwrap();
+        async move { storage.get(&q).await.unwrap() }
+    };
+    let before = stored().await;
+    assert_eq!((before.len(), before[0].url.as_str()), (1, alice_url));
+
+    // Mallory, from another address (127.0.0.2), with her own key: refused over HTTP...
+    let mallory = reqwest::Client::builder()
+        .local_address(IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let mallory_url = "http://127.0.0.1:9/mallory";
+    let r = mallory
+        .post(format!("{}/register", s.base))
+        .body(register("mallory", mallory_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("is registered by another user")
+    );
+    // ...and over dnode.
+    let m = kite_for(&s, "math", "mallory", Some(&id));
+    let err = within("mallory over dnode", m.register(mallory_url))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Authentication, "{err}");
+    // Her heartbeats for alice's id refresh nothing.
+    for _ in 0..3 {
+        let hb = mallory
+            .get(format!("{}/heartbeat?id={id}", s.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(hb, "registeragain");
+    }
+    assert_eq!(
+        stored().await,
+        before,
+        "mallory's heartbeats moved the expiry"
+    );
+
+    // Alice's own heartbeats (from her address) do push it.
+    within("alice's heartbeat refreshes", async {
+        loop {
+            let hb = alice
+                .get(format!("{}/heartbeat?id={id}", s.base))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert_eq!(hb, "pong");
+            if stored().await[0].expires_at_ms > before[0].expires_at_ms {
+                break;
+            }
+            // A refresh is due at most every half heartbeat interval.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    // No more heartbeats: once it has expired, mallory may take the id (refused until then).
+    within("the id is free after expiry", async {
+        loop {
+            let r = mallory
+                .post(format!("{}/register", s.base))
+                .body(register("mallory", mallory_url))
+                .send()
+                .await
+                .unwrap();
+            match r.status().as_u16() {
+                200 => break,
+                403 => {}
+                other => panic!("{other}: {}", r.text().await.unwrap()),
+            }
+            // Expiry announces nothing over HTTP: poll, bounded.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let now = stored().await;
+    assert_eq!(
+        (
+            now.len(),
+            now[0].url.as_str(),
+            now[0].kite.username.as_str()
+        ),
+        (1, mallory_url, "mallory")
+    );
+    m.close();
+}
+
+#[tokio::test]
+async fn a_registration_flood_on_one_connection_stops_at_its_budget() {
+    // The default budgets: 16 kite ids per connection.
+    let s = kontrol(false, |_| {}).await;
+    let key = s.kontrol.kite_key_for("mallory").unwrap();
+    let mut raw = Raw::connect(s.addr).await;
+    for i in 0..16 {
+        let call = raw
+            .register(&identity("mallory", "flood", &format!("f{i}")), &key)
+            .await;
+        let answer = raw.answer(call).await;
+        assert!(ok(&answer), "{i}: {answer}");
+    }
+    // Settled: what the 16 hold.
+    tasks_settle_to(alive_tasks(), "after 16").await;
+    let base = alive_tasks();
+
+    let mut calls = Vec::new();
+    for i in 16..216 {
+        calls.push(
+            raw.register(&identity("mallory", "flood", &format!("f{i}")), &key)
+                .await,
+        );
+    }
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(raw.answer(call).await);
+    }
+    // Nothing is kept for refused registrations: no task per kite.
+    tasks_settle_to(base + 8, "200 registrations past the budget").await;
+    for (i, answer) in answers.iter().enumerate() {
+        let (kind, message) = error_of(answer);
+        assert_eq!(kind, "requestLimitError", "{}: {answer}", i + 16);
+        assert!(
+            message.contains("max_registrations_per_connection"),
+            "{message}"
+        );
+    }
+    let bob = kite_for(&s, "bob", "bob", None);
+    let found = within(
+        "getKites",
+        bob.get_kites(&KontrolQuery {
+            username: "mallory".into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(found.len(), 16);
+    // Another connection has a budget of its own.
+    let mut other = Raw::connect(s.addr).await;
+    let call = other
+        .register(&identity("mallory", "flood", "g0"), &key)
+        .await;
+    assert!(ok(&other.answer(call).await));
+    bob.close();
+    raw.close().await;
+    other.close().await;
+}
+
+#[tokio::test]
+async fn a_registration_flood_with_one_key_or_one_user_stops_at_its_budget() {
+    let s = kontrol(false, |o| {
+        budgets(o, 25, 20);
+        // Long enough for the floods below to finish before anything goes stale.
+        o.registration_ttl = Duration::from_secs(4);
+    })
+    .await;
+    let (key1, key2) = (
+        s.kontrol.kite_key_for("mallory").unwrap(),
+        s.kontrol.kite_key_for("mallory").unwrap(),
+    );
+    // One key over three connections, 10 ids each (within the per-connection budget).
+    let mut conns = Vec::new();
+    let mut calls = Vec::new();
+    for c in 0..3 {
+        let mut raw = Raw::connect(s.addr).await;
+        for i in 0..10 {
+            let kite = identity("mallory", "flood", &format!("k1-{c}-{i}"));
+            calls.push((c, raw.register(&kite, &key1).await));
+        }
+        conns.push(raw);
+    }
+    let mut refused = Vec::new();
+    let mut taken = 0;
+    for (c, call) in calls {
+        let answer = conns[c].answer(call).await;
+        if ok(&answer) {
+            taken += 1;
+        } else {
+            refused.push(error_of(&answer));
+        }
+    }
+    assert_eq!((taken, refused.len()), (20, 10), "{refused:?}");
+    for (kind, message) in &refused {
+        assert_eq!(kind, "requestLimitError");
+        assert!(message.contains("max_registrations_per_key"), "{message}");
+    }
+    // Over HTTP too (the budgets count every way in): 429 with Go's error body.
+    let r = reqwest::Client::new()
+        .post(format!("{}/register", s.base))
+        .body(
+            json!({"url": "http://127.0.0.1:9/h", "kite": identity("mallory", "flood", "h1"),
+                   "auth": {"type": "kiteKey", "key": key1}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert!(
+        body["err"]
+            .as_str()
+            .unwrap()
+            .contains("max_registrations_per_key"),
+        "{body}"
+    );
+    // Another key of the same user: only up to the user's budget.
+    let mut fourth = Raw::connect(s.addr).await;
+    let mut calls = Vec::new();
+    for i in 0..10 {
+        let kite = identity("mallory", "flood", &format!("k2-{i}"));
+        calls.push(fourth.register(&kite, &key2).await);
+    }
+    let mut taken = 0;
+    for call in calls {
+        let answer = fourth.answer(call).await;
+        if ok(&answer) {
+            taken += 1;
+        } else {
+            let (kind, message) = error_of(&answer);
+            assert_eq!(kind, "requestLimitError");
+            assert!(message.contains("max_registrations_per_user"), "{message}");
+        }
+    }
+    assert_eq!(taken, 5);
+    // Another user is not held back.
+    let carol = s.kontrol.kite_key_for("carol").unwrap();
+    let call = fourth
+        .register(&identity("carol", "math", "c1"), &carol)
+        .await;
+    assert!(ok(&fourth.answer(call).await));
+
+    // Nobody answers the heartbeats: the registrations go stale, and their slots come back.
+    for raw in conns {
+        raw.close().await;
+    }
+    fourth.close().await;
+    let mut raw = Raw::connect(s.addr).await;
+    within("the key's budget comes back", async {
+        for i in 0.. {
+            let kite = identity("mallory", "flood", &format!("again-{i}"));
+            let call = raw.register(&kite, &key1).await;
+            let answer = raw.answer(call).await;
+            if ok(&answer) {
+                break;
+            }
+            assert_eq!(error_of(&answer).0, "requestLimitError");
+            // Going stale announces nothing to this peer: poll, bounded.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    raw.close().await;
+}
+
+#[tokio::test]
+async fn a_watcher_flood_on_one_connection_stops_at_its_budget() {
+    // The default budget: 100 watchers per connection.
+    let s = kontrol(false, |_| {}).await;
+    let key = s.kontrol.kite_key_for("mallory").unwrap();
+    let me = identity("mallory", "watcher", "w");
+    let mut raw = Raw::connect(s.addr).await;
+    let mut calls = Vec::new();
+    for _ in 0..120 {
+        calls.push(raw.watch(&me, &key, json!({"username": "alice"})).await);
+    }
+    let mut watching = Vec::new();
+    for (call, watch) in calls {
+        let answer = raw.answer(call).await;
+        if ok(&answer) {
+            watching.push(watch);
+        } else {
+            let (kind, message) = error_of(&answer);
+            assert_eq!(kind, "requestLimitError", "{answer}");
+            assert!(message.contains("max_watchers_per_connection"), "{message}");
+        }
+    }
+    assert_eq!(watching.len(), 100);
+
+    // Alice registers: exactly the accepted watchers hear it (the answer to a later call comes
+    // after every event Kontrol sent before it).
+    let alice = kite_for(&s, "math", "alice", None);
+    within(
+        "alice registers",
+        alice.register("http://127.0.0.1:9/alice"),
+    )
+    .await
+    .unwrap();
+    let call = raw
+        .send(
+            "getKites",
+            &me,
+            &key,
+            json!([{"query": {"username": "alice"}}]),
+            &[],
+        )
+        .await;
+    raw.answer(call).await;
+    let mut heard: Vec<u64> = raw.called.keys().copied().collect();
+    heard.sort_unstable();
+    assert_eq!(heard, watching);
+    // Another connection has a budget of its own.
+    let mut other = Raw::connect(s.addr).await;
+    let (call, _) = other.watch(&me, &key, json!({"username": "alice"})).await;
+    assert!(ok(&other.answer(call).await));
+    alice.close();
+    raw.close().await;
+    other.close().await;
+}
+
+#[tokio::test]
+async fn what_kontrol_holds_for_a_peer_is_bounded_and_returned() {
+    let s = kontrol(false, |o| {
+        // Long enough for the counts below to be read before the registration goes stale.
+        o.registration_ttl = Duration::from_secs(2);
+        o.heartbeat_interval = Duration::from_millis(100);
+    })
+    .await;
+    let key = s.kontrol.kite_key_for("mallory").unwrap();
+    let me = identity("mallory", "math", "same");
+    let mut raw = Raw::connect(s.addr).await;
+    let call = raw.register(&me, &key).await;
+    assert!(ok(&raw.answer(call).await));
+    tasks_settle_to(alive_tasks(), "after one").await;
+    let base = alive_tasks();
+    // The same id again and again on the same connection: one registration, one keep-alive.
+    for _ in 0..50 {
+        let call = raw.register(&me, &key).await;
+        assert!(ok(&raw.answer(call).await));
+    }
+    for _ in 0..5 {
+        let (call, _) = raw.watch(&me, &key, json!({"username": "alice"})).await;
+        assert!(ok(&raw.answer(call).await));
+    }
+    tasks_settle_to(base + 8, "51 registrations of one id").await;
+    assert_eq!(raw.heartbeats, 1, "kite.heartbeat requests");
+    let stats = s.kontrol.stats();
+    assert_eq!(
+        (
+            stats.registrations,
+            stats.users,
+            stats.keys,
+            stats.connections,
+            stats.watchers
+        ),
+        (1, 1, 1, 1, 5)
+    );
+    // The connection ends and nobody heartbeats: everything goes.
+    raw.close().await;
+    within("the ledger empties", async {
+        while s.kontrol.stats() != kontrol::server::KontrolStats::default() {
+            // Going stale announces nothing: poll, bounded.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
