@@ -1,6 +1,45 @@
 //! The methods every kite serves: `kite.ping`, `kite.systemInfo`, `kite.heartbeat`, `kite.log`,
 //! `kite.print`, `kite.prompt`, `kite.getPass`, `kite.echo`, `kite.tunnel` (see
 //! [`crate::Kite::register_to_tunnel`]).
+//!
+//! # The terminal methods
+//!
+//! `kite.prompt` shows its argument on stdout and answers the line then typed on stdin;
+//! `kite.getPass` does the same on the controlling terminal (`/dev/tty`) with echo off. Both
+//! ask the person at this process's terminal, so no peer can make them hold anything for long:
+//!
+//! - **Credentials always.** Their callers authenticate even when
+//!   `Config::disable_authentication` is set, and on trusted connections
+//!   ([`crate::Client::set_trusted`]) too ([`crate::Method::require_authentication`]); a call
+//!   without valid credentials gets `authenticationError`.
+//! - **Switched off** with `Config::serve_prompts = false`: not registered at all, callers get
+//!   `methodNotFound`. They are on by default, as in Go kite; Kontrol turns them off.
+//! - **No terminal, no wait.** When stdin is not a terminal (`kite.prompt`), when there is no
+//!   controlling terminal (`kite.getPass`), or when the kite runs in the background of its
+//!   terminal (reading would stop the process), the call fails at once with a `genericError`:
+//!   `kite.prompt: no terminal attached (stdin is not a terminal)`.
+//! - **One question at a time**, in arrival order, read by one thread of the process (not
+//!   tokio's blocking pool, which other methods need): the terminal is shared by every kite of
+//!   the process. At most `Config::max_waiting_prompts` calls (16) wait behind the one shown; a
+//!   call past them gets `requestLimitError` at once (`16 prompts are already waiting for the
+//!   terminal`).
+//! - **A deadline.** A call takes at most `Config::prompt_timeout` (60 s), its wait included;
+//!   past it the caller gets a `timeout` error: `kite.prompt: no answer within 60s`, or `... the
+//!   terminal stayed busy for 60s` when it never had its turn. The read ends with its caller
+//!   (its deadline, or its connection closing): no read is left waiting on the terminal and no
+//!   thread is held, echo is back on, a newline ends the abandoned prompt, and the next
+//!   question has the terminal.
+//! - **No stale answers.** What was typed before a question is shown is discarded when it is
+//!   shown: a question only gets a line typed while it is on screen. A line typed for a prompt
+//!   that gave up is never handed to the next one; an answer completed just as its caller gave
+//!   up is dropped.
+//! - The prompt is shown with control characters other than tab and newline escaped
+//!   (`\u{1b}`), so that a caller cannot send escape sequences to the terminal; answers are
+//!   read up to 64 KiB.
+//!
+//! A stdout that does not take the prompt (a full pipe nobody reads) holds the terminal's one
+//! thread until it does: that call ends a second past its deadline, and later ones with `the
+//! terminal stayed busy`.
 
 use std::io::Write;
 use std::time::Duration;
@@ -12,6 +51,7 @@ use tracing::info;
 
 use crate::kite::Kite;
 use crate::request::Request;
+use crate::terminal::{Budget, Question};
 
 /// `kite.systemInfo`'s answer, with Go's keys.
 #[derive(Debug, Clone, Serialize)]
@@ -55,14 +95,6 @@ pub fn system_info() -> SystemInfo {
         home_dir: home,
         uname: std::env::consts::OS.into(),
     }
-}
-
-fn read_line() -> Result<String, KiteError> {
-    let mut line = String::new();
-    std::io::stdin()
-        .read_line(&mut line)
-        .map_err(|e| KiteError::generic(format!("cannot read stdin: {e}")))?;
-    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 pub(crate) fn register(kite: &Kite) {
@@ -129,26 +161,26 @@ pub(crate) fn register(kite: &Kite) {
         Ok::<_, KiteError>(msg.len())
     });
 
-    kite.handle("kite.prompt", |req: Request| async move {
-        let prompt: String = req.arg()?;
-        tokio::task::spawn_blocking(move || {
-            print!("{prompt}");
-            let _ = std::io::stdout().flush();
-            read_line()
-        })
-        .await
-        .map_err(|e| KiteError::generic(e.to_string()))?
-    });
-
-    kite.handle("kite.getPass", |req: Request| async move {
-        let prompt: String = req.arg()?;
-        tokio::task::spawn_blocking(move || {
-            rpassword::prompt_password(prompt)
-                .map_err(|e| KiteError::generic(format!("cannot read password: {e}")))
-        })
-        .await
-        .map_err(|e| KiteError::generic(e.to_string()))?
-    });
+    if kite.config().serve_prompts {
+        let budget = Budget {
+            timeout: kite.config().prompt_timeout,
+            max_waiting: kite.config().max_waiting_prompts,
+        };
+        for (name, question) in [
+            ("kite.prompt", Question::Line),
+            ("kite.getPass", Question::Password),
+        ] {
+            kite.handle(name, move |req: Request| async move {
+                let prompt: String = req.arg()?;
+                // A caller whose connection ends gives the terminal up at once.
+                tokio::select! {
+                    answer = crate::terminal::ask(question, &prompt, budget) => answer,
+                    () = req.context.cancelled() => Err(KiteError::generic("the caller went away")),
+                }
+            })
+            .require_authentication();
+        }
+    }
 
     kite.handle("kite.echo", |req: Request| async move {
         // The first argument as it came, functions included (an echoed callback is that

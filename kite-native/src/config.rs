@@ -40,8 +40,22 @@ pub struct Config {
     /// set, the kite accepts `token` credentials (see [`crate::auth::TokenVerifier`]).
     pub kontrol_key: String,
     /// Disables authentication of every method of this kite (read when a method is
-    /// registered; per-method `disable_authentication` also exists).
+    /// registered; per-method `disable_authentication` also exists), except `kite.prompt` and
+    /// `kite.getPass`, which always authenticate their callers.
     pub disable_authentication: bool,
+    /// Whether this kite serves `kite.prompt` and `kite.getPass`, which ask a question on the
+    /// terminal of this process (default true, as Go kite). Off, they are not registered and
+    /// callers get `methodNotFound`; Kontrol turns them off. How they behave (credentials
+    /// always, one question at a time, no terminal, type-ahead) is described in
+    /// [`crate::builtins`].
+    pub serve_prompts: bool,
+    /// How long one `kite.prompt` or `kite.getPass` call may take, its wait for the terminal
+    /// included (default 60 s). Past it the caller gets a `timeout` error (`no answer within
+    /// 60s`, or `the terminal stayed busy for 60s` if another prompt held it all along).
+    pub prompt_timeout: Duration,
+    /// `kite.prompt` and `kite.getPass` calls that may wait for the terminal of this process
+    /// behind the one it shows (default 16); a call past it gets a `requestLimitError` at once.
+    pub max_waiting_prompts: usize,
     /// Largest incoming message in bytes; larger ones end the session (default 1 MiB).
     pub max_message_size: usize,
     /// SockJS heartbeat interval of the server (default 10 s, as Go kite).
@@ -166,6 +180,9 @@ impl Default for Config {
             kontrol_user: String::new(),
             kontrol_key: String::new(),
             disable_authentication: false,
+            serve_prompts: true,
+            prompt_timeout: Duration::from_secs(60),
+            max_waiting_prompts: 16,
             max_message_size: 1 << 20,
             heartbeat_delay: Duration::from_secs(10),
             disconnect_delay: Duration::from_secs(10),
@@ -358,6 +375,9 @@ mod tests {
         assert_eq!(c.heartbeat_delay, Duration::from_secs(10));
         assert_eq!(c.transport, Transport::Auto);
         assert_eq!(c.max_message_size, 1 << 20);
+        assert!(c.serve_prompts);
+        assert_eq!(c.prompt_timeout, Duration::from_secs(60));
+        assert_eq!(c.max_waiting_prompts, 16);
     }
 
     #[test]

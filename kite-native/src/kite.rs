@@ -217,7 +217,8 @@ impl Kite {
     /// Serves `name` with an async handler. Re-registering a name replaces it. The returned
     /// [`Method`] sets options: authentication, throttling, pre/post/final handlers.
     /// Methods require authentication unless `Config::disable_authentication` is set or
-    /// [`Method::disable_authentication`] is called.
+    /// [`Method::disable_authentication`] is called ([`Method::require_authentication`] overrides
+    /// both).
     pub fn handle<F, Fut, T, E>(&self, name: &str, f: F) -> Method
     where
         F: Fn(Request) -> Fut + Send + Sync + 'static,
@@ -687,7 +688,8 @@ impl KiteInner {
             link.context.clone(),
             self.identity.clone(),
         );
-        if !plan.auth_disabled && !self.config.disable_authentication && !client.is_trusted() {
+        let skip = plan.auth_disabled || self.config.disable_authentication || client.is_trusted();
+        if plan.auth_required || !skip {
             let username = self.authenticate(&req).await?;
             if req.caller.username != username {
                 Arc::make_mut(&mut req.caller)

@@ -51,6 +51,7 @@ mod proxy;
 mod request;
 pub mod session;
 pub mod sockjs;
+mod terminal;
 pub mod tls;
 pub mod transport;
 mod tunnel;

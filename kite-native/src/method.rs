@@ -92,6 +92,7 @@ impl TokenBucket {
 #[derive(Default)]
 pub(crate) struct MethodOptions {
     pub(crate) auth_disabled: bool,
+    pub(crate) auth_required: bool,
     pub(crate) throttle: Option<TokenBucket>,
     pub(crate) pre: Vec<DynHandler>,
     pub(crate) post: Vec<DynHandler>,
@@ -101,6 +102,9 @@ pub(crate) struct MethodOptions {
 /// A snapshot of a method's options for one call.
 pub(crate) struct Plan {
     pub(crate) auth_disabled: bool,
+    /// Authenticate every caller, whatever `auth_disabled`, the kite's config or the
+    /// connection's trust say.
+    pub(crate) auth_required: bool,
     pub(crate) throttled: bool,
     pub(crate) pre: Vec<DynHandler>,
     pub(crate) post: Vec<DynHandler>,
@@ -148,12 +152,19 @@ impl Method {
         self.with_options(|o| o.auth_disabled = true)
     }
 
-    /// Whether callers need credentials.
+    /// Makes every caller of this method authenticate, even where it would be skipped:
+    /// [`Method::disable_authentication`] (before or after this), `Config::disable_authentication`,
+    /// and trusted connections ([`crate::Client::set_trusted`]). For methods no unauthenticated
+    /// peer may ever call, such as `kite.prompt`; it cannot be undone.
+    pub fn require_authentication(&self) -> &Self {
+        self.with_options(|o| o.auth_required = true)
+    }
+
+    /// Whether callers go without credentials: [`Method::disable_authentication`] was called or
+    /// `Config::disable_authentication` is set, and not [`Method::require_authentication`].
     pub fn authentication_disabled(&self) -> bool {
-        self.options
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .auth_disabled
+        let o = self.options.lock().unwrap_or_else(|e| e.into_inner());
+        o.auth_disabled && !o.auth_required
     }
 
     /// Limits the call rate with a token bucket of `capacity` tokens that gains one token every
@@ -209,6 +220,7 @@ impl Method {
         let o = self.options.lock().unwrap_or_else(|e| e.into_inner());
         Plan {
             auth_disabled: o.auth_disabled,
+            auth_required: o.auth_required,
             throttled: o.throttle.is_some(),
             pre: o.pre.clone(),
             post: o.post.clone(),
@@ -236,5 +248,18 @@ mod tests {
         b.last -= Duration::from_secs(3600);
         assert!(b.take());
         assert!(!b.take());
+    }
+
+    #[test]
+    fn required_authentication_wins_over_disabled() {
+        let handler = into_handler(|_req: Request| async { Ok::<_, KiteError>(()) });
+        let m = Method::new("kite.prompt", handler, true);
+        assert!(m.authentication_disabled());
+        m.require_authentication();
+        assert!(!m.authentication_disabled());
+        m.disable_authentication();
+        assert!(!m.authentication_disabled());
+        let plan = m.plan();
+        assert!(plan.auth_required && plan.auth_disabled);
     }
 }

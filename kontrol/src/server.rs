@@ -211,7 +211,8 @@ fn internal(what: &str, e: impl std::fmt::Display) -> KiteError {
 
 impl Kontrol {
     /// A Kontrol kite configured by `config` (address, port, TLS, ...; its identity, Kontrol
-    /// user and key are set from `options`), keeping registrations in `storage`.
+    /// user and key are set from `options`, authentication is on and `kite.prompt` and
+    /// `kite.getPass` are not served), keeping registrations in `storage`.
     pub fn new(
         mut config: Config,
         options: KontrolOptions,
@@ -222,6 +223,8 @@ impl Kontrol {
         config.kontrol_key = options.key.public_pem.trim().to_owned();
         config.kontrol_url.clone_from(&options.kontrol_url);
         config.disable_authentication = false;
+        // Nobody types at a Kontrol's terminal: `kite.prompt` and `kite.getPass` are not served.
+        config.serve_prompts = false;
         let kite = Kite::with_config("kontrol", env!("CARGO_PKG_VERSION"), config)?;
         // Kite keys of the retired pairs are accepted too, so that `register` can re-key them.
         let trusted: Vec<String> = std::iter::once(&options.key.public_pem)
