@@ -146,7 +146,7 @@ pub enum Incoming<P> {
 /// response (a oneshot sender, say).
 #[derive(Debug)]
 pub struct Connection<P> {
-    table: CallbackTable<P>,
+    pub(crate) table: CallbackTable<P>,
     limits: Limits,
     /// Requests of the peer being served now.
     in_flight: Arc<AtomicUsize>,
@@ -830,18 +830,8 @@ pub(crate) mod tests {
     //! decides: every captured message, and shapes chosen to stress the differences.
 
     use super::*;
+    pub(crate) use crate::fuzzing::{connection, describe, sink};
     use crate::sockjs::{self, Frame};
-
-    struct Nowhere;
-    impl CallbackSink for Nowhere {
-        fn invoke(&self, _id: u64, _args: Value) -> Result<(), KiteError> {
-            Ok(())
-        }
-    }
-
-    pub(crate) fn sink() -> Arc<dyn CallbackSink> {
-        Arc::new(Nowhere)
-    }
 
     /// Every dnode message in the captured traffic.
     pub(crate) fn captured() -> Vec<String> {
@@ -942,72 +932,6 @@ pub(crate) mod tests {
         .collect()
     }
 
-    /// What a value amounts to: its JSON, with each function written as `"[Function <id>]"`
-    /// where it landed (paths that lead nowhere land nowhere).
-    pub(crate) fn landed(v: &Value) -> serde_json::Value {
-        let mut json = v.to_json().unwrap_or(serde_json::Value::Null);
-        for (path, cb) in v.functions() {
-            if let Some(slot) = crate::dnode::path::get_mut(&mut json, path) {
-                *slot = serde_json::Value::String(format!(
-                    "[Function {}]",
-                    cb.remote_id().unwrap_or(u64::MAX)
-                ));
-            }
-        }
-        json
-    }
-
-    /// What a decoded message amounts to, as comparable text.
-    pub(crate) fn describe(incoming: &Result<Incoming<u64>, ProtocolError>) -> String {
-        match incoming {
-            Err(e) => format!("error {e}"),
-            Ok(Incoming::Request(r)) => format!(
-                "request {} kite={:?} auth={:?} args={} all={:?} one={:?} response={:?}",
-                r.method,
-                r.kite,
-                r.auth,
-                landed(&r.args),
-                r.args
-                    .functions()
-                    .iter()
-                    .map(|(p, cb)| (p.clone(), cb.remote_id()))
-                    .collect::<Vec<_>>(),
-                r.args.one::<serde_json::Value>().map_err(|e| e.message),
-                r.response_id()
-            ),
-            Ok(Incoming::Response { pending, result }) => match result {
-                Ok(a) => format!(
-                    "response {pending} ok {} one={:?}",
-                    landed(a),
-                    a.one::<serde_json::Value>().map_err(|e| e.message)
-                ),
-                Err(e) => format!("response {pending} err {e:?}"),
-            },
-            Ok(Incoming::Callback { args, .. }) => format!(
-                "callback {} first={:?}",
-                landed(args),
-                args.nth::<serde_json::Value>(0).map_err(|e| e.message)
-            ),
-            Ok(Incoming::InvalidRequest { response, error }) => format!(
-                "invalid {error:?} response={:?}",
-                response.as_ref().and_then(Callback::remote_id)
-            ),
-            Ok(Incoming::UnknownCallback(id)) => format!("unknown {id}"),
-        }
-    }
-
-    /// A connection whose ids 0..=4 are pending calls and 5..=9 functions.
-    pub(crate) fn connection() -> Connection<u64> {
-        let mut c = Connection::new();
-        for i in 0..5 {
-            c.table.insert_pending(i);
-        }
-        for _ in 5..10 {
-            c.table.register(&Callback::new(|_| {})).unwrap();
-        }
-        c
-    }
-
     #[test]
     fn quoted_requests_are_the_escaped_plain_ones() {
         let kite = Kite {
@@ -1087,6 +1011,7 @@ pub(crate) mod tests {
             let fast = connection().receive(text, &sink);
             let general = connection().receive_general_path(text, &sink);
             assert_eq!(describe(&fast), describe(&general), "{text}");
+            crate::fuzzing::check_message(text);
         }
     }
 

@@ -12,6 +12,9 @@ pub mod connection;
 pub mod dnode;
 pub mod envelope;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod json;
 pub mod kontrol;

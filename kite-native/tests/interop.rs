@@ -259,6 +259,27 @@ async fn our_client_calls_a_kitejs_server_over_raw_websocket() {
         let got = within("callback call", rx.recv()).await.unwrap();
         assert!(got.to_string().contains('7'), "{got}");
     }
+
+    // One function in two places of one message: Kite.js finds a function at each (our
+    // encoding gives each place its own id; one id for both would be a duplicate JSON key,
+    // and Kite.js would find a string at one of them and throw).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let cb = kite_native::Callback::new(move |args| {
+        let _ = tx.send(args.to_json().unwrap_or_default().to_string());
+    });
+    let r: String = within(
+        "both",
+        client.call("both", kite_native::value!([&cb, {"again": &cb}])),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r, "called both");
+    let mut got = vec![
+        within("first place", rx.recv()).await.unwrap(),
+        within("second place", rx.recv()).await.unwrap(),
+    ];
+    got.sort();
+    assert!(got[0].contains("first") && got[1].contains("second"), "{got:?}");
     client.close();
     drop(node.stdin.take());
 }

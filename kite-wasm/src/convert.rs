@@ -16,18 +16,36 @@ use wasm_bindgen::prelude::*;
 use crate::error;
 use crate::kite::Inner;
 
-/// How deep a value may nest before it is refused (a cycle would recurse forever).
-const MAX_DEPTH: usize = 100;
+/// How deep a value to send may nest: Go's limit (a cycle reaches it too, and is refused).
+const MAX_DEPTH: usize = kite_core::dnode::depth::MAX_DEPTH;
 
 /// What goes out: a JavaScript value with the page's functions in it.
 pub(crate) type Wire = Outgoing<Js, Function>;
 
-#[wasm_bindgen(
-    inline_js = "export function variadic(f) { return function (...args) { return f(args); }; }"
-)]
+#[wasm_bindgen(inline_js = "export function variadic(f) { return function (...args) { return f(args); }; }
+export function stringifyDeep(root) {
+  const out = [], todo = [0, root];
+  while (todo.length) {
+    const v = todo.pop(), literal = todo.pop();
+    if (literal) { out.push(v); continue; }
+    if (Array.isArray(v)) {
+      out.push('['); todo.push(1, ']');
+      for (let i = v.length - 1; i >= 0; i--) { todo.push(0, v[i] === undefined ? null : v[i]); if (i) todo.push(1, ','); }
+    } else if (v !== null && typeof v === 'object') {
+      const keys = Object.keys(v).filter((k) => v[k] !== undefined);
+      out.push('{'); todo.push(1, '}');
+      for (let i = keys.length - 1; i >= 0; i--) { todo.push(0, v[keys[i]], 1, JSON.stringify(keys[i]) + ':'); if (i) todo.push(1, ','); }
+    } else out.push(JSON.stringify(v) ?? 'null');
+  }
+  return out.join('');
+}")]
 extern "C" {
     /// Wraps a function of one array into a function of any number of arguments.
     fn variadic(f: &JsValue) -> Function;
+    /// `JSON.stringify` of a message without recursion: for values nested deeper than the
+    /// engine's own stringifier can go (a few thousand levels in V8), which its parser reads.
+    #[wasm_bindgen(js_name = stringifyDeep)]
+    fn stringify_deep(value: &JsValue) -> JsValue;
 }
 
 #[wasm_bindgen]
@@ -54,17 +72,16 @@ impl Js {
         parse_js(text).map(Js)
     }
 
-    /// The value as JSON text in a JavaScript string, ready to send.
+    /// The value as JSON text in a JavaScript string, ready to send (the engine's
+    /// `JSON.stringify`, or for a value too deep for it, the same text written without
+    /// recursion).
     pub(crate) fn text(&self) -> JsValue {
-        JSON::stringify(&self.0).map_or(JsValue::NULL, JsValue::from)
+        JSON::stringify(&self.0).map_or_else(|_| stringify_deep(&self.0), JsValue::from)
     }
 
-    /// The value as JSON text (the engine's `JSON.stringify`).
+    /// The value as JSON text.
     pub(crate) fn stringify(&self) -> String {
-        JSON::stringify(&self.0)
-            .ok()
-            .and_then(|s| s.as_string())
-            .unwrap_or_else(|| "null".to_owned())
+        self.text().as_string().unwrap_or_else(|| "null".to_owned())
     }
 }
 
@@ -246,63 +263,135 @@ pub(crate) fn to_wire(value: &JsValue) -> Result<Wire, KiteError> {
     })
 }
 
+/// What is left of a [`copy`]: a value to copy into a place of its parent, or the end of a
+/// list or object (its path segment goes).
+enum Step {
+    Enter {
+        value: JsValue,
+        /// Where the copy goes: a parent and its key (the root has none).
+        into: Option<(JsValue, JsValue)>,
+        segment: Option<Segment>,
+        depth: usize,
+    },
+    /// A list or object is done: its segment (if it was entered with one) leaves the path.
+    Leave { pop: bool },
+}
+
 /// A copy of `v` as `JSON.stringify` would see it, except that functions are kept (replaced
-/// by `"[Function]"`, their path recorded), `undefined` in a list is `null`, and a `BigInt`
-/// is a number.
+/// by `"[Function]"`, their path, from `path`, recorded), `undefined` in a list is `null`,
+/// and a `BigInt` is a number. Without recursion, so that values as deep as Go kites accept
+/// ([`MAX_DEPTH`] levels below `depth`) are copied; deeper ones (a cycle, say) are an
+/// `argumentError`.
 fn copy(
     v: &JsValue,
     path: &mut Path,
     functions: &mut Vec<(Path, Function)>,
     depth: usize,
 ) -> Result<JsValue, KiteError> {
-    if depth > MAX_DEPTH {
-        return Err(KiteError::argument(
-            "cannot send arguments: nested too deeply (a cycle?)",
-        ));
-    }
-    if v.is_undefined() {
-        return Ok(JsValue::NULL);
-    }
-    if v.is_bigint() {
-        // Number(n): exact up to 2^53, the nearest double beyond (JSON has no big integers
-        // that every peer reads exactly).
-        return Ok(to_number(v).into());
-    }
-    if let Some(f) = v.dyn_ref::<Function>() {
-        functions.push((path.clone(), f.clone()));
-        return Ok(JsValue::from_str("[Function]"));
-    }
-    if !v.is_object() {
-        return Ok(v.clone()); // null, booleans, numbers, strings (symbols are dropped later)
-    }
-    if let Some(array) = v.dyn_ref::<Array>() {
-        let out = Array::new_with_length(array.length());
-        for (i, item) in array.iter().enumerate() {
-            path.push(Segment::Index(i));
-            out.set(i as u32, copy(&item, path, functions, depth + 1)?);
+    let root = Array::of1(&JsValue::NULL);
+    let mut todo = vec![Step::Enter {
+        value: v.clone(),
+        into: Some((root.clone().into(), JsValue::from_f64(0.0))),
+        segment: None,
+        depth,
+    }];
+    while let Some(step) = todo.pop() {
+        let (value, into, segment, depth) = match step {
+            Step::Enter {
+                value,
+                into,
+                segment,
+                depth,
+            } => (value, into, segment, depth),
+            Step::Leave { pop } => {
+                if pop {
+                    path.pop();
+                }
+                continue;
+            }
+        };
+        if depth > MAX_DEPTH {
+            return Err(KiteError::argument(format!(
+                "cannot send arguments: nested more than {MAX_DEPTH} levels deep (a cycle?)"
+            )));
+        }
+        let entered = segment.is_some();
+        if let Some(segment) = segment {
+            path.push(segment);
+        }
+        let set = |copy: &JsValue| {
+            if let Some((parent, key)) = &into {
+                let _ = Reflect::set(parent, key, copy);
+            }
+        };
+        let container = if value.is_undefined() {
+            set(&JsValue::NULL);
+            false
+        } else if value.is_bigint() {
+            // Number(n): exact up to 2^53, the nearest double beyond (JSON has no big
+            // integers that every peer reads exactly).
+            set(&to_number(&value).into());
+            false
+        } else if let Some(f) = value.dyn_ref::<Function>() {
+            functions.push((path.clone(), f.clone()));
+            set(&JsValue::from_str("[Function]"));
+            false
+        } else if !value.is_object() {
+            set(&value); // null, booleans, numbers, strings (symbols are dropped later)
+            false
+        } else if let Some(array) = value.dyn_ref::<Array>() {
+            let out = Array::new_with_length(array.length());
+            set(&out);
+            todo.push(Step::Leave { pop: entered });
+            let parent: JsValue = out.into();
+            for i in (0..array.length()).rev() {
+                todo.push(Step::Enter {
+                    value: array.get(i),
+                    into: Some((parent.clone(), JsValue::from_f64(f64::from(i)))),
+                    segment: Some(Segment::Index(i as usize)),
+                    depth: depth + 1,
+                });
+            }
+            true
+        } else if let Ok(to_json) = Reflect::get(&value, &JsValue::from_str("toJSON"))
+            && let Some(to_json) = to_json.dyn_ref::<Function>()
+        {
+            // Dates and other objects that say how they serialize: their plain value, here.
+            let plain = to_json.call0(&value).map_err(|e| error::from_js(&e))?;
+            todo.push(Step::Leave { pop: entered });
+            todo.push(Step::Enter {
+                value: plain,
+                into,
+                segment: None,
+                depth: depth + 1,
+            });
+            true
+        } else {
+            // Without a prototype, a member named `__proto__` is a member like any other.
+            let out: Object = Object::create(JsValue::NULL.unchecked_ref());
+            set(&out);
+            todo.push(Step::Leave { pop: entered });
+            let parent: JsValue = out.into();
+            let entries = Object::entries(value.unchecked_ref::<Object>());
+            for entry in entries.iter().collect::<Vec<_>>().into_iter().rev() {
+                let pair: Array = entry.unchecked_into();
+                let (k, item) = (pair.get(0), pair.get(1));
+                if item.is_undefined() {
+                    continue;
+                }
+                todo.push(Step::Enter {
+                    segment: Some(Segment::Key(k.as_string().unwrap_or_default())),
+                    value: item,
+                    into: Some((parent.clone(), k)),
+                    depth: depth + 1,
+                });
+            }
+            true
+        };
+        // A container's segment goes at its `Leave`; a leaf's now.
+        if !container && entered {
             path.pop();
         }
-        return Ok(out.into());
     }
-    // Dates and other objects that say how they serialize.
-    if let Ok(to_json) = Reflect::get(v, &JsValue::from_str("toJSON"))
-        && let Some(to_json) = to_json.dyn_ref::<Function>()
-    {
-        let plain = to_json.call0(v).map_err(|e| error::from_js(&e))?;
-        return copy(&plain, path, functions, depth + 1);
-    }
-    // Without a prototype, a member named `__proto__` is a member like any other.
-    let out: Object = Object::create(JsValue::NULL.unchecked_ref());
-    for entry in Object::entries(v.unchecked_ref::<Object>()).iter() {
-        let pair: Array = entry.unchecked_into();
-        let (k, item) = (pair.get(0), pair.get(1));
-        if item.is_undefined() {
-            continue;
-        }
-        path.push(Segment::Key(k.as_string().unwrap_or_default()));
-        let value = copy(&item, path, functions, depth + 1)?;
-        path.pop();
-        let _ = Reflect::set(&out, &k, &value);
-    }
-    Ok(out.into())
+    Ok(root.get(0))
 }

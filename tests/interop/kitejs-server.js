@@ -2,7 +2,8 @@
 //
 //   node kitejs-server.js PORT
 //
-// Prints "ready" once listening. Methods: square(x), callback({value, times, cb}), fail().
+// Prints "ready" once listening. Methods: square(x), callback({value, times, cb}), fail(),
+// both(f, {again: g}) (calls f('first') and g('second'); f and g may be one function).
 'use strict';
 
 const { KiteServer } = require('kite.js');
@@ -19,6 +20,11 @@ const math = new KiteServer({
       done(null, value);
     },
     fail: (done) => done({ type: 'genericError', message: 'js says no', code: 'JS1' }),
+    both: (f, holder, done) => {
+      f('first');
+      holder.again('second');
+      done(null, 'called both');
+    },
   },
 });
 math.listen(port);

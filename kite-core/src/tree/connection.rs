@@ -189,7 +189,7 @@ impl<T: Tree> Head<T> {
 /// [`Limits`] apply as in [`crate::Connection`].
 #[derive(Debug)]
 pub struct TreeConnection<P, F> {
-    table: CallbackTable<P, F>,
+    pub(crate) table: CallbackTable<P, F>,
     limits: Limits,
     in_flight: Arc<AtomicUsize>,
 }

@@ -38,6 +38,8 @@ const pageApi = {
   rejects: async () => {
     throw Object.assign(new Error('page rejected'), { type: 'pageError', code: 'P3' });
   },
+  // Answers its argument.
+  identity: (x) => x,
   // Shows what the page method receives after its arguments.
   meta: (...args) => {
     const [callback, meta] = args.slice(-2);
@@ -136,6 +138,46 @@ for (const transport of TRANSPORTS) {
       assert.equal(typeof back.nested.fn, 'function');
       back.nested.fn('through two hops');
       assert.equal(await called, 'through two hops');
+    });
+
+    test('one function of the native kite in two places of an answer is a function at both', async () => {
+      const pair = await kite.tell('adderTwice', 100);
+      assert.equal(typeof pair.add, 'function');
+      assert.equal(typeof pair.again[0], 'function');
+      const sums = await Promise.all([
+        new Promise((resolve) => pair.add(1, resolve)),
+        new Promise((resolve) => pair.again[0](2, resolve)),
+      ]);
+      assert.deepEqual(sums, [101, 102]);
+    });
+
+    test('values nested as deep as Go kites accept come back intact, functions inside too', async () => {
+      // A Go kite decodes up to 10,000 levels in a message; the value sits a few levels in.
+      const depth = 9_000;
+      let resolve;
+      const called = new Promise((r) => {
+        resolve = r;
+      });
+      let deep = { leaf: 'bottom', fn: (x) => resolve(x) };
+      for (let i = 0; i < depth; i++) deep = [deep];
+      const bottom = (v) => {
+        let d = 0;
+        while (Array.isArray(v)) {
+          v = v[0];
+          d += 1;
+        }
+        return [d, v];
+      };
+      // Through the native kite, and through the native kite to this page's method and back.
+      for (const back of [await kite.tell('echo', deep), await kite.tell('callPage', 'identity', deep)]) {
+        const [d, leaf] = bottom(back);
+        assert.equal(d, depth);
+        assert.equal(leaf.leaf, 'bottom');
+        assert.equal(typeof leaf.fn, 'function');
+      }
+      const [, leaf] = bottom(await kite.tell('echo', deep));
+      leaf.fn('from the bottom');
+      assert.equal(await called, 'from the bottom');
     });
 
     test('fail rejects with a KiteError carrying type, message and code', async () => {

@@ -120,6 +120,78 @@ async fn calls(transport: &str) {
     assert_eq!(kite.transport(), None);
 }
 
+/// Values as deep as a Go kite accepts (10,000 levels in a message; this one sits a few
+/// levels in), with a function at the bottom, echoed by the native kite, and one function of
+/// the native kite in two places of an answer.
+async fn deep_values_and_shared_functions(transport: &str) {
+    let kite = math_kite(transport);
+    ready(&kite).await;
+    let depth = 9_000;
+    let called = std::rc::Rc::new(std::cell::RefCell::new(Vec::<serde_json::Value>::new()));
+    let seen = called.clone();
+    let leaf = js(json!({ "leaf": "bottom" }));
+    set(
+        &leaf,
+        "fn",
+        &js_fn(move |args| {
+            seen.borrow_mut().push(json(args.get(0)));
+            JsValue::UNDEFINED
+        })
+        .into(),
+    );
+    let mut deep: JsValue = leaf;
+    for _ in 0..depth {
+        deep = Array::of1(&deep).into();
+    }
+    let back = call(&kite, "echo", &[deep]).await.expect("echo of a deep value");
+    let mut node = back;
+    let mut levels = 0;
+    while Array::is_array(&node) {
+        node = Array::from(&node).get(0);
+        levels += 1;
+    }
+    assert_eq!(levels, depth, "over {transport}");
+    assert_eq!(get(&node, "leaf").as_string().as_deref(), Some("bottom"));
+    let f: Function = get(&node, "fn").dyn_into().expect("a function at the bottom");
+    f.call1(&JsValue::NULL, &JsValue::from_str("from the bottom"))
+        .unwrap();
+    eventually(2000, "the bottom function is called", || !called.borrow().is_empty()).await;
+    assert_eq!(called.borrow()[0], json!("from the bottom"));
+
+    let pair = call(&kite, "adderTwice", &[JsValue::from(100)])
+        .await
+        .expect("adderTwice");
+    let add: Function = get(&pair, "add").dyn_into().expect("add is a function");
+    let again: Function = Array::from(&get(&pair, "again"))
+        .get(0)
+        .dyn_into()
+        .expect("again[0] is a function");
+    let sums = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    for (f, x) in [(add, 1.0), (again, 2.0)] {
+        let sums = sums.clone();
+        let cb = js_fn(move |args| {
+            sums.borrow_mut().push(args.get(0).as_f64().unwrap_or(f64::NAN));
+            JsValue::UNDEFINED
+        });
+        f.call2(&JsValue::NULL, &JsValue::from(x), &cb).unwrap();
+    }
+    eventually(2000, "both places answer", || sums.borrow().len() == 2).await;
+    let mut got = sums.borrow().clone();
+    got.sort_by(f64::total_cmp);
+    assert_eq!(got, [101.0, 102.0]);
+    kite.disconnect(None);
+}
+
+#[wasm_bindgen_test]
+async fn deep_values_and_shared_functions_over_websocket() {
+    deep_values_and_shared_functions("websocket").await;
+}
+
+#[wasm_bindgen_test]
+async fn deep_values_and_shared_functions_over_xhr_polling() {
+    deep_values_and_shared_functions("xhr-polling").await;
+}
+
 #[wasm_bindgen_test]
 async fn calls_over_websocket() {
     calls("websocket").await;

@@ -1,105 +1,22 @@
 //! [`TreeConnection`] takes the decisions [`crate::Connection`] takes, on every captured message
 //! and on the edge cases, and writes the same messages.
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
 
 use super::*;
 use crate::connection::tests::{captured, edge_cases};
 
-use crate::dnode::CallbackSink;
-use crate::{Callback, Connection, Incoming, RequestHead};
+use crate::{Callback, Connection, RequestHead};
 
-struct Nowhere;
-impl CallbackSink for Nowhere {
-    fn invoke(&self, _id: u64, _args: crate::Value) -> Result<(), KiteError> {
-        Ok(())
-    }
-}
-
-/// A value with each callback written as `"[Function <id>]"` where it landed.
-fn landed(mut value: Value, callbacks: impl IntoIterator<Item = (Path, u64)>) -> Value {
-    for (path, id) in callbacks {
-        if let Some(slot) = crate::dnode::path::get_mut(&mut value, &path) {
-            *slot = Value::String(format!("[Function {id}]"));
-        }
-    }
-    value
-}
-
-fn native_args(args: crate::Value) -> Value {
-    crate::connection::tests::landed(&args)
-}
-
-fn tree_args(args: Received<Value>) -> Value {
-    let callbacks = args.callbacks.clone();
-    landed(args.value, callbacks)
-}
-
-/// What a decision amounts to, comparably (error wordings aside).
-fn native(incoming: Result<Incoming<u64>, ProtocolError>) -> String {
-    match incoming {
-        Err(_) => "dropped".into(),
-        Ok(Incoming::Request(r)) => format!(
-            "request {} kite={:?} auth={:?} args={} response={:?}",
-            r.method,
-            r.kite,
-            r.auth.as_deref(),
-            native_args(r.args),
-            r.response.as_ref().and_then(Callback::remote_id)
-        ),
-        Ok(Incoming::Response { pending, result }) => match result {
-            Ok(a) => format!("response {pending} ok {}", native_args(a)),
-            Err(e) => format!("response {pending} err {:?} {:?}", e.kind, e.code),
-        },
-        Ok(Incoming::Callback { args, .. }) => format!("callback {}", native_args(args)),
-        Ok(Incoming::InvalidRequest { response, error }) => format!(
-            "invalid {:?} response={:?}",
-            error.kind,
-            response.as_ref().and_then(Callback::remote_id)
-        ),
-        Ok(Incoming::UnknownCallback(id)) => format!("unknown {id}"),
-    }
-}
-
-fn tree(incoming: Result<TreeIncoming<Value, u64, ()>, ProtocolError>) -> String {
-    match incoming {
-        Err(_) => "dropped".into(),
-        Ok(TreeIncoming::Request(r)) => format!(
-            "request {} kite={:?} auth={:?} args={} response={:?}",
-            r.method,
-            r.kite,
-            r.auth.as_ref(),
-            tree_args(r.args),
-            r.response
-        ),
-        Ok(TreeIncoming::Response { pending, result }) => match result {
-            Ok(a) => format!("response {pending} ok {}", tree_args(a)),
-            Err(e) => format!("response {pending} err {:?} {:?}", e.kind, e.code),
-        },
-        Ok(TreeIncoming::Callback { args, .. }) => format!("callback {}", tree_args(args)),
-        Ok(TreeIncoming::InvalidRequest { response, error }) => {
-            format!("invalid {:?} response={response:?}", error.kind)
-        }
-        Ok(TreeIncoming::UnknownCallback(id)) => format!("unknown {id}"),
-    }
-}
+use crate::fuzzing::{native, tree};
 
 fn connections() -> (Connection<u64>, TreeConnection<u64, ()>) {
-    let mut tree = TreeConnection::new();
-    for i in 0..5 {
-        tree.table.insert_pending(i);
-    }
-    for _ in 5..10 {
-        tree.table.insert_all([()].into_iter()).unwrap();
-    }
-    (crate::connection::tests::connection(), tree)
+    (crate::fuzzing::connection(), crate::fuzzing::tree_connection())
 }
 
 #[test]
 fn decides_as_the_text_connection_does() {
-    let sink: Arc<dyn CallbackSink> = Arc::new(Nowhere);
+    let sink = crate::fuzzing::sink();
     let messages: Vec<String> = captured().into_iter().chain(edge_cases()).collect();
     let mut compared = 0;
     for text in &messages {
