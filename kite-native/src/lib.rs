@@ -47,9 +47,11 @@ mod link;
 pub mod method;
 mod proxy;
 mod request;
+pub mod server;
 pub mod session;
 pub mod sockjs;
 pub mod tls;
+mod tally;
 pub mod transport;
 mod tunnel;
 

@@ -15,14 +15,16 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::Arc;
+
 use futures_util::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 mod outgoing;
 
 pub use outgoing::{
-    BATCH_BUDGET, Batch, Outbox, Outgoing, SessionClosed, SessionSender, Text, outgoing,
-    write_frame_items,
+    BATCH_BUDGET, Batch, Outbox, Outgoing, QUEUE_OVERFLOW, SessionClosed, SessionSender, Text,
+    outgoing, outgoing_within, write_frame_items,
 };
 
 /// Which transport carries a session.
@@ -84,13 +86,15 @@ pub struct SessionReceiver {
 
 enum Receiver {
     Channel(mpsc::Receiver<String>),
+    /// Each message holds its share of the session's incoming budget until taken.
+    Budgeted(mpsc::UnboundedReceiver<(String, OwnedSemaphorePermit)>),
     Stream(Pin<Box<dyn Stream<Item = String> + Send>>),
 }
 
 impl fmt::Debug for SessionReceiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self.inner {
-            Receiver::Channel(_) => "SessionReceiver(channel)",
+            Receiver::Channel(_) | Receiver::Budgeted(_) => "SessionReceiver(channel)",
             Receiver::Stream(_) => "SessionReceiver(stream)",
         })
     }
@@ -121,6 +125,7 @@ impl SessionReceiver {
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<String>> {
         match &mut self.inner {
             Receiver::Channel(rx) => rx.poll_recv(cx),
+            Receiver::Budgeted(rx) => rx.poll_recv(cx).map(|m| m.map(|(m, _room)| m)),
             Receiver::Stream(s) => s.as_mut().poll_next(cx),
         }
     }
@@ -166,6 +171,69 @@ pub fn channel(info: SessionInfo) -> (Session, mpsc::Sender<String>, Outbox) {
             info,
         },
         in_tx,
+        outbox,
+    )
+}
+
+/// Bytes a message is charged in an [`IncomingSender`]'s budget besides its text: what holding
+/// it costs, so that many empty messages cannot hold more memory than the budget says.
+const MESSAGE_OVERHEAD: usize = 64;
+
+/// The transport's side of a session's incoming messages, holding at most a budget of bytes of
+/// messages that the runtime has not taken yet (see [`channel_within`]). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct IncomingSender {
+    tx: mpsc::UnboundedSender<(String, OwnedSemaphorePermit)>,
+    room: Arc<Semaphore>,
+    max: usize,
+}
+
+impl IncomingSender {
+    /// Hands `msgs` to the runtime in order, waiting while they would not fit in the budget
+    /// (a message larger than the whole budget waits for the queue to be empty). `false` when
+    /// the runtime has dropped the session.
+    pub async fn deliver(&self, msgs: Vec<String>) -> bool {
+        for m in msgs {
+            if self.tx.is_closed() {
+                return false;
+            }
+            let cost = m.len().saturating_add(MESSAGE_OVERHEAD).min(self.max);
+            let permit = match u32::try_from(cost) {
+                Ok(cost) => self.room.clone().acquire_many_owned(cost).await,
+                Err(_) => return false,
+            };
+            let Ok(permit) = permit else {
+                return false;
+            };
+            if self.tx.send((m, permit)).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Like [`channel`], but the incoming messages waiting for the runtime hold at most
+/// `max_bytes` (each charged its length plus a small overhead), whatever their number: the
+/// transport's [`IncomingSender::deliver`] waits for room, which pushes back on the peer. The
+/// SockJS server's HTTP sessions use it.
+pub fn channel_within(info: SessionInfo, max_bytes: usize) -> (Session, IncomingSender, Outbox) {
+    let max = max_bytes.clamp(MESSAGE_OVERHEAD, u32::MAX as usize);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (out, outbox) = outgoing();
+    (
+        Session {
+            rx: SessionReceiver {
+                inner: Receiver::Budgeted(rx),
+            },
+            tx: out,
+            info,
+        },
+        IncomingSender {
+            tx,
+            room: Arc::new(Semaphore::new(max)),
+            max,
+        },
         outbox,
     )
 }

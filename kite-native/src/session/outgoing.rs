@@ -4,9 +4,17 @@
 //! The queue is a mutex around a `VecDeque` and the writer's waker. It allocates nothing until
 //! a message is queued, which matters for servers holding many idle connections (an unbounded
 //! tokio channel reserves a block of 32 slots per connection up front).
+//!
+//! A server's queues have a budget ([`outgoing_within`]): the bytes of the messages queued and not
+//! yet taken by the writer. A peer that asks for answers and does not read them makes the queue
+//! grow; past the budget the queue is dropped at once (its memory returned), the writer is told
+//! to close the session with [`QUEUE_OVERFLOW`], and every later send fails with
+//! [`SessionClosed`]. A message is always queued when the queue is empty, so one message larger
+//! than the budget still goes; the budget bounds what waits behind it.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
@@ -24,41 +32,118 @@ pub enum Outgoing {
     Close(u16, String),
 }
 
+impl Outgoing {
+    /// Bytes it holds, as counted against a queue's budget.
+    pub fn len(&self) -> usize {
+        match self {
+            Outgoing::Message(s) | Outgoing::Quoted(s) => s.len(),
+            Outgoing::Close(..) => 0,
+        }
+    }
+
+    /// Whether it holds no bytes (a close, or an empty message).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The error returned when sending on a session that has ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("session is closed")]
 pub struct SessionClosed;
 
+/// The close of a session whose peer let more than its budget of output queue up without
+/// reading it: SockJS `c[1008,"..."]`, and websocket close code 1008 (policy violation).
+pub const QUEUE_OVERFLOW: (u16, &str) = (1008, "Too much output queued: the peer does not read");
+
 struct Shared {
     state: Mutex<State>,
+    /// Bytes queued, summed over every queue that shares it (a server's sessions).
+    total: Option<Arc<AtomicUsize>>,
 }
 
 struct State {
     items: VecDeque<Outgoing>,
     /// The writer, waiting for an item.
     writer: Option<Waker>,
+    /// The writer, waiting in [`Outbox::overflowed`].
+    overflow_waiter: Option<Waker>,
     /// Tasks waiting in [`SessionSender::closed`].
     closed_waiters: Vec<Waker>,
     senders: usize,
     writer_gone: bool,
+    /// Bytes of the messages in `items`.
+    queued: usize,
+    /// Past this many bytes queued the session is closed.
+    budget: usize,
+    /// The budget was exceeded: the queue was dropped, senders are refused.
+    overflowed: bool,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn counted(&self, added: usize, removed: usize) {
+        if let Some(total) = &self.total {
+            if added > 0 {
+                total.fetch_add(added, Ordering::Relaxed);
+            }
+            if removed > 0 {
+                total.fetch_sub(removed, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
-/// A new outgoing queue: the sender for the runtime, the outbox for the transport's writer.
+impl State {
+    /// The next item, no longer counted as queued.
+    fn pop(&mut self) -> Option<Outgoing> {
+        let item = self.items.pop_front()?;
+        self.queued -= item.len();
+        Some(item)
+    }
+
+    /// Drops everything queued; returns the items (to free outside the lock) and their bytes.
+    fn clear(&mut self) -> (VecDeque<Outgoing>, usize) {
+        (
+            std::mem::take(&mut self.items),
+            std::mem::replace(&mut self.queued, 0),
+        )
+    }
+
+    fn refuses(&self) -> bool {
+        self.writer_gone || self.overflowed
+    }
+}
+
+/// A new outgoing queue without a budget: the sender for the runtime, the outbox for the
+/// transport's writer. Clients use it: the peer is a server they chose to dial.
 pub fn outgoing() -> (SessionSender, Outbox) {
+    outgoing_within(usize::MAX, None)
+}
+
+/// A new outgoing queue that holds at most `max_bytes` of messages (see the [module
+/// docs](self)); `total`, when given, is kept as the sum of the bytes queued by every queue that
+/// shares it.
+pub fn outgoing_within(
+    max_bytes: usize,
+    total: Option<Arc<AtomicUsize>>,
+) -> (SessionSender, Outbox) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
             writer: None,
+            overflow_waiter: None,
             closed_waiters: Vec::new(),
             senders: 1,
             writer_gone: false,
+            queued: 0,
+            budget: max_bytes,
+            overflowed: false,
         }),
+        total,
     });
     (
         SessionSender {
@@ -112,16 +197,45 @@ impl Drop for SessionSender {
 impl SessionSender {
     fn push(&self, item: Outgoing) -> Result<(), SessionClosed> {
         let mut state = self.shared.lock();
-        if state.writer_gone {
+        if state.refuses() {
             return Err(SessionClosed);
         }
+        let len = item.len();
+        if state.queued > 0 && state.queued.saturating_add(len) > state.budget {
+            return self.overflow(state);
+        }
         state.items.push_back(item);
+        state.queued += len;
         let writer = state.writer.take();
         drop(state);
+        self.shared.counted(len, 0);
         if let Some(w) = writer {
             w.wake();
         }
         Ok(())
+    }
+
+    /// The budget is exceeded: drops the queue, leaves the writer the close, refuses senders.
+    fn overflow(&self, mut state: MutexGuard<'_, State>) -> Result<(), SessionClosed> {
+        let (dropped, bytes) = state.clear();
+        state.overflowed = true;
+        let (code, reason) = QUEUE_OVERFLOW;
+        state.items.push_back(Outgoing::Close(code, reason.to_owned()));
+        let wake: Vec<Waker> = state
+            .writer
+            .take()
+            .into_iter()
+            .chain(state.overflow_waiter.take())
+            .chain(std::mem::take(&mut state.closed_waiters))
+            .collect();
+        drop(state);
+        self.shared.counted(0, bytes);
+        drop(dropped);
+        tracing::debug!(bytes, "session closed: output over its budget");
+        for w in wake {
+            w.wake();
+        }
+        Err(SessionClosed)
     }
 
     /// Queues one message for the peer.
@@ -139,16 +253,22 @@ impl SessionSender {
         let _ = self.push(Outgoing::Close(code, reason.into()));
     }
 
-    /// Whether the transport's writer is gone.
+    /// Whether the session is closed for senders: the transport's writer is gone, or the
+    /// queue went over its budget.
     pub fn is_closed(&self) -> bool {
-        self.shared.lock().writer_gone
+        self.shared.lock().refuses()
     }
 
-    /// Resolves when the transport's writer is gone.
+    /// Bytes queued now and not yet taken by the writer.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.lock().queued
+    }
+
+    /// Resolves when the session is closed for senders (see [`SessionSender::is_closed`]).
     pub async fn closed(&self) {
         poll_fn(|cx| {
             let mut state = self.shared.lock();
-            if state.writer_gone {
+            if state.refuses() {
                 return Poll::Ready(());
             }
             if !state.closed_waiters.iter().any(|w| w.will_wake(cx.waker())) {
@@ -242,9 +362,11 @@ impl Drop for Outbox {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.writer_gone = true;
-        state.items.clear();
+        let (dropped, bytes) = state.clear();
         let waiters = std::mem::take(&mut state.closed_waiters);
         drop(state);
+        self.shared.counted(0, bytes);
+        drop(dropped);
         for w in waiters {
             w.wake();
         }
@@ -259,7 +381,9 @@ impl Outbox {
         }
         poll_fn(|cx| {
             let mut state = self.shared.lock();
-            if let Some(item) = state.items.pop_front() {
+            if let Some(item) = state.pop() {
+                drop(state);
+                self.shared.counted(0, item.len());
                 return Poll::Ready(Some(item));
             }
             if state.senders == 0 {
@@ -276,6 +400,29 @@ impl Outbox {
 
     fn queue_is_empty(&self) -> bool {
         self.shared.lock().items.is_empty()
+    }
+
+    /// Resolves once the queue has gone over its budget (see the [module docs](self)): a
+    /// writer busy with a peer that does not read waits for this beside its write, and closes
+    /// the session with [`QUEUE_OVERFLOW`] when it comes.
+    pub async fn overflowed(&self) {
+        poll_fn(|cx| {
+            let mut state = self.shared.lock();
+            if state.overflowed {
+                return Poll::Ready(());
+            }
+            match &state.overflow_waiter {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => state.overflow_waiter = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Whether the queue has gone over its budget.
+    pub fn is_overflowed(&self) -> bool {
+        self.shared.lock().overflowed
     }
 
     /// Waits for output, then takes everything queued up to the budget. `None` when every
@@ -299,7 +446,11 @@ impl Outbox {
     pub fn try_batch(&mut self) -> Option<Batch> {
         let first = match self.carry.take() {
             Some(item) => item,
-            None => self.shared.lock().items.pop_front()?,
+            None => {
+                let item = self.shared.lock().pop()?;
+                self.shared.counted(0, item.len());
+                item
+            }
         };
         Some(self.batch_from(first))
     }
@@ -323,6 +474,7 @@ impl Outbox {
     fn batch_from(&mut self, first: Outgoing) -> Batch {
         let mut batch = Batch::default();
         let mut size = 0;
+        let mut taken = 0;
         let mut state = self.shared.lock();
         let mut next = Some(first);
         while let Some(item) = next.take() {
@@ -343,8 +495,13 @@ impl Outbox {
             }
             size += text.len();
             batch.messages.push(text);
-            next = state.items.pop_front();
+            next = state.pop();
+            if let Some(item) = &next {
+                taken += item.len();
+            }
         }
+        drop(state);
+        self.shared.counted(0, taken);
         batch
     }
 }
