@@ -30,8 +30,9 @@
 //! ```
 //!
 //! Layers: [`session`] is the transport-independent message session; [`sockjs`] serves SockJS
-//! (websocket, raw websocket, xhr-polling, xhr-streaming); [`transport`] dials them; [`Kite`],
-//! [`Client`] and [`Request`] are the runtime; protocol logic comes from [`kite_core`].
+//! (websocket, raw websocket, xhr-polling, xhr-streaming); [`server`] is the HTTP serve loop
+//! with its connection budgets and timeouts; [`transport`] dials them; [`Kite`], [`Client`] and
+//! [`Request`] are the runtime; protocol logic comes from [`kite_core`].
 
 pub use kite_core as core;
 pub use kite_core::{Args, Auth, Callback, ErrorKind, KiteError};
@@ -50,8 +51,8 @@ mod request;
 pub mod server;
 pub mod session;
 pub mod sockjs;
-pub mod tls;
 mod tally;
+pub mod tls;
 pub mod transport;
 mod tunnel;
 

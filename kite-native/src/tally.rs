@@ -103,7 +103,10 @@ mod tests {
         let a2 = t.take(Some(a), 3, 2).unwrap();
         assert!(t.take(Some(a), 3, 2).is_none(), "per-address budget");
         // The mapped form of an IPv4 address is the same peer.
-        assert!(t.take(Some("::ffff:10.0.0.1".parse().unwrap()), 3, 2).is_none());
+        assert!(
+            t.take(Some("::ffff:10.0.0.1".parse().unwrap()), 3, 2)
+                .is_none()
+        );
         let b1 = t.take(Some(b), 3, 2).unwrap();
         assert!(t.take(None, 3, 2).is_none(), "total budget");
         assert_eq!((t.total(), t.from(a), t.from(b)), (3, 2, 1));
@@ -111,6 +114,9 @@ mod tests {
         let a3 = t.take(Some(a), 3, 2).unwrap();
         drop((a2, a3, b1));
         assert_eq!((t.total(), t.from(a)), (0, 0));
-        assert!(t.lock().per_ip.is_empty(), "no entry left for gone addresses");
+        assert!(
+            t.lock().per_ip.is_empty(),
+            "no entry left for gone addresses"
+        );
     }
 }

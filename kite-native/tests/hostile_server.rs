@@ -77,9 +77,12 @@ async fn ws_from(
 ) -> Result<Ws, tungstenite::Error> {
     let tcp = tcp_from(t, from, recv_buffer).await;
     let url = format!("ws://{}/kite{path}", server_addr(t));
-    within("websocket handshake", tokio_tungstenite::client_async(url, tcp))
-        .await
-        .map(|(ws, _)| ws)
+    within(
+        "websocket handshake",
+        tokio_tungstenite::client_async(url, tcp),
+    )
+    .await
+    .map(|(ws, _)| ws)
 }
 
 /// A SockJS websocket session from `from`, its `o` frame read.
@@ -161,7 +164,11 @@ async fn slow_websocket_reader_is_closed_past_its_queue_budget() {
         t.kite.connections() == 0
     })
     .await;
-    assert_eq!(queued_bytes(&t.kite), 0, "what was queued for it is dropped");
+    assert_eq!(
+        queued_bytes(&t.kite),
+        0,
+        "what was queued for it is dropped"
+    );
 
     // Reading now (the closing frames wait a moment for it), it finds the answers that had
     // left, then the close.
@@ -214,7 +221,10 @@ async fn slow_xhr_reader_is_closed_past_its_queue_budget() {
         t.kite.connections() == 0
     })
     .await;
-    until("what was queued for it is dropped", || queued_bytes(&t.kite) == 0).await;
+    until("what was queued for it is dropped", || {
+        queued_bytes(&t.kite) == 0
+    })
+    .await;
     let (status, body) = open_xhr(&http, &t, "slow").await;
     assert_eq!(status, 200);
     let (code, reason) = kite_native::session::QUEUE_OVERFLOW;
@@ -375,7 +385,11 @@ async fn slowloris_and_idle_connections_are_closed() {
         Some(Ok(WsMessage::Text(t))) => serde_json::from_str::<Value>(&t).unwrap(),
         other => panic!("expected an answer, got {other:?}"),
     };
-    assert_eq!(answer["arguments"][0]["result"], json!("still here"), "{answer}");
+    assert_eq!(
+        answer["arguments"][0]["result"],
+        json!("still here"),
+        "{answer}"
+    );
 }
 
 /// Websockets from one address past the per-address budget are refused with 503; others still

@@ -23,8 +23,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 mod outgoing;
 
 pub use outgoing::{
-    BATCH_BUDGET, Batch, Outbox, Outgoing, QUEUE_OVERFLOW, SessionClosed, SessionSender, Text,
-    outgoing, outgoing_within, write_frame_items,
+    BATCH_BUDGET, Batch, Outbox, Outgoing, QUEUE_OVERFLOW, QueueProbe, SessionClosed,
+    SessionSender, Text, outgoing, outgoing_within, write_frame_items,
 };
 
 /// Which transport carries a session.
@@ -264,5 +264,43 @@ mod tests {
         assert_eq!(rx.recv().await.as_deref(), Some("only"));
         assert_eq!(rx.recv().await, None);
         assert_eq!(rx.recv().await, None);
+    }
+
+    fn info() -> SessionInfo {
+        SessionInfo {
+            transport: TransportKind::XhrPolling,
+            remote_addr: None,
+            id: "test".into(),
+        }
+    }
+
+    /// What waits for the runtime holds at most the budget: a send waits for room (the clock is
+    /// paused, so "still waiting" is certain, not a guess).
+    #[tokio::test(start_paused = true)]
+    async fn incoming_messages_wait_within_their_byte_budget() {
+        let wait = std::time::Duration::from_secs(60);
+        let (mut session, tx, _out) = channel_within(info(), 1000);
+        assert!(tx.deliver(vec!["a".repeat(500)]).await);
+        let mut second = Box::pin(tx.deliver(vec!["b".repeat(500)]));
+        assert!(
+            tokio::time::timeout(wait, &mut second).await.is_err(),
+            "no room for a second one yet"
+        );
+        assert_eq!(session.rx.recv().await.map(|m| m.len()), Some(500));
+        assert!(second.await, "room once the first was taken");
+
+        // Larger than the whole budget: it waits for the queue to be empty, then goes.
+        let mut huge = Box::pin(tx.deliver(vec!["c".repeat(5000)]));
+        assert!(tokio::time::timeout(wait, &mut huge).await.is_err());
+        assert_eq!(session.rx.recv().await.map(|m| m.len()), Some(500));
+        assert!(huge.await);
+        assert_eq!(session.rx.recv().await.map(|m| m.len()), Some(5000));
+
+        // Many empty messages are charged too.
+        let mut empties = Box::pin(tx.deliver(vec![String::new(); 100]));
+        assert!(tokio::time::timeout(wait, &mut empties).await.is_err());
+        drop(session);
+        assert!(!empties.await, "the runtime is gone");
+        assert!(!tx.deliver(vec!["late".into()]).await);
     }
 }

@@ -14,8 +14,7 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Poll, Waker};
 
 /// What a [`SessionSender`] queues for the transport's writer.
@@ -58,8 +57,6 @@ pub const QUEUE_OVERFLOW: (u16, &str) = (1008, "Too much output queued: the peer
 
 struct Shared {
     state: Mutex<State>,
-    /// Bytes queued, summed over every queue that shares it (a server's sessions).
-    total: Option<Arc<AtomicUsize>>,
 }
 
 struct State {
@@ -84,17 +81,6 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
-
-    fn counted(&self, added: usize, removed: usize) {
-        if let Some(total) = &self.total {
-            if added > 0 {
-                total.fetch_add(added, Ordering::Relaxed);
-            }
-            if removed > 0 {
-                total.fetch_sub(removed, Ordering::Relaxed);
-            }
-        }
-    }
 }
 
 impl State {
@@ -105,12 +91,10 @@ impl State {
         Some(item)
     }
 
-    /// Drops everything queued; returns the items (to free outside the lock) and their bytes.
-    fn clear(&mut self) -> (VecDeque<Outgoing>, usize) {
-        (
-            std::mem::take(&mut self.items),
-            std::mem::replace(&mut self.queued, 0),
-        )
+    /// Drops everything queued; returns the items (to free outside the lock).
+    fn clear(&mut self) -> VecDeque<Outgoing> {
+        self.queued = 0;
+        std::mem::take(&mut self.items)
     }
 
     fn refuses(&self) -> bool {
@@ -121,16 +105,12 @@ impl State {
 /// A new outgoing queue without a budget: the sender for the runtime, the outbox for the
 /// transport's writer. Clients use it: the peer is a server they chose to dial.
 pub fn outgoing() -> (SessionSender, Outbox) {
-    outgoing_within(usize::MAX, None)
+    outgoing_within(usize::MAX)
 }
 
 /// A new outgoing queue that holds at most `max_bytes` of messages (see the [module
-/// docs](self)); `total`, when given, is kept as the sum of the bytes queued by every queue that
-/// shares it.
-pub fn outgoing_within(
-    max_bytes: usize,
-    total: Option<Arc<AtomicUsize>>,
-) -> (SessionSender, Outbox) {
+/// docs](self)).
+pub fn outgoing_within(max_bytes: usize) -> (SessionSender, Outbox) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
@@ -143,7 +123,6 @@ pub fn outgoing_within(
             budget: max_bytes,
             overflowed: false,
         }),
-        total,
     });
     (
         SessionSender {
@@ -208,7 +187,6 @@ impl SessionSender {
         state.queued += len;
         let writer = state.writer.take();
         drop(state);
-        self.shared.counted(len, 0);
         if let Some(w) = writer {
             w.wake();
         }
@@ -217,10 +195,13 @@ impl SessionSender {
 
     /// The budget is exceeded: drops the queue, leaves the writer the close, refuses senders.
     fn overflow(&self, mut state: MutexGuard<'_, State>) -> Result<(), SessionClosed> {
-        let (dropped, bytes) = state.clear();
+        let bytes = state.queued;
+        let dropped = state.clear();
         state.overflowed = true;
         let (code, reason) = QUEUE_OVERFLOW;
-        state.items.push_back(Outgoing::Close(code, reason.to_owned()));
+        state
+            .items
+            .push_back(Outgoing::Close(code, reason.to_owned()));
         let wake: Vec<Waker> = state
             .writer
             .take()
@@ -229,7 +210,6 @@ impl SessionSender {
             .chain(std::mem::take(&mut state.closed_waiters))
             .collect();
         drop(state);
-        self.shared.counted(0, bytes);
         drop(dropped);
         tracing::debug!(bytes, "session closed: output over its budget");
         for w in wake {
@@ -277,6 +257,26 @@ impl SessionSender {
             Poll::Pending
         })
         .await
+    }
+}
+
+/// A weak view of an outgoing queue's size ([`Outbox::probe`]): a server sums them for its
+/// statistics without touching the queues' hot path.
+#[derive(Clone)]
+pub struct QueueProbe(Weak<Shared>);
+
+impl std::fmt::Debug for QueueProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("QueueProbe")
+            .field(&self.queued_bytes())
+            .finish()
+    }
+}
+
+impl QueueProbe {
+    /// Bytes queued now and not yet taken by the writer (0 once the queue is gone).
+    pub fn queued_bytes(&self) -> usize {
+        self.0.upgrade().map_or(0, |s| s.lock().queued)
     }
 }
 
@@ -362,10 +362,9 @@ impl Drop for Outbox {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.writer_gone = true;
-        let (dropped, bytes) = state.clear();
+        let dropped = state.clear();
         let waiters = std::mem::take(&mut state.closed_waiters);
         drop(state);
-        self.shared.counted(0, bytes);
         drop(dropped);
         for w in waiters {
             w.wake();
@@ -382,8 +381,6 @@ impl Outbox {
         poll_fn(|cx| {
             let mut state = self.shared.lock();
             if let Some(item) = state.pop() {
-                drop(state);
-                self.shared.counted(0, item.len());
                 return Poll::Ready(Some(item));
             }
             if state.senders == 0 {
@@ -425,6 +422,11 @@ impl Outbox {
         self.shared.lock().overflowed
     }
 
+    /// A view of the queue's size that does not keep the queue alive, for statistics.
+    pub fn probe(&self) -> QueueProbe {
+        QueueProbe(Arc::downgrade(&self.shared))
+    }
+
     /// Waits for output, then takes everything queued up to the budget. `None` when every
     /// sender is gone and nothing is left.
     ///
@@ -446,11 +448,7 @@ impl Outbox {
     pub fn try_batch(&mut self) -> Option<Batch> {
         let first = match self.carry.take() {
             Some(item) => item,
-            None => {
-                let item = self.shared.lock().pop()?;
-                self.shared.counted(0, item.len());
-                item
-            }
+            None => self.shared.lock().pop()?,
         };
         Some(self.batch_from(first))
     }
@@ -474,7 +472,6 @@ impl Outbox {
     fn batch_from(&mut self, first: Outgoing) -> Batch {
         let mut batch = Batch::default();
         let mut size = 0;
-        let mut taken = 0;
         let mut state = self.shared.lock();
         let mut next = Some(first);
         while let Some(item) = next.take() {
@@ -496,12 +493,7 @@ impl Outbox {
             size += text.len();
             batch.messages.push(text);
             next = state.pop();
-            if let Some(item) = &next {
-                taken += item.len();
-            }
         }
-        drop(state);
-        self.shared.counted(0, taken);
         batch
     }
 }
@@ -603,5 +595,44 @@ mod tests {
         waiting.await.unwrap();
         assert!(tx.is_closed());
         assert_eq!(tx.send("late".into()), Err(SessionClosed));
+    }
+
+    #[tokio::test]
+    async fn past_its_budget_the_queue_is_dropped_and_senders_refused() {
+        let (tx, mut out) = outgoing_within(10);
+        let probe = out.probe();
+        tx.send("12345".into()).unwrap();
+        tx.send_quoted("\"123\"".into()).unwrap();
+        assert_eq!((tx.queued_bytes(), probe.queued_bytes()), (10, 10));
+        let b = out.next_batch().await.unwrap();
+        assert_eq!(b.messages.len(), 2);
+        assert_eq!(probe.queued_bytes(), 0);
+
+        // A message larger than the budget still goes into an empty queue.
+        tx.send("x".repeat(50)).unwrap();
+        assert!(!out.is_overflowed());
+        assert_eq!(tx.send("y".into()), Err(SessionClosed));
+        assert!(out.is_overflowed() && tx.is_closed());
+        assert_eq!(probe.queued_bytes(), 0, "the queue was dropped");
+        out.overflowed().await;
+        tx.closed().await;
+        let b = out.next_batch().await.unwrap();
+        assert!(b.messages.is_empty(), "the queue was dropped");
+        let (code, reason) = QUEUE_OVERFLOW;
+        assert_eq!(b.close, Some((code, reason.to_owned())));
+        assert_eq!(tx.send("late".into()), Err(SessionClosed));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_outbox_frees_what_was_queued() {
+        let (tx, out) = outgoing_within(1 << 20);
+        let probe = out.probe();
+        tx.send("abc".into()).unwrap();
+        assert_eq!(probe.queued_bytes(), 3);
+        drop(out);
+        assert_eq!(probe.queued_bytes(), 0);
+        assert_eq!(tx.send("late".into()), Err(SessionClosed));
+        drop(tx);
+        assert_eq!(probe.queued_bytes(), 0, "gone");
     }
 }

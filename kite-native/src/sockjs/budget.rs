@@ -1,13 +1,15 @@
 //! What the peers of SockJS servers hold now, counted against the budgets of [`SockJsOptions`].
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::SockJsOptions;
+use super::session::HttpSession;
+use crate::session::QueueProbe;
 use crate::tally::{Held, Tally};
 
 /// What the peers of one or more SockJS servers hold now: sessions of the HTTP transports,
@@ -17,11 +19,62 @@ use crate::tally::{Held, Tally};
 /// many SockJS endpoints of a tunnel proxy make one budget per remote address.
 ///
 /// Cloning is cheap; clones share the counts.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Occupancy {
     sessions: Tally,
     websockets: Tally,
-    queued: Arc<AtomicUsize>,
+    /// The queues of the sessions alive, looked at only when asked (never on a send).
+    queues: Arc<Mutex<Queues>>,
+}
+
+impl std::fmt::Debug for Occupancy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Occupancy")
+            .field("sessions", &self.sessions())
+            .field("websockets", &self.websockets())
+            .field("queued_bytes", &self.queued_bytes())
+            .finish()
+    }
+}
+
+#[derive(Default)]
+struct Queues {
+    next: u64,
+    probes: HashMap<u64, Probe>,
+}
+
+/// A session's outgoing queue, seen without keeping it alive.
+#[derive(Clone)]
+pub(crate) enum Probe {
+    /// A websocket's.
+    Outbox(QueueProbe),
+    /// An HTTP session's.
+    Http(Weak<HttpSession>),
+}
+
+impl Probe {
+    fn queued_bytes(&self) -> usize {
+        match self {
+            Probe::Outbox(p) => p.queued_bytes(),
+            Probe::Http(s) => s.upgrade().map_or(0, |s| s.queued_bytes()),
+        }
+    }
+}
+
+/// A queue counted in an [`Occupancy`] until this is dropped.
+pub(crate) struct Watched {
+    queues: Arc<Mutex<Queues>>,
+    key: u64,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        lock(&self.queues).probes.remove(&self.key);
+    }
+}
+
+fn lock(queues: &Mutex<Queues>) -> std::sync::MutexGuard<'_, Queues> {
+    queues.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Occupancy {
@@ -50,14 +103,24 @@ impl Occupancy {
         self.websockets.from(ip)
     }
 
-    /// Bytes of messages queued for peers and not yet taken by the transports (summed over
-    /// every session; see [`SockJsOptions::max_queued_bytes`]).
+    /// Bytes of messages queued for peers and not yet taken by the transports, summed over
+    /// every session now (see [`SockJsOptions::max_queued_bytes`]). It looks at each session's
+    /// queue: meant for statistics and tests, not for every request.
     pub fn queued_bytes(&self) -> usize {
-        self.queued.load(Ordering::Relaxed)
+        let probes: Vec<Probe> = lock(&self.queues).probes.values().cloned().collect();
+        probes.iter().map(Probe::queued_bytes).sum()
     }
 
-    pub(crate) fn queued_counter(&self) -> Arc<AtomicUsize> {
-        self.queued.clone()
+    /// Counts a session's queue in [`Occupancy::queued_bytes`] until the guard is dropped.
+    pub(crate) fn watch(&self, probe: Probe) -> Watched {
+        let mut q = lock(&self.queues);
+        q.next += 1;
+        let key = q.next;
+        q.probes.insert(key, probe);
+        Watched {
+            queues: self.queues.clone(),
+            key,
+        }
     }
 
     /// A place for a new HTTP session from `ip`, within `options`' budgets.
@@ -72,20 +135,6 @@ impl Occupancy {
         self.websockets
             .take(ip, options.max_websockets, options.max_websockets_per_ip)
             .ok_or(Refused::Websockets)
-    }
-
-    /// Adds to the queued bytes (HTTP sessions keep their own queue).
-    pub(crate) fn queued_add(&self, n: usize) {
-        if n > 0 {
-            self.queued.fetch_add(n, Ordering::Relaxed);
-        }
-    }
-
-    /// Takes from the queued bytes.
-    pub(crate) fn queued_sub(&self, n: usize) {
-        if n > 0 {
-            self.queued.fetch_sub(n, Ordering::Relaxed);
-        }
     }
 }
 

@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::State;
-use super::budget::{Occupancy, Refused};
+use super::budget::{Probe, Refused, Watched};
 use crate::session::{
     self, IncomingSender, Outbox, Outgoing, QUEUE_OVERFLOW, SessionInfo, SessionSender,
     TransportKind,
@@ -51,8 +51,6 @@ pub(crate) struct HttpSession {
     pub(crate) tx: SessionSender,
     /// Held by the send request reading and delivering a body: one at a time per session.
     pub(crate) sending: tokio::sync::Mutex<()>,
-    /// Where the queued bytes are counted.
-    occupancy: Occupancy,
 }
 
 /// What a receiver takes from a session.
@@ -96,10 +94,7 @@ impl HttpSession {
                 n += 1;
             }
             s.queued -= size;
-            let taken = s.queue.drain(..n).collect();
-            drop(s);
-            self.occupancy.queued_sub(size);
-            return Take::Messages(taken);
+            return Take::Messages(s.queue.drain(..n).collect());
         }
         match &s.closed {
             Some((c, r)) => Take::Closed(*c, r.clone()),
@@ -117,12 +112,15 @@ impl HttpSession {
         self.lock().in_tx.clone()
     }
 
+    /// Bytes queued for the client now.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.lock().queued
+    }
+
     /// Drops what is queued for the client, returning its memory.
     fn drop_queue(&self, s: &mut Inner) {
-        let dropped = std::mem::take(&mut s.queue);
-        let bytes = std::mem::replace(&mut s.queued, 0);
-        self.occupancy.queued_sub(bytes);
-        drop(dropped);
+        s.queue = VecDeque::new();
+        s.queued = 0;
     }
 
     /// Ends the session for the runtime and answers every later receiver with `code, reason`;
@@ -148,7 +146,6 @@ impl HttpSession {
             return false;
         }
         s.queued += m.len();
-        self.occupancy.queued_add(m.len());
         s.queue.push_back(m);
         true
     }
@@ -241,11 +238,18 @@ pub(crate) fn get_or_create(
         wake: Notify::new(),
         tx: session.tx.clone(),
         sending: tokio::sync::Mutex::new(()),
-        occupancy: state.occupancy.clone(),
     });
     table.insert(id.to_owned(), http.clone());
     drop(table);
-    tokio::spawn(pump(state.clone(), id.to_owned(), http.clone(), out_rx, held));
+    let watched = state.occupancy.watch(Probe::Http(Arc::downgrade(&http)));
+    let places = (held, watched);
+    tokio::spawn(pump(
+        state.clone(),
+        id.to_owned(),
+        http.clone(),
+        out_rx,
+        places,
+    ));
     (state.on_session)(session);
     Ok((http, true))
 }
@@ -259,13 +263,14 @@ async fn next_out(out: &mut Option<Outbox>) -> Option<Outgoing> {
 }
 
 /// Moves outgoing messages into the session's queue, and forgets the session once it has had
-/// no receiver for `disconnect_delay` (giving back its place in the session budget, `_held`).
+/// no receiver for `disconnect_delay` (giving back its place in the session budget and in the
+/// occupancy's queues, `_places`).
 async fn pump(
     state: State,
     id: String,
     session: Arc<HttpSession>,
     out_rx: Outbox,
-    _held: Held,
+    _places: (Held, Watched),
 ) {
     let delay = state.options.disconnect_delay;
     let budget = state.options.max_queued_bytes;

@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::debug;
 
+use super::budget::Probe;
 use super::http::RemoteAddr;
 use super::{SessionId, State};
 use crate::session::{
@@ -212,10 +213,8 @@ async fn serve(
         remote_addr: remote,
         id: session_id(),
     };
-    let (tx, outbox) = session::outgoing_within(
-        state.options.max_queued_bytes,
-        Some(state.occupancy.queued_counter()),
-    );
+    let (tx, outbox) = session::outgoing_within(state.options.max_queued_bytes);
+    let _watched = state.occupancy.watch(Probe::Outbox(outbox.probe()));
     let (mut sink, stream) = socket.split();
     let done = CancellationToken::new();
     let (give_back, taken_back) = oneshot::channel();
