@@ -15,10 +15,12 @@
 //!   the end of the handshake, which itself has this long) to the end of the request's header.
 //!   A client that sends its header a byte at a time (slowloris) is cut off after it.
 //! * **Idle timeout** ([`ServeOptions::idle_timeout`]): how long a keep-alive connection may wait,
-//!   with no request in progress, for the first byte of its next request.
+//!   with no request in progress, for the first byte of its next request; and how long a request
+//!   body may stall (no byte while the server waits for more of it).
 //!
-//! Neither timeout runs while a request is being served (a long poll, a streaming response), nor
-//! on an upgraded connection (a websocket keeps itself alive with its own heartbeats).
+//! No timeout runs while a request is being served once its body is in (a long poll, a
+//! streaming response), nor on an upgraded connection (a websocket keeps itself alive with its
+//! own heartbeats).
 //!
 //! hyper's own `header_read_timeout` is not used: in hyper 1.12 its timer starts whenever the
 //! connection waits for a request head, including the idle time between keep-alive requests
@@ -57,7 +59,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -87,8 +89,8 @@ pub struct ServeOptions {
     /// Time a client has to send a request's whole header once it starts one (default 15 s);
     /// the connection is closed after it. Also bounds the TLS handshake.
     pub header_read_timeout: Duration,
-    /// Time a keep-alive connection may wait for its next request (default 60 s); it is closed
-    /// after it.
+    /// Time a keep-alive connection may wait for its next request, and a request body may
+    /// stall (default 60 s); the connection is closed after it.
     pub idle_timeout: Duration,
     /// How long [`Server::serve`] waits at shutdown for connections serving a request
     /// (default 2 s).
@@ -335,6 +337,8 @@ struct Watch {
     started: AtomicUsize,
     /// Requests whose response has not been sent whole yet.
     in_flight: AtomicUsize,
+    /// Request bodies still coming in.
+    bodies: AtomicUsize,
     upgraded: AtomicBool,
     /// The connection's task, waiting to read, to wake when the last request in flight ends.
     reader: Mutex<Option<Waker>>,
@@ -351,6 +355,56 @@ impl Watch {
 
     fn busy(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) > 0
+    }
+
+    fn receiving(&self) -> bool {
+        self.bodies.load(Ordering::Acquire) > 0
+    }
+}
+
+/// A request body still coming in; dropped at its end (or when abandoned).
+struct BodyOpen(Arc<Watch>);
+
+impl BodyOpen {
+    fn new(watch: &Arc<Watch>) -> Self {
+        watch.bodies.fetch_add(1, Ordering::AcqRel);
+        BodyOpen(watch.clone())
+    }
+}
+
+impl Drop for BodyOpen {
+    fn drop(&mut self) {
+        self.0.bodies.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A request body that ends its [`BodyOpen`] when it has all come in.
+struct Receiving {
+    body: Incoming,
+    open: Option<BodyOpen>,
+}
+
+impl hyper::body::Body for Receiving {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None | Some(Err(_)))) || self.body.is_end_stream() {
+            self.open = None;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -399,9 +453,13 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
     type Error = Infallible;
     type Future = ServiceFuture;
 
-    fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
-        req.extensions_mut().insert(ConnectInfo(self.peer));
+    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
         let in_flight = InFlight::new(&self.watch);
+        let mut req = req.map(|body| Receiving {
+            open: (!body.is_end_stream()).then(|| BodyOpen::new(&self.watch)),
+            body,
+        });
+        req.extensions_mut().insert(ConnectInfo(self.peer));
         let response = self.router.clone().oneshot(req);
         Box::pin(async move {
             let response = match response.await {
@@ -456,7 +514,8 @@ struct Timeouts {
 enum Phase {
     /// Reading a request's header: the header read timeout runs.
     Header,
-    /// Serving a request; `read` when bytes came in meanwhile (a pipelined request).
+    /// Serving a request; `read` when bytes came in meanwhile (a pipelined request). While a
+    /// request body is coming in, the idle timeout runs from the last byte.
     Busy { read: bool },
     /// Waiting for the next request: the idle timeout runs.
     Idle,
@@ -512,6 +571,11 @@ impl<IO> Guarded<IO> {
                 return;
             }
         };
+        self.arm(after);
+    }
+
+    /// Sets the deadline `after` from now.
+    fn arm(&mut self, after: Duration) {
         let at = deadline(after);
         match &mut self.timer {
             Some(t) => t.as_mut().reset(at),
@@ -532,6 +596,9 @@ impl<IO> Guarded<IO> {
             self.seen = started;
             if busy {
                 self.phase = Phase::Busy { read: false };
+                if self.watch.receiving() {
+                    self.arm(self.timeouts.idle);
+                }
             } else {
                 self.enter(Phase::Idle);
             }
@@ -549,6 +616,7 @@ impl<IO> Guarded<IO> {
         let what = match self.phase {
             Phase::Header => "header read timeout",
             Phase::Idle => "idle timeout",
+            Phase::Busy { .. } if self.watch.receiving() => "request body stalled",
             Phase::Busy { .. } | Phase::Upgraded => return None,
         };
         let timer = self.timer.as_mut()?;
@@ -576,7 +644,12 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
                 if buf.filled().len() > before {
                     match this.phase {
                         Phase::Idle => this.enter(Phase::Header),
-                        Phase::Busy { .. } => this.phase = Phase::Busy { read: true },
+                        Phase::Busy { .. } => {
+                            this.phase = Phase::Busy { read: true };
+                            if this.watch.receiving() {
+                                this.arm(this.timeouts.idle);
+                            }
+                        }
                         Phase::Header | Phase::Upgraded => {}
                     }
                 }

@@ -301,8 +301,8 @@ async fn closed_by_server(tcp: &mut TcpStream) -> bool {
 
 /// Slowloris: connections that send a header a byte at a time are closed after
 /// `header_read_timeout`; a keep-alive connection idle after its answer is closed after
-/// `idle_timeout` (not before: the two are separate); and neither cuts a long poll or a
-/// websocket.
+/// `idle_timeout` (not before: the two are separate), and so is one whose request body stops
+/// coming; and neither cuts a long poll or a websocket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_and_idle_connections_are_closed() {
     let mut c = config();
@@ -342,6 +342,14 @@ async fn slowloris_and_idle_connections_are_closed() {
         })
         .collect();
 
+    // A send whose body stops after its first bytes.
+    let http = http_from([127, 0, 0, 1]);
+    assert_eq!(open_xhr(&http, &t, "stall").await, (200, "o\n".to_owned()));
+    let mut stalled = TcpStream::connect(server_addr(&t)).await.unwrap();
+    let head = "POST /kite/000/stall/xhr_send HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                Content-Length: 1000\r\n\r\n[\"abc";
+    stalled.write_all(head.as_bytes()).await.unwrap();
+
     let mut idle = TcpStream::connect(server_addr(&t)).await.unwrap();
     idle.write_all(b"GET /kite/info HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
@@ -350,7 +358,6 @@ async fn slowloris_and_idle_connections_are_closed() {
     let answered = Instant::now();
 
     // A poll that waits longer than both timeouts for its heartbeat.
-    let http = http_from([127, 0, 0, 1]);
     assert_eq!(open_xhr(&http, &t, "poll").await, (200, "o\n".to_owned()));
     let poll = {
         let (http, url) = (http.clone(), t.url.clone());
@@ -369,6 +376,14 @@ async fn slowloris_and_idle_connections_are_closed() {
         "idle connection"
     );
     let idle_for = answered.elapsed();
+    assert!(
+        within(
+            "the stalled body's connection is closed",
+            closed_by_server(&mut stalled)
+        )
+        .await,
+        "stalled body"
+    );
     assert!(
         idle_for >= Duration::from_secs(2),
         "closed after {idle_for:?} idle: the idle timeout is 3 s, not the header timeout"

@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use std::sync::Arc;
 
 use futures_util::Stream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 
 mod outgoing;
 
@@ -87,7 +87,7 @@ pub struct SessionReceiver {
 enum Receiver {
     Channel(mpsc::Receiver<String>),
     /// Each message holds its share of the session's incoming budget until taken.
-    Budgeted(mpsc::UnboundedReceiver<(String, OwnedSemaphorePermit)>),
+    Budgeted(Budgeted),
     Stream(Pin<Box<dyn Stream<Item = String> + Send>>),
 }
 
@@ -125,7 +125,10 @@ impl SessionReceiver {
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<String>> {
         match &mut self.inner {
             Receiver::Channel(rx) => rx.poll_recv(cx),
-            Receiver::Budgeted(rx) => rx.poll_recv(cx).map(|m| m.map(|(m, _room)| m)),
+            Receiver::Budgeted(b) => {
+                b.rx.poll_recv(cx)
+                    .map(|m| m.inspect(|m| b.room.add_permits(cost(m, b.max) as usize)))
+            }
             Receiver::Stream(s) => s.as_mut().poll_next(cx),
         }
     }
@@ -179,11 +182,32 @@ pub fn channel(info: SessionInfo) -> (Session, mpsc::Sender<String>, Outbox) {
 /// it costs, so that many empty messages cannot hold more memory than the budget says.
 const MESSAGE_OVERHEAD: usize = 64;
 
+/// What `m` is charged in a budget of `max` bytes (at most the whole budget).
+fn cost(m: &str, max: usize) -> u32 {
+    let cost = m.len().saturating_add(MESSAGE_OVERHEAD).min(max);
+    u32::try_from(cost).unwrap_or(u32::MAX)
+}
+
+/// The runtime's side of a budgeted channel: taking a message gives its share of the budget
+/// back; dropping it closes the budget, so that a transport waiting for room learns the
+/// runtime is gone.
+struct Budgeted {
+    rx: mpsc::UnboundedReceiver<String>,
+    room: Arc<Semaphore>,
+    max: usize,
+}
+
+impl Drop for Budgeted {
+    fn drop(&mut self) {
+        self.room.close();
+    }
+}
+
 /// The transport's side of a session's incoming messages, holding at most a budget of bytes of
 /// messages that the runtime has not taken yet (see [`channel_within`]). Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct IncomingSender {
-    tx: mpsc::UnboundedSender<(String, OwnedSemaphorePermit)>,
+    tx: mpsc::UnboundedSender<String>,
     room: Arc<Semaphore>,
     max: usize,
 }
@@ -197,15 +221,12 @@ impl IncomingSender {
             if self.tx.is_closed() {
                 return false;
             }
-            let cost = m.len().saturating_add(MESSAGE_OVERHEAD).min(self.max);
-            let permit = match u32::try_from(cost) {
-                Ok(cost) => self.room.clone().acquire_many_owned(cost).await,
+            match self.room.acquire_many(cost(&m, self.max)).await {
+                // Given back when the runtime takes the message.
+                Ok(permit) => permit.forget(),
                 Err(_) => return false,
-            };
-            let Ok(permit) = permit else {
-                return false;
-            };
-            if self.tx.send((m, permit)).is_err() {
+            }
+            if self.tx.send(m).is_err() {
                 return false;
             }
         }
@@ -219,21 +240,22 @@ impl IncomingSender {
 /// SockJS server's HTTP sessions use it.
 pub fn channel_within(info: SessionInfo, max_bytes: usize) -> (Session, IncomingSender, Outbox) {
     let max = max_bytes.clamp(MESSAGE_OVERHEAD, u32::MAX as usize);
+    let room = Arc::new(Semaphore::new(max));
     let (tx, rx) = mpsc::unbounded_channel();
     let (out, outbox) = outgoing();
     (
         Session {
             rx: SessionReceiver {
-                inner: Receiver::Budgeted(rx),
+                inner: Receiver::Budgeted(Budgeted {
+                    rx,
+                    room: room.clone(),
+                    max,
+                }),
             },
             tx: out,
             info,
         },
-        IncomingSender {
-            tx,
-            room: Arc::new(Semaphore::new(max)),
-            max,
-        },
+        IncomingSender { tx, room, max },
         outbox,
     )
 }

@@ -117,36 +117,41 @@ impl HttpSession {
         self.lock().queued
     }
 
-    /// Drops what is queued for the client, returning its memory.
-    fn drop_queue(&self, s: &mut Inner) {
-        s.queue = VecDeque::new();
-        s.queued = 0;
-    }
-
     /// Ends the session for the runtime and answers every later receiver with `code, reason`;
     /// what was still queued for the client is dropped.
     fn interrupt(&self, (code, reason): (u16, &str)) {
         let mut s = self.lock();
         if s.closed.is_none() {
-            self.drop_queue(&mut s);
+            s.drop_queue();
             s.closed = Some((code, reason.to_owned()));
         }
         s.in_tx = None;
     }
+}
+
+impl Inner {
+    /// Drops what is queued for the client, returning its memory.
+    fn drop_queue(&mut self) {
+        self.queue = VecDeque::new();
+        self.queued = 0;
+    }
 
     /// Queues `m` for the client; `false` when that takes the queue past `budget`, which
     /// closes the session with [`QUEUE_OVERFLOW`] and drops the queue instead.
-    fn queue(&self, s: &mut Inner, m: String, budget: usize) -> bool {
-        if s.queued > 0 && s.queued.saturating_add(m.len()) > budget {
-            tracing::debug!(bytes = s.queued, "session closed: output over its budget");
-            self.drop_queue(s);
+    fn queue(&mut self, m: String, budget: usize) -> bool {
+        if self.queued > 0 && self.queued.saturating_add(m.len()) > budget {
+            tracing::debug!(
+                bytes = self.queued,
+                "session closed: output over its budget"
+            );
+            self.drop_queue();
             let (code, reason) = QUEUE_OVERFLOW;
-            s.closed = Some((code, reason.to_owned()));
-            s.in_tx = None;
+            self.closed = Some((code, reason.to_owned()));
+            self.in_tx = None;
             return false;
         }
-        s.queued += m.len();
-        s.queue.push_back(m);
+        self.queued += m.len();
+        self.queue.push_back(m);
         true
     }
 }
@@ -294,10 +299,10 @@ async fn pump(
                 let queued = match out {
                     // Interrupted sessions drop what the runtime still sends.
                     Some(_) if s.closed.is_some() && s.in_tx.is_none() => true,
-                    Some(Outgoing::Message(m)) => session.queue(&mut s, m, budget),
+                    Some(Outgoing::Message(m)) => s.queue(m, budget),
                     Some(Outgoing::Quoted(q)) => {
                         let m = session::Text::Quoted(q).into_plain();
-                        session.queue(&mut s, m, budget)
+                        s.queue(m, budget)
                     }
                     Some(Outgoing::Close(c, r)) => {
                         s.closed.get_or_insert((c, r));
@@ -333,7 +338,7 @@ async fn pump(
     {
         let mut s = session.lock();
         s.in_tx = None;
-        session.drop_queue(&mut s);
+        s.drop_queue();
     }
     drop(out_rx);
     let mut table = state.sessions.lock().unwrap_or_else(|e| e.into_inner());
