@@ -232,7 +232,18 @@ impl Server {
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            tracker.spawn(connection(shared.clone(), tcp, peer, held, stop.clone()));
+            // Two tasks of their own sizes: a plain connection's does not hold a TLS one's state.
+            match &shared.tls {
+                None => tracker.spawn(plain(shared.clone(), tcp, peer, held, stop.clone())),
+                Some(acceptor) => tracker.spawn(tls(
+                    shared.clone(),
+                    acceptor.clone(),
+                    tcp,
+                    peer,
+                    held,
+                    stop.clone(),
+                )),
+            };
         }
         drop(listener);
         stop.cancel();
@@ -272,23 +283,27 @@ fn refuse(tcp: TcpStream, plain: bool) {
     let _ = tcp.write(SERVICE_UNAVAILABLE);
 }
 
-async fn connection(
+/// Serves one plain connection.
+async fn plain(
     shared: Arc<Shared>,
     tcp: TcpStream,
     peer: SocketAddr,
     held: Held,
     stop: CancellationToken,
 ) {
-    let watch = Arc::new(Watch::default());
-    let service = ConnService {
-        router: shared.router.clone(),
-        peer: PeerAddr(peer),
-        watch: watch.clone(),
-    };
-    let Some(acceptor) = &shared.tls else {
-        let io = Guarded::new(tcp, watch, shared.timeouts, held);
-        return serve_connection(&shared.http, io, service, stop).await;
-    };
+    let (io, service) = prepare(&shared, tcp, peer, held);
+    serve_connection(&shared.http, io, service, stop).await;
+}
+
+/// Serves one TLS connection: its handshake (within the header read timeout), then HTTP.
+async fn tls(
+    shared: Arc<Shared>,
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    held: Held,
+    stop: CancellationToken,
+) {
     let handshake = tokio::time::timeout(shared.timeouts.header, acceptor.accept(tcp));
     let tls = tokio::select! {
         tls = handshake => tls,
@@ -296,12 +311,28 @@ async fn connection(
     };
     match tls {
         Ok(Ok(tls)) => {
-            let io = Guarded::new(tls, watch, shared.timeouts, held);
+            let (io, service) = prepare(&shared, tls, peer, held);
             serve_connection(&shared.http, io, service, stop).await;
         }
         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => debug!(%peer, "TLS handshake timed out"),
     }
+}
+
+/// A connection's guarded I/O and its service.
+fn prepare<IO>(
+    shared: &Shared,
+    io: IO,
+    peer: SocketAddr,
+    held: Held,
+) -> (Guarded<IO>, ConnService) {
+    let watch = Arc::new(Watch::default());
+    let service = ConnService {
+        router: shared.router.clone(),
+        peer: PeerAddr(peer),
+        watch: watch.clone(),
+    };
+    (Guarded::new(io, watch, shared.timeouts, held), service)
 }
 
 async fn serve_connection<IO>(
@@ -509,7 +540,7 @@ struct Timeouts {
     idle: Duration,
 }
 
-/// Where a connection is, for its timeouts.
+/// Where an HTTP connection is, for its timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Reading a request's header: the header read timeout runs.
@@ -519,23 +550,26 @@ enum Phase {
     Busy { read: bool },
     /// Waiting for the next request: the idle timeout runs.
     Idle,
-    /// Handed to an upgrade (a websocket): no timeouts.
-    Upgraded,
 }
 
-/// A connection's I/O, which enforces its timeouts and holds its place in the connection
-/// budget for as long as the connection lives (an upgraded one included).
+/// A connection's I/O, which enforces its timeouts while it speaks HTTP and holds its place in
+/// the connection budget for as long as the connection lives (an upgraded one included).
 struct Guarded<IO> {
     io: IO,
+    /// The timeouts' state; dropped on upgrade, when only the budget's place is left to hold.
+    http: Option<Box<Timing>>,
+    _held: Held,
+}
+
+/// The timeouts of a connection speaking HTTP.
+struct Timing {
     watch: Arc<Watch>,
     phase: Phase,
     /// `Watch::started` when last looked at.
     seen: usize,
-    /// The deadline of the phase (Header, Idle); kept between phases to be reset, dropped on
-    /// upgrade.
-    timer: Option<Pin<Box<Sleep>>>,
+    /// The deadline of the phase, reset from phase to phase.
+    timer: Pin<Box<Sleep>>,
     timeouts: Timeouts,
-    _held: Held,
 }
 
 /// A deadline `after` from now, or about a century away for durations too long to add.
@@ -547,48 +581,42 @@ fn deadline(after: Duration) -> Instant {
 
 impl<IO> Guarded<IO> {
     fn new(io: IO, watch: Arc<Watch>, timeouts: Timeouts, held: Held) -> Self {
-        let mut g = Guarded {
-            io,
+        let timing = Timing {
             watch,
             phase: Phase::Header,
             seen: 0,
-            timer: None,
+            timer: Box::pin(tokio::time::sleep_until(deadline(timeouts.header))),
             timeouts,
-            _held: held,
         };
-        g.enter(Phase::Header);
-        g
+        Guarded {
+            io,
+            http: Some(Box::new(timing)),
+            _held: held,
+        }
     }
+}
 
+impl Timing {
     fn enter(&mut self, phase: Phase) {
         self.phase = phase;
-        let after = match phase {
-            Phase::Header => self.timeouts.header,
-            Phase::Idle => self.timeouts.idle,
-            Phase::Busy { .. } => return,
-            Phase::Upgraded => {
-                self.timer = None;
-                return;
-            }
-        };
-        self.arm(after);
+        match phase {
+            Phase::Header => self.arm(self.timeouts.header),
+            Phase::Idle => self.arm(self.timeouts.idle),
+            Phase::Busy { .. } => {}
+        }
     }
 
     /// Sets the deadline `after` from now.
     fn arm(&mut self, after: Duration) {
-        let at = deadline(after);
-        match &mut self.timer {
-            Some(t) => t.as_mut().reset(at),
-            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
-        }
+        self.timer.as_mut().reset(deadline(after));
     }
 
     /// Follows the requests the service has started and finished since the last read (a
-    /// whole request may have come and gone without a read in between).
-    fn observe(&mut self) {
+    /// whole request may have come and gone without a read in between); `false` once the
+    /// connection is upgraded.
+    fn observe(&mut self) -> bool {
         if self.watch.upgraded.load(Ordering::Acquire) {
-            self.enter(Phase::Upgraded);
-            return;
+            return false;
         }
         let busy = self.watch.busy();
         let started = self.watch.started.load(Ordering::Acquire);
@@ -602,25 +630,47 @@ impl<IO> Guarded<IO> {
             } else {
                 self.enter(Phase::Idle);
             }
-            return;
-        }
-        if let Phase::Busy { read } = self.phase
+        } else if let Phase::Busy { read } = self.phase
             && !busy
         {
             self.enter(if read { Phase::Header } else { Phase::Idle });
         }
+        true
     }
 
-    /// Whether the running phase's deadline has passed (registering for it otherwise).
-    fn expired(&mut self, cx: &mut Context<'_>) -> Option<&'static str> {
+    /// Bytes came in.
+    fn read(&mut self) {
+        match self.phase {
+            Phase::Idle => self.enter(Phase::Header),
+            Phase::Busy { .. } => {
+                self.phase = Phase::Busy { read: true };
+                if self.watch.receiving() {
+                    self.arm(self.timeouts.idle);
+                }
+            }
+            Phase::Header => {}
+        }
+    }
+
+    /// Nothing to read now: the error that closes the connection if its phase's deadline has
+    /// passed (registering for the deadline and the end of requests otherwise).
+    fn waiting(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        self.watch.register(cx.waker());
+        if matches!(self.phase, Phase::Busy { .. }) && !self.watch.busy() {
+            // The last request ended before we registered: look again at once.
+            cx.waker().wake_by_ref();
+            return None;
+        }
         let what = match self.phase {
             Phase::Header => "header read timeout",
             Phase::Idle => "idle timeout",
             Phase::Busy { .. } if self.watch.receiving() => "request body stalled",
-            Phase::Busy { .. } | Phase::Upgraded => return None,
+            Phase::Busy { .. } => return None,
         };
-        let timer = self.timer.as_mut()?;
-        timer.as_mut().poll(cx).is_ready().then_some(what)
+        self.timer.as_mut().poll(cx).is_ready().then(|| {
+            debug!("closing a connection: {what}");
+            io::Error::new(io::ErrorKind::TimedOut, what)
+        })
     }
 }
 
@@ -631,44 +681,26 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.phase == Phase::Upgraded {
+        let Some(timing) = &mut this.http else {
             return Pin::new(&mut this.io).poll_read(cx, buf);
-        }
-        this.observe();
-        if this.phase == Phase::Upgraded {
+        };
+        if !timing.observe() {
+            this.http = None;
             return Pin::new(&mut this.io).poll_read(cx, buf);
         }
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
-                    match this.phase {
-                        Phase::Idle => this.enter(Phase::Header),
-                        Phase::Busy { .. } => {
-                            this.phase = Phase::Busy { read: true };
-                            if this.watch.receiving() {
-                                this.arm(this.timeouts.idle);
-                            }
-                        }
-                        Phase::Header | Phase::Upgraded => {}
-                    }
+                    timing.read();
                 }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                this.watch.register(cx.waker());
-                if matches!(this.phase, Phase::Busy { .. }) && !this.watch.busy() {
-                    // The last request ended before we registered: look again at once.
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-                if let Some(what) = this.expired(cx) {
-                    debug!("closing a connection: {what}");
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)));
-                }
-                Poll::Pending
-            }
+            Poll::Pending => match timing.waiting(cx) {
+                Some(e) => Poll::Ready(Err(e)),
+                None => Poll::Pending,
+            },
         }
     }
 }

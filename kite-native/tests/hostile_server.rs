@@ -27,8 +27,8 @@ const FLOODER: [u8; 4] = [127, 0, 0, 2];
 const OTHER_FLOODER: [u8; 4] = [127, 0, 0, 3];
 
 /// What the kite's peers hold, as the tests watch it.
-fn queued_bytes(kite: &Kite) -> usize {
-    kite.occupancy().queued_bytes()
+fn backlog_bytes(kite: &Kite) -> usize {
+    kite.occupancy().backlog_bytes()
 }
 
 fn sessions_from(kite: &Kite, ip: [u8; 4]) -> usize {
@@ -165,7 +165,7 @@ async fn slow_websocket_reader_is_closed_past_its_queue_budget() {
     })
     .await;
     assert_eq!(
-        queued_bytes(&t.kite),
+        backlog_bytes(&t.kite),
         0,
         "what was queued for it is dropped"
     );
@@ -222,7 +222,7 @@ async fn slow_xhr_reader_is_closed_past_its_queue_budget() {
     })
     .await;
     until("what was queued for it is dropped", || {
-        queued_bytes(&t.kite) == 0
+        backlog_bytes(&t.kite) == 0
     })
     .await;
     let (status, body) = open_xhr(&http, &t, "slow").await;

@@ -22,9 +22,11 @@ use tokio::sync::{Semaphore, mpsc};
 
 mod outgoing;
 
+pub(crate) use outgoing::Reported;
+
 pub use outgoing::{
-    BATCH_BUDGET, Batch, Outbox, Outgoing, QUEUE_OVERFLOW, QueueProbe, SessionClosed,
-    SessionSender, Text, outgoing, outgoing_within, write_frame_items,
+    BACKLOG_THRESHOLD, BATCH_BUDGET, Backlog, Batch, Outbox, Outgoing, QUEUE_OVERFLOW,
+    SessionClosed, SessionSender, Text, outgoing, outgoing_within, write_frame_items,
 };
 
 /// Which transport carries a session.

@@ -14,7 +14,8 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
 /// What a [`SessionSender`] queues for the transport's writer.
@@ -75,6 +76,8 @@ struct State {
     budget: usize,
     /// The budget was exceeded: the queue was dropped, senders are refused.
     overflowed: bool,
+    /// What the queue counts for in its server's [`Backlog`].
+    backlog: Reported,
 }
 
 impl Shared {
@@ -88,12 +91,14 @@ impl State {
     fn pop(&mut self) -> Option<Outgoing> {
         let item = self.items.pop_front()?;
         self.queued -= item.len();
+        self.backlog.update(self.queued);
         Some(item)
     }
 
     /// Drops everything queued; returns the items (to free outside the lock).
     fn clear(&mut self) -> VecDeque<Outgoing> {
         self.queued = 0;
+        self.backlog.update(0);
         std::mem::take(&mut self.items)
     }
 
@@ -105,12 +110,12 @@ impl State {
 /// A new outgoing queue without a budget: the sender for the runtime, the outbox for the
 /// transport's writer. Clients use it: the peer is a server they chose to dial.
 pub fn outgoing() -> (SessionSender, Outbox) {
-    outgoing_within(usize::MAX)
+    outgoing_within(usize::MAX, None)
 }
 
 /// A new outgoing queue that holds at most `max_bytes` of messages (see the [module
-/// docs](self)).
-pub fn outgoing_within(max_bytes: usize) -> (SessionSender, Outbox) {
+/// docs](self)), counted in `backlog` while it holds [`BACKLOG_THRESHOLD`] or more.
+pub fn outgoing_within(max_bytes: usize, backlog: Option<Backlog>) -> (SessionSender, Outbox) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
@@ -122,6 +127,7 @@ pub fn outgoing_within(max_bytes: usize) -> (SessionSender, Outbox) {
             queued: 0,
             budget: max_bytes,
             overflowed: false,
+            backlog: Reported::new(backlog),
         }),
     });
     (
@@ -185,6 +191,8 @@ impl SessionSender {
         }
         state.items.push_back(item);
         state.queued += len;
+        let queued = state.queued;
+        state.backlog.update(queued);
         let writer = state.writer.take();
         drop(state);
         if let Some(w) = writer {
@@ -260,23 +268,69 @@ impl SessionSender {
     }
 }
 
-/// A weak view of an outgoing queue's size ([`Outbox::probe`]): a server sums them for its
-/// statistics without touching the queues' hot path.
-#[derive(Clone)]
-pub struct QueueProbe(Weak<Shared>);
+/// Bytes queued for one session at or over which it counts in its server's [`Backlog`]
+/// (64 KiB): below it, the session's queue is not counted, so that the count costs nothing on the
+/// send path of sessions that keep up.
+pub const BACKLOG_THRESHOLD: usize = 64 << 10;
 
-impl std::fmt::Debug for QueueProbe {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("QueueProbe")
-            .field(&self.queued_bytes())
-            .finish()
+/// The bytes queued for the sessions of a server that have fallen behind: those holding
+/// [`BACKLOG_THRESHOLD`] or more (each counted whole). A peer that does not read shows here
+/// until its session is closed past its budget; every session keeping up counts 0. Cloning
+/// shares the count.
+#[derive(Debug, Clone, Default)]
+pub struct Backlog(Arc<AtomicUsize>);
+
+impl Backlog {
+    /// A count of nothing.
+    pub fn new() -> Self {
+        Backlog::default()
+    }
+
+    /// Bytes queued now for the sessions that have fallen behind.
+    pub fn bytes(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
-impl QueueProbe {
-    /// Bytes queued now and not yet taken by the writer (0 once the queue is gone).
-    pub fn queued_bytes(&self) -> usize {
-        self.0.upgrade().map_or(0, |s| s.lock().queued)
+/// What one queue counts for in a [`Backlog`].
+#[derive(Debug, Default)]
+pub(crate) struct Reported {
+    backlog: Option<Backlog>,
+    counted: usize,
+}
+
+impl Reported {
+    pub(crate) fn new(backlog: Option<Backlog>) -> Self {
+        Reported {
+            backlog,
+            counted: 0,
+        }
+    }
+
+    /// The queue holds `queued` bytes now.
+    pub(crate) fn update(&mut self, queued: usize) {
+        let now = if queued >= BACKLOG_THRESHOLD {
+            queued
+        } else {
+            0
+        };
+        if now == self.counted {
+            return;
+        }
+        if let Some(b) = &self.backlog {
+            if now > self.counted {
+                b.0.fetch_add(now - self.counted, Ordering::Relaxed);
+            } else {
+                b.0.fetch_sub(self.counted - now, Ordering::Relaxed);
+            }
+        }
+        self.counted = now;
+    }
+}
+
+impl Drop for Reported {
+    fn drop(&mut self) {
+        self.update(0);
     }
 }
 
@@ -420,11 +474,6 @@ impl Outbox {
     /// Whether the queue has gone over its budget.
     pub fn is_overflowed(&self) -> bool {
         self.shared.lock().overflowed
-    }
-
-    /// A view of the queue's size that does not keep the queue alive, for statistics.
-    pub fn probe(&self) -> QueueProbe {
-        QueueProbe(Arc::downgrade(&self.shared))
     }
 
     /// Waits for output, then takes everything queued up to the budget. `None` when every
@@ -599,21 +648,20 @@ mod tests {
 
     #[tokio::test]
     async fn past_its_budget_the_queue_is_dropped_and_senders_refused() {
-        let (tx, mut out) = outgoing_within(10);
-        let probe = out.probe();
+        let (tx, mut out) = outgoing_within(10, None);
         tx.send("12345".into()).unwrap();
         tx.send_quoted("\"123\"".into()).unwrap();
-        assert_eq!((tx.queued_bytes(), probe.queued_bytes()), (10, 10));
+        assert_eq!(tx.queued_bytes(), 10);
         let b = out.next_batch().await.unwrap();
         assert_eq!(b.messages.len(), 2);
-        assert_eq!(probe.queued_bytes(), 0);
+        assert_eq!(tx.queued_bytes(), 0);
 
         // A message larger than the budget still goes into an empty queue.
         tx.send("x".repeat(50)).unwrap();
         assert!(!out.is_overflowed());
         assert_eq!(tx.send("y".into()), Err(SessionClosed));
         assert!(out.is_overflowed() && tx.is_closed());
-        assert_eq!(probe.queued_bytes(), 0, "the queue was dropped");
+        assert_eq!(tx.queued_bytes(), 0, "the queue was dropped");
         out.overflowed().await;
         tx.closed().await;
         let b = out.next_batch().await.unwrap();
@@ -624,15 +672,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_dropped_outbox_frees_what_was_queued() {
-        let (tx, out) = outgoing_within(1 << 20);
-        let probe = out.probe();
-        tx.send("abc".into()).unwrap();
-        assert_eq!(probe.queued_bytes(), 3);
-        drop(out);
-        assert_eq!(probe.queued_bytes(), 0);
-        assert_eq!(tx.send("late".into()), Err(SessionClosed));
-        drop(tx);
-        assert_eq!(probe.queued_bytes(), 0, "gone");
+    async fn queues_behind_by_the_threshold_count_in_the_backlog() {
+        let backlog = Backlog::new();
+        let (tx, mut out) = outgoing_within(1 << 20, Some(backlog.clone()));
+        let (tx2, out2) = outgoing_within(1 << 20, Some(backlog.clone()));
+        let half = "x".repeat(BACKLOG_THRESHOLD / 2);
+        tx.send(half.clone()).unwrap();
+        assert_eq!(backlog.bytes(), 0, "keeping up");
+        tx.send(half.clone()).unwrap();
+        tx.send("y".into()).unwrap();
+        assert_eq!(backlog.bytes(), BACKLOG_THRESHOLD + 1);
+        tx2.send("z".repeat(BACKLOG_THRESHOLD)).unwrap();
+        assert_eq!(backlog.bytes(), 2 * BACKLOG_THRESHOLD + 1);
+        let _ = out.recv().await;
+        assert_eq!(
+            backlog.bytes(),
+            BACKLOG_THRESHOLD,
+            "back under the threshold"
+        );
+        drop(out2);
+        assert_eq!(backlog.bytes(), 0, "a dropped queue counts no more");
+        assert_eq!(tx2.send("late".into()), Err(SessionClosed));
+        drop((tx, tx2));
     }
 }

@@ -24,9 +24,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::State;
-use super::budget::{Probe, Refused, Watched};
+use super::budget::Refused;
 use crate::session::{
-    self, IncomingSender, Outbox, Outgoing, QUEUE_OVERFLOW, SessionInfo, SessionSender,
+    self, IncomingSender, Outbox, Outgoing, QUEUE_OVERFLOW, Reported, SessionInfo, SessionSender,
     TransportKind,
 };
 use crate::tally::Held;
@@ -35,6 +35,8 @@ struct Inner {
     queue: VecDeque<String>,
     /// Bytes of the messages in `queue`.
     queued: usize,
+    /// What the queue counts for in the server's backlog.
+    backlog: Reported,
     closed: Option<(u16, String)>,
     receiver: bool,
     detached_at: Instant,
@@ -94,6 +96,8 @@ impl HttpSession {
                 n += 1;
             }
             s.queued -= size;
+            let queued = s.queued;
+            s.backlog.update(queued);
             return Take::Messages(s.queue.drain(..n).collect());
         }
         match &s.closed {
@@ -110,11 +114,6 @@ impl HttpSession {
     /// The sender of incoming messages, while the session is open.
     pub(crate) fn incoming(&self) -> Option<IncomingSender> {
         self.lock().in_tx.clone()
-    }
-
-    /// Bytes queued for the client now.
-    pub(crate) fn queued_bytes(&self) -> usize {
-        self.lock().queued
     }
 
     /// Ends the session for the runtime and answers every later receiver with `code, reason`;
@@ -134,6 +133,7 @@ impl Inner {
     fn drop_queue(&mut self) {
         self.queue = VecDeque::new();
         self.queued = 0;
+        self.backlog.update(0);
     }
 
     /// Queues `m` for the client; `false` when that takes the queue past `budget`, which
@@ -151,6 +151,7 @@ impl Inner {
             return false;
         }
         self.queued += m.len();
+        self.backlog.update(self.queued);
         self.queue.push_back(m);
         true
     }
@@ -235,6 +236,7 @@ pub(crate) fn get_or_create(
         inner: Mutex::new(Inner {
             queue: VecDeque::new(),
             queued: 0,
+            backlog: Reported::new(Some(state.occupancy.backlog())),
             closed: None,
             receiver: false,
             detached_at: Instant::now(),
@@ -246,14 +248,12 @@ pub(crate) fn get_or_create(
     });
     table.insert(id.to_owned(), http.clone());
     drop(table);
-    let watched = state.occupancy.watch(Probe::Http(Arc::downgrade(&http)));
-    let places = (held, watched);
     tokio::spawn(pump(
         state.clone(),
         id.to_owned(),
         http.clone(),
         out_rx,
-        places,
+        held,
     ));
     (state.on_session)(session);
     Ok((http, true))
@@ -268,15 +268,8 @@ async fn next_out(out: &mut Option<Outbox>) -> Option<Outgoing> {
 }
 
 /// Moves outgoing messages into the session's queue, and forgets the session once it has had
-/// no receiver for `disconnect_delay` (giving back its place in the session budget and in the
-/// occupancy's queues, `_places`).
-async fn pump(
-    state: State,
-    id: String,
-    session: Arc<HttpSession>,
-    out_rx: Outbox,
-    _places: (Held, Watched),
-) {
+/// no receiver for `disconnect_delay` (giving back its place in the session budget, `_held`).
+async fn pump(state: State, id: String, session: Arc<HttpSession>, out_rx: Outbox, _held: Held) {
     let delay = state.options.disconnect_delay;
     let budget = state.options.max_queued_bytes;
     let mut out_rx = Some(out_rx);

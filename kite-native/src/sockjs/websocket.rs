@@ -24,7 +24,6 @@ use tokio::sync::oneshot;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::debug;
 
-use super::budget::Probe;
 use super::http::RemoteAddr;
 use super::{SessionId, State};
 use crate::session::{
@@ -213,8 +212,10 @@ async fn serve(
         remote_addr: remote,
         id: session_id(),
     };
-    let (tx, outbox) = session::outgoing_within(state.options.max_queued_bytes);
-    let _watched = state.occupancy.watch(Probe::Outbox(outbox.probe()));
+    let (tx, outbox) = session::outgoing_within(
+        state.options.max_queued_bytes,
+        Some(state.occupancy.backlog()),
+    );
     let (mut sink, stream) = socket.split();
     let done = CancellationToken::new();
     let (give_back, taken_back) = oneshot::channel();
@@ -242,33 +243,44 @@ async fn serve(
     let close = write_loop(&mut sink, outbox, &state, framed, &done).await;
     // Ends the reader too, should the peer never answer the close.
     done.cancel();
-    if let Some((code, reason)) = close {
-        // SockJS clients take the code from the `c` frame; a peer past its output budget is
-        // told on the websocket too (policy violation).
-        let ws_code = if framed && code != QUEUE_OVERFLOW.0 {
-            1000
-        } else {
-            code.max(1000)
-        };
-        // A peer that does not read gets a moment for the closing frames, not forever; what it
-        // still sends meanwhile is read and dropped, so that it is not stuck writing to us.
-        let frames = async {
-            if framed {
-                sink.send(Message::text(sockjs::encode_close(code, &reason)))
-                    .await?;
-            }
-            sink.send(Message::Close(Some(CloseFrame {
-                code: ws_code,
-                reason: reason.into(),
-            })))
-            .await
-        };
-        let _ = tokio::join!(
-            tokio::time::timeout(CLOSING_FRAMES_GRACE, frames),
-            drain(taken_back)
-        );
+    if let Some(close) = close {
+        // Boxed: a connection's task is as large as its largest state, and this one is rare.
+        Box::pin(closing(&mut sink, framed, close, taken_back)).await;
     }
     let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
+}
+
+/// Sends the closing frames of a session (a peer that does not read gets a moment for them,
+/// not forever), and meanwhile reads and drops what the peer still sends, so that it is not
+/// stuck writing to us.
+async fn closing(
+    sink: &mut SplitSink<WebSocket, Message>,
+    framed: bool,
+    (code, reason): (u16, String),
+    taken_back: oneshot::Receiver<SplitStream<WebSocket>>,
+) {
+    // SockJS clients take the code from the `c` frame; a peer past its output budget is told
+    // on the websocket too (policy violation).
+    let ws_code = if framed && code != QUEUE_OVERFLOW.0 {
+        1000
+    } else {
+        code.max(1000)
+    };
+    let frames = async {
+        if framed {
+            sink.send(Message::text(sockjs::encode_close(code, &reason)))
+                .await?;
+        }
+        sink.send(Message::Close(Some(CloseFrame {
+            code: ws_code,
+            reason: reason.into(),
+        })))
+        .await
+    };
+    let _ = tokio::join!(
+        tokio::time::timeout(CLOSING_FRAMES_GRACE, frames),
+        drain(taken_back)
+    );
 }
 
 /// How long the closing frames of a session may take to leave (behind what was already being
