@@ -107,8 +107,9 @@ pub struct Limits {
     /// first byte, or from the accept (or the TLS handshake, which has as long) for a new
     /// connection; the connection is closed after it (slowloris).
     pub header_read_timeout: std::time::Duration,
-    /// Time an HTTP keep-alive connection may wait for its next request (60 s); it is closed
-    /// after it. Neither timeout applies while a request is served or to a websocket.
+    /// Time an HTTP keep-alive connection may wait for its next request, and a request body
+    /// may stall (60 s); the connection is closed after it. Neither timeout applies while a
+    /// request is served once its body is in, nor to a websocket.
     pub idle_timeout: std::time::Duration,
     /// Requests of one connection being served at once (1,024); more are answered at once with
     /// a `requestLimitError`.

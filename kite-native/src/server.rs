@@ -28,7 +28,9 @@
 //! duration would bound both the idle wait and a slow header, and a 15 s header budget would
 //! close every keep-alive connection idle for 15 s. The two timeouts here are kept apart the
 //! way Go's `ReadHeaderTimeout` and `IdleTimeout` are: the connection's I/O watches when
-//! requests start and end.
+//! requests start and end, and keeps one tokio timer while the connection speaks HTTP (hyper is
+//! given no timer). A connection that pipelines a whole request and the start of the next in one
+//! go gets the idle timeout, not the header timeout, for the rest of that next header.
 //!
 //! Shutdown is graceful: when the `shutdown` future of [`Server::serve`] completes, the listener
 //! is closed, idle connections are closed, connections serving a request finish it, and
