@@ -470,7 +470,7 @@ impl Kite {
     }
 
     /// What the peers of this kite hold now: HTTP sessions, websockets, and bytes queued for
-    /// peers that have not read them (see [`crate::sockjs::Occupancy`]). Servers of other
+    /// peers that have fallen behind (see [`crate::sockjs::Occupancy`]). Servers of other
     /// SockJS endpoints (a tunnel proxy's) may share it
     /// ([`SockJsServer::with_occupancy`]), to count their peers against the same budgets.
     pub fn occupancy(&self) -> &crate::sockjs::Occupancy {

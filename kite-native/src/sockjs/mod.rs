@@ -52,7 +52,8 @@
 //!   ([`SockJsOptions::max_queued_bytes`]): past it the session is closed with
 //!   [`crate::session::QUEUE_OVERFLOW`] (`c[1008,"Too much output queued: the peer does not
 //!   read"]`; a websocket also gets close code 1008), what was queued is dropped, and the
-//!   runtime's later sends fail with [`crate::session::SessionClosed`].
+//!   runtime's later sends fail with [`crate::session::SessionClosed`]. Meanwhile the bytes
+//!   held for peers that fall behind show in [`Occupancy::backlog_bytes`].
 //! * **Incoming bytes** of an HTTP session: one `xhr_send` / `jsonp_send` body is read and
 //!   delivered at a time per session (concurrent ones wait their turn), and the messages
 //!   waiting for the runtime hold at most [`SockJsOptions::max_message_size`] bytes (a send
