@@ -113,8 +113,12 @@ pub fn outgoing() -> (SessionSender, Outbox) {
     outgoing_within(usize::MAX, None)
 }
 
-/// A new outgoing queue that holds at most `max_bytes` of messages (see the [module
-/// docs](self)), counted in `backlog` while it holds [`BACKLOG_THRESHOLD`] or more.
+/// A new outgoing queue that holds at most `max_bytes` of messages, counted in `backlog` while it
+/// holds [`BACKLOG_THRESHOLD`] or more. A send that would take it past `max_bytes` drops the
+/// queue at once (its memory returned), leaves the writer a close with [`QUEUE_OVERFLOW`]
+/// (see [`Outbox::overflowed`]) and fails with [`SessionClosed`], as does every later send. A
+/// message is always queued when the queue is empty, so one message larger than `max_bytes`
+/// still goes; the budget bounds what waits behind it.
 pub fn outgoing_within(max_bytes: usize, backlog: Option<Backlog>) -> (SessionSender, Outbox) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
@@ -453,7 +457,7 @@ impl Outbox {
         self.shared.lock().items.is_empty()
     }
 
-    /// Resolves once the queue has gone over its budget (see the [module docs](self)): a
+    /// Resolves once the queue has gone over its budget (see [`outgoing_within`]): a
     /// writer busy with a peer that does not read waits for this beside its write, and closes
     /// the session with [`QUEUE_OVERFLOW`] when it comes.
     pub async fn overflowed(&self) {
