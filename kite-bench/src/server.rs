@@ -61,6 +61,11 @@ async fn serve_kite(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut config = Config::default();
     config.disable_authentication = options.token_public_key.is_none();
+    // Every benchmark client comes from 127.0.0.1: one address may use the whole budgets.
+    let limits = &mut config.limits;
+    limits.max_connections_per_ip = limits.max_connections;
+    limits.max_websockets_per_ip = limits.max_websockets;
+    limits.max_sessions_per_ip = limits.max_sessions;
     let kite = bench_kite(config)?;
     if let Some(pem) = options.token_public_key {
         crate::token::install(&kite, &pem)?;

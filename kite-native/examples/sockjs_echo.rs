@@ -68,5 +68,6 @@ async fn main() -> std::io::Result<()> {
         "SockJS echo services on http://{}/echo",
         listener.local_addr()?
     );
-    axum::serve(listener, app).await
+    let options = kite_native::server::ServeOptions::default();
+    kite_native::server::serve(listener, app, options, std::future::pending()).await
 }

@@ -67,7 +67,7 @@ pub struct Config {
     /// The SockJS server's other settings (Go's `Config.SockJS`): which of the other transports
     /// are offered, the streaming response limit, `JSESSIONID` cookies, the iframe page's script.
     /// Its heartbeat, disconnect delay, websocket switch and message limit are taken from the
-    /// fields above.
+    /// fields above, its budgets (sessions, websockets, queued bytes) from [`Config::limits`].
     pub sockjs: crate::sockjs::SockJsOptions,
     /// How long a kite remembers that a Kontrol key is trusted (or not) and that a kite key
     /// was accepted (default 5 minutes, Go's `VerifyTTL`; `KITE_VERIFY_TTL`).
@@ -94,11 +94,15 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Bytes of messages queued for one session that the peer has not taken yet (16 MiB). A
-    /// peer that stops reading while asking for answers is closed past this budget, and what
-    /// was queued for it is dropped.
+    /// peer that stops reading while asking for answers is closed past this budget (SockJS
+    /// `c[1008,...]`, websocket close code 1008: [`crate::session::QUEUE_OVERFLOW`]), what was
+    /// queued for it is dropped, and later sends on the session fail with
+    /// [`crate::session::SessionClosed`]. One message larger than the budget still goes when
+    /// nothing else is queued.
     pub max_queued_bytes: usize,
     /// Sessions of the SockJS HTTP transports (xhr-polling, xhr-streaming, eventsource,
-    /// htmlfile, JSONP) alive at once (16,384); a new one past it is refused with 503.
+    /// htmlfile, JSONP) alive at once (16,384); a new one past it is refused with 503. A
+    /// session counts until it expires (`disconnect_delay` after its last receiver).
     pub max_sessions: usize,
     /// The same, from one remote address (2,048).
     pub max_sessions_per_ip: usize,
@@ -107,15 +111,19 @@ pub struct Limits {
     pub max_websockets: usize,
     /// The same, from one remote address (4,096).
     pub max_websockets_per_ip: usize,
-    /// TCP connections the HTTP server holds at once (16,384); connections past it are closed
-    /// as soon as they are accepted.
+    /// TCP connections the HTTP server holds at once (16,384), websockets included;
+    /// connections past it are closed as soon as they are accepted (a plain-HTTP one after a
+    /// `503` response). See [`crate::server`].
     pub max_connections: usize,
     /// The same, from one remote address (4,096).
     pub max_connections_per_ip: usize,
-    /// Time a client has to send a request's whole header once it starts one (15 s); the
-    /// connection is closed after it (slowloris).
+    /// Time a client has to send a request's whole header once it starts one (15 s): from its
+    /// first byte, or from the accept (or the TLS handshake, which has as long) for a new
+    /// connection; the connection is closed after it (slowloris).
     pub header_read_timeout: std::time::Duration,
-    /// Time an HTTP connection may sit idle between requests (60 s).
+    /// Time an HTTP keep-alive connection may wait for its next request, and a request body
+    /// may stall (60 s); the connection is closed after it. Neither timeout applies while a
+    /// request is served once its body is in, nor to a websocket.
     pub idle_timeout: std::time::Duration,
     /// Requests of one connection being served at once (1,024); more are answered at once with
     /// a `requestLimitError`.

@@ -5,7 +5,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use futures_util::FutureExt;
 use kite_core::dnode::{IntoValue, Value};
@@ -22,6 +21,7 @@ use crate::config::{Config, ConfigError};
 use crate::link::{Dispatch, Link};
 use crate::method::{BoxFuture, DynHandler, FinalFn, Method, MethodHandling, Plan, into_handler};
 use crate::request::Request;
+use crate::server::{ServeOptions, Server};
 use crate::session::Session;
 use crate::sockjs::{SockJsOptions, SockJsServer};
 
@@ -75,6 +75,8 @@ pub(crate) struct KiteInner {
     pub(crate) heartbeat: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Connections to the reverse and tunnel proxies this kite registered with.
     pub(crate) proxies: Mutex<Vec<Client>>,
+    /// What the peers of this kite's SockJS servers hold, against `Config::limits`.
+    occupancy: crate::sockjs::Occupancy,
 }
 
 /// Errors creating or running a kite.
@@ -199,6 +201,7 @@ impl Kite {
             accepted: Mutex::default(),
             heartbeat: Mutex::default(),
             proxies: Mutex::default(),
+            occupancy: crate::sockjs::Occupancy::new(),
         }));
         crate::builtins::register(&kite);
         Ok(kite)
@@ -434,14 +437,24 @@ impl Kite {
     }
 
     /// The HTTP router of this kite: SockJS at `/kite` plus extra routes. Mount it in another
-    /// server to serve the kite there (serve it with connect info for peer addresses).
+    /// server to serve the kite there (serve it with [`crate::server`], or with connect info
+    /// [`crate::sockjs::PeerAddr`], for peer addresses and the per-address budgets).
+    ///
+    /// Its SockJS server takes the session, websocket and queue budgets of `Config::limits`,
+    /// counted in [`Kite::occupancy`] (shared by every router of this kite).
     pub fn router(&self) -> axum::Router {
         let inner = Arc::downgrade(&self.0);
+        let limits = &self.0.config.limits;
         let options = SockJsOptions {
             heartbeat_delay: self.0.config.heartbeat_delay,
             disconnect_delay: self.0.config.disconnect_delay,
             max_message_size: self.0.config.max_message_size,
             websocket: self.0.config.websocket,
+            max_queued_bytes: limits.max_queued_bytes,
+            max_sessions: limits.max_sessions,
+            max_sessions_per_ip: limits.max_sessions_per_ip,
+            max_websockets: limits.max_websockets,
+            max_websockets_per_ip: limits.max_websockets_per_ip,
             ..self.0.config.sockjs.clone()
         };
         let on_session = move |session: Session| {
@@ -450,9 +463,18 @@ impl Kite {
             }
         };
         // Go serves the SockJS welcome at both `/kite` and `/kite/`.
+        let server = SockJsServer::with_occupancy(options, self.0.occupancy.clone(), on_session);
         lock(&self.0.routes)
             .clone()
-            .merge(SockJsServer::new(options, on_session).router_at("/kite"))
+            .merge(server.router_at("/kite"))
+    }
+
+    /// What the peers of this kite hold now: HTTP sessions, websockets, and bytes queued for
+    /// peers that have fallen behind (see [`crate::sockjs::Occupancy`]). Servers of other
+    /// SockJS endpoints (a tunnel proxy's) may share it
+    /// ([`SockJsServer::with_occupancy`]), to count their peers against the same budgets.
+    pub fn occupancy(&self) -> &crate::sockjs::Occupancy {
+        &self.0.occupancy
     }
 
     pub(crate) fn accept(&self, session: Session) {
@@ -477,41 +499,28 @@ impl Kite {
         self.serve(listener).await
     }
 
-    /// Serves on an already bound listener until [`Kite::close`].
+    /// Serves on an already bound listener until [`Kite::close`], with [`crate::server`]: the
+    /// connection budgets and timeouts of `Config::limits`, TLS when `Config::tls` is set.
+    /// Long-lived connections get about 2 s after [`Kite::close`] before this returns.
     pub async fn serve(&self, listener: TcpListener) -> Result<(), Error> {
         let addr = listener.local_addr()?;
         let router = self.router();
-        let scheme = if self.0.config.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        let shutdown = self.0.shutdown.clone();
-        // Long-lived connections do not hold shutdown up for more than a moment.
-        let grace = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        };
-        let make = router.into_make_service_with_connect_info::<crate::sockjs::PeerAddr>();
-        match &self.0.config.tls {
+        let mut options = ServeOptions::from_limits(&self.0.config.limits);
+        let scheme = match &self.0.config.tls {
             Some(tls) => {
-                let listener =
-                    crate::tls::TlsListener::new(listener, crate::tls::server_config(tls)?)?;
-                let _ = self.0.local_addr.send_replace(Some(addr));
-                info!(kite = %self.0.identity, %addr, "serving at {scheme}://{addr}/kite");
-                let server = axum::serve(listener, make)
-                    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-                tokio::select! { r = server => r?, () = grace => {} }
+                options = options.with_tls(crate::tls::server_config(tls)?);
+                "https"
             }
-            None => {
-                let _ = self.0.local_addr.send_replace(Some(addr));
-                info!(kite = %self.0.identity, %addr, "serving at {scheme}://{addr}/kite");
-                let server = axum::serve(crate::sockjs::NoDelayListener(listener), make)
-                    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-                tokio::select! { r = server => r?, () = grace => {} }
-            }
-        }
+            None => "http",
+        };
+        let server = Server::new(router, options);
+        let _ = self.0.local_addr.send_replace(Some(addr));
+        info!(kite = %self.0.identity, %addr, "serving at {scheme}://{addr}/kite");
+        let served = server
+            .serve(listener, self.0.shutdown.clone().cancelled_owned())
+            .await;
         let _ = self.0.local_addr.send_replace(None);
+        served?;
         Ok(())
     }
 

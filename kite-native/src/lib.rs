@@ -30,8 +30,9 @@
 //! ```
 //!
 //! Layers: [`session`] is the transport-independent message session; [`sockjs`] serves SockJS
-//! (websocket, raw websocket, xhr-polling, xhr-streaming); [`transport`] dials them; [`Kite`],
-//! [`Client`] and [`Request`] are the runtime; protocol logic comes from [`kite_core`].
+//! (websocket, raw websocket, xhr-polling, xhr-streaming); [`server`] is the HTTP serve loop
+//! with its connection budgets and timeouts; [`transport`] dials them; [`Kite`], [`Client`] and
+//! [`Request`] are the runtime; protocol logic comes from [`kite_core`].
 
 pub use kite_core as core;
 pub use kite_core::{
@@ -49,8 +50,10 @@ mod link;
 pub mod method;
 mod proxy;
 mod request;
+pub mod server;
 pub mod session;
 pub mod sockjs;
+mod tally;
 mod terminal;
 pub mod tls;
 pub mod transport;

@@ -63,8 +63,11 @@ pub fn client_config(extra_roots: &[String]) -> io::Result<ClientConfig> {
         .with_no_client_auth())
 }
 
-/// A TLS listener for `axum::serve` (see [`TlsListener::new`]). Handshakes run in their own tasks (at most 10 s each), so
-/// a slow or hostile client never holds up accepting others.
+/// A TLS listener for `axum::serve` (see [`TlsListener::new`]). Handshakes run in their own
+/// tasks (at most 10 s each), so a slow or hostile client never holds up accepting others.
+///
+/// It has no connection budget and `axum::serve` no header timeout: kites serve TLS with
+/// [`crate::server`] ([`crate::server::ServeOptions::with_tls`]), which has both.
 pub struct TlsListener {
     addr: SocketAddr,
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,

@@ -25,6 +25,14 @@
 //! registered kite does not answer, `403` for a refused origin, each with a one-line
 //! `text/plain` body saying so.
 //!
+//! Budgets: the public side is served by [`kite_native::server`] with the connection budgets
+//! and timeouts of the kite's `Config::limits` (a plain connection past them gets `503`). Nothing is
+//! buffered per connection beyond one message: a websocket is piped a message at a time, each
+//! written (and flushed) before the next is read, and plain bodies are streamed with hyper's
+//! back-pressure, so a client that does not read stops the backend's side instead of growing the
+//! proxy. Every backend kite sees all proxied peers coming from the proxy's address: raise its
+//! per-address budgets (`Config::limits`) accordingly.
+//!
 //! # Origins
 //!
 //! Go's proxy accepts every `Origin`. Here a proxied request (websocket or not: a page refused

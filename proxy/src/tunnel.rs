@@ -30,6 +30,13 @@
 //! * A public session the kite opens no tunnel for is closed with `c[4001,"tunnel: ..."]`
 //!   saying why; one whose kite leaves the proxy with [`KITE_LEFT`].
 //! * A kite ID registered by one user cannot be taken over by another.
+//!
+//! Budgets: every SockJS endpoint of the proxy (its kite's `/kite`, the public endpoints, the
+//! tunnels) counts its sessions and websockets in the kite's [`Kite::occupancy`], against the
+//! kite's `Config::limits`, so a remote address has one budget across them all. The relay holds
+//! no buffer of its own: what it moves waits in the other side's queue, which closes that side
+//! (`c[1008,...]`) past `max_queued_bytes` when its peer does not read, and the relay then ends
+//! the other side too.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -44,7 +51,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use kite_native::auth::KeyPair;
 use kite_native::core::sockjs::GO_AWAY;
 use kite_native::session::{Session, SessionReceiver, SessionSender};
-use kite_native::sockjs::{PeerAddr, SockJsOptions, SockJsServer};
+use kite_native::sockjs::{Occupancy, PeerAddr, SockJsOptions, SockJsServer};
 use kite_native::{Client, Config, ErrorKind, Kite, KiteError, Request};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
@@ -147,6 +154,11 @@ struct Inner {
     options: TunnelProxyOptions,
     /// The SockJS heartbeat and disconnect delays (the kite's configuration).
     delays: (Duration, Duration),
+    /// The budgets of the kite's configuration, for every SockJS endpoint of the proxy.
+    limits: kite_native::Limits,
+    /// Where the peers of every SockJS endpoint of the proxy are counted: its kite's, so that
+    /// a remote address has one budget across the kite, the public endpoints and the tunnels.
+    occupancy: Occupancy,
     scheme_secure: bool,
     /// The port the kite listens on, for a default public host.
     port: Mutex<Option<u16>>,
@@ -258,6 +270,8 @@ impl TunnelProxy {
         let inner = Arc::new(Inner {
             options,
             delays,
+            limits: kite.config().limits.clone(),
+            occupancy: kite.occupancy().clone(),
             scheme_secure,
             port: Mutex::default(),
             encoding,
@@ -499,14 +513,16 @@ impl Inner {
         let inner = Arc::downgrade(self);
         Arc::new_cyclic(|me: &Weak<PrivateKite>| {
             let me = me.clone();
-            let server = SockJsServer::new(options, move |session: Session| {
-                match (inner.upgrade(), me.upgrade()) {
+            let server = SockJsServer::with_occupancy(
+                options,
+                self.occupancy.clone(),
+                move |session: Session| match (inner.upgrade(), me.upgrade()) {
                     (Some(inner), Some(kite)) => {
                         tokio::spawn(serve_public(inner, kite, session));
                     }
                     _ => session.tx.close(KITE_LEFT.0, KITE_LEFT.1),
-                }
-            });
+                },
+            );
             PrivateKite {
                 id: id.to_owned(),
                 username: username.to_owned(),
@@ -521,13 +537,19 @@ impl Inner {
     }
 
     /// SockJS options of the public endpoints (`public`: every transport) or of a tunnel
-    /// (websocket only).
+    /// (websocket only), with the budgets of the kite's `Config::limits`.
     fn sockjs_options(&self, public: bool) -> SockJsOptions {
         let base = SockJsOptions::default();
+        let limits = &self.limits;
         let mut o = SockJsOptions {
             heartbeat_delay: self.delays.0,
             disconnect_delay: self.delays.1,
             max_message_size: self.options.message_limit,
+            max_queued_bytes: limits.max_queued_bytes,
+            max_sessions: limits.max_sessions,
+            max_sessions_per_ip: limits.max_sessions_per_ip,
+            max_websockets: limits.max_websockets,
+            max_websockets_per_ip: limits.max_websockets_per_ip,
             ..base
         };
         if !public {
@@ -644,8 +666,9 @@ async fn tunnel_endpoint(inner: Weak<Inner>, req: HttpRequest) -> Response {
         );
     };
     let slot = Mutex::new(Some(waiting));
-    let server = SockJsServer::new(
+    let server = SockJsServer::with_occupancy(
         inner.sockjs_options(false),
+        inner.occupancy.clone(),
         move |session: Session| match lock(&slot).take() {
             Some(waiting) => {
                 if let Err(session) = waiting.send(session) {

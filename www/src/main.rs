@@ -108,11 +108,12 @@ async fn main() -> Result<(), BoxError> {
         );
     }
     println!("Open {page} in a browser. Ctrl-C stops everything.");
-    axum::serve(listener, site.router())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    // The kites' serve loop, with their default budgets and timeouts.
+    let options = kite_native::server::ServeOptions::default();
+    kite_native::server::serve(listener, site.router(), options, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     for kite in running {
         kite.close();
     }

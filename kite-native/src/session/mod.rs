@@ -15,14 +15,18 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::Arc;
+
 use futures_util::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 mod outgoing;
 
+pub(crate) use outgoing::Reported;
+
 pub use outgoing::{
-    BATCH_BUDGET, Batch, Outbox, Outgoing, SessionClosed, SessionSender, Text, outgoing,
-    write_frame_items,
+    BACKLOG_THRESHOLD, BATCH_BUDGET, Backlog, Batch, Outbox, Outgoing, QUEUE_OVERFLOW,
+    SessionClosed, SessionSender, Text, outgoing, outgoing_within, write_frame_items,
 };
 
 /// Which transport carries a session.
@@ -84,13 +88,15 @@ pub struct SessionReceiver {
 
 enum Receiver {
     Channel(mpsc::Receiver<String>),
+    /// Each message holds its share of the session's incoming budget until taken.
+    Budgeted(Budgeted),
     Stream(Pin<Box<dyn Stream<Item = String> + Send>>),
 }
 
 impl fmt::Debug for SessionReceiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self.inner {
-            Receiver::Channel(_) => "SessionReceiver(channel)",
+            Receiver::Channel(_) | Receiver::Budgeted(_) => "SessionReceiver(channel)",
             Receiver::Stream(_) => "SessionReceiver(stream)",
         })
     }
@@ -121,6 +127,10 @@ impl SessionReceiver {
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<String>> {
         match &mut self.inner {
             Receiver::Channel(rx) => rx.poll_recv(cx),
+            Receiver::Budgeted(b) => {
+                b.rx.poll_recv(cx)
+                    .map(|m| m.inspect(|m| b.room.add_permits(cost(m, b.max) as usize)))
+            }
             Receiver::Stream(s) => s.as_mut().poll_next(cx),
         }
     }
@@ -170,6 +180,88 @@ pub fn channel(info: SessionInfo) -> (Session, mpsc::Sender<String>, Outbox) {
     )
 }
 
+/// Bytes a message is charged in an [`IncomingSender`]'s budget besides its text: what holding
+/// it costs, so that many empty messages cannot hold more memory than the budget says.
+const MESSAGE_OVERHEAD: usize = 64;
+
+/// What `m` is charged in a budget of `max` bytes (at most the whole budget).
+fn cost(m: &str, max: usize) -> u32 {
+    let cost = m.len().saturating_add(MESSAGE_OVERHEAD).min(max);
+    u32::try_from(cost).unwrap_or(u32::MAX)
+}
+
+/// The runtime's side of a budgeted channel: taking a message gives its share of the budget
+/// back; dropping it closes the budget, so that a transport waiting for room learns the
+/// runtime is gone.
+struct Budgeted {
+    rx: mpsc::UnboundedReceiver<String>,
+    room: Arc<Semaphore>,
+    max: usize,
+}
+
+impl Drop for Budgeted {
+    fn drop(&mut self) {
+        self.room.close();
+    }
+}
+
+/// The transport's side of a session's incoming messages, holding at most a budget of bytes of
+/// messages that the runtime has not taken yet (see [`channel_within`]). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct IncomingSender {
+    tx: mpsc::UnboundedSender<String>,
+    room: Arc<Semaphore>,
+    max: usize,
+}
+
+impl IncomingSender {
+    /// Hands `msgs` to the runtime in order, waiting while they would not fit in the budget
+    /// (a message larger than the whole budget waits for the queue to be empty). `false` when
+    /// the runtime has dropped the session.
+    pub async fn deliver(&self, msgs: Vec<String>) -> bool {
+        for m in msgs {
+            if self.tx.is_closed() {
+                return false;
+            }
+            match self.room.acquire_many(cost(&m, self.max)).await {
+                // Given back when the runtime takes the message.
+                Ok(permit) => permit.forget(),
+                Err(_) => return false,
+            }
+            if self.tx.send(m).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Like [`channel`], but the incoming messages waiting for the runtime hold at most
+/// `max_bytes` (each charged its length plus a small overhead), whatever their number: the
+/// transport's [`IncomingSender::deliver`] waits for room, which pushes back on the peer. The
+/// SockJS server's HTTP sessions use it.
+pub fn channel_within(info: SessionInfo, max_bytes: usize) -> (Session, IncomingSender, Outbox) {
+    let max = max_bytes.clamp(MESSAGE_OVERHEAD, u32::MAX as usize);
+    let room = Arc::new(Semaphore::new(max));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (out, outbox) = outgoing();
+    (
+        Session {
+            rx: SessionReceiver {
+                inner: Receiver::Budgeted(Budgeted {
+                    rx,
+                    room: room.clone(),
+                    max,
+                }),
+            },
+            tx: out,
+            info,
+        },
+        IncomingSender { tx, room, max },
+        outbox,
+    )
+}
+
 /// For channel transports: hands `msgs` to the runtime in order, waiting while its queue is
 /// full. `false` when the runtime has dropped the session.
 pub async fn deliver(tx: &mpsc::Sender<String>, msgs: Vec<String>) -> bool {
@@ -196,5 +288,43 @@ mod tests {
         assert_eq!(rx.recv().await.as_deref(), Some("only"));
         assert_eq!(rx.recv().await, None);
         assert_eq!(rx.recv().await, None);
+    }
+
+    fn info() -> SessionInfo {
+        SessionInfo {
+            transport: TransportKind::XhrPolling,
+            remote_addr: None,
+            id: "test".into(),
+        }
+    }
+
+    /// What waits for the runtime holds at most the budget: a send waits for room (the clock is
+    /// paused, so "still waiting" is certain, not a guess).
+    #[tokio::test(start_paused = true)]
+    async fn incoming_messages_wait_within_their_byte_budget() {
+        let wait = std::time::Duration::from_secs(60);
+        let (mut session, tx, _out) = channel_within(info(), 1000);
+        assert!(tx.deliver(vec!["a".repeat(500)]).await);
+        let mut second = Box::pin(tx.deliver(vec!["b".repeat(500)]));
+        assert!(
+            tokio::time::timeout(wait, &mut second).await.is_err(),
+            "no room for a second one yet"
+        );
+        assert_eq!(session.rx.recv().await.map(|m| m.len()), Some(500));
+        assert!(second.await, "room once the first was taken");
+
+        // Larger than the whole budget: it waits for the queue to be empty, then goes.
+        let mut huge = Box::pin(tx.deliver(vec!["c".repeat(5000)]));
+        assert!(tokio::time::timeout(wait, &mut huge).await.is_err());
+        assert_eq!(session.rx.recv().await.map(|m| m.len()), Some(500));
+        assert!(huge.await);
+        assert_eq!(session.rx.recv().await.map(|m| m.len()), Some(5000));
+
+        // Many empty messages are charged too.
+        let mut empties = Box::pin(tx.deliver(vec![String::new(); 100]));
+        assert!(tokio::time::timeout(wait, &mut empties).await.is_err());
+        drop(session);
+        assert!(!empties.await, "the runtime is gone");
+        assert!(!tx.deliver(vec!["late".into()]).await);
     }
 }

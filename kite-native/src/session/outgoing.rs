@@ -4,9 +4,17 @@
 //! The queue is a mutex around a `VecDeque` and the writer's waker. It allocates nothing until
 //! a message is queued, which matters for servers holding many idle connections (an unbounded
 //! tokio channel reserves a block of 32 slots per connection up front).
+//!
+//! A server's queues have a budget ([`outgoing_within`]): the bytes of the messages queued and not
+//! yet taken by the writer. A peer that asks for answers and does not read them makes the queue
+//! grow; past the budget the queue is dropped at once (its memory returned), the writer is told
+//! to close the session with [`QUEUE_OVERFLOW`], and every later send fails with
+//! [`SessionClosed`]. A message is always queued when the queue is empty, so one message larger
+//! than the budget still goes; the budget bounds what waits behind it.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
@@ -24,10 +32,29 @@ pub enum Outgoing {
     Close(u16, String),
 }
 
+impl Outgoing {
+    /// Bytes it holds, as counted against a queue's budget.
+    pub fn len(&self) -> usize {
+        match self {
+            Outgoing::Message(s) | Outgoing::Quoted(s) => s.len(),
+            Outgoing::Close(..) => 0,
+        }
+    }
+
+    /// Whether it holds no bytes (a close, or an empty message).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The error returned when sending on a session that has ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("session is closed")]
 pub struct SessionClosed;
+
+/// The close of a session whose peer let more than its budget of output queue up without
+/// reading it: SockJS `c[1008,"..."]`, and websocket close code 1008 (policy violation).
+pub const QUEUE_OVERFLOW: (u16, &str) = (1008, "Too much output queued: the peer does not read");
 
 struct Shared {
     state: Mutex<State>,
@@ -37,10 +64,20 @@ struct State {
     items: VecDeque<Outgoing>,
     /// The writer, waiting for an item.
     writer: Option<Waker>,
+    /// The writer, waiting in [`Outbox::overflowed`].
+    overflow_waiter: Option<Waker>,
     /// Tasks waiting in [`SessionSender::closed`].
     closed_waiters: Vec<Waker>,
     senders: usize,
     writer_gone: bool,
+    /// Bytes of the messages in `items`.
+    queued: usize,
+    /// Past this many bytes queued the session is closed.
+    budget: usize,
+    /// The budget was exceeded: the queue was dropped, senders are refused.
+    overflowed: bool,
+    /// What the queue counts for in its server's [`Backlog`].
+    backlog: Reported,
 }
 
 impl Shared {
@@ -49,15 +86,52 @@ impl Shared {
     }
 }
 
-/// A new outgoing queue: the sender for the runtime, the outbox for the transport's writer.
+impl State {
+    /// The next item, no longer counted as queued.
+    fn pop(&mut self) -> Option<Outgoing> {
+        let item = self.items.pop_front()?;
+        self.queued -= item.len();
+        self.backlog.update(self.queued);
+        Some(item)
+    }
+
+    /// Drops everything queued; returns the items (to free outside the lock).
+    fn clear(&mut self) -> VecDeque<Outgoing> {
+        self.queued = 0;
+        self.backlog.update(0);
+        std::mem::take(&mut self.items)
+    }
+
+    fn refuses(&self) -> bool {
+        self.writer_gone || self.overflowed
+    }
+}
+
+/// A new outgoing queue without a budget: the sender for the runtime, the outbox for the
+/// transport's writer. Clients use it: the peer is a server they chose to dial.
 pub fn outgoing() -> (SessionSender, Outbox) {
+    outgoing_within(usize::MAX, None)
+}
+
+/// A new outgoing queue that holds at most `max_bytes` of messages, counted in `backlog` while it
+/// holds [`BACKLOG_THRESHOLD`] or more. A send that would take it past `max_bytes` drops the
+/// queue at once (its memory returned), leaves the writer a close with [`QUEUE_OVERFLOW`]
+/// (see [`Outbox::overflowed`]) and fails with [`SessionClosed`], as does every later send. A
+/// message is always queued when the queue is empty, so one message larger than `max_bytes`
+/// still goes; the budget bounds what waits behind it.
+pub fn outgoing_within(max_bytes: usize, backlog: Option<Backlog>) -> (SessionSender, Outbox) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
             writer: None,
+            overflow_waiter: None,
             closed_waiters: Vec::new(),
             senders: 1,
             writer_gone: false,
+            queued: 0,
+            budget: max_bytes,
+            overflowed: false,
+            backlog: Reported::new(backlog),
         }),
     });
     (
@@ -112,16 +186,48 @@ impl Drop for SessionSender {
 impl SessionSender {
     fn push(&self, item: Outgoing) -> Result<(), SessionClosed> {
         let mut state = self.shared.lock();
-        if state.writer_gone {
+        if state.refuses() {
             return Err(SessionClosed);
         }
+        let len = item.len();
+        if state.queued > 0 && state.queued.saturating_add(len) > state.budget {
+            return self.overflow(state);
+        }
         state.items.push_back(item);
+        state.queued += len;
+        let queued = state.queued;
+        state.backlog.update(queued);
         let writer = state.writer.take();
         drop(state);
         if let Some(w) = writer {
             w.wake();
         }
         Ok(())
+    }
+
+    /// The budget is exceeded: drops the queue, leaves the writer the close, refuses senders.
+    fn overflow(&self, mut state: MutexGuard<'_, State>) -> Result<(), SessionClosed> {
+        let bytes = state.queued;
+        let dropped = state.clear();
+        state.overflowed = true;
+        let (code, reason) = QUEUE_OVERFLOW;
+        state
+            .items
+            .push_back(Outgoing::Close(code, reason.to_owned()));
+        let wake: Vec<Waker> = state
+            .writer
+            .take()
+            .into_iter()
+            .chain(state.overflow_waiter.take())
+            .chain(std::mem::take(&mut state.closed_waiters))
+            .collect();
+        drop(state);
+        drop(dropped);
+        tracing::debug!(bytes, "session closed: output over its budget");
+        for w in wake {
+            w.wake();
+        }
+        Err(SessionClosed)
     }
 
     /// Queues one message for the peer.
@@ -139,16 +245,22 @@ impl SessionSender {
         let _ = self.push(Outgoing::Close(code, reason.into()));
     }
 
-    /// Whether the transport's writer is gone.
+    /// Whether the session is closed for senders: the transport's writer is gone, or the
+    /// queue went over its budget.
     pub fn is_closed(&self) -> bool {
-        self.shared.lock().writer_gone
+        self.shared.lock().refuses()
     }
 
-    /// Resolves when the transport's writer is gone.
+    /// Bytes queued now and not yet taken by the writer.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.lock().queued
+    }
+
+    /// Resolves when the session is closed for senders (see [`SessionSender::is_closed`]).
     pub async fn closed(&self) {
         poll_fn(|cx| {
             let mut state = self.shared.lock();
-            if state.writer_gone {
+            if state.refuses() {
                 return Poll::Ready(());
             }
             if !state.closed_waiters.iter().any(|w| w.will_wake(cx.waker())) {
@@ -157,6 +269,72 @@ impl SessionSender {
             Poll::Pending
         })
         .await
+    }
+}
+
+/// Bytes queued for one session at or over which it counts in its server's [`Backlog`]
+/// (64 KiB): below it, the session's queue is not counted, so that the count costs nothing on the
+/// send path of sessions that keep up.
+pub const BACKLOG_THRESHOLD: usize = 64 << 10;
+
+/// The bytes queued for the sessions of a server that have fallen behind: those holding
+/// [`BACKLOG_THRESHOLD`] or more (each counted whole). A peer that does not read shows here
+/// until its session is closed past its budget; every session keeping up counts 0. Cloning
+/// shares the count.
+#[derive(Debug, Clone, Default)]
+pub struct Backlog(Arc<AtomicUsize>);
+
+impl Backlog {
+    /// A count of nothing.
+    pub fn new() -> Self {
+        Backlog::default()
+    }
+
+    /// Bytes queued now for the sessions that have fallen behind.
+    pub fn bytes(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What one queue counts for in a [`Backlog`].
+#[derive(Debug, Default)]
+pub(crate) struct Reported {
+    backlog: Option<Backlog>,
+    counted: usize,
+}
+
+impl Reported {
+    pub(crate) fn new(backlog: Option<Backlog>) -> Self {
+        Reported {
+            backlog,
+            counted: 0,
+        }
+    }
+
+    /// The queue holds `queued` bytes now.
+    pub(crate) fn update(&mut self, queued: usize) {
+        let now = if queued >= BACKLOG_THRESHOLD {
+            queued
+        } else {
+            0
+        };
+        if now == self.counted {
+            return;
+        }
+        if let Some(b) = &self.backlog {
+            if now > self.counted {
+                b.0.fetch_add(now - self.counted, Ordering::Relaxed);
+            } else {
+                b.0.fetch_sub(self.counted - now, Ordering::Relaxed);
+            }
+        }
+        self.counted = now;
+    }
+}
+
+impl Drop for Reported {
+    fn drop(&mut self) {
+        self.update(0);
     }
 }
 
@@ -242,9 +420,10 @@ impl Drop for Outbox {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.writer_gone = true;
-        state.items.clear();
+        let dropped = state.clear();
         let waiters = std::mem::take(&mut state.closed_waiters);
         drop(state);
+        drop(dropped);
         for w in waiters {
             w.wake();
         }
@@ -259,7 +438,7 @@ impl Outbox {
         }
         poll_fn(|cx| {
             let mut state = self.shared.lock();
-            if let Some(item) = state.items.pop_front() {
+            if let Some(item) = state.pop() {
                 return Poll::Ready(Some(item));
             }
             if state.senders == 0 {
@@ -276,6 +455,29 @@ impl Outbox {
 
     fn queue_is_empty(&self) -> bool {
         self.shared.lock().items.is_empty()
+    }
+
+    /// Resolves once the queue has gone over its budget (see [`outgoing_within`]): a
+    /// writer busy with a peer that does not read waits for this beside its write, and closes
+    /// the session with [`QUEUE_OVERFLOW`] when it comes.
+    pub async fn overflowed(&self) {
+        poll_fn(|cx| {
+            let mut state = self.shared.lock();
+            if state.overflowed {
+                return Poll::Ready(());
+            }
+            match &state.overflow_waiter {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => state.overflow_waiter = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Whether the queue has gone over its budget.
+    pub fn is_overflowed(&self) -> bool {
+        self.shared.lock().overflowed
     }
 
     /// Waits for output, then takes everything queued up to the budget. `None` when every
@@ -299,7 +501,7 @@ impl Outbox {
     pub fn try_batch(&mut self) -> Option<Batch> {
         let first = match self.carry.take() {
             Some(item) => item,
-            None => self.shared.lock().items.pop_front()?,
+            None => self.shared.lock().pop()?,
         };
         Some(self.batch_from(first))
     }
@@ -343,7 +545,7 @@ impl Outbox {
             }
             size += text.len();
             batch.messages.push(text);
-            next = state.items.pop_front();
+            next = state.pop();
         }
         batch
     }
@@ -446,5 +648,55 @@ mod tests {
         waiting.await.unwrap();
         assert!(tx.is_closed());
         assert_eq!(tx.send("late".into()), Err(SessionClosed));
+    }
+
+    #[tokio::test]
+    async fn past_its_budget_the_queue_is_dropped_and_senders_refused() {
+        let (tx, mut out) = outgoing_within(10, None);
+        tx.send("12345".into()).unwrap();
+        tx.send_quoted("\"123\"".into()).unwrap();
+        assert_eq!(tx.queued_bytes(), 10);
+        let b = out.next_batch().await.unwrap();
+        assert_eq!(b.messages.len(), 2);
+        assert_eq!(tx.queued_bytes(), 0);
+
+        // A message larger than the budget still goes into an empty queue.
+        tx.send("x".repeat(50)).unwrap();
+        assert!(!out.is_overflowed());
+        assert_eq!(tx.send("y".into()), Err(SessionClosed));
+        assert!(out.is_overflowed() && tx.is_closed());
+        assert_eq!(tx.queued_bytes(), 0, "the queue was dropped");
+        out.overflowed().await;
+        tx.closed().await;
+        let b = out.next_batch().await.unwrap();
+        assert!(b.messages.is_empty(), "the queue was dropped");
+        let (code, reason) = QUEUE_OVERFLOW;
+        assert_eq!(b.close, Some((code, reason.to_owned())));
+        assert_eq!(tx.send("late".into()), Err(SessionClosed));
+    }
+
+    #[tokio::test]
+    async fn queues_behind_by_the_threshold_count_in_the_backlog() {
+        let backlog = Backlog::new();
+        let (tx, mut out) = outgoing_within(1 << 20, Some(backlog.clone()));
+        let (tx2, out2) = outgoing_within(1 << 20, Some(backlog.clone()));
+        let half = "x".repeat(BACKLOG_THRESHOLD / 2);
+        tx.send(half.clone()).unwrap();
+        assert_eq!(backlog.bytes(), 0, "keeping up");
+        tx.send(half.clone()).unwrap();
+        tx.send("y".into()).unwrap();
+        assert_eq!(backlog.bytes(), BACKLOG_THRESHOLD + 1);
+        tx2.send("z".repeat(BACKLOG_THRESHOLD)).unwrap();
+        assert_eq!(backlog.bytes(), 2 * BACKLOG_THRESHOLD + 1);
+        let _ = out.recv().await;
+        assert_eq!(
+            backlog.bytes(),
+            BACKLOG_THRESHOLD,
+            "back under the threshold"
+        );
+        drop(out2);
+        assert_eq!(backlog.bytes(), 0, "a dropped queue counts no more");
+        assert_eq!(tx2.send("late".into()), Err(SessionClosed));
+        drop((tx, tx2));
     }
 }

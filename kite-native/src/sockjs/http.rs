@@ -233,8 +233,9 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RemoteAddr {
     }
 }
 
-/// The peer address of a connection, as connect info for plain and TLS listeners alike
-/// (`router.into_make_service_with_connect_info::<PeerAddr>()`).
+/// The peer address of a connection, as connect info for plain and TLS listeners alike:
+/// [`crate::server`] gives it to every request, and so does `axum::serve` with
+/// `router.into_make_service_with_connect_info::<PeerAddr>()`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub std::net::SocketAddr);
 
@@ -257,7 +258,8 @@ impl
 }
 
 /// A TCP listener whose connections have Nagle's algorithm off (calls are small messages that
-/// must leave at once), for `axum::serve`.
+/// must leave at once), for `axum::serve`. [`crate::server`] does the same, with connection
+/// budgets and timeouts `axum::serve` lacks.
 #[derive(Debug)]
 pub struct NoDelayListener(pub tokio::net::TcpListener);
 

@@ -19,7 +19,11 @@
 //! let server = SockJsServer::new(SockJsOptions::default(), echo);
 //! let app = server.router_at("/echo");
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8081").await.unwrap();
-//! axum::serve(listener, app).await.unwrap();
+//! // kite_native::server gives the SockJS server the peers' addresses it budgets by.
+//! let options = kite_native::server::ServeOptions::default();
+//! kite_native::server::serve(listener, app, options, std::future::pending())
+//!     .await
+//!     .unwrap();
 //! # }
 //! ```
 //!
@@ -30,13 +34,41 @@
 //! gets `c[2010,"Another connection still open"]`); a session with no receiver for
 //! [`SockJsOptions::disconnect_delay`] ends; a receiving request cut off by the network ends its
 //! session with `c[1002,"Connection interrupted"]`.
+//!
+//! # Budgets
+//!
+//! Every resource a peer can make the server hold has a budget in [`SockJsOptions`]; the counts
+//! are an [`Occupancy`] (shareable between servers):
+//!
+//! * **Sessions** of the HTTP transports, in total and per remote address
+//!   ([`SockJsOptions::max_sessions`], [`SockJsOptions::max_sessions_per_ip`]), and
+//!   **websockets**, SockJS and raw, likewise ([`SockJsOptions::max_websockets`],
+//!   [`SockJsOptions::max_websockets_per_ip`]). A request that would open one more past a budget
+//!   is answered `503 Service Unavailable` (`Too many sessions.` / `Too many websockets.`) and
+//!   nothing is set up for it. A session's place is given back when it expires, a websocket's
+//!   when it closes. Remote addresses come from the connect info of the server serving the
+//!   router ([`crate::server`] provides it); without it only the totals apply.
+//! * **Bytes queued** for one session and not yet taken by its peer
+//!   ([`SockJsOptions::max_queued_bytes`]): past it the session is closed with
+//!   [`crate::session::QUEUE_OVERFLOW`] (`c[1008,"Too much output queued: the peer does not
+//!   read"]`; a websocket also gets close code 1008), what was queued is dropped, and the
+//!   runtime's later sends fail with [`crate::session::SessionClosed`]. Meanwhile the bytes
+//!   held for peers that fall behind show in [`Occupancy::backlog_bytes`].
+//! * **Incoming bytes** of an HTTP session: one `xhr_send` / `jsonp_send` body is read and
+//!   delivered at a time per session (concurrent ones wait their turn), and the messages
+//!   waiting for the runtime hold at most [`SockJsOptions::max_message_size`] bytes (a send
+//!   waits for room, which pushes back on the peer; see
+//!   [`crate::session::channel_within`]). A websocket is read only as fast as the runtime takes
+//!   its messages.
 
+mod budget;
 mod http;
 mod receive;
 mod send;
 mod session;
 mod websocket;
 
+pub use budget::Occupancy;
 pub use http::{NoDelayListener, PeerAddr};
 
 use std::collections::HashMap;
@@ -89,12 +121,29 @@ pub struct SockJsOptions {
     /// tungstenite's default of 128 KiB would also be zeroed on every read. Larger buffers
     /// take fewer system calls for large messages and batches.
     pub read_buffer_size: usize,
+    /// Bytes of messages queued for one session that its peer has not taken yet (16 MiB); past
+    /// it the session is closed with [`crate::session::QUEUE_OVERFLOW`] and the queue dropped
+    /// (see the [module docs](self#budgets)). One message larger than this still goes when
+    /// nothing else is queued.
+    pub max_queued_bytes: usize,
+    /// Sessions of the HTTP transports alive at once (16,384); a new one past it is refused
+    /// with 503.
+    pub max_sessions: usize,
+    /// Sessions of the HTTP transports from one remote address (2,048); a new one past it is
+    /// refused with 503.
+    pub max_sessions_per_ip: usize,
+    /// Websockets (SockJS and raw) open at once (16,384); an upgrade past it is refused with
+    /// 503.
+    pub max_websockets: usize,
+    /// Websockets from one remote address (4,096); an upgrade past it is refused with 503.
+    pub max_websockets_per_ip: usize,
 }
 
 impl Default for SockJsOptions {
     /// Go kite's settings: heartbeats and disconnect delay 10 s, 128 KiB responses, every
-    /// transport on, no cookie.
+    /// transport on, no cookie; the budgets of [`crate::Limits::default`].
     fn default() -> Self {
+        let limits = crate::Limits::default();
         SockJsOptions {
             heartbeat_delay: Duration::from_secs(10),
             disconnect_delay: Duration::from_secs(10),
@@ -110,6 +159,11 @@ impl Default for SockJsOptions {
             cookie_needed: false,
             sockjs_url: kite_core::sockjs::DEFAULT_SOCKJS_URL.to_owned(),
             read_buffer_size: 8 * 1024,
+            max_queued_bytes: limits.max_queued_bytes,
+            max_sessions: limits.max_sessions,
+            max_sessions_per_ip: limits.max_sessions_per_ip,
+            max_websockets: limits.max_websockets,
+            max_websockets_per_ip: limits.max_websockets_per_ip,
         }
     }
 }
@@ -121,8 +175,10 @@ pub(crate) struct ServerState {
     pub(crate) on_session: OnSession,
     /// Sessions of the HTTP transports, by session id.
     pub(crate) sessions: Mutex<HashMap<String, Arc<session::HttpSession>>>,
-    /// Websocket sessions open now.
+    /// Websocket sessions of this server open now.
     pub(crate) websockets: AtomicUsize,
+    /// What peers hold, against the budgets (maybe shared with other servers).
+    pub(crate) occupancy: Occupancy,
 }
 
 pub(crate) type State = Arc<ServerState>;
@@ -148,12 +204,22 @@ impl SockJsServer {
     where
         F: Fn(Session) + Send + Sync + 'static,
     {
+        Self::with_occupancy(options, Occupancy::new(), on_session)
+    }
+
+    /// A server whose peers are counted in `occupancy` (maybe shared with other servers)
+    /// against this server's budgets; it hands every new session to `on_session`.
+    pub fn with_occupancy<F>(options: SockJsOptions, occupancy: Occupancy, on_session: F) -> Self
+    where
+        F: Fn(Session) + Send + Sync + 'static,
+    {
         SockJsServer {
             state: Arc::new(ServerState {
                 options,
                 on_session: Arc::new(on_session),
                 sessions: Mutex::default(),
                 websockets: AtomicUsize::new(0),
+                occupancy,
             }),
         }
     }
@@ -161,6 +227,12 @@ impl SockJsServer {
     /// The server's options.
     pub fn options(&self) -> &SockJsOptions {
         &self.state.options
+    }
+
+    /// What the server's peers hold now (sessions, websockets, queued bytes), with whatever
+    /// other servers share the counts.
+    pub fn occupancy(&self) -> &Occupancy {
+        &self.state.occupancy
     }
 
     /// Sessions alive now: open websockets, and sessions of the HTTP transports that have not

@@ -14,6 +14,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use kite_core::sockjs::{self, ANOTHER_CONNECTION_OPEN};
 
+use super::budget::Refused;
 use super::http::{NO_CACHE, RemoteAddr, server_error};
 use super::session::{Attached, Take, attach, get_or_create};
 use super::{SessionId, State};
@@ -52,19 +53,20 @@ fn callback(query: Option<String>) -> Result<String, &'static str> {
 }
 
 /// One poll: `o` for a new session, `c[2010]` when another receiver waits, else the next
-/// frame (messages, the close frame, or `h` after the heartbeat delay).
+/// frame (messages, the close frame, or `h` after the heartbeat delay). A new session past the
+/// budgets is refused.
 async fn poll_frame(
     state: &State,
     id: &str,
     transport: TransportKind,
     remote: Option<SocketAddr>,
-) -> String {
-    let (session, created) = get_or_create(state, id, transport, remote);
+) -> Result<String, Refused> {
+    let (session, created) = get_or_create(state, id, transport, remote)?;
     if created {
-        return "o".to_owned();
+        return Ok("o".to_owned());
     }
     let Some(attached) = attach(&session) else {
-        return another_connection();
+        return Ok(another_connection());
     };
     let heartbeat = tokio::time::sleep(state.options.heartbeat_delay);
     tokio::pin!(heartbeat);
@@ -79,7 +81,7 @@ async fn poll_frame(
     };
     // Detached before the answer is handed back: the next poll may come at once.
     attached.finish();
-    frame
+    Ok(frame)
 }
 
 /// `POST .../xhr`: one frame per poll, followed by a newline.
@@ -88,9 +90,13 @@ pub(crate) async fn xhr_polling(
     AxState(state): AxState<State>,
     RemoteAddr(remote): RemoteAddr,
 ) -> Response {
-    let mut frame = poll_frame(&state, &id, TransportKind::XhrPolling, remote).await;
-    frame.push('\n');
-    uncached(JAVASCRIPT, frame)
+    match poll_frame(&state, &id, TransportKind::XhrPolling, remote).await {
+        Ok(mut frame) => {
+            frame.push('\n');
+            uncached(JAVASCRIPT, frame)
+        }
+        Err(refused) => refused.into_response(),
+    }
 }
 
 /// `GET .../jsonp?c=callback`: one frame per poll, as `/**/callback("<frame>");`.
@@ -104,8 +110,10 @@ pub(crate) async fn jsonp(
         Ok(cb) => cb,
         Err(message) => return server_error(message),
     };
-    let frame = poll_frame(&state, &id, TransportKind::JsonpPolling, remote).await;
-    uncached(JAVASCRIPT, sockjs::jsonp_answer(&cb, &frame))
+    match poll_frame(&state, &id, TransportKind::JsonpPolling, remote).await {
+        Ok(frame) => uncached(JAVASCRIPT, sockjs::jsonp_answer(&cb, &frame)),
+        Err(refused) => refused.into_response(),
+    }
 }
 
 /// How a streaming transport writes its prelude and frames.
@@ -197,7 +205,10 @@ impl Stream {
 
 /// A streaming response on session `id`.
 fn stream(state: State, id: &str, framing: Framing, remote: Option<SocketAddr>) -> Response {
-    let (session, created) = get_or_create(&state, id, framing.transport(), remote);
+    let (session, created) = match get_or_create(&state, id, framing.transport(), remote) {
+        Ok(x) => x,
+        Err(refused) => return refused.into_response(),
+    };
     let content_type = framing.content_type();
     let mut first = framing.prelude();
     let Some(attached) = attach(&session) else {

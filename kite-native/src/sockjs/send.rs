@@ -5,6 +5,10 @@
 //! body, 500 `Broken JSON encoding.` for anything that is not a JSON array of strings (or one
 //! string), and 413 for a body over the message limit (which also closes the session with
 //! `c[1009,"Message too big"]`, as an oversized websocket frame does).
+//!
+//! One send request of a session at a time reads its body and delivers it (others wait their
+//! turn), so a session holds at most one body being read, plus the messages waiting for the
+//! runtime within their byte budget.
 
 use axum::body::Body;
 use axum::extract::State as AxState;
@@ -41,13 +45,23 @@ impl IntoResponse for Refused {
     }
 }
 
-/// The live session of a send request, and its body read within the message limit.
-async fn read(
+/// Reads the body of a send request on session `id` within the message limit, then hands the
+/// messages of the frame `decode` makes of it to the runtime, while no other send request of
+/// the session does.
+async fn read_and_deliver(
     state: &State,
     id: &str,
     body: Body,
-) -> Result<(std::sync::Arc<HttpSession>, Vec<u8>), Refused> {
+    decode: impl FnOnce(Vec<u8>) -> Vec<u8>,
+) -> Result<(), Refused> {
     let session = lookup(state, id).ok_or(Refused::NotFound)?;
+    let _turn = session.sending.lock().await;
+    let bytes = read(state, &session, body).await?;
+    deliver(state, &session, &decode(bytes)).await
+}
+
+/// The body of a send request read within the message limit.
+async fn read(state: &State, session: &HttpSession, body: Body) -> Result<Vec<u8>, Refused> {
     // A frame may hold one message of the limit, JSON-escaped (up to twice as long), or a
     // batch of smaller ones; each message is then held to the limit.
     let limit = state
@@ -56,7 +70,7 @@ async fn read(
         .saturating_mul(2)
         .saturating_add(session::BATCH_BUDGET);
     match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => Ok((session, bytes.to_vec())),
+        Ok(bytes) => Ok(bytes.to_vec()),
         Err(_) => {
             let (c, r) = sockjs::MESSAGE_TOO_BIG;
             session.tx.close(c, r);
@@ -85,7 +99,7 @@ async fn deliver(state: &State, session: &HttpSession, frame: &[u8]) -> Result<(
     // A session that is closed but not yet expired takes messages and drops them (its next
     // receiver gets the close frame), as sockjs-node does.
     if let Some(in_tx) = session.incoming() {
-        session::deliver(&in_tx, msgs).await;
+        in_tx.deliver(msgs).await;
     }
     Ok(())
 }
@@ -107,11 +121,7 @@ pub(crate) async fn xhr_send(
     AxState(state): AxState<State>,
     body: Body,
 ) -> Response {
-    let result = async {
-        let (session, bytes) = read(&state, &id, body).await?;
-        deliver(&state, &session, &bytes).await
-    };
-    match result.await {
+    match read_and_deliver(&state, &id, body, |bytes| bytes).await {
         Ok(()) => uncached_text(StatusCode::NO_CONTENT, ""),
         Err(refused) => refused.into_response(),
     }
@@ -133,19 +143,17 @@ pub(crate) async fn jsonp_send(
                 .to_ascii_lowercase()
                 .starts_with("application/x-www-form-urlencoded")
         });
-    let result = async {
-        let (session, bytes) = read(&state, &id, body).await?;
-        let frame = if form {
+    let decode = |bytes: Vec<u8>| {
+        if form {
             form_urlencoded::parse(&bytes)
                 .find(|(k, _)| k == "d")
                 .map(|(_, v)| v.into_owned().into_bytes())
                 .unwrap_or_default()
         } else {
             bytes
-        };
-        deliver(&state, &session, &frame).await
+        }
     };
-    match result.await {
+    match read_and_deliver(&state, &id, body, decode).await {
         Ok(()) => uncached_text(StatusCode::OK, "ok"),
         Err(refused) => refused.into_response(),
     }

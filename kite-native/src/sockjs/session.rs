@@ -8,25 +8,40 @@
 //! session: it ends with `c[1002,"Connection interrupted"]`, since the client cannot know what it
 //! missed. A session without a receiver for the disconnect delay is forgotten; a closed one keeps
 //! answering its close frame until then.
+//!
+//! Budgets: a new session past the session budgets is refused (503) before anything is set up;
+//! its place is given back when it is forgotten. The queue holds at most `max_queued_bytes`:
+//! past it the session is closed with `c[1008,...]` ([`QUEUE_OVERFLOW`]), the queue is dropped
+//! and the runtime's sends fail from then on. Incoming messages wait for the runtime within a
+//! byte budget ([`session::channel_within`]), and one send request at a time delivers them.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kite_core::sockjs;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::State;
-use crate::session::{self, Outgoing, SessionInfo, SessionSender, TransportKind};
+use super::budget::Refused;
+use crate::session::{
+    self, IncomingSender, Outbox, Outgoing, QUEUE_OVERFLOW, Reported, SessionInfo, SessionSender,
+    TransportKind,
+};
+use crate::tally::Held;
 
 struct Inner {
     queue: VecDeque<String>,
+    /// Bytes of the messages in `queue`.
+    queued: usize,
+    /// What the queue counts for in the server's backlog.
+    backlog: Reported,
     closed: Option<(u16, String)>,
     receiver: bool,
     detached_at: Instant,
     /// Incoming messages to the runtime; `None` once the session has ended for it.
-    in_tx: Option<mpsc::Sender<String>>,
+    in_tx: Option<IncomingSender>,
 }
 
 /// One session of the HTTP transports.
@@ -36,6 +51,8 @@ pub(crate) struct HttpSession {
     wake: Notify,
     /// The runtime's sender, to close the session on oversized input.
     pub(crate) tx: SessionSender,
+    /// Held by the send request reading and delivering a body: one at a time per session.
+    pub(crate) sending: tokio::sync::Mutex<()>,
 }
 
 /// What a receiver takes from a session.
@@ -78,6 +95,9 @@ impl HttpSession {
                 size += m.len();
                 n += 1;
             }
+            s.queued -= size;
+            let queued = s.queued;
+            s.backlog.update(queued);
             return Take::Messages(s.queue.drain(..n).collect());
         }
         match &s.closed {
@@ -92,7 +112,7 @@ impl HttpSession {
     }
 
     /// The sender of incoming messages, while the session is open.
-    pub(crate) fn incoming(&self) -> Option<mpsc::Sender<String>> {
+    pub(crate) fn incoming(&self) -> Option<IncomingSender> {
         self.lock().in_tx.clone()
     }
 
@@ -101,10 +121,39 @@ impl HttpSession {
     fn interrupt(&self, (code, reason): (u16, &str)) {
         let mut s = self.lock();
         if s.closed.is_none() {
-            s.queue.clear();
+            s.drop_queue();
             s.closed = Some((code, reason.to_owned()));
         }
         s.in_tx = None;
+    }
+}
+
+impl Inner {
+    /// Drops what is queued for the client, returning its memory.
+    fn drop_queue(&mut self) {
+        self.queue = VecDeque::new();
+        self.queued = 0;
+        self.backlog.update(0);
+    }
+
+    /// Queues `m` for the client; `false` when that takes the queue past `budget`, which
+    /// closes the session with [`QUEUE_OVERFLOW`] and drops the queue instead.
+    fn queue(&mut self, m: String, budget: usize) -> bool {
+        if self.queued > 0 && self.queued.saturating_add(m.len()) > budget {
+            tracing::debug!(
+                bytes = self.queued,
+                "session closed: output over its budget"
+            );
+            self.drop_queue();
+            let (code, reason) = QUEUE_OVERFLOW;
+            self.closed = Some((code, reason.to_owned()));
+            self.in_tx = None;
+            return false;
+        }
+        self.queued += m.len();
+        self.backlog.update(self.queued);
+        self.queue.push_back(m);
+        true
     }
 }
 
@@ -162,26 +211,32 @@ pub(crate) fn lookup(state: &State, id: &str) -> Option<Arc<HttpSession>> {
         .cloned()
 }
 
-/// The session `id`, created (and handed to the runtime) if unknown; `true` when created.
+/// The session `id`, created (and handed to the runtime) if unknown; `true` when created. A new
+/// session past the session budgets is refused.
 pub(crate) fn get_or_create(
     state: &State,
     id: &str,
     transport: TransportKind,
     remote: Option<SocketAddr>,
-) -> (Arc<HttpSession>, bool) {
+) -> Result<(Arc<HttpSession>, bool), Refused> {
     let mut table = state.sessions.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(s) = table.get(id) {
-        return (s.clone(), false);
+        return Ok((s.clone(), false));
     }
+    let held = state
+        .occupancy
+        .admit_session(remote.map(|r| r.ip()), &state.options)?;
     let info = SessionInfo {
         transport,
         remote_addr: remote,
         id: id.to_owned(),
     };
-    let (session, in_tx, out_rx) = session::channel(info);
+    let (session, in_tx, out_rx) = session::channel_within(info, state.options.max_message_size);
     let http = Arc::new(HttpSession {
         inner: Mutex::new(Inner {
             queue: VecDeque::new(),
+            queued: 0,
+            backlog: Reported::new(Some(state.occupancy.backlog())),
             closed: None,
             receiver: false,
             detached_at: Instant::now(),
@@ -189,18 +244,35 @@ pub(crate) fn get_or_create(
         }),
         wake: Notify::new(),
         tx: session.tx.clone(),
+        sending: tokio::sync::Mutex::new(()),
     });
     table.insert(id.to_owned(), http.clone());
     drop(table);
-    tokio::spawn(pump(state.clone(), id.to_owned(), http.clone(), out_rx));
+    tokio::spawn(pump(
+        state.clone(),
+        id.to_owned(),
+        http.clone(),
+        out_rx,
+        held,
+    ));
     (state.on_session)(session);
-    (http, true)
+    Ok((http, true))
+}
+
+/// The next item of `out`, or never once it is gone.
+async fn next_out(out: &mut Option<Outbox>) -> Option<Outgoing> {
+    match out {
+        Some(out) => out.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Moves outgoing messages into the session's queue, and forgets the session once it has had
-/// no receiver for `disconnect_delay`.
-async fn pump(state: State, id: String, session: Arc<HttpSession>, mut out_rx: session::Outbox) {
+/// no receiver for `disconnect_delay` (giving back its place in the session budget, `_held`).
+async fn pump(state: State, id: String, session: Arc<HttpSession>, out_rx: Outbox, _held: Held) {
     let delay = state.options.disconnect_delay;
+    let budget = state.options.max_queued_bytes;
+    let mut out_rx = Some(out_rx);
     let mut open = true;
     loop {
         let deadline = {
@@ -215,28 +287,36 @@ async fn pump(state: State, id: String, session: Arc<HttpSession>, mut out_rx: s
             }
         };
         tokio::select! {
-            out = out_rx.recv(), if open => {
+            out = next_out(&mut out_rx), if open => {
                 let mut s = session.lock();
-                match out {
+                let queued = match out {
                     // Interrupted sessions drop what the runtime still sends.
-                    Some(_) if s.closed.is_some() && s.in_tx.is_none() => {}
-                    Some(Outgoing::Message(m)) => s.queue.push_back(m),
+                    Some(_) if s.closed.is_some() && s.in_tx.is_none() => true,
+                    Some(Outgoing::Message(m)) => s.queue(m, budget),
                     Some(Outgoing::Quoted(q)) => {
-                        s.queue.push_back(session::Text::Quoted(q).into_plain());
+                        let m = session::Text::Quoted(q).into_plain();
+                        s.queue(m, budget)
                     }
                     Some(Outgoing::Close(c, r)) => {
                         s.closed.get_or_insert((c, r));
                         s.in_tx = None;
                         open = false;
+                        true
                     }
                     None => {
                         let (c, r) = sockjs::GO_AWAY;
                         s.closed.get_or_insert((c, r.to_owned()));
                         s.in_tx = None;
                         open = false;
+                        true
                     }
-                }
+                };
                 drop(s);
+                if !queued {
+                    // Over budget: the runtime's sends fail from now on.
+                    open = false;
+                    out_rx = None;
+                }
                 session.wake.notify_one();
             }
             () = expiry => {
@@ -248,7 +328,12 @@ async fn pump(state: State, id: String, session: Arc<HttpSession>, mut out_rx: s
         }
     }
     // Expired: forget the session; dropping `in_tx` tells the runtime it ended.
-    session.lock().in_tx = None;
+    {
+        let mut s = session.lock();
+        s.in_tx = None;
+        s.drop_queue();
+    }
+    drop(out_rx);
     let mut table = state.sessions.lock().unwrap_or_else(|e| e.into_inner());
     if table.get(&id).is_some_and(|s| Arc::ptr_eq(s, &session)) {
         table.remove(&id);

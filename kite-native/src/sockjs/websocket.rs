@@ -3,6 +3,11 @@
 //! The runtime reads the socket itself, through the session's receiver (so a request goes from
 //! the socket to its handler in one task); the task of the upgraded connection writes: it sends
 //! `o`, then batches of queued messages as `a[...]` frames, heartbeats, and the close frames.
+//!
+//! An upgrade past the websocket budgets is answered 503. A peer that lets more than
+//! `max_queued_bytes` of output queue up is closed with `c[1008,...]` (SockJS) and close code
+//! 1008, even while a write to it is stuck; closing frames get [`CLOSING_FRAMES_GRACE`] to leave,
+//! then the connection is dropped.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -22,8 +27,10 @@ use tracing::debug;
 use super::http::RemoteAddr;
 use super::{SessionId, State};
 use crate::session::{
-    self, Batch, Outbox, Session, SessionInfo, SessionReceiver, SessionSender, Text, TransportKind,
+    self, Batch, Outbox, QUEUE_OVERFLOW, Session, SessionInfo, SessionReceiver, SessionSender,
+    Text, TransportKind,
 };
+use crate::tally::Held;
 
 /// The largest websocket message accepted: one message of `max_message_size` may come
 /// JSON-escaped inside a SockJS frame (at most twice as long), and clients batch small
@@ -57,8 +64,15 @@ pub(crate) async fn sockjs(
     AxState(state): AxState<State>,
     RemoteAddr(remote): RemoteAddr,
 ) -> Response {
+    let held = match state
+        .occupancy
+        .admit_websocket(remote.map(|r| r.ip()), &state.options)
+    {
+        Ok(h) => h,
+        Err(refused) => return refused.into_response(),
+    };
     upgrade(ws, &state, true)
-        .on_upgrade(move |socket| serve(socket, state, remote, true))
+        .on_upgrade(move |socket| serve(socket, state, remote, true, held))
         .into_response()
 }
 
@@ -71,8 +85,15 @@ pub(crate) async fn raw(
     if !state.options.raw_websocket {
         return StatusCode::NOT_FOUND.into_response();
     }
+    let held = match state
+        .occupancy
+        .admit_websocket(remote.map(|r| r.ip()), &state.options)
+    {
+        Ok(h) => h,
+        Err(refused) => return refused.into_response(),
+    };
     upgrade(ws, &state, false)
-        .on_upgrade(move |socket| serve(socket, state, remote, false))
+        .on_upgrade(move |socket| serve(socket, state, remote, false, held))
         .into_response()
 }
 
@@ -174,7 +195,13 @@ impl Drop for Live {
     }
 }
 
-async fn serve(socket: WebSocket, state: State, remote: Option<SocketAddr>, framed: bool) {
+async fn serve(
+    socket: WebSocket,
+    state: State,
+    remote: Option<SocketAddr>,
+    framed: bool,
+    _held: Held,
+) {
     let _live = Live::new(&state);
     let info = SessionInfo {
         transport: if framed {
@@ -185,7 +212,10 @@ async fn serve(socket: WebSocket, state: State, remote: Option<SocketAddr>, fram
         remote_addr: remote,
         id: session_id(),
     };
-    let (tx, outbox) = session::outgoing();
+    let (tx, outbox) = session::outgoing_within(
+        state.options.max_queued_bytes,
+        Some(state.occupancy.backlog()),
+    );
     let (mut sink, stream) = socket.split();
     let done = CancellationToken::new();
     let (give_back, taken_back) = oneshot::channel();
@@ -213,26 +243,49 @@ async fn serve(socket: WebSocket, state: State, remote: Option<SocketAddr>, fram
     let close = write_loop(&mut sink, outbox, &state, framed, &done).await;
     // Ends the reader too, should the peer never answer the close.
     done.cancel();
-    let closing = close.is_some();
-    if let Some((code, reason)) = close {
-        if framed {
-            let _ = sink
-                .send(Message::text(sockjs::encode_close(code, &reason)))
-                .await;
-        }
-        let ws_code = if framed { 1000 } else { code.max(1000) };
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code: ws_code,
-                reason: reason.into(),
-            })))
-            .await;
+    if let Some(close) = close {
+        // Boxed: a connection's task is as large as its largest state, and this one is rare.
+        Box::pin(closing(&mut sink, framed, close, taken_back)).await;
     }
-    if closing {
-        drain(taken_back).await;
-    }
-    let _ = sink.close().await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
 }
+
+/// Sends the closing frames of a session (a peer that does not read gets a moment for them,
+/// not forever), and meanwhile reads and drops what the peer still sends, so that it is not
+/// stuck writing to us.
+async fn closing(
+    sink: &mut SplitSink<WebSocket, Message>,
+    framed: bool,
+    (code, reason): (u16, String),
+    taken_back: oneshot::Receiver<SplitStream<WebSocket>>,
+) {
+    // SockJS clients take the code from the `c` frame; a peer past its output budget is told
+    // on the websocket too (policy violation).
+    let ws_code = if framed && code != QUEUE_OVERFLOW.0 {
+        1000
+    } else {
+        code.max(1000)
+    };
+    let frames = async {
+        if framed {
+            sink.send(Message::text(sockjs::encode_close(code, &reason)))
+                .await?;
+        }
+        sink.send(Message::Close(Some(CloseFrame {
+            code: ws_code,
+            reason: reason.into(),
+        })))
+        .await
+    };
+    let _ = tokio::join!(
+        tokio::time::timeout(CLOSING_FRAMES_GRACE, frames),
+        drain(taken_back)
+    );
+}
+
+/// How long the closing frames of a session may take to leave (behind what was already being
+/// written to a peer that reads slowly) before the connection is dropped.
+const CLOSING_FRAMES_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long a closing connection waits for the peer to stop sending and answer the close.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -253,8 +306,26 @@ async fn drain(taken_back: oneshot::Receiver<SplitStream<WebSocket>>) {
     .await;
 }
 
+/// Sends `message`, unless the queue goes over its budget first (`false` then, as for a failed
+/// write): a peer that does not read would hold the write, and the session, forever.
+async fn send_or_overflow(
+    sink: &mut SplitSink<WebSocket, Message>,
+    outbox: &Outbox,
+    message: Message,
+) -> Result<bool, ()> {
+    tokio::select! {
+        sent = sink.send(message) => Ok(sent.is_ok()),
+        () = outbox.overflowed() => Err(()),
+    }
+}
+
+fn overflow() -> Option<(u16, String)> {
+    Some((QUEUE_OVERFLOW.0, QUEUE_OVERFLOW.1.to_owned()))
+}
+
 /// Writes batches and heartbeats until a close is asked for (returned), the runtime is gone
-/// (`Go away!`), the reader ends (the close it queued, if any) or a write fails (`None`).
+/// (`Go away!`), the reader ends (the close it queued, if any), the queue goes over its budget
+/// ([`QUEUE_OVERFLOW`]) or a write fails (`None`).
 async fn write_loop(
     sink: &mut SplitSink<WebSocket, Message>,
     mut outbox: Outbox,
@@ -277,10 +348,11 @@ async fn write_loop(
                 return outbox.try_batch().and_then(|b| b.close);
             }
             _ = heartbeat.tick(), if framed => {
-                if sink.send(Message::text("h")).await.is_err() {
-                    return None;
+                match send_or_overflow(sink, &outbox, Message::text("h")).await {
+                    Ok(true) => continue,
+                    Ok(false) => return None,
+                    Err(()) => return overflow(),
                 }
-                continue;
             }
         };
         let Batch { messages, close } = batch;
@@ -290,13 +362,19 @@ async fn write_loop(
                 buf.extend_from_slice(b"a[");
                 session::write_frame_items(&mut buf, &messages);
                 buf.push(b']');
+                drop(messages);
                 let text = String::from_utf8(std::mem::take(&mut buf)).unwrap_or_default();
-                sink.send(Message::text(text)).await.is_ok()
+                send_or_overflow(sink, &outbox, Message::text(text)).await
             } else {
-                write_each(sink, messages).await
+                tokio::select! {
+                    written = write_each(sink, messages) => Ok(written),
+                    () = outbox.overflowed() => Err(()),
+                }
             };
-            if !written {
-                return None;
+            match written {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(()) => return overflow(),
             }
             heartbeat.reset();
         }
