@@ -57,8 +57,12 @@ impl Raw {
         self.ws.send(Message::text(frame)).await.unwrap();
     }
 
-    /// The next dnode message, as the peer sent its text.
+    /// The next dnode message, as the peer sent its text (20 s at most, heartbeats or not).
     async fn message(&mut self) -> String {
+        within("a message", self.next_message()).await
+    }
+
+    async fn next_message(&mut self) -> String {
         loop {
             if let Some(m) = self.inbox.pop_front() {
                 return m;
@@ -90,15 +94,19 @@ async fn answer(raw: &mut Raw, id: u64) -> Value {
     serde_json::from_str(&answer_text(raw, id).await).unwrap()
 }
 
-/// The text of the answer to response callback `id` (for answers too deep to parse here).
+/// The text of the answer to response callback `id` (for answers too deep to parse here),
+/// waiting 20 s at most.
 async fn answer_text(raw: &mut Raw, id: u64) -> String {
     let head = format!(r#"{{"method":{id},"#);
-    loop {
-        let text = raw.message().await;
-        if text.starts_with(&head) {
-            return text;
+    within(&format!("the answer to call {id}"), async {
+        loop {
+            let text = raw.next_message().await;
+            if text.starts_with(&head) {
+                return text;
+            }
         }
-    }
+    })
+    .await
 }
 
 async fn kite_with(setup: impl FnOnce(&Kite), config: kite_native::Config) -> TestKite {
