@@ -60,9 +60,9 @@ fn audience_model(aud: &str, local: &Kite, allow_root: bool) -> bool {
 /// jwt-go's time rules with `leeway` seconds of skew, in exact arithmetic.
 fn times_model(c: &Claims, now: i64, leeway: i64) -> bool {
     let (now, leeway) = (i128::from(now), i128::from(leeway));
-    !c.exp.is_some_and(|e| now > i128::from(e) + leeway)
-        && !c.iat.is_some_and(|t| i128::from(t) > now + leeway)
-        && !c.nbf.is_some_and(|t| i128::from(t) > now + leeway)
+    c.exp.is_none_or(|e| now <= i128::from(e) + leeway)
+        && c.iat.is_none_or(|t| i128::from(t) <= now + leeway)
+        && c.nbf.is_none_or(|t| i128::from(t) <= now + leeway)
 }
 
 /// Whether a token with these claims, signed by the trusted key, is acceptable at `now`.

@@ -113,6 +113,14 @@ pub(crate) fn raw_websocket_url(url: &str) -> Result<String, DialError> {
     Ok(parsed.into())
 }
 
+/// Random SockJS server id (3 digits, 100–999) and session id (20 hex chars), as Go's client
+/// makes them.
+pub(crate) fn sockjs_ids() -> (String, String) {
+    let server = rand::random_range(100..1000u32).to_string();
+    let session = hex::encode(rand::random::<[u8; 10]>());
+    (server, session)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,12 +140,4 @@ mod tests {
         }
         assert!(raw_websocket_url("\0ftp://h/").is_err());
     }
-}
-
-/// Random SockJS server id (3 digits, 100–999) and session id (20 hex chars), as Go's client
-/// makes them.
-pub(crate) fn sockjs_ids() -> (String, String) {
-    let server = rand::random_range(100..1000u32).to_string();
-    let session = hex::encode(rand::random::<[u8; 10]>());
-    (server, session)
 }
