@@ -140,6 +140,53 @@ pub mod keys {
     pub const OTHER_PEM: &str = include_str!("../../testdata/keys/other.pem");
     /// Its public key.
     pub const OTHER_PUB: &str = include_str!("../../testdata/keys/other.pub.pem");
+    /// The small trusted key of forged credentials (fuzz/keys: signing with it is fast).
+    pub const FAST_PEM: &str = include_str!("../keys/trusted.pem");
+    /// Its public key.
+    pub const FAST_PUB: &str = include_str!("../keys/trusted.pub.pem");
+    /// The small untrusted key of forged credentials.
+    pub const FAST_OTHER_PEM: &str = include_str!("../keys/other.pem");
+    /// Its public key.
+    pub const FAST_OTHER_PUB: &str = include_str!("../keys/other.pub.pem");
+}
+
+/// A key pair a target trusts or signs with.
+#[derive(Debug)]
+pub struct Pair {
+    /// The private key.
+    pub private: rsa::RsaPrivateKey,
+    /// The public key.
+    pub public: rsa::RsaPublicKey,
+    /// The public key in PEM, as `kontrolKey` claims and verifiers hold it.
+    pub public_pem: &'static str,
+}
+
+fn pair(private_pem: &str, public_pem: &'static str) -> Pair {
+    let private = private_key(private_pem);
+    let public = rsa::RsaPublicKey::from(&private);
+    Pair {
+        private,
+        public,
+        public_pem,
+    }
+}
+
+/// The test Kontrol (testdata/keys/kontrol.pem), trusted by the raw-credential modes.
+pub fn kontrol() -> &'static Pair {
+    static P: OnceLock<Pair> = OnceLock::new();
+    P.get_or_init(|| pair(keys::KONTROL_PEM, keys::KONTROL_PUB))
+}
+
+/// The small key trusted by the forged-credential mode.
+pub fn fast_trusted() -> &'static Pair {
+    static P: OnceLock<Pair> = OnceLock::new();
+    P.get_or_init(|| pair(keys::FAST_PEM, keys::FAST_PUB))
+}
+
+/// The small untrusted signer of the forged-credential mode.
+pub fn fast_other() -> &'static Pair {
+    static P: OnceLock<Pair> = OnceLock::new();
+    P.get_or_init(|| pair(keys::FAST_OTHER_PEM, keys::FAST_OTHER_PUB))
 }
 
 /// The RSA signature algorithms of JWTs.
@@ -169,24 +216,6 @@ impl RsaAlg {
 fn private_key(pem: &str) -> rsa::RsaPrivateKey {
     use rsa::pkcs8::DecodePrivateKey;
     rsa::RsaPrivateKey::from_pkcs8_pem(pem).expect("test key parses")
-}
-
-/// The private key of the trusted Kontrol.
-pub fn kontrol_private() -> &'static rsa::RsaPrivateKey {
-    static KEY: OnceLock<rsa::RsaPrivateKey> = OnceLock::new();
-    KEY.get_or_init(|| private_key(keys::KONTROL_PEM))
-}
-
-/// The private key of the untrusted signer.
-pub fn other_private() -> &'static rsa::RsaPrivateKey {
-    static KEY: OnceLock<rsa::RsaPrivateKey> = OnceLock::new();
-    KEY.get_or_init(|| private_key(keys::OTHER_PEM))
-}
-
-/// The trusted Kontrol's public key.
-pub fn kontrol_public() -> &'static rsa::RsaPublicKey {
-    static KEY: OnceLock<rsa::RsaPublicKey> = OnceLock::new();
-    KEY.get_or_init(|| rsa::RsaPublicKey::from(kontrol_private()))
 }
 
 /// Signs `input` with `key` (RSASSA-PKCS1-v1_5).
