@@ -79,7 +79,7 @@ fn go_duration(secs: i64) -> String {
 }
 
 /// Checks that a token's audience lets it call `local`, as Go kite does: the audience is a
-/// kite path prefix; its username must equal ours, its environment and name must equal ours
+/// kite path prefix (starting with `/`, as Go's `KiteFromString` requires); its username must equal ours, its environment and name must equal ours
 /// unless empty; the other fields are not checked. The root audience `/` is accepted only when
 /// `allow_root` is set (Go accepts it everywhere, so any token from the same Kontrol could call
 /// any kite).
@@ -90,7 +90,10 @@ pub fn check_audience(aud: &str, local: &Kite, allow_root: bool) -> Result<(), S
         "/" => return Err("root audience (/) is not accepted".into()),
         _ => {}
     }
-    let fields: Vec<&str> = aud.strip_prefix('/').unwrap_or(aud).split('/').collect();
+    let Some(path) = aud.strip_prefix('/') else {
+        return Err(format!("invalid audience: {aud}"));
+    };
+    let fields: Vec<&str> = path.split('/').collect();
     if fields.len() > 7 {
         return Err(format!("invalid audience: {aud}"));
     }
@@ -199,6 +202,10 @@ mod tests {
             "/devrim/production/other",
             "//production/math",
             "/a/b/c/d/e/f/g/h",
+            // Found by the credentials fuzz target: an audience without its leading slash
+            // was read as if it had one; Go refuses it (not a kite path).
+            "devrim",
+            "devrim/production/math",
         ];
         for aud in bad {
             assert!(check_audience(aud, &me(), false).is_err(), "{aud}");

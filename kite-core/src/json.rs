@@ -477,6 +477,10 @@ pub fn parse_close(text: &str) -> Result<(u16, String), ListError> {
     while b.get(i).is_some_and(u8::is_ascii_digit) {
         i += 1;
     }
+    // A JSON number has no leading zeros (`0` itself is one).
+    if i - digits > 1 && b[digits] == b'0' {
+        return Err(list_error("leading zero in a close code", digits));
+    }
     let code = text[digits..i]
         .parse::<u16>()
         .map_err(|_| list_error("expected a close code", digits))?;

@@ -351,6 +351,11 @@ mod tests {
             r#"[3000,"x"]x"#,
             r#"{"code":3000}"#,
             r#"[3000,5]"#,
+            // Found by the json_strings and sockjs_frames fuzz targets: leading zeros were
+            // read as a code.
+            r#"[03000,"x"]"#,
+            r#"[00,"x"]"#,
+            r#"[0,"x"]"#,
             "",
         ] {
             let serde = serde_json::from_str::<(u16, String)>(body).ok();

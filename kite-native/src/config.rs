@@ -329,7 +329,8 @@ impl Config {
     }
 }
 
-/// Parses a Go duration string such as `15s`, `1m30s`, `250ms`, `1.5h`.
+/// Parses a Go duration string such as `15s`, `1m30s`, `250ms`, `1.5h`. Like Go, durations
+/// past `i64::MAX` nanoseconds (about 292 years) are refused.
 pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s == "0" {
@@ -363,6 +364,10 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
         };
         total += value * scale;
         rest = next;
+    }
+    // Go's limit; also keeps `Instant + duration` from overflowing anywhere we add one.
+    if total * 1e9 > i64::MAX as f64 {
+        return Err(format!("duration {s:?} out of range"));
     }
     Duration::try_from_secs_f64(total).map_err(|e| e.to_string())
 }
@@ -440,5 +445,12 @@ mod tests {
         );
         assert!(parse_go_duration("5").is_err());
         assert!(parse_go_duration("5y").is_err());
+        // Found by the go_duration fuzz target: Go refuses durations past i64::MAX ns.
+        assert!(parse_go_duration("9999999999999h").is_err());
+        assert!(parse_go_duration("2562048h").is_err());
+        assert_eq!(
+            parse_go_duration("2562047h").unwrap(),
+            Duration::from_secs(2_562_047 * 3600)
+        );
     }
 }

@@ -43,6 +43,9 @@ pub mod auth;
 pub mod builtins;
 mod client;
 pub mod config;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod kite;
 pub mod kitekey;
 mod kontrol;

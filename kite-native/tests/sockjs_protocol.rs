@@ -375,6 +375,9 @@ async fn session_urls_accept_any_id_and_ignore_the_server_id() {
         let url = s.url("echo", &format!("{part}/xhr"));
         assert_eq!(s.get(&url).await.0, 404, "GET {part}");
         assert_eq!(s.post(&url, "").await.0, 404, "POST {part}");
+        // Found by the sockjs_paths fuzz target: the preflight answered 204 here.
+        let options = read_all(s.req(Method::OPTIONS, &url, &[], "").await).await;
+        assert_eq!(options.0, 404, "OPTIONS {part}");
     }
     let id = uuid::Uuid::new_v4();
     let (_, _, body) = s.post(&s.url("echo", &format!("/000/{id}/xhr")), "").await;

@@ -45,9 +45,12 @@ impl FromStr for Version {
         let bad = || VersionError::Version(s.to_owned());
         let t = s.trim();
         let t = t.strip_prefix('v').unwrap_or(t);
-        let (t, _build) = t.split_once('+').unwrap_or((t, ""));
+        let (t, build) = t.split_once('+').unwrap_or((t, ""));
         let (core, pre) = t.split_once('-').unwrap_or((t, ""));
-        if core.is_empty() || (t.contains('-') && pre.is_empty()) {
+        if core.is_empty()
+            || (t.contains('-') && pre.is_empty())
+            || (s.contains('+') && build.is_empty())
+        {
             return Err(bad());
         }
         let segments = core
@@ -60,8 +63,10 @@ impl FromStr for Version {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if pre
-            .split('.')
+        // Pre-release and build metadata: dot-separated `[0-9A-Za-z-]` identifiers.
+        if [pre, build]
+            .iter()
+            .flat_map(|x| x.split('.'))
             .any(|p| !p.is_empty() && !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
         {
             return Err(bad());
@@ -177,7 +182,11 @@ impl Condition {
                 if v < c {
                     return false;
                 }
-                // Every written segment but the last must stay the same.
+                // A version with fewer segments than the constraint cannot meet it (Go's
+                // go-version says so too); every written segment but the last stays the same.
+                if c.segments.len() > v.segments.len() {
+                    return false;
+                }
                 let fixed = c.written.saturating_sub(1).max(1);
                 v.segments[..fixed] == c.segments[..fixed]
             }
@@ -253,7 +262,20 @@ mod tests {
         assert!(v("1.0.0-beta") < v("1.0.0"));
         assert!(v("1.0.0-alpha.2") < v("1.0.0-alpha.10"));
         assert!(v("1.0.0-2") < v("1.0.0-alpha"));
-        for bad in ["", "a", "1..2", "1.x", "1.0-", "-1", "1.0.0-é"] {
+        // The last three were found by the version fuzz target: build metadata was not
+        // checked, so a "version" could hold a comma and not be usable in a constraint.
+        for bad in [
+            "",
+            "a",
+            "1..2",
+            "1.x",
+            "1.0-",
+            "-1",
+            "1.0.0-é",
+            "1.0.0+",
+            "1.0.0+a b",
+            "1+x, 2",
+        ] {
             assert!(bad.parse::<Version>().is_err(), "{bad:?}");
         }
     }
@@ -275,6 +297,12 @@ mod tests {
             (">= 1.5.5", "1.5.5", true),
             (">1.5.5", "1.5.5", false),
             ("<= 0.9", "0.9.0", true),
+            // Found by the version fuzz target: a constraint with more segments than the
+            // version indexed past the version's segments (a panic in getKites).
+            ("~> 1.0.0.0", "2", false),
+            ("~> 1.0.0.0.0", "1.0.0", false),
+            ("~> 1.0.0.0", "1.0.0.1", true),
+            ("~> 1.2.3.4", "1.2.3.9.9", true),
         ];
         for (c, ver, want) in cases {
             let c: Constraints = c.parse().unwrap();

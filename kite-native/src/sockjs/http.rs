@@ -62,7 +62,9 @@ pub(crate) async fn info_options() -> Response {
     preflight("OPTIONS, GET")
 }
 
-pub(crate) async fn xhr_options() -> Response {
+/// The preflight of a session endpoint; its path must name a valid server and session like
+/// every other method's (else 404, as the extractor answers).
+pub(crate) async fn xhr_options(_: super::SessionId) -> Response {
     preflight("OPTIONS, POST")
 }
 

@@ -19,7 +19,7 @@
 //! # Ok(()) }
 //! ```
 
-mod url;
+pub(crate) mod url;
 mod websocket;
 mod xhr;
 mod xhr_streaming;

@@ -100,16 +100,17 @@ pub(crate) fn endpoint(session: &Url, endpoint: &str) -> Url {
     out
 }
 
-/// The URL of a raw websocket: the given URL verbatim, with `http`/`https` spelled `ws`/`wss`.
+/// The URL of a raw websocket: the given URL as parsed, with `http`/`https` spelled `ws`/`wss`.
+///
+/// Built from the parsed URL rather than by slicing the text: the parser drops leading control
+/// characters and tabs or newlines anywhere, so a slice of the text could name another scheme
+/// or host than the URL that was checked.
 pub(crate) fn raw_websocket_url(url: &str) -> Result<String, DialError> {
-    let url = url.trim();
-    let parsed = parse_base_url(url)?;
-    let rest = url.get(parsed.scheme().len()..).unwrap_or_default();
-    Ok(match parsed.scheme() {
-        "http" => format!("ws{rest}"),
-        "https" => format!("wss{rest}"),
-        _ => url.to_owned(),
-    })
+    let mut parsed = parse_base_url(url.trim())?;
+    let scheme = if is_secure(&parsed) { "wss" } else { "ws" };
+    // Switching between the special schemes http/https/ws/wss always succeeds.
+    let _ = parsed.set_scheme(scheme);
+    Ok(parsed.into())
 }
 
 /// Random SockJS server id (3 digits, 100–999) and session id (20 hex chars), as Go's client
@@ -118,4 +119,25 @@ pub(crate) fn sockjs_ids() -> (String, String) {
     let server = rand::random_range(100..1000u32).to_string();
     let session = hex::encode(rand::random::<[u8; 10]>());
     (server, session)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the client_urls fuzz target: `"\0http://h/"` parsed as `http://h/` but came out
+    /// as `ws\0http://h/`.
+    #[test]
+    fn raw_websocket_urls_are_the_parsed_url() {
+        for (input, want) in [
+            ("\0\0http://user:pw@h/k", "ws://user:pw@h/k"),
+            ("\u{1}https://h/ws", "wss://h/ws"),
+            ("ht\ttp://h\n/a", "ws://h/a"),
+            ("HTTP://H:1/kite/websocket", "ws://h:1/kite/websocket"),
+            (" wss://h/x?a=1 ", "wss://h/x?a=1"),
+        ] {
+            assert_eq!(raw_websocket_url(input).unwrap(), want, "{input:?}");
+        }
+        assert!(raw_websocket_url("\0ftp://h/").is_err());
+    }
 }
