@@ -117,10 +117,15 @@ def from_golden(corpus, dirs):
             for msg in dnode_messages(frame):
                 corpus.add("json_strings", "P" + json.dumps(msg))
                 corpus.add("json_strings", "E" + msg)
+                corpus.add("dnode_message", msg)
                 try:
                     value = json.loads(msg)
                 except ValueError:
                     continue
+                if isinstance(value, dict) and isinstance(value.get("callbacks"), dict):
+                    paths = "\n".join(json.dumps(p) for p in value["callbacks"].values())
+                    args = json.dumps(value.get("arguments"), separators=(",", ":"))
+                    corpus.add("dnode_value", args + ("\n" + paths if paths else ""))
                 for v in walk(value):
                     if not isinstance(v, dict):
                         continue
@@ -170,6 +175,20 @@ def hand_made(corpus):
         corpus.add("json_strings", "X" + text)
     for text in ["<a href='x'>&</a>\u2028\u2029\u200c\ufff0\x00\x1f\"\\", "plain text " * 4]:
         corpus.add("json_strings", "E" + text)
+
+    for msg in [
+        '{"method":"m","arguments":[{"withArgs":[1,"[Function]",{"f":"[Function]"}],"responseCallback":"[Function]"}],"callbacks":{"0":[0,"responseCallback"],"1":[0,"withArgs",1],"2":["0","withArgs","2","f"]}}',
+        '{"method":0,"arguments":[{"error":null,"result":{"a":"[Function]"}}],"callbacks":{"3":[0,"result","a"]}}',
+        '{"method":5,"arguments":[[[[[1]]]],"[Function]"],"callbacks":{"9":[1],"8":[0,0,0,0,0]}}',
+        '{"method":"m","arguments":[{"withArgs":7,"authentication":{"type":"token","key":"k"}}],"callbacks":{}}',
+        '{"method":0,"arguments":[null,"node-style"]}',
+        '{"method":"m","arguments":[1,2],"callbacks":{"0":[0,"responseCallback"]}}',
+        '{"method":"x","arguments":[{"withArgs":["\\u0000kite-callback:0"]}],"callbacks":{"0":[0,"responseCallback"]}}',
+    ]:
+        corpus.add("dnode_message", msg)
+    for value in ['[1,{"a":[true,null],"b":"x"}]\n[0]\n[1,"a",0]\n["1","b"]\n[2]\n[1,"a"]',
+                  '[[[["[Function]"]]]]\n[0,0,0,0]\n[0,0,0,0,0]', '{"k":[1,2,3]}\n["k",2]\n["k","1"]', '7']:
+        corpus.add("dnode_value", value)
 
     corpus.add("identity", "/alice//math\n/alice/prod/math/1.2.3/eu/host1/k1\n/alice/dev/math/2.0.0/us/h/k2")
     corpus.add("identity", "/alice/prod/math/~> 1.1\n/alice/prod/math/1.2.3/eu/host1/k1")

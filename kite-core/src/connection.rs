@@ -46,7 +46,7 @@ use serde_json::value::RawValue;
 
 use crate::dnode::{
     Callback, CallbackSink, CallbackTable, Entry, Json, Method, Path, RawMessage, Segment, Value,
-    encode_with, only_response_callback, write_json,
+    encode_with, last_wins, only_response_callback, write_json,
 };
 use crate::envelope::{Auth, Request, RequestHead};
 use crate::error::{ErrorKind, KiteError, ProtocolError};
@@ -480,7 +480,7 @@ impl<P> Connection<P> {
         {
             return Some(Some(auth.clone()));
         }
-        let auth: Arc<Auth> = Arc::new(serde_json::from_str(text.get()).ok()?);
+        let auth: Arc<Auth> = Arc::new(last_wins(text.get()).ok()?);
         self.credentials = Some((text.get().into(), auth.clone()));
         Some(Some(auth))
     }
@@ -527,7 +527,7 @@ fn caller_from(caller: &mut Option<(Box<str>, Arc<Kite>)>, text: Option<&RawValu
     {
         return kite.clone();
     }
-    let kite: Arc<Kite> = Arc::new(serde_json::from_str(text.get()).unwrap_or_default());
+    let kite: Arc<Kite> = Arc::new(last_wins(text.get()).unwrap_or_default());
     *caller = Some((text.get().into(), kite.clone()));
     kite
 }
@@ -620,7 +620,7 @@ fn response(
             Some(b'"') => KiteError::generic(
                 serde_json::from_str::<String>(error.get()).map_err(|_| shape())?,
             ),
-            _ => serde_json::from_str::<KiteError>(error.get())
+            _ => last_wins::<KiteError>(error.get())
                 .map_err(|e| invalid(format!("malformed error in response: {e}")))?,
         });
     }
@@ -640,7 +640,7 @@ fn outcome(
     if let Some(error) = error.filter(|e| e.get() != "null") {
         let error = match error.get().as_bytes().first() {
             Some(b'"') => KiteError::generic(serde_json::from_str::<String>(error.get()).ok()?),
-            _ => serde_json::from_str::<KiteError>(error.get()).ok()?,
+            _ => last_wins::<KiteError>(error.get()).ok()?,
         };
         return Some(Err(error));
     }
@@ -650,18 +650,41 @@ fn outcome(
     }))
 }
 
-/// A response's one object: `error` and `result`, each `Some` when present (even `null`).
-#[derive(Deserialize)]
+/// A response's one object: `error` and `result`, each `Some` when present (even `null`); a
+/// key given twice keeps its last value.
+#[derive(Default)]
 struct Outcome<'a> {
-    #[serde(borrow, default, deserialize_with = "present")]
     error: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
     result: Option<&'a RawValue>,
 }
 
-/// Deserializes a field that is present as `Some`, even when it is `null`.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
+impl<'de: 'a, 'a> Deserialize<'de> for Outcome<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Fields<'a> {
+            type Value = Outcome<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a response object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Outcome<'a>, A::Error> {
+                let mut o = Outcome::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match &*key {
+                        "error" => o.error = Some(map.next_value()?),
+                        "result" => o.result = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(o)
+            }
+        }
+        d.deserialize_map(Fields(std::marker::PhantomData))
+    }
 }
 
 /// A request: exactly one options object with the caller's identity, credentials and
@@ -724,7 +747,7 @@ fn request<P>(
     };
     let auth = match options.authentication.filter(|a| a.get() != "null") {
         None => None,
-        Some(a) => match serde_json::from_str::<Auth>(a.get()) {
+        Some(a) => match last_wins::<Auth>(a.get()) {
             Ok(a) => Some(Arc::new(a)),
             Err(e) => {
                 return Incoming::InvalidRequest {
@@ -926,6 +949,15 @@ pub(crate) mod tests {
             r#"{"method":5,"arguments":null}"#,
             r#"{"method":5,"arguments":3}"#,
             r#"{"method":5,"arguments":["[Function]"],"callbacks":{"9":[0]}}"#,
+            // A key given twice keeps its last value, as Go's decoder and JSON.parse do
+            // (found by the dnode_message fuzz target).
+            r#"{"method":0,"method":1,"arlbackcallbacks":{}}"#,
+            r#"{"method":"m","method":"n","arguments":[{"withArgs":[1]}],"callbacks":{"0":[0,"responseCallback"]}}"#,
+            r#"{"method":"m","arguments":[{"withArgs":[1]}],"arguments":[{"withArgs":[2]}],"callbacks":{"0":[0,"responseCallback"]}}"#,
+            r#"{"method":0,"arguments":[{"error":{"type":"x"},"error":null,"result":5}]}"#,
+            r#"{"method":0,"arguments":[{"error":{"message":"a","message":"b","code":1,"code":"c"}}]}"#,
+            r#"{"method":"m","arguments":[{"kite":{"name":"a","name":"b"},"authentication":{"type":"token","key":"1","key":"2"},"withArgs":[]}],"callbacks":{}}"#,
+            r#"{"method":0,"arguments":[{"error":null,"result":1}],"callbacks":{"0":[0],"0":[1]},"callbacks":null}"#,
         ]
         .iter()
         .map(|s| (*s).to_owned())
@@ -1012,6 +1044,20 @@ pub(crate) mod tests {
             let general = connection().receive_general_path(text, &sink);
             assert_eq!(describe(&fast), describe(&general), "{text}");
             crate::fuzzing::check_message(text);
+        }
+    }
+
+    #[test]
+    fn values_found_by_the_fuzzers_round_trip() {
+        // `1.00` is written back as `1`, Go's form of the same number (dnode_value target).
+        crate::fuzzing::check_round_trip(r#"[{"error":null,"*esul.u":1.00}]"#, &[]);
+        for (text, paths) in [
+            (r#"[1,{"a":[true,null]}]"#, r#"[[0],[1,"a",0],["1","a","1"],[1,"a"]]"#),
+            (r#"{"k":[1,2,3]}"#, r#"[["k",2],["k","2"],["k"]]"#),
+        ] {
+            let paths: Vec<Path> = serde_json::from_str(paths).unwrap();
+            crate::fuzzing::check_value(text, &paths);
+            crate::fuzzing::check_round_trip(text, &paths);
         }
     }
 

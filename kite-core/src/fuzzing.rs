@@ -216,3 +216,103 @@ pub fn check_value(text: &str, paths: &[Path]) {
     assert!(list.is_list());
     let _ = Connection::<()>::new().respond(0, Ok(v));
 }
+
+/// Sends `text` (a JSON value) with local functions at those of `paths` that exist (one
+/// function may take several places), as a callback invocation, a response and a request, and
+/// reads each back as the peer would: the same JSON, a function at every place and only there,
+/// one id per place, and no duplicate key in any `callbacks` object.
+pub fn check_round_trip(text: &str, paths: &[Path]) {
+    let Ok(json) = serde_json::from_str::<Json>(text) else {
+        return;
+    };
+    // Two functions, placed alternately, so that one function takes several places.
+    let (a, b) = (crate::Callback::new(|_| {}), crate::Callback::new(|_| {}));
+    let mut places: Vec<Path> = Vec::new();
+    for p in paths {
+        let there = crate::tree::at(&json, p).is_some();
+        // One function per place: a place named twice (`0` and `"0"`) is one place.
+        let new = !places.iter().any(|q| q.len() == p.len() && crate::dnode::path::strip_prefix(q, p).is_some());
+        if there && new {
+            places.push(p.clone());
+        }
+    }
+    let functions: Vec<(Path, crate::Callback)> = places
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.clone(), if i % 2 == 0 { a.clone() } else { b.clone() }))
+        .collect();
+    let value = Value::from_parts(json.clone(), functions);
+    let sink = sink();
+    let mut sender: Connection<()> = Connection::new();
+    let texts = [
+        sender.invoke(7, Value::list([value.clone()])).ok(),
+        Some(sender.respond(3, Ok(value.clone()))),
+    ];
+    for text in texts.into_iter().flatten() {
+        assert_unique_callback_keys(&text);
+        let mut receiver = connection();
+        // Id 7 is a function there and 3 a call waiting for its answer.
+        let got = match receiver.receive(&text, &sink) {
+            Ok(Incoming::Callback { args, .. }) => args.get(0),
+            Ok(Incoming::Response { result: Ok(v), .. }) => Some(v),
+            other => panic!("{text}: {}", describe(&other)),
+        }
+        .expect("the value is there");
+        let back = got.to_json().expect("the value arrives as JSON");
+        assert!(same_json(&back, &json), "JSON changed: {text}");
+        let mut got_paths: Vec<Path> = got.functions().iter().map(|(p, _)| p.clone()).collect();
+        let mut want = places.clone();
+        got_paths.sort_by_key(|p| format!("{p:?}"));
+        want.sort_by_key(|p| format!("{p:?}"));
+        assert_eq!(got_paths.len(), want.len(), "functions lost or added: {text}");
+        let ids: std::collections::HashSet<Option<u64>> =
+            got.functions().iter().map(|(_, cb)| cb.remote_id()).collect();
+        assert_eq!(ids.len(), places.len(), "one id per place: {text}");
+    }
+}
+
+/// Whether two JSON values are the same, numbers compared by value (`1` and `1.0` are one
+/// number: Go writes an integral float without its `.0`, and so do we).
+fn same_json(a: &Json, b: &Json) -> bool {
+    match (a, b) {
+        (Json::Number(x), Json::Number(y)) => x.as_f64() == y.as_f64(),
+        (Json::Array(x), Json::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_json(a, b))
+        }
+        (Json::Object(x), Json::Object(y)) => {
+            x.len() == y.len()
+                && x.iter().zip(y).all(|((ka, va), (kb, vb))| ka == kb && same_json(va, vb))
+        }
+        _ => a == b,
+    }
+}
+
+/// Panics if a `callbacks` object of the message `text` names an id twice.
+fn assert_unique_callback_keys(text: &str) {
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
+            let mut keys = Vec::new();
+            while let Some(k) = map.next_key::<String>()? {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                keys.push(k);
+            }
+            Ok(keys)
+        }
+    }
+    #[derive(serde::Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        callbacks: &'a serde_json::value::RawValue,
+    }
+    let envelope: Envelope<'_> = serde_json::from_str(text).expect("our message is JSON");
+    let mut de = serde_json::Deserializer::from_str(envelope.callbacks.get());
+    let keys = de.deserialize_map(Keys).expect("callbacks is an object");
+    let unique: std::collections::HashSet<&String> = keys.iter().collect();
+    assert_eq!(unique.len(), keys.len(), "a callback id named twice: {text}");
+}

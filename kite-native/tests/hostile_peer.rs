@@ -142,7 +142,8 @@ async fn marker_strings_and_parked_numbers_are_only_strings() {
     assert_eq!(answer(&mut alice, 0).await["arguments"][0]["result"], "subscribed");
 
     // mallory sends every marker an earlier design recognised, and plain "[Function]"
-    // strings without a callbacks entry, to be echoed.
+    // strings without a callbacks entry, to be echoed, and one real function of hers (last):
+    // exactly that one comes back as a function.
     let mut mallory = Raw::connect(&server.url).await;
     let mut forged: Vec<String> = (0..64)
         .flat_map(|n| {
@@ -154,23 +155,35 @@ async fn marker_strings_and_parked_numbers_are_only_strings() {
         .collect();
     forged.push("[Function]".into());
     forged.push("\u{0}".into());
-    let args = serde_json::to_string(&json!([forged])).unwrap();
-    mallory.send(&[request("kite.echo", 9, &args, &[])]).await;
+    let mut sent = forged.clone();
+    sent.push("[Function]".into());
+    let last = sent.len() - 1;
+    let args = serde_json::to_string(&json!([sent])).unwrap();
+    let path = format!("[0,\"withArgs\",0,{last}]");
+    mallory
+        .send(&[request("kite.echo", 9, &args, &[(10, path.as_str())])])
+        .await;
     let echoed = answer(&mut mallory, 9).await;
-    assert_eq!(echoed["callbacks"], json!({}), "no function came back: {echoed}");
-    assert_eq!(echoed["arguments"][0]["result"], json!(forged));
+    let callbacks = echoed["callbacks"].as_object().unwrap();
+    let paths: Vec<&Value> = callbacks.values().collect();
+    assert_eq!(
+        paths,
+        [&json!([0, "result", last])],
+        "only mallory's own function came back as one: {echoed}"
+    );
+    assert_eq!(echoed["arguments"][0]["result"], json!(sent));
     assert_eq!(echoed["arguments"][0]["error"], Value::Null);
 
     // A marker where a function is expected is an error that names no marker.
     mallory
         .send(&[request(
             "subscribe",
-            10,
+            11,
             r#"["\u0000kite-callback:0"]"#,
             &[],
         )])
         .await;
-    let refused = answer(&mut mallory, 10).await;
+    let refused = answer(&mut mallory, 11).await;
     let message = refused["arguments"][0]["error"]["message"]
         .as_str()
         .unwrap()

@@ -68,15 +68,56 @@ pub struct Message {
     pub callbacks: Vec<(u64, Path)>,
 }
 
-#[derive(Deserialize)]
+/// The envelope's parts as text. A key given twice keeps its last value, as Go's decoder and
+/// `JSON.parse` keep it (serde's derived structs would refuse the message).
+#[derive(Default)]
 struct Wire<'a> {
-    #[serde(borrow)]
     method: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     arguments: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     callbacks: Option<&'a RawValue>,
     // `links` (dnode-protocol's cycle list) is tolerated and ignored, like Go does.
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Wire<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Fields<'a> {
+            type Value = Wire<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a dnode message")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Wire<'a>, A::Error> {
+                let mut w = Wire::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    let slot = match &*key {
+                        "method" => &mut w.method,
+                        "arguments" => &mut w.arguments,
+                        "callbacks" => &mut w.callbacks,
+                        _ => {
+                            map.next_value::<de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    let raw: &'a RawValue = map.next_value()?;
+                    // `null` reads as absent, as an `Option` field does.
+                    *slot = (raw.get() != "null").then_some(raw);
+                }
+                Ok(w)
+            }
+        }
+        d.deserialize_map(Fields(std::marker::PhantomData))
+    }
+}
+
+/// Decodes `text` into `T`, a key given twice keeping its last value (serde's derived structs
+/// refuse duplicate fields; Go's decoder and `JSON.parse` keep the last).
+pub(crate) fn last_wins<T: serde::de::DeserializeOwned>(text: &str) -> serde_json::Result<T> {
+    match serde_json::from_str(text) {
+        Err(e) if e.to_string().starts_with("duplicate field") => {
+            serde_json::from_value(serde_json::from_str::<Value>(text)?)
+        }
+        other => other,
+    }
 }
 
 /// A dnode message whose `arguments` and `callbacks` are still JSON text borrowed from the
