@@ -958,6 +958,11 @@ pub(crate) mod tests {
             r#"{"method":0,"arguments":[{"error":{"message":"a","message":"b","code":1,"code":"c"}}]}"#,
             r#"{"method":"m","arguments":[{"kite":{"name":"a","name":"b"},"authentication":{"type":"token","key":"1","key":"2"},"withArgs":[]}],"callbacks":{}}"#,
             r#"{"method":0,"arguments":[{"error":null,"result":1}],"callbacks":{"0":[0],"0":[1]},"callbacks":null}"#,
+            // Ids and indices past 2^53 are not exact in a double, as Go and JavaScript read
+            // them (found by the dnode_message fuzz target).
+            r#"{"method":555555612555555611}"#,
+            r#"{"method":9007199254740993,"arguments":[]}"#,
+            r#"{"method":"m","arguments":[{"withArgs":[1]}],"callbacks":{"0":[0,"responseCallback"],"1":[0,"withArgs",9007199254740993]}}"#,
         ]
         .iter()
         .map(|s| (*s).to_owned())
@@ -1051,8 +1056,14 @@ pub(crate) mod tests {
     fn values_found_by_the_fuzzers_round_trip() {
         // `1.00` is written back as `1`, Go's form of the same number (dnode_value target).
         crate::fuzzing::check_round_trip(r#"[{"error":null,"*esul.u":1.00}]"#, &[]);
+        // A long integer read as the nearest double and written back as Go writes it: the
+        // same double again (serde_json's float_roundtrip parsing; dnode_value target).
+        crate::fuzzing::check_round_trip(&format!("[\r4{}2]", "7".repeat(48)), &[]);
         for (text, paths) in [
-            (r#"[1,{"a":[true,null]}]"#, r#"[[0],[1,"a",0],["1","a","1"],[1,"a"]]"#),
+            (
+                r#"[1,{"a":[true,null]}]"#,
+                r#"[[0],[1,"a",0],["1","a","1"],[1,"a"]]"#,
+            ),
             (r#"{"k":[1,2,3]}"#, r#"[["k",2],["k","2"],["k"]]"#),
         ] {
             let paths: Vec<Path> = serde_json::from_str(paths).unwrap();

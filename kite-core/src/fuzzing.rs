@@ -171,10 +171,18 @@ pub fn check_message(text: &str) {
     let sink = sink();
     let fast = connection().receive(text, &sink);
     let general = connection().receive_general_path(text, &sink);
-    assert_eq!(describe(&fast), describe(&general), "one-pass and general paths: {text}");
+    assert_eq!(
+        describe(&fast),
+        describe(&general),
+        "one-pass and general paths: {text}"
+    );
     if let Ok(json) = serde_json::from_str::<Json>(text) {
         let via_tree = tree_connection().receive(&json);
-        assert_eq!(tree(via_tree), native(fast), "tree and text connections: {text}");
+        assert_eq!(
+            tree(via_tree),
+            native(fast),
+            "tree and text connections: {text}"
+        );
     }
 }
 
@@ -231,7 +239,9 @@ pub fn check_round_trip(text: &str, paths: &[Path]) {
     for p in paths {
         let there = crate::tree::at(&json, p).is_some();
         // One function per place: a place named twice (`0` and `"0"`) is one place.
-        let new = !places.iter().any(|q| q.len() == p.len() && crate::dnode::path::strip_prefix(q, p).is_some());
+        let new = !places
+            .iter()
+            .any(|q| q.len() == p.len() && crate::dnode::path::strip_prefix(q, p).is_some());
         if there && new {
             places.push(p.clone());
         }
@@ -264,9 +274,16 @@ pub fn check_round_trip(text: &str, paths: &[Path]) {
         let mut want = places.clone();
         got_paths.sort_by_key(|p| format!("{p:?}"));
         want.sort_by_key(|p| format!("{p:?}"));
-        assert_eq!(got_paths.len(), want.len(), "functions lost or added: {text}");
-        let ids: std::collections::HashSet<Option<u64>> =
-            got.functions().iter().map(|(_, cb)| cb.remote_id()).collect();
+        assert_eq!(
+            got_paths.len(),
+            want.len(),
+            "functions lost or added: {text}"
+        );
+        let ids: std::collections::HashSet<Option<u64>> = got
+            .functions()
+            .iter()
+            .map(|(_, cb)| cb.remote_id())
+            .collect();
         assert_eq!(ids.len(), places.len(), "one id per place: {text}");
     }
 }
@@ -281,7 +298,9 @@ fn same_json(a: &Json, b: &Json) -> bool {
         }
         (Json::Object(x), Json::Object(y)) => {
             x.len() == y.len()
-                && x.iter().zip(y).all(|((ka, va), (kb, vb))| ka == kb && same_json(va, vb))
+                && x.iter()
+                    .zip(y)
+                    .all(|((ka, va), (kb, vb))| ka == kb && same_json(va, vb))
         }
         _ => a == b,
     }
@@ -314,5 +333,9 @@ fn assert_unique_callback_keys(text: &str) {
     let mut de = serde_json::Deserializer::from_str(envelope.callbacks.get());
     let keys = de.deserialize_map(Keys).expect("callbacks is an object");
     let unique: std::collections::HashSet<&String> = keys.iter().collect();
-    assert_eq!(unique.len(), keys.len(), "a callback id named twice: {text}");
+    assert_eq!(
+        unique.len(),
+        keys.len(),
+        "a callback id named twice: {text}"
+    );
 }

@@ -14,9 +14,8 @@ use kite_native::{Callback, Kite, KiteError, Request, value};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A peer speaking SockJS over a websocket, one dnode message per frame.
 struct Raw {
@@ -137,9 +136,17 @@ async fn marker_strings_and_parked_numbers_are_only_strings() {
     // alice gives the kite a function of hers.
     let mut alice = Raw::connect(&server.url).await;
     alice
-        .send(&[request("subscribe", 0, r#"["[Function]"]"#, &[(1, "[0,\"withArgs\",0]")])])
+        .send(&[request(
+            "subscribe",
+            0,
+            r#"["[Function]"]"#,
+            &[(1, "[0,\"withArgs\",0]")],
+        )])
         .await;
-    assert_eq!(answer(&mut alice, 0).await["arguments"][0]["result"], "subscribed");
+    assert_eq!(
+        answer(&mut alice, 0).await["arguments"][0]["result"],
+        "subscribed"
+    );
 
     // mallory sends every marker an earlier design recognised, and plain "[Function]"
     // strings without a callbacks entry, to be echoed, and one real function of hers (last):
@@ -190,7 +197,11 @@ async fn marker_strings_and_parked_numbers_are_only_strings() {
         .to_owned();
     assert_eq!(refused["arguments"][0]["error"]["type"], "argumentError");
     assert!(!message.contains("kite-callback"), "{message}");
-    assert_eq!(held.lock().unwrap().len(), 1, "only alice's function is held");
+    assert_eq!(
+        held.lock().unwrap().len(),
+        1,
+        "only alice's function is held"
+    );
 }
 
 #[tokio::test]
@@ -219,12 +230,9 @@ async fn one_function_in_several_places_reaches_every_place() {
     let cb = Callback::new(move |args| {
         let _ = tx.send(args.nth::<String>(0).unwrap_or_default());
     });
-    let r: String = within(
-        "both",
-        client.call("both", value!([&cb, {"again": &cb}])),
-    )
-    .await
-    .unwrap();
+    let r: String = within("both", client.call("both", value!([&cb, {"again": &cb}])))
+        .await
+        .unwrap();
     assert_eq!(r, "called both");
     let mut got = vec![
         within("first call", rx.recv()).await.unwrap(),
@@ -260,17 +268,31 @@ async fn values_as_deep_as_go_accepts_come_back_intact() {
         let id = i as u64;
         // With a function beside it, so the message takes the general path.
         let args = format!("[[{},\"[Function]\"]]", nested(depth));
-        raw.send(&[request("kite.echo", id, &args, &[(100 + id, "[0,\"withArgs\",0,1]")])])
-            .await;
+        raw.send(&[request(
+            "kite.echo",
+            id,
+            &args,
+            &[(100 + id, "[0,\"withArgs\",0,1]")],
+        )])
+        .await;
         let echoed = answer_text(&mut raw, id).await;
         let want = format!(
             // Each round forwards a new function of the peer: ids 0, 1, 2.
             r#"{{"method":{id},"arguments":[{{"error":null,"result":[{},"[Function]"]}}],"callbacks":{{"{id}":[0,"result",1]}}}}"#,
             nested(depth)
         );
-        assert!(echoed == want, "depth {depth}: echoed …{}", &echoed[echoed.len().saturating_sub(120)..]);
-        raw.send(&[request("decode", 50 + id, &format!("[{}]", nested(depth)), &[])])
-            .await;
+        assert!(
+            echoed == want,
+            "depth {depth}: echoed …{}",
+            &echoed[echoed.len().saturating_sub(120)..]
+        );
+        raw.send(&[request(
+            "decode",
+            50 + id,
+            &format!("[{}]", nested(depth)),
+            &[],
+        )])
+        .await;
         let decoded = answer(&mut raw, 50 + id).await;
         assert_eq!(
             decoded["arguments"][0]["result"],
@@ -299,7 +321,10 @@ async fn calls_in_flight_past_the_budget_are_refused_and_the_connection_goes_on(
         let msg: Value = serde_json::from_str(&raw.message().await).unwrap();
         let e = &msg["arguments"][0]["error"];
         assert_eq!(e["type"], "requestLimitError", "{msg}");
-        assert!(e["message"].as_str().unwrap().contains("in flight"), "{msg}");
+        assert!(
+            e["message"].as_str().unwrap().contains("in flight"),
+            "{msg}"
+        );
         refused += 1;
     }
     assert_eq!(refused, 12);

@@ -279,7 +279,10 @@ async fn our_client_calls_a_kitejs_server_over_raw_websocket() {
         within("second place", rx.recv()).await.unwrap(),
     ];
     got.sort();
-    assert!(got[0].contains("first") && got[1].contains("second"), "{got:?}");
+    assert!(
+        got[0].contains("first") && got[1].contains("second"),
+        "{got:?}"
+    );
     client.close();
     drop(node.stdin.take());
 }

@@ -22,7 +22,8 @@ const MAX_DEPTH: usize = kite_core::dnode::depth::MAX_DEPTH;
 /// What goes out: a JavaScript value with the page's functions in it.
 pub(crate) type Wire = Outgoing<Js, Function>;
 
-#[wasm_bindgen(inline_js = "export function variadic(f) { return function (...args) { return f(args); }; }
+#[wasm_bindgen(
+    inline_js = "export function variadic(f) { return function (...args) { return f(args); }; }
 export function stringifyDeep(root) {
   const out = [], todo = [0, root];
   while (todo.length) {
@@ -38,7 +39,8 @@ export function stringifyDeep(root) {
     } else out.push(JSON.stringify(v) ?? 'null');
   }
   return out.join('');
-}")]
+}"
+)]
 extern "C" {
     /// Wraps a function of one array into a function of any number of arguments.
     fn variadic(f: &JsValue) -> Function;

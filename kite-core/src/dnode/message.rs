@@ -13,6 +13,10 @@ use super::path::Path;
 use crate::error::ProtocolError;
 use crate::json;
 
+/// The integers a double holds exactly, as Go's decoder and JavaScript read numbers: ids and
+/// indices are below this (2^53).
+pub(crate) const MAX_EXACT: u64 = 9_007_199_254_740_992;
+
 /// The `method` of a dnode message: a method name, or the id of a callback to invoke.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Method {
@@ -31,12 +35,17 @@ impl<'de> Deserialize<'de> for Method {
                 f.write_str("a method name or a callback id")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Method, E> {
-                Ok(Method::Callback(v))
+                // Go and JavaScript read numbers as doubles: an id is exact below 2^53.
+                if v < MAX_EXACT {
+                    Ok(Method::Callback(v))
+                } else {
+                    Err(E::custom("callback id is not exact in a double"))
+                }
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Method, E> {
                 u64::try_from(v)
-                    .map(Method::Callback)
                     .map_err(|_| E::custom("negative callback id"))
+                    .and_then(|v| self.visit_u64(v))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Method, E> {
                 // Go decodes numbers as float64; integral values are callback ids.

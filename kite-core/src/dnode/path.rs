@@ -79,14 +79,18 @@ impl<'de> Deserialize<'de> for Segment {
                 f.write_str("a string or a non-negative integer path segment")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Segment, E> {
+                // Exact in a double (below 2^53), as Go and JavaScript read indices.
+                if v >= super::message::MAX_EXACT {
+                    return Err(E::custom("path index out of range"));
+                }
                 usize::try_from(v)
                     .map(Segment::Index)
                     .map_err(|_| E::custom("path index out of range"))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Segment, E> {
-                usize::try_from(v)
-                    .map(Segment::Index)
+                u64::try_from(v)
                     .map_err(|_| E::custom("negative path index"))
+                    .and_then(|v| self.visit_u64(v))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Segment, E> {
                 if v >= 0.0 && v.fract() == 0.0 && v < 9_007_199_254_740_992.0 {

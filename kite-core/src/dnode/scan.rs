@@ -10,12 +10,17 @@ use std::collections::HashMap;
 
 use super::path::Segment;
 
-/// A trie node: the paths ending here, and the steps further.
+/// A trie node: the paths ending here, and the steps further. A step may enter a list item
+/// (its segment read as an index: `Segment::as_index`) or an object member (its segment as a
+/// key: an index is its decimal text), so each step is filed both ways; which one applies
+/// depends on what the document holds there.
 #[derive(Default)]
 struct Node {
+    /// The step that leads here from the parent.
+    step: Option<Segment>,
     ends: Vec<usize>,
-    by_index: HashMap<usize, usize>,
-    by_key: HashMap<String, usize>,
+    by_index: HashMap<usize, Vec<usize>>,
+    by_key: HashMap<String, Vec<usize>>,
 }
 
 struct Trie {
@@ -28,28 +33,29 @@ impl Trie {
         for (n, path) in paths.iter().enumerate() {
             let mut at = 0;
             for segment in path.iter() {
-                let next = nodes.len();
-                // `0` and `"0"` are the same step into a list; into an object, a number is its
-                // decimal key (see `Segment::same_as` and the tree walk in `tree::child`).
-                let slot = match segment {
-                    Segment::Index(i) => nodes[at].by_index.entry(*i),
-                    Segment::Key(k) => match k.parse::<usize>() {
-                        Ok(i) if i.to_string() == *k => nodes[at].by_index.entry(i),
-                        _ => {
-                            let id = *nodes[at].by_key.entry(k.clone()).or_insert(next);
-                            if id == next {
-                                nodes.push(Node::default());
-                            }
-                            at = id;
-                            continue;
+                // One child per (parent, step), shared by the paths that take that step.
+                let key = segment.to_string();
+                let existing = nodes[at].by_key.get(&key).and_then(|c| {
+                    c.iter()
+                        .copied()
+                        .find(|&c| nodes[c].step.as_ref() == Some(segment))
+                });
+                let child = match existing {
+                    Some(c) => c,
+                    None => {
+                        let c = nodes.len();
+                        nodes.push(Node {
+                            step: Some(segment.clone()),
+                            ..Node::default()
+                        });
+                        nodes[at].by_key.entry(key).or_default().push(c);
+                        if let Some(i) = segment.as_index() {
+                            nodes[at].by_index.entry(i).or_default().push(c);
                         }
-                    },
+                        c
+                    }
                 };
-                let id = *slot.or_insert(next);
-                if id == next {
-                    nodes.push(Node::default());
-                }
-                at = id;
+                at = child;
             }
             nodes[at].ends.push(n);
         }
@@ -61,20 +67,27 @@ impl Trie {
         !n.by_index.is_empty() || !n.by_key.is_empty()
     }
 
-    /// The step into list item `i`.
-    fn item(&self, node: usize, i: usize) -> Option<usize> {
-        self.nodes[node].by_index.get(&i).copied()
+    /// The steps into list item `i` from `nodes`.
+    fn item(&self, nodes: &[usize], i: usize) -> Vec<usize> {
+        nodes
+            .iter()
+            .flat_map(|&n| {
+                self.nodes[n]
+                    .by_index
+                    .get(&i)
+                    .into_iter()
+                    .flatten()
+                    .copied()
+            })
+            .collect()
     }
 
-    /// The step into member `key` (a decimal key also matches an index step).
-    fn member(&self, node: usize, key: &str) -> Option<usize> {
-        let n = &self.nodes[node];
-        n.by_key.get(key).copied().or_else(|| {
-            key.parse::<usize>()
-                .ok()
-                .filter(|i| i.to_string() == key)
-                .and_then(|i| n.by_index.get(&i).copied())
-        })
+    /// The steps into member `key` from `nodes`.
+    fn member(&self, nodes: &[usize], key: &str) -> Vec<usize> {
+        nodes
+            .iter()
+            .flat_map(|&n| self.nodes[n].by_key.get(key).into_iter().flatten().copied())
+            .collect()
     }
 }
 
@@ -87,38 +100,39 @@ pub(crate) fn existing(text: &str, paths: &[&[Segment]]) -> Vec<bool> {
         b: text.as_bytes(),
         i: 0,
     };
-    // The containers entered, each with the trie node of its children (if any path goes on)
-    // and the index of the next item.
+    // The containers entered, each with the trie nodes of its children and the index of the
+    // next item.
     struct Open {
-        node: Option<usize>,
+        nodes: Vec<usize>,
         list: bool,
         next: usize,
     }
     let mut stack: Vec<Open> = Vec::new();
-    let mut current = Some(0usize);
+    let mut current: Vec<usize> = vec![0];
     loop {
-        // A value starts here, reached by trie node `current`.
+        // A value starts here, reached by the trie nodes `current`.
         scanner.ws();
-        if let Some(node) = current {
+        for &node in &current {
             for &n in &trie.nodes[node].ends {
                 found[n] = true;
             }
         }
-        match (scanner.peek(), current) {
-            (Some(open @ (b'[' | b'{')), Some(node)) if trie.has_children(node) => {
+        let enters = current.iter().any(|&n| trie.has_children(n));
+        match scanner.peek() {
+            Some(open @ (b'[' | b'{')) if enters => {
                 scanner.i += 1;
                 stack.push(Open {
-                    node: Some(node),
+                    nodes: std::mem::take(&mut current),
                     list: open == b'[',
                     next: 0,
                 });
             }
-            (Some(_), _) => {
+            Some(_) => {
                 if !scanner.skip_value() {
                     return found;
                 }
             }
-            (None, _) => return found,
+            None => return found,
         }
         // Move to the next value: the next item or member of an open container, closing those
         // that end.
@@ -142,11 +156,8 @@ pub(crate) fn existing(text: &str, paths: &[&[Segment]]) -> Vec<bool> {
             if let Some(b']' | b'}') = scanner.peek() {
                 continue;
             }
-            let Some(node) = top.node else {
-                return found;
-            };
             if top.list {
-                current = trie.item(node, top.next);
+                current = trie.item(&top.nodes, top.next);
             } else {
                 let Some(key) = scanner.string() else {
                     return found;
@@ -156,7 +167,7 @@ pub(crate) fn existing(text: &str, paths: &[&[Segment]]) -> Vec<bool> {
                     return found;
                 }
                 scanner.i += 1;
-                current = trie.member(node, &key);
+                current = trie.member(&top.nodes, &key);
             }
             top.next += 1;
             break;
@@ -297,6 +308,22 @@ mod tests {
             existing(&text, &[&long, &too_long, &beside]),
             [true, false, false]
         );
+    }
+
+    #[test]
+    fn an_index_spelled_as_a_key_is_read_as_the_tree_walk_reads_it() {
+        // `"00"` and `"+1"` name items 0 and 1 of a list (`Segment::as_index`), and the
+        // members "00" and "+1" of an object (found by the dnode_value fuzz target).
+        let text = r#"[[-2, 5], {"00": 1, "+1": 2, "0": 3}]"#;
+        let list =
+            r#"[[0,"00"], [0,"+1"], [1,"00"], [1,"+1"], [1,0], [1,"0"], [0,"0"], ["0","00"]]"#;
+        let tree: serde_json::Value = serde_json::from_str(text).unwrap();
+        let want: Vec<bool> = paths(list)
+            .iter()
+            .map(|p| crate::tree::at(&tree, p).is_some())
+            .collect();
+        assert_eq!(check(text, list), want);
+        assert_eq!(want, [true, true, true, true, true, true, true, true]);
     }
 
     #[test]

@@ -143,7 +143,9 @@ async fn deep_values_and_shared_functions(transport: &str) {
     for _ in 0..depth {
         deep = Array::of1(&deep).into();
     }
-    let back = call(&kite, "echo", &[deep]).await.expect("echo of a deep value");
+    let back = call(&kite, "echo", &[deep])
+        .await
+        .expect("echo of a deep value");
     let mut node = back;
     let mut levels = 0;
     while Array::is_array(&node) {
@@ -152,10 +154,15 @@ async fn deep_values_and_shared_functions(transport: &str) {
     }
     assert_eq!(levels, depth, "over {transport}");
     assert_eq!(get(&node, "leaf").as_string().as_deref(), Some("bottom"));
-    let f: Function = get(&node, "fn").dyn_into().expect("a function at the bottom");
+    let f: Function = get(&node, "fn")
+        .dyn_into()
+        .expect("a function at the bottom");
     f.call1(&JsValue::NULL, &JsValue::from_str("from the bottom"))
         .unwrap();
-    eventually(2000, "the bottom function is called", || !called.borrow().is_empty()).await;
+    eventually(2000, "the bottom function is called", || {
+        !called.borrow().is_empty()
+    })
+    .await;
     assert_eq!(called.borrow()[0], json!("from the bottom"));
 
     let pair = call(&kite, "adderTwice", &[JsValue::from(100)])
@@ -170,7 +177,8 @@ async fn deep_values_and_shared_functions(transport: &str) {
     for (f, x) in [(add, 1.0), (again, 2.0)] {
         let sums = sums.clone();
         let cb = js_fn(move |args| {
-            sums.borrow_mut().push(args.get(0).as_f64().unwrap_or(f64::NAN));
+            sums.borrow_mut()
+                .push(args.get(0).as_f64().unwrap_or(f64::NAN));
             JsValue::UNDEFINED
         });
         f.call2(&JsValue::NULL, &JsValue::from(x), &cb).unwrap();

@@ -11,7 +11,10 @@ use crate::{Callback, Connection, RequestHead};
 use crate::fuzzing::{native, tree};
 
 fn connections() -> (Connection<u64>, TreeConnection<u64, ()>) {
-    (crate::fuzzing::connection(), crate::fuzzing::tree_connection())
+    (
+        crate::fuzzing::connection(),
+        crate::fuzzing::tree_connection(),
+    )
 }
 
 #[test]
