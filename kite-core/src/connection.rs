@@ -45,8 +45,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::dnode::{
-    Callback, CallbackSink, CallbackTable, Entry, Json, Method, Path, RawMessage, Segment, Value,
-    encode_with, last_wins, only_response_callback, write_json,
+    Callback, CallbackSink, CallbackTable, Entry, Json, Members, Method, Path, RawMessage, Segment,
+    Value, encode_with, last_wins, only_response_callback, write_json,
 };
 use crate::envelope::{Auth, Request, RequestHead};
 use crate::error::{ErrorKind, KiteError, ProtocolError};
@@ -596,15 +596,18 @@ fn response(
     };
     let (error, result, prefix) = match items.as_slice() {
         [only] if only.get().starts_with('{') => {
-            let o: Outcome<'_> = serde_json::from_str(only.get()).map_err(|_| shape())?;
-            if o.error.is_none() && o.result.is_none() {
+            let mut de = serde_json::Deserializer::from_str(only.get());
+            let [error, result] =
+                serde::de::DeserializeSeed::deserialize(Members(["error", "result"]), &mut de)
+                    .map_err(|_| shape())?;
+            if error.is_none() && result.is_none() {
                 return Err(shape());
             }
             let mut prefix = vec![Segment::Index(0), Segment::Key("result".into())];
             if wrapped {
                 prefix.remove(0);
             }
-            (o.error, o.result, prefix)
+            (error, result, prefix)
         }
         [_] => return Err(shape()),
         [error, result] => (Some(*error), Some(*result), vec![Segment::Index(1)]),
@@ -648,43 +651,6 @@ fn outcome(
         Some(text) => Value::received(text.to_owned(), functions),
         None => Value::null(),
     }))
-}
-
-/// A response's one object: `error` and `result`, each `Some` when present (even `null`); a
-/// key given twice keeps its last value.
-#[derive(Default)]
-struct Outcome<'a> {
-    error: Option<&'a RawValue>,
-    result: Option<&'a RawValue>,
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Outcome<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Fields<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Fields<'a> {
-            type Value = Outcome<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a response object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Outcome<'a>, A::Error> {
-                let mut o = Outcome::default();
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    match &*key {
-                        "error" => o.error = Some(map.next_value()?),
-                        "result" => o.result = Some(map.next_value()?),
-                        _ => {
-                            map.next_value::<serde::de::IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(o)
-            }
-        }
-        d.deserialize_map(Fields(std::marker::PhantomData))
-    }
 }
 
 /// A request: exactly one options object with the caller's identity, credentials and
@@ -812,38 +778,22 @@ impl<'de: 'a, 'a> Deserialize<'de> for OnlyOptions<'a> {
     }
 }
 
+/// The request or response object: its members as text, a key given twice keeping its last
+/// value, as a parsed object keeps it.
 struct OptionsObject<'a>(Options<'a>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for OptionsObject<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Object<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Object<'a> {
-            type Value = OptionsObject<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an options object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut o = Options::default();
-                // A repeated key keeps its last value, as a parsed object does.
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    match &*key {
-                        "kite" => o.kite = Some(map.next_value()?),
-                        "authentication" => o.authentication = Some(map.next_value()?),
-                        "withArgs" => o.with_args = Some(map.next_value()?),
-                        "error" => o.error = Some(map.next_value()?),
-                        "result" => o.result = Some(map.next_value()?),
-                        _ => {
-                            map.next_value::<serde::de::IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(OptionsObject(o))
-            }
-        }
-        d.deserialize_map(Object(std::marker::PhantomData))
+        let names = ["kite", "authentication", "withArgs", "error", "result"];
+        let [kite, authentication, with_args, error, result] =
+            serde::de::DeserializeSeed::deserialize(Members(names), d)?;
+        Ok(OptionsObject(Options {
+            kite,
+            authentication,
+            with_args,
+            error,
+            result,
+        }))
     }
 }
 

@@ -95,7 +95,6 @@ pub(crate) fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, DecodeError
     decode_seed(text, || std::marker::PhantomData::<T>)
 }
 
-#[cfg(not(target_arch = "wasm32"))]
 fn deep<S, T>(text: &str, seed: S) -> Result<T, DecodeError>
 where
     S: for<'de> DeserializeSeed<'de, Value = T>,
@@ -104,26 +103,18 @@ where
         return Err(DecodeError::TooDeep);
     }
     let mut de = serde_json::Deserializer::from_str(text);
-    de.disable_recursion_limit();
-    let value = seed
-        .deserialize(serde_stacker::Deserializer::new(&mut de))
-        .map_err(DecodeError::Json)?;
+    // On a stack grown as needed; without one (wasm32) serde_json's own limit stands, and
+    // kite-wasm decodes with the engine's JSON parser instead.
+    #[cfg(not(target_arch = "wasm32"))]
+    let value = {
+        de.disable_recursion_limit();
+        seed.deserialize(serde_stacker::Deserializer::new(&mut de))
+    };
+    #[cfg(target_arch = "wasm32")]
+    let value = seed.deserialize(&mut de);
+    let value = value.map_err(DecodeError::Json)?;
     de.end().map_err(DecodeError::Json)?;
     Ok(value)
-}
-
-/// Without a growable stack (wasm32), serde_json's own limit stands; kite-wasm decodes with
-/// the engine's JSON parser instead.
-#[cfg(target_arch = "wasm32")]
-fn deep<S, T>(text: &str, seed: S) -> Result<T, DecodeError>
-where
-    S: for<'de> DeserializeSeed<'de, Value = T>,
-{
-    if depth_exceeds(text, MAX_DEPTH) {
-        return Err(DecodeError::TooDeep);
-    }
-    let mut de = serde_json::Deserializer::from_str(text);
-    seed.deserialize(&mut de).map_err(DecodeError::Json)
 }
 
 /// Serializes `value` into a tree, on a stack grown as needed.

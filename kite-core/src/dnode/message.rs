@@ -77,9 +77,41 @@ pub struct Message {
     pub callbacks: Vec<(u64, Path)>,
 }
 
-/// The envelope's parts as text. A key given twice keeps its last value, as Go's decoder and
-/// `JSON.parse` keep it (serde's derived structs would refuse the message).
-#[derive(Default)]
+/// The members `names` of a JSON object, each as its text (`Some` when present, even `null`).
+/// A key given twice keeps its last value, as Go's decoder and `JSON.parse` keep it (serde's
+/// derived structs would refuse the object); other keys are skipped unread.
+pub(crate) struct Members<const N: usize>(pub(crate) [&'static str; N]);
+
+impl<'de, const N: usize> de::DeserializeSeed<'de> for Members<N> {
+    type Value = [Option<&'de RawValue>; N];
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, const N: usize> Visitor<'de> for Members<N> {
+    type Value = [Option<&'de RawValue>; N];
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "an object with {:?}", self.0)
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = [None; N];
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match self.0.iter().position(|name| *name == key) {
+                Some(i) => found[i] = Some(map.next_value()?),
+                None => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The envelope's parts as text (`None` when missing or `null`).
 struct Wire<'a> {
     method: Option<&'a RawValue>,
     arguments: Option<&'a RawValue>,
@@ -87,34 +119,20 @@ struct Wire<'a> {
     // `links` (dnode-protocol's cycle list) is tolerated and ignored, like Go does.
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Wire<'a> {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Fields<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for Fields<'a> {
-            type Value = Wire<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a dnode message")
-            }
-            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Wire<'a>, A::Error> {
-                let mut w = Wire::default();
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    let slot = match &*key {
-                        "method" => &mut w.method,
-                        "arguments" => &mut w.arguments,
-                        "callbacks" => &mut w.callbacks,
-                        _ => {
-                            map.next_value::<de::IgnoredAny>()?;
-                            continue;
-                        }
-                    };
-                    let raw: &'a RawValue = map.next_value()?;
-                    // `null` reads as absent, as an `Option` field does.
-                    *slot = (raw.get() != "null").then_some(raw);
-                }
-                Ok(w)
-            }
-        }
-        d.deserialize_map(Fields(std::marker::PhantomData))
+impl<'a> Wire<'a> {
+    fn read(text: &'a str) -> serde_json::Result<Wire<'a>> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let [method, arguments, callbacks] = de::DeserializeSeed::deserialize(
+            Members(["method", "arguments", "callbacks"]),
+            &mut de,
+        )?;
+        de.end()?;
+        let given = |raw: Option<&'a RawValue>| raw.filter(|r| r.get() != "null");
+        Ok(Wire {
+            method: given(method),
+            arguments: given(arguments),
+            callbacks: given(callbacks),
+        })
     }
 }
 
@@ -147,8 +165,7 @@ impl<'a> RawMessage<'a> {
                 "a dnode message is a JSON object".into(),
             ));
         }
-        let wire: Wire<'a> =
-            serde_json::from_str(text).map_err(|e| ProtocolError::InvalidMessage(e.to_string()))?;
+        let wire = Wire::read(text).map_err(|e| ProtocolError::InvalidMessage(e.to_string()))?;
         let method = match wire.method {
             Some(raw) => serde_json::from_str::<Method>(raw.get())
                 .map_err(|_| ProtocolError::InvalidMethod)?,

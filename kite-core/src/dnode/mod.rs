@@ -16,10 +16,10 @@ mod value;
 
 pub use callback::{Callback, CallbackSink};
 pub use decode::{FromArg, FromArgs, FromValue};
-pub use message::{Message, Method};
 pub(crate) use message::{
-    RawMessage, encode_with, last_wins, only_response_callback, write_callbacks,
+    Members, RawMessage, encode_with, last_wins, only_response_callback, write_callbacks,
 };
+pub use message::{Message, Method};
 pub use path::{Path, Segment};
 pub(crate) use scan::existing;
 pub use table::{CallbackTable, DEFAULT_MAX_FUNCTIONS, Entry};
