@@ -277,16 +277,21 @@ mod tests {
         existing(text, &refs)
     }
 
+    /// Which of the paths of `list` a walk of the parsed `text` finds.
+    fn walked(text: &str, list: &str) -> Vec<bool> {
+        let tree: serde_json::Value = serde_json::from_str(text).unwrap();
+        paths(list)
+            .iter()
+            .map(|p| crate::tree::at(&tree, p).is_some())
+            .collect()
+    }
+
     #[test]
     fn finds_what_a_tree_walk_finds() {
         let text = r#" [ {"a" : [1, {"b\u0063": null}], "0": "x", "s": "[]{},\"" }, [], 7, "]" ] "#;
         let list = r#"[[], [0], [0,"a",1,"bc"], [0,"a",1,"bd"], ["0","0"], [0,0], [1,0], [2],
             [2,0], [3], [4], [0,"s"], [0,"s",0], ["1"], [0,"a","1"]]"#;
-        let tree: serde_json::Value = serde_json::from_str(text).unwrap();
-        let want: Vec<bool> = paths(list)
-            .iter()
-            .map(|p| crate::tree::at(&tree, p).is_some())
-            .collect();
+        let want = walked(text, list);
         assert_eq!(check(text, list), want);
         assert_eq!(
             want,
@@ -317,11 +322,7 @@ mod tests {
         let text = r#"[[-2, 5], {"00": 1, "+1": 2, "0": 3}]"#;
         let list =
             r#"[[0,"00"], [0,"+1"], [1,"00"], [1,"+1"], [1,0], [1,"0"], [0,"0"], ["0","00"]]"#;
-        let tree: serde_json::Value = serde_json::from_str(text).unwrap();
-        let want: Vec<bool> = paths(list)
-            .iter()
-            .map(|p| crate::tree::at(&tree, p).is_some())
-            .collect();
+        let want = walked(text, list);
         assert_eq!(check(text, list), want);
         assert_eq!(want, [true, true, true, true, true, true, true, true]);
     }
