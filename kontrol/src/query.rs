@@ -108,7 +108,9 @@ impl Matcher {
         }
         let mut out = Vec::new();
         for (i, v) in self.query.values().into_iter().enumerate() {
-            if v.is_empty() || (i == 3 && matches!(self.version, VersionRule::Constraint(_))) {
+            // A version of blanks is no rule at all, and a constraint is checked kite by kite:
+            // neither may narrow the lookup.
+            if v.is_empty() || (i == 3 && !matches!(self.version, VersionRule::Exact(_))) {
                 break;
             }
             out.push(v);
@@ -233,6 +235,11 @@ mod tests {
         assert_eq!(m.prefix(), ["alice", "prod", "math"]);
         let m = Matcher::new(&q("/alice/prod/math/1.0.0/eu")).unwrap();
         assert_eq!(m.prefix(), ["alice", "prod", "math", "1.0.0", "eu"]);
+        // A version of blanks matches every version, so the lookup must not ask for " "
+        // (found by the identity fuzz target: such a query lost every kite on prefix storages).
+        let m = Matcher::new(&q("/alice/prod/math/ /eu")).unwrap();
+        assert_eq!(m.prefix(), ["alice", "prod", "math"]);
+        assert!(m.matches(&kite("/alice/prod/math/0.2/eu/h/k1")));
     }
 
     #[test]
