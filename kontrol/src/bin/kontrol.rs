@@ -141,6 +141,13 @@ async fn run(args: Args) -> Result<(), String> {
             };
             Arc::new(EmbeddedStorage::open(&path).map_err(|e| e.to_string())?)
         }
+        #[cfg(not(feature = "etcd"))]
+        StorageKind::Etcd => {
+            return Err(
+                "this kontrol was built without the etcd storage (Cargo feature `etcd`)".into(),
+            );
+        }
+        #[cfg(feature = "etcd")]
         StorageKind::Etcd => {
             // An etcd that is not up yet is waited for, with a clear message each time.
             let options = kontrol::storage::EtcdOptions::new(args.machines.clone());
@@ -158,6 +165,14 @@ async fn run(args: Args) -> Result<(), String> {
                 }
             }
         }
+        #[cfg(not(feature = "postgres"))]
+        StorageKind::Postgres => {
+            return Err(
+                "this kontrol was built without the PostgreSQL storage (Cargo feature `postgres`)"
+                    .into(),
+            );
+        }
+        #[cfg(feature = "postgres")]
         StorageKind::Postgres => {
             // KONTROL_POSTGRES_HOST, _PORT, _USERNAME, _PASSWORD, _DBNAME, _CONNECTTIMEOUT; a
             // database that is down is connected to on first use, and again after failures.

@@ -20,14 +20,22 @@
 //! - [`PostgresStorage`]: a PostgreSQL database (tokio-postgres), shared by several Kontrols;
 //!   Kontrol creates and migrates its schema itself and reconnects when the server comes back.
 
+//!
+//! The etcd and PostgreSQL backends are the Cargo features `etcd` and `postgres` (both on by
+//! default); without them Kontrol builds without etcd-client (and protoc) or tokio-postgres.
+
 mod embedded;
+#[cfg(feature = "etcd")]
 mod etcd;
 mod memory;
+#[cfg(feature = "postgres")]
 mod postgres;
 
 pub use embedded::EmbeddedStorage;
+#[cfg(feature = "etcd")]
 pub use etcd::{EtcdOptions, EtcdStorage};
 pub use memory::MemoryStorage;
+#[cfg(feature = "postgres")]
 pub use postgres::{PostgresConfig, PostgresConfigError, PostgresStorage};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
