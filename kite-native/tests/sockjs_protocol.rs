@@ -213,6 +213,76 @@ fn prelude() -> String {
     format!("{}\n", "h".repeat(2048))
 }
 
+/// One HTTP/1.1 request on a socket of its own, whose chunked body is read chunk by chunk as
+/// the server framed it (reqwest hands over whatever the socket had, chunks merged or split).
+struct RawHttp {
+    io: tokio::io::BufReader<tokio::net::TcpStream>,
+}
+
+impl RawHttp {
+    /// Sends `method url` (an empty body for POST) and reads the head: it must be a 200 with a
+    /// chunked body.
+    async fn open(method: &str, url: &str) -> RawHttp {
+        use tokio::io::AsyncWriteExt;
+        let rest = url.strip_prefix("http://").unwrap();
+        let (addr, path) = rest.split_at(rest.find('/').unwrap());
+        let stream = within("connect", tokio::net::TcpStream::connect(addr))
+            .await
+            .unwrap();
+        let mut io = tokio::io::BufReader::new(stream);
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
+        io.get_mut().write_all(req.as_bytes()).await.unwrap();
+        let mut r = RawHttp { io };
+        let status = r.line().await;
+        assert!(status.starts_with("HTTP/1.1 200 "), "{url}: {status:?}");
+        let mut chunked = false;
+        loop {
+            let h = r.line().await;
+            if h == "\r\n" {
+                break;
+            }
+            let h = h.to_ascii_lowercase();
+            chunked |= h.starts_with("transfer-encoding:") && h.contains("chunked");
+        }
+        assert!(chunked, "{url}: not a chunked body");
+        r
+    }
+
+    async fn line(&mut self) -> String {
+        use tokio::io::AsyncBufReadExt;
+        let mut line = String::new();
+        within("a line", self.io.read_line(&mut line))
+            .await
+            .unwrap();
+        assert!(line.ends_with("\r\n"), "cut off: {line:?}");
+        line
+    }
+
+    /// The next chunk of the body; `None` for the last (empty) one.
+    async fn chunk(&mut self) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        let size = self.line().await;
+        let size = usize::from_str_radix(size.trim_end(), 16).unwrap();
+        let mut data = vec![0; size + 2];
+        within("a chunk", self.io.read_exact(&mut data))
+            .await
+            .unwrap();
+        assert!(data.ends_with(b"\r\n"));
+        data.truncate(size);
+        (size > 0).then(|| String::from_utf8(data).unwrap())
+    }
+
+    /// The next chunk must be `expected`.
+    async fn expect(&mut self, expected: &str) {
+        assert_eq!(self.chunk().await.as_deref(), Some(expected));
+    }
+
+    /// The body must end here.
+    async fn expect_end(&mut self) {
+        assert_eq!(self.chunk().await, None);
+    }
+}
+
 #[tokio::test]
 async fn greeting_and_not_found() {
     let s = Services::start(|_| {}).await;
@@ -1204,4 +1274,45 @@ async fn a_kite_serves_the_sockjs_transports_its_config_offers() {
     let reply: serde_json::Value = serde_json::from_str(&msgs[0]).unwrap();
     assert_eq!(reply["arguments"][0]["result"], "pong", "{reply}");
     kite.close();
+}
+
+/// As sockjs-node writes them, and as the protocol suite reads them: the prelude and each frame
+/// is an HTTP chunk of its own, the `o` and close frames included.
+#[tokio::test]
+async fn every_streaming_frame_is_an_http_chunk_of_its_own() {
+    let s = Services::start(|_| {}).await;
+    let url = s.session("echo");
+    let mut r = RawHttp::open("POST", &format!("{url}/xhr_streaming")).await;
+    r.expect(&prelude()).await;
+    r.expect("o\n").await;
+    assert_eq!(s.post(&format!("{url}/xhr_send"), "[\"x\"]").await.0, 204);
+    r.expect("a[\"x\"]\n").await;
+    // A second receiver: the prelude, then the 2010 frame, then the end.
+    let mut second = RawHttp::open("POST", &format!("{url}/xhr_streaming")).await;
+    second.expect(&prelude()).await;
+    second
+        .expect("c[2010,\"Another connection still open\"]\n")
+        .await;
+    second.expect_end().await;
+
+    let url = s.session("echo");
+    let mut r = RawHttp::open("GET", &format!("{url}/eventsource")).await;
+    r.expect("\r\n").await;
+    r.expect("data: o\r\n\r\n").await;
+    assert_eq!(s.post(&format!("{url}/xhr_send"), "[\"x\"]").await.0, 204);
+    r.expect("data: a[\"x\"]\r\n\r\n").await;
+
+    let url = s.session("echo");
+    let mut r = RawHttp::open("GET", &format!("{url}/htmlfile?c=callback")).await;
+    r.expect(&kite_native::core::sockjs::htmlfile_head("callback"))
+        .await;
+    r.expect("<script>\np(\"o\");\n</script>\r\n").await;
+
+    // The close frame right after the open frame, then the end of the response.
+    let url = s.session("close");
+    let mut r = RawHttp::open("POST", &format!("{url}/xhr_streaming")).await;
+    r.expect(&prelude()).await;
+    r.expect("o\n").await;
+    r.expect("c[3000,\"Go away!\"]\n").await;
+    r.expect_end().await;
 }
