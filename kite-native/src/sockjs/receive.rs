@@ -70,7 +70,7 @@ async fn poll_frame(
     if created {
         return Ok("o".to_owned());
     }
-    let Some(attached) = attach(&session) else {
+    let Some(attached) = attach(&session).await else {
         return Ok(another_connection());
     };
     let heartbeat = tokio::time::sleep(state.options.heartbeat_delay);
@@ -223,7 +223,7 @@ async fn stream(state: State, id: &str, framing: Framing, remote: Option<SocketA
     };
     let content_type = framing.content_type();
     let mut first = VecDeque::from([framing.prelude()]);
-    let Some(attached) = attach(&session) else {
+    let Some(attached) = attach(&session).await else {
         first.push_back(framing.wrap(&another_connection()));
         return uncached(content_type, chunked(futures_util::stream::iter(first)));
     };
