@@ -583,11 +583,8 @@ async fn websocket_transport_close_empty_frames_reuse_and_broken_json() {
     let mut broken = ws_connect(&url).await;
     assert_eq!(ws_next(&mut broken).await.as_deref(), Some("o"));
     broken.send(Message::text("[\"a")).await.unwrap();
-    let mut rest = Vec::new();
-    while let Some(m) = ws_next(&mut broken).await {
-        rest.push(m);
-    }
-    assert!(rest.iter().all(|m| m.starts_with('c')), "{rest:?}");
+    // No `c` frame: the websocket is closed (see `broken_json_closes_the_websocket_with_3000`).
+    assert_eq!(ws_next(&mut broken).await, None);
 
     // Plain HTTP to the websocket endpoint: 400 for GET, 405 for POST.
     assert_eq!(s.get(&url).await.0, 400);
@@ -1344,4 +1341,30 @@ async fn a_receiver_asking_again_right_after_it_was_cut_off_is_not_refused() {
     r2.expect_end().await;
     assert_eq!(s.post(&format!("{url}/xhr_send"), "[\"x\"]").await.0, 204);
     r1.expect("a[\"x\"]\n").await;
+}
+
+/// As sockjs-node does, and as the protocol suite checks: broken JSON on a SockJS websocket
+/// ends it with a websocket close 3000 "Broken framing.", not with a SockJS `c` frame.
+#[tokio::test]
+async fn broken_json_closes_the_websocket_with_3000() {
+    let s = Services::start(|_| {}).await;
+    for bad in ["[\"a", "{\"a\":1}", "[1]"] {
+        let mut ws = ws_connect(&format!("{}/websocket", s.session("echo"))).await;
+        assert_eq!(ws_next(&mut ws).await.as_deref(), Some("o"));
+        ws.send(Message::text(bad)).await.unwrap();
+        let close = match within("close", ws.next()).await {
+            Some(Ok(Message::Close(Some(close)))) => close,
+            other => panic!("{bad}: expected the websocket close, got {other:?}"),
+        };
+        assert_eq!(
+            (u16::from(close.code), close.reason.as_str()),
+            (3000, "Broken framing."),
+            "{bad}"
+        );
+        // Then the connection ends.
+        assert!(
+            matches!(within("end", ws.next()).await, None | Some(Err(_))),
+            "{bad}"
+        );
+    }
 }
