@@ -21,8 +21,10 @@ pub const GO_AWAY: (u16, &str) = (3000, "Go away!");
 pub const ANOTHER_CONNECTION_OPEN: (u16, &str) = (2010, "Another connection still open");
 /// Close code and reason for a message larger than the configured limit.
 pub const MESSAGE_TOO_BIG: (u16, &str) = (1009, "Message too big");
-/// Close code and reason for a client frame that is not a JSON array of strings.
-pub const BROKEN_FRAME: (u16, &str) = (1002, "Broken framing.");
+/// Close code and reason for a client frame that is not a JSON array of strings. As in
+/// sockjs-node, a websocket session ends with a websocket close of this code and reason, and no
+/// SockJS `c` frame.
+pub const BROKEN_FRAME: (u16, &str) = (3000, "Broken framing.");
 /// Close code and reason of a session whose receiving request was cut off by the network (the
 /// client cannot know what it missed, so the session ends).
 pub const CONNECTION_INTERRUPTED: (u16, &str) = (1002, "Connection interrupted");

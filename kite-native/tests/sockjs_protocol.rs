@@ -213,6 +213,87 @@ fn prelude() -> String {
     format!("{}\n", "h".repeat(2048))
 }
 
+/// One HTTP/1.1 request on a socket of its own, whose chunked body is read chunk by chunk as
+/// the server framed it (reqwest hands over whatever the socket had, chunks merged or split).
+struct RawHttp {
+    io: tokio::io::BufReader<tokio::net::TcpStream>,
+}
+
+impl RawHttp {
+    /// Sends `method url` (an empty body for POST) and reads the head: it must be a 200 with a
+    /// chunked body.
+    async fn open(method: &str, url: &str) -> RawHttp {
+        let mut r = RawHttp::send(method, url).await;
+        r.head(url).await;
+        r
+    }
+
+    /// Sends `method url` (an empty body for POST), reading nothing yet.
+    async fn send(method: &str, url: &str) -> RawHttp {
+        use tokio::io::AsyncWriteExt;
+        let rest = url.strip_prefix("http://").unwrap();
+        let (addr, path) = rest.split_at(rest.find('/').unwrap());
+        let stream = within("connect", tokio::net::TcpStream::connect(addr))
+            .await
+            .unwrap();
+        let mut io = tokio::io::BufReader::new(stream);
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
+        io.get_mut().write_all(req.as_bytes()).await.unwrap();
+        RawHttp { io }
+    }
+
+    /// Reads the head of the answer: it must be a 200 with a chunked body.
+    async fn head(&mut self, url: &str) {
+        let r = self;
+        let status = r.line().await;
+        assert!(status.starts_with("HTTP/1.1 200 "), "{url}: {status:?}");
+        let mut chunked = false;
+        loop {
+            let h = r.line().await;
+            if h == "\r\n" {
+                break;
+            }
+            let h = h.to_ascii_lowercase();
+            chunked |= h.starts_with("transfer-encoding:") && h.contains("chunked");
+        }
+        assert!(chunked, "{url}: not a chunked body");
+    }
+
+    async fn line(&mut self) -> String {
+        use tokio::io::AsyncBufReadExt;
+        let mut line = String::new();
+        within("a line", self.io.read_line(&mut line))
+            .await
+            .unwrap();
+        assert!(line.ends_with("\r\n"), "cut off: {line:?}");
+        line
+    }
+
+    /// The next chunk of the body; `None` for the last (empty) one.
+    async fn chunk(&mut self) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        let size = self.line().await;
+        let size = usize::from_str_radix(size.trim_end(), 16).unwrap();
+        let mut data = vec![0; size + 2];
+        within("a chunk", self.io.read_exact(&mut data))
+            .await
+            .unwrap();
+        assert!(data.ends_with(b"\r\n"));
+        data.truncate(size);
+        (size > 0).then(|| String::from_utf8(data).unwrap())
+    }
+
+    /// The next chunk must be `expected`.
+    async fn expect(&mut self, expected: &str) {
+        assert_eq!(self.chunk().await.as_deref(), Some(expected));
+    }
+
+    /// The body must end here.
+    async fn expect_end(&mut self) {
+        assert_eq!(self.chunk().await, None);
+    }
+}
+
 #[tokio::test]
 async fn greeting_and_not_found() {
     let s = Services::start(|_| {}).await;
@@ -502,11 +583,8 @@ async fn websocket_transport_close_empty_frames_reuse_and_broken_json() {
     let mut broken = ws_connect(&url).await;
     assert_eq!(ws_next(&mut broken).await.as_deref(), Some("o"));
     broken.send(Message::text("[\"a")).await.unwrap();
-    let mut rest = Vec::new();
-    while let Some(m) = ws_next(&mut broken).await {
-        rest.push(m);
-    }
-    assert!(rest.iter().all(|m| m.starts_with('c')), "{rest:?}");
+    // No `c` frame: the websocket is closed (see `broken_json_closes_the_websocket_with_3000`).
+    assert_eq!(ws_next(&mut broken).await, None);
 
     // Plain HTTP to the websocket endpoint: 400 for GET, 405 for POST.
     assert_eq!(s.get(&url).await.0, 400);
@@ -1028,22 +1106,13 @@ async fn closing_unlinks_the_receiver_and_aborted_receivers_interrupt_the_sessio
     r2.expect("c[2010,\"Another connection still open\"]\n")
         .await;
     r2.expect_end().await;
-    // The first receiver goes away mid-stream: the session is interrupted.
+    // The first receiver goes away mid-stream: the session is interrupted (the next receiver
+    // is handed the session, not refused, even when it asks at once).
     drop(r1);
     let interrupted = "c[1002,\"Connection interrupted\"]\n";
-    let body = within("interrupted", async {
-        loop {
-            let mut r3 = Stream::open(&s, Method::POST, &format!("{url}/xhr_streaming")).await;
-            r3.expect(&prelude()).await;
-            let line = r3.line().await;
-            // Until the server has seen the connection drop, the old receiver is attached.
-            if !line.starts_with("c[2010") {
-                break line;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    let mut r3 = Stream::open(&s, Method::POST, &format!("{url}/xhr_streaming")).await;
+    r3.expect(&prelude()).await;
+    let body = r3.line().await;
     assert!(body == "o\n" || body == interrupted, "{body:?}");
 
     // The same for polling.
@@ -1051,16 +1120,8 @@ async fn closing_unlinks_the_receiver_and_aborted_receivers_interrupt_the_sessio
     assert_eq!(s.post(&format!("{url}/xhr"), "").await.2, "o\n");
     let waiting = hold_poll(&s, &url).await;
     waiting.abort();
-    let body = within("interrupted poll", async {
-        loop {
-            let (_, _, body) = s.post(&format!("{url}/xhr"), "").await;
-            if !body.starts_with("c[2010") {
-                break body;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    let _ = waiting.await;
+    let (_, _, body) = s.post(&format!("{url}/xhr"), "").await;
     assert!(body == "o\n" || body == interrupted, "{body:?}");
 }
 
@@ -1204,4 +1265,106 @@ async fn a_kite_serves_the_sockjs_transports_its_config_offers() {
     let reply: serde_json::Value = serde_json::from_str(&msgs[0]).unwrap();
     assert_eq!(reply["arguments"][0]["result"], "pong", "{reply}");
     kite.close();
+}
+
+/// As sockjs-node writes them, and as the protocol suite reads them: the prelude and each frame
+/// is an HTTP chunk of its own, the `o` and close frames included.
+#[tokio::test]
+async fn every_streaming_frame_is_an_http_chunk_of_its_own() {
+    let s = Services::start(|_| {}).await;
+    let url = s.session("echo");
+    let mut r = RawHttp::open("POST", &format!("{url}/xhr_streaming")).await;
+    r.expect(&prelude()).await;
+    r.expect("o\n").await;
+    assert_eq!(s.post(&format!("{url}/xhr_send"), "[\"x\"]").await.0, 204);
+    r.expect("a[\"x\"]\n").await;
+    // A second receiver: the prelude, then the 2010 frame, then the end.
+    let mut second = RawHttp::open("POST", &format!("{url}/xhr_streaming")).await;
+    second.expect(&prelude()).await;
+    second
+        .expect("c[2010,\"Another connection still open\"]\n")
+        .await;
+    second.expect_end().await;
+
+    let url = s.session("echo");
+    let mut r = RawHttp::open("GET", &format!("{url}/eventsource")).await;
+    r.expect("\r\n").await;
+    r.expect("data: o\r\n\r\n").await;
+    assert_eq!(s.post(&format!("{url}/xhr_send"), "[\"x\"]").await.0, 204);
+    r.expect("data: a[\"x\"]\r\n\r\n").await;
+
+    let url = s.session("echo");
+    let mut r = RawHttp::open("GET", &format!("{url}/htmlfile?c=callback")).await;
+    r.expect(&kite_native::core::sockjs::htmlfile_head("callback"))
+        .await;
+    r.expect("<script>\np(\"o\");\n</script>\r\n").await;
+
+    // The close frame right after the open frame, then the end of the response.
+    let url = s.session("close");
+    let mut r = RawHttp::open("POST", &format!("{url}/xhr_streaming")).await;
+    r.expect(&prelude()).await;
+    r.expect("o\n").await;
+    r.expect("c[3000,\"Go away!\"]\n").await;
+    r.expect_end().await;
+}
+
+/// A client that drops a receiving request and asks again at once is usually faster than the
+/// server at noticing the dropped connection: it is handed the session (interrupted), not
+/// refused with `c[2010,...]` as if the old request were still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_asking_again_right_after_it_was_cut_off_is_not_refused() {
+    let s = Services::start(|_| {}).await;
+    let interrupted = "c[1002,\"Connection interrupted\"]\n";
+    for _ in 0..5 {
+        let url = s.session("echo");
+        let streaming = format!("{url}/xhr_streaming");
+        let mut r1 = RawHttp::open("POST", &streaming).await;
+        r1.expect(&prelude()).await;
+        r1.expect("o\n").await;
+        // The new request goes out as the old one is cut off: the server may see it first.
+        let mut r2 = RawHttp::send("POST", &streaming).await;
+        drop(r1);
+        r2.head(&streaming).await;
+        r2.expect(&prelude()).await;
+        assert_eq!(r2.chunk().await.as_deref(), Some(interrupted));
+        r2.expect_end().await;
+    }
+    // A receiver that stays is still refused, after the handover delay.
+    let url = s.session("echo");
+    let mut r1 = RawHttp::open("POST", &format!("{url}/xhr_streaming")).await;
+    r1.expect(&prelude()).await;
+    r1.expect("o\n").await;
+    let mut r2 = RawHttp::open("POST", &format!("{url}/xhr_streaming")).await;
+    r2.expect(&prelude()).await;
+    r2.expect("c[2010,\"Another connection still open\"]\n")
+        .await;
+    r2.expect_end().await;
+    assert_eq!(s.post(&format!("{url}/xhr_send"), "[\"x\"]").await.0, 204);
+    r1.expect("a[\"x\"]\n").await;
+}
+
+/// As sockjs-node does, and as the protocol suite checks: broken JSON on a SockJS websocket
+/// ends it with a websocket close 3000 "Broken framing.", not with a SockJS `c` frame.
+#[tokio::test]
+async fn broken_json_closes_the_websocket_with_3000() {
+    let s = Services::start(|_| {}).await;
+    for bad in ["[\"a", "{\"a\":1}", "[1]"] {
+        let mut ws = ws_connect(&format!("{}/websocket", s.session("echo"))).await;
+        assert_eq!(ws_next(&mut ws).await.as_deref(), Some("o"));
+        ws.send(Message::text(bad)).await.unwrap();
+        let close = match within("close", ws.next()).await {
+            Some(Ok(Message::Close(Some(close)))) => close,
+            other => panic!("{bad}: expected the websocket close, got {other:?}"),
+        };
+        assert_eq!(
+            (u16::from(close.code), close.reason.as_str()),
+            (3000, "Broken framing."),
+            "{bad}"
+        );
+        // Then the connection ends.
+        assert!(
+            matches!(within("end", ws.next()).await, None | Some(Err(_))),
+            "{bad}"
+        );
+    }
 }

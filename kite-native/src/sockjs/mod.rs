@@ -31,9 +31,10 @@
 //! client queue until a receiving request takes them, in order, none lost or duplicated; a
 //! receiver is detached before its answer is handed back, so a client that polls again the
 //! instant an answer arrives is always accepted (only a genuinely concurrent second receiver
-//! gets `c[2010,"Another connection still open"]`); a session with no receiver for
-//! [`SockJsOptions::disconnect_delay`] ends; a receiving request cut off by the network ends its
-//! session with `c[1002,"Connection interrupted"]`.
+//! gets `c[2010,"Another connection still open"]`, after waiting 250 ms for the first to go, so
+//! that a client asking again right after it dropped a request is not refused); a session with
+//! no receiver for [`SockJsOptions::disconnect_delay`] ends; a receiving request cut off by the
+//! network ends its session with `c[1002,"Connection interrupted"]`.
 //!
 //! # Budgets
 //!

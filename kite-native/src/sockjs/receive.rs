@@ -4,7 +4,12 @@
 //! `htmlfile`): a prelude, then frames as they come, until `response_limit` bytes of frames
 //! have been sent; the client then opens a new request on the same session. Each transport only
 //! differs in how a frame is wrapped and in its content type.
+//!
+//! As in sockjs-node, the prelude and every streamed frame is an HTTP chunk of its own (never
+//! coalesced, not even the prelude and `o`): the protocol's test suite, and clients reading the
+//! body chunk by chunk, take one chunk for one frame.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
@@ -65,7 +70,7 @@ async fn poll_frame(
     if created {
         return Ok("o".to_owned());
     }
-    let Some(attached) = attach(&session) else {
+    let Some(attached) = attach(&session).await else {
         return Ok(another_connection());
     };
     let heartbeat = tokio::time::sleep(state.options.heartbeat_delay);
@@ -161,8 +166,8 @@ impl Framing {
 /// The state of a streaming response body.
 struct Stream {
     framing: Framing,
-    /// The prelude (and `o` for a new session), sent first.
-    first: Option<String>,
+    /// The prelude and `o` for a new session, sent first, each as a chunk of its own.
+    first: VecDeque<String>,
     /// `None` once the response has ended for the session.
     attached: Option<Attached>,
     state: State,
@@ -173,7 +178,7 @@ struct Stream {
 impl Stream {
     /// The next chunk of the body; `None` ends the response.
     async fn next(&mut self) -> Option<String> {
-        if let Some(first) = self.first.take() {
+        if let Some(first) = self.first.pop_front() {
             return Some(first);
         }
         let session = self.attached.as_ref()?.session().clone();
@@ -203,33 +208,40 @@ impl Stream {
     }
 }
 
+/// A response body of `chunks`, each an HTTP chunk of its own.
+fn chunked(chunks: impl futures_util::Stream<Item = String> + Send + 'static) -> Body {
+    Body::from_stream(futures_util::StreamExt::map(chunks, |chunk| {
+        Ok::<_, Infallible>(Bytes::from(chunk))
+    }))
+}
+
 /// A streaming response on session `id`.
-fn stream(state: State, id: &str, framing: Framing, remote: Option<SocketAddr>) -> Response {
+async fn stream(state: State, id: &str, framing: Framing, remote: Option<SocketAddr>) -> Response {
     let (session, created) = match get_or_create(&state, id, framing.transport(), remote) {
         Ok(x) => x,
         Err(refused) => return refused.into_response(),
     };
     let content_type = framing.content_type();
-    let mut first = framing.prelude();
-    let Some(attached) = attach(&session) else {
-        first.push_str(&framing.wrap(&another_connection()));
-        return uncached(content_type, first);
+    let mut first = VecDeque::from([framing.prelude()]);
+    let Some(attached) = attach(&session).await else {
+        first.push_back(framing.wrap(&another_connection()));
+        return uncached(content_type, chunked(futures_util::stream::iter(first)));
     };
     if created {
-        first.push_str(&framing.wrap("o"));
+        first.push_back(framing.wrap("o"));
     }
     let st = Stream {
         framing,
-        first: Some(first),
+        first,
         attached: Some(attached),
         state,
         written: 0,
     };
     let body = futures_util::stream::unfold(st, |mut st| async move {
         let chunk = st.next().await?;
-        Some((Ok::<_, Infallible>(Bytes::from(chunk)), st))
+        Some((chunk, st))
     });
-    uncached(content_type, Body::from_stream(body))
+    uncached(content_type, chunked(body))
 }
 
 /// `POST .../xhr_streaming`: a 2 KiB prelude of `h`, then one frame per line.
@@ -238,7 +250,7 @@ pub(crate) async fn xhr_streaming(
     AxState(state): AxState<State>,
     RemoteAddr(remote): RemoteAddr,
 ) -> Response {
-    stream(state, &id, Framing::XhrStreaming, remote)
+    stream(state, &id, Framing::XhrStreaming, remote).await
 }
 
 /// `GET .../eventsource`: server-sent events, one `data:` event per frame.
@@ -247,7 +259,7 @@ pub(crate) async fn eventsource(
     AxState(state): AxState<State>,
     RemoteAddr(remote): RemoteAddr,
 ) -> Response {
-    stream(state, &id, Framing::EventSource, remote)
+    stream(state, &id, Framing::EventSource, remote).await
 }
 
 /// `GET .../htmlfile?c=callback`: a page whose script chunks hand frames to the callback.
@@ -258,7 +270,7 @@ pub(crate) async fn htmlfile(
     RemoteAddr(remote): RemoteAddr,
 ) -> Response {
     match callback(query) {
-        Ok(cb) => stream(state, &id, Framing::HtmlFile(cb), remote),
+        Ok(cb) => stream(state, &id, Framing::HtmlFile(cb), remote).await,
         Err(message) => server_error(message),
     }
 }

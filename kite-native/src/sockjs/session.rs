@@ -5,7 +5,10 @@
 //! them. At most one receiver is attached at a time; it is detached *before* its answer is handed
 //! back, so a client that asks again the instant an answer arrives is always accepted. A
 //! receiver dropped before it finished (the client went away mid-request) interrupts the
-//! session: it ends with `c[1002,"Connection interrupted"]`, since the client cannot know what it
+//! session. A receiver that finds another attached waits up to [`HANDOVER`] for it to detach
+//! before it is refused with `c[2010,...]`: a client that drops a request and asks again at once
+//! is usually faster than the server at noticing the dropped connection. The interruption
+//! ends the session with `c[1002,"Connection interrupted"]`, since the client cannot know what it
 //! missed. A session without a receiver for the disconnect delay is forgotten; a closed one keeps
 //! answering its close frame until then.
 //!
@@ -49,6 +52,8 @@ pub(crate) struct HttpSession {
     inner: Mutex<Inner>,
     /// Wakes the attached receiver when there is something to take.
     wake: Notify,
+    /// Wakes receivers waiting for the attached one to detach.
+    detached: Notify,
     /// The runtime's sender, to close the session on oversized input.
     pub(crate) tx: SessionSender,
     /// Held by the send request reading and delivering a body: one at a time per session.
@@ -185,20 +190,36 @@ impl Drop for Attached {
         let mut s = self.session.lock();
         s.receiver = false;
         s.detached_at = Instant::now();
+        drop(s);
+        self.session.detached.notify_waiters();
     }
 }
 
-/// Attaches a receiver, unless one is attached already.
-pub(crate) fn attach(session: &Arc<HttpSession>) -> Option<Attached> {
-    let mut s = session.lock();
-    if s.receiver {
-        return None;
+/// How long a receiver waits for the attached one to detach before it is refused.
+pub(crate) const HANDOVER: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Attaches a receiver, unless another one stays attached for [`HANDOVER`].
+pub(crate) async fn attach(session: &Arc<HttpSession>) -> Option<Attached> {
+    let deadline = Instant::now() + HANDOVER;
+    loop {
+        // Registered before looking, so that a detach right after the look still wakes us.
+        let detached = session.detached.notified();
+        tokio::pin!(detached);
+        detached.as_mut().enable();
+        {
+            let mut s = session.lock();
+            if !s.receiver {
+                s.receiver = true;
+                return Some(Attached {
+                    session: session.clone(),
+                    finished: false,
+                });
+            }
+        }
+        if tokio::time::timeout_at(deadline, detached).await.is_err() {
+            return None;
+        }
     }
-    s.receiver = true;
-    Some(Attached {
-        session: session.clone(),
-        finished: false,
-    })
 }
 
 /// The session `id`, if it is alive.
@@ -243,6 +264,7 @@ pub(crate) fn get_or_create(
             in_tx: Some(in_tx),
         }),
         wake: Notify::new(),
+        detached: Notify::new(),
         tx: session.tx.clone(),
         sending: tokio::sync::Mutex::new(()),
     });

@@ -260,14 +260,16 @@ async fn closing(
     taken_back: oneshot::Receiver<SplitStream<WebSocket>>,
 ) {
     // SockJS clients take the code from the `c` frame; a peer past its output budget is told
-    // on the websocket too (policy violation).
-    let ws_code = if framed && code != QUEUE_OVERFLOW.0 {
+    // on the websocket too (policy violation). Broken input ends the websocket with the code
+    // and no `c` frame, as in sockjs-node.
+    let broken = (code, reason.as_str()) == BROKEN_FRAME;
+    let ws_code = if framed && code != QUEUE_OVERFLOW.0 && !broken {
         1000
     } else {
         code.max(1000)
     };
     let frames = async {
-        if framed {
+        if framed && !broken {
             sink.send(Message::text(sockjs::encode_close(code, &reason)))
                 .await?;
         }
