@@ -91,7 +91,10 @@ async fn kontrol_and_kitectl_from_the_shell() {
     keys(&mut initial);
     let out = run(initial.args(["--initial", "--username", "kontrol"]));
     assert!(out.contains("kite.key for kontrol written"), "{out}");
-    assert!(kontrol_home.join("kite.key").exists());
+    // Kontrol's own kite.key is in its own home, $KITE_HOME/kontrol, and no store was made.
+    assert!(kontrol_home.join("kontrol/kite.key").exists());
+    assert!(!kontrol_home.join("kite.key").exists());
+    assert!(!kontrol_home.join("kontrol/kontrol.db").exists());
 
     let mut serve = Command::new(KONTROL);
     keys(&mut serve);
