@@ -22,10 +22,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "http://localhost:6000/kite".to_owned());
     let kite = Kite::new("second", "1.0.0")?;
     let client = kite.new_client(&url);
-    client
-        .dial()
-        .await
-        .map_err(|e| format!("cannot dial {url}: {e}"))?;
+    client.dial().await?; // its error names the URL
 
     let pong: String = client.call("kite.ping", ()).await?;
     println!("{pong}");
