@@ -265,7 +265,10 @@ fn kontrol_makes_its_home_private() {
     let mut initial = kontrol(&kite_home);
     keys(&mut initial);
     let out = run(initial.args(["--initial", "--username", "kontrol"]));
-    assert!(out.contains(&home.join("kite.key").display().to_string()), "{out}");
+    assert!(
+        out.contains(&home.join("kite.key").display().to_string()),
+        "{out}"
+    );
     assert_eq!(mode(&kite_home), 0o700);
     assert_eq!(mode(&home), 0o700);
     assert_eq!(mode(&home.join("kite.key")) & 0o077, 0);

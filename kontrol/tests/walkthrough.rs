@@ -233,7 +233,7 @@ fn the_walkthrough_reads_its_commands_from_readme() {
     );
     assert!(steps.iter().any(|s| s.background), "{steps:#?}");
     assert_eq!(
-        steps.iter().filter_map(|s| s.prints.as_deref()).last(),
+        steps.iter().rev().find_map(|s| s.prints.as_deref()),
         Some("16"),
         "{steps:#?}"
     );
