@@ -369,6 +369,7 @@ fn the_readme_walkthrough_works_as_written_and_survives_a_kontrol_restart() {
     assert_eq!(user.claims.iss, "kontrol");
     #[cfg(unix)]
     {
+        assert_eq!(mode(&kite), 0o700);
         assert_eq!(mode(&kontrol_home), 0o700);
         assert_eq!(mode(&kontrol_home.join("kontrol.db")), 0o600);
         assert_eq!(mode(&kontrol_home.join("kite.key")) & 0o077, 0);
