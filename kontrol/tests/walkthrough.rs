@@ -86,9 +86,13 @@ fn free_port() -> u16 {
 }
 
 /// Where the binaries are (`target/<profile>`), with the examples the walk-through runs.
-/// `cargo test --workspace` has built them; when they are missing (`cargo test -p kontrol` on
-/// a fresh target directory) they are built as `cargo test --workspace` builds them, so that
-/// the features of the build stay the same and nothing is built twice.
+/// `cargo test --workspace` (as scripts/test runs it) has built them fresh. When they are
+/// missing (`cargo test -p kontrol` on a fresh target directory) they are built here, with
+/// the workspace's bins and examples (minutes, once). Present ones are used as they are, so
+/// after editing kite-native's examples alone, `cargo test -p kontrol` runs the old ones:
+/// build them (`cargo build --profile test --workspace --examples --bins`) or test the
+/// workspace. A nested build is not a no-op (its features and environment differ from the
+/// test run's), so it is not run every time.
 fn binaries() -> PathBuf {
     let dir = Path::new(KONTROL).parent().unwrap().to_owned();
     assert_eq!(Path::new(KITECTL).parent(), Some(dir.as_path()));
