@@ -20,6 +20,10 @@ fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
 }
 
+/// The line above the targets of a smoke run: its figures come from windows of milliseconds
+/// and a handful of connections, so comparing them with the targets would say nothing.
+pub const SMOKE_NOTE: &str = "Smoke run (--smoke): these figures are not measurements (windows of milliseconds, a few connections); they only show every scenario runs, and no target is checked. Figures come from a full `kite-bench run` (docs/BENCHMARKS.md).";
+
 /// The report as Markdown.
 pub fn markdown(report: &Report) -> String {
     let mut out = String::new();
@@ -118,6 +122,10 @@ pub fn markdown(report: &Report) -> String {
         out.push('\n');
     }
     if !report.targets.is_empty() {
+        if report.options.smoke {
+            out.push_str(SMOKE_NOTE);
+            out.push('\n');
+        }
         out.push_str("| target | value | bound | met |\n|---|---:|---:|---|\n");
         for t in &report.targets {
             let _ = writeln!(
@@ -127,6 +135,7 @@ pub fn markdown(report: &Report) -> String {
                 t.value,
                 t.bound,
                 match t.met {
+                    Some(_) if report.options.smoke => "n/a (smoke)",
                     Some(true) => "yes",
                     Some(false) => "**no**",
                     None => "information",
@@ -135,4 +144,60 @@ pub fn markdown(report: &Report) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::suite::{Machine, SuiteOptions, TargetCheck};
+
+    fn report(options: SuiteOptions) -> Report {
+        let target = |name: &str, met| TargetCheck {
+            name: name.into(),
+            value: 0.1,
+            bound: 0.5,
+            met,
+        };
+        Report {
+            machine: Machine {
+                cpus: 2,
+                cpu: "test".into(),
+                kernel: "6.0".into(),
+                unix_time: 0,
+            },
+            options,
+            rows: Vec::new(),
+            connections: Vec::new(),
+            idle: Vec::new(),
+            soak: None,
+            targets: vec![
+                target("missed ≥", Some(false)),
+                target("met ≥", Some(true)),
+                target("shown (information)", None),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_smoke_run_checks_no_target_and_says_why() {
+        let text = markdown(&report(SuiteOptions::smoke()));
+        assert!(!text.contains("**no**"), "{text}");
+        assert!(!text.contains("| yes |"), "{text}");
+        assert_eq!(text.matches("| n/a (smoke) |").count(), 2, "{text}");
+        assert!(text.contains("| information |"), "{text}");
+        // The note comes right before the table, where scripts/test starts printing.
+        let note = text.find(SMOKE_NOTE).expect("the smoke note");
+        let table = text.find("| target |").unwrap();
+        assert!(note < table, "{text}");
+        assert!(SMOKE_NOTE.contains("not measurements"));
+    }
+
+    #[test]
+    fn a_full_run_gives_verdicts() {
+        let text = markdown(&report(SuiteOptions::full()));
+        assert!(!text.contains(SMOKE_NOTE), "{text}");
+        assert!(!text.contains("n/a (smoke)"), "{text}");
+        assert!(text.contains("| **no** |"), "{text}");
+        assert!(text.contains("| yes |"), "{text}");
+    }
 }

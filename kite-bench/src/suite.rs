@@ -79,6 +79,9 @@ pub struct SuiteOptions {
     /// Plain/token pairs of the `auth` group per repetition (run back to back: the token
     /// target is the median of the pairs' ratios).
     pub auth_pairs: usize,
+    /// A smoke run ([`SuiteOptions::smoke`]): its windows and counts are too small for its
+    /// figures to mean anything, so the report checks no target against them.
+    pub smoke: bool,
 }
 
 impl SuiteOptions {
@@ -96,6 +99,7 @@ impl SuiteOptions {
             idle_connections: 10_000,
             soak_calls: 1_000_000,
             auth_pairs: 4,
+            smoke: false,
         }
     }
 
@@ -113,6 +117,7 @@ impl SuiteOptions {
             idle_connections: 50,
             soak_calls: 2_000,
             auth_pairs: 1,
+            smoke: true,
         }
     }
 }

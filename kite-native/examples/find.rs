@@ -9,9 +9,18 @@
 use kite_native::core::KontrolQuery;
 use kite_native::{Config, Kite};
 
+mod support;
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let kite = Kite::with_config("second", "1.0.0", Config::get()?)?;
+async fn main() -> std::process::ExitCode {
+    support::init_tracing("warn");
+    support::exit("find", run().await)
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config::get()
+        .map_err(|e| format!("cannot read your kite key: {e} (get one with `kitectl register`)"))?;
+    let kite = Kite::with_config("second", "1.0.0", config)?;
     let query = KontrolQuery {
         username: kite.config().username.clone(),
         environment: kite.config().environment.clone(),

@@ -8,16 +8,18 @@
 
 use kite_native::{Config, Kite, KiteError, Request};
 
+mod support;
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KITE_LOG_LEVEL")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+async fn main() -> std::process::ExitCode {
+    support::init_tracing("info");
+    support::exit("registered", run().await)
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // Defaults, then the kite key (username, Kontrol URL and key), then KITE_* variables.
-    let mut config = Config::get()?;
+    let mut config = Config::get()
+        .map_err(|e| format!("cannot read your kite key: {e} (get one with `kitectl register`)"))?;
     if std::env::var_os("KITE_PORT").is_none() {
         config.port = 6000;
     }

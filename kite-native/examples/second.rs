@@ -8,20 +8,21 @@
 
 use kite_native::{ErrorKind, Kite};
 
+mod support;
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KITE_LOG_LEVEL")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+async fn main() -> std::process::ExitCode {
+    support::init_tracing("warn");
+    support::exit("second", run().await)
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "http://localhost:6000/kite".to_owned());
     let kite = Kite::new("second", "1.0.0")?;
     let client = kite.new_client(&url);
-    client.dial().await?;
+    client.dial().await?; // its error names the URL
 
     let pong: String = client.call("kite.ping", ()).await?;
     println!("{pong}");

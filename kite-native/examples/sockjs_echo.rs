@@ -15,6 +15,8 @@
 use kite_native::session::Session;
 use kite_native::sockjs::{SockJsOptions, SockJsServer};
 
+mod support;
+
 fn echo(mut session: Session) {
     tokio::spawn(async move {
         while let Some(msg) = session.rx.recv().await {
@@ -31,7 +33,11 @@ fn close(session: Session) {
 }
 
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn main() -> std::process::ExitCode {
+    support::exit("sockjs_echo", run().await.map_err(Into::into))
+}
+
+async fn run() -> std::io::Result<()> {
     let port: u16 = match std::env::args().nth(1) {
         Some(p) => p.parse().map_err(|_| {
             std::io::Error::new(

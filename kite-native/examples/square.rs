@@ -7,14 +7,15 @@
 
 use kite_native::{Config, Kite, KiteError, Request};
 
+mod support;
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KITE_LOG_LEVEL")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+async fn main() -> std::process::ExitCode {
+    support::init_tracing("info");
+    support::exit("square", run().await)
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = Config::from_env()?;
     if std::env::var_os("KITE_PORT").is_none() {
         config.port = 6000;

@@ -12,3 +12,9 @@ pub mod storage;
 pub mod version;
 
 pub use kite_native;
+
+/// The Rust examples of the workspace's README.md, compiled as doctests so that they stay
+/// whole programs that build (`cargo test -p kontrol --doc`); this crate has what they use.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

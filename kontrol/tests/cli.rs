@@ -91,7 +91,10 @@ async fn kontrol_and_kitectl_from_the_shell() {
     keys(&mut initial);
     let out = run(initial.args(["--initial", "--username", "kontrol"]));
     assert!(out.contains("kite.key for kontrol written"), "{out}");
-    assert!(kontrol_home.join("kite.key").exists());
+    // Kontrol's own kite.key is in its own home, $KITE_HOME/kontrol, and no store was made.
+    assert!(kontrol_home.join("kontrol/kite.key").exists());
+    assert!(!kontrol_home.join("kite.key").exists());
+    assert!(!kontrol_home.join("kontrol/kontrol.db").exists());
 
     let mut serve = Command::new(KONTROL);
     keys(&mut serve);
@@ -169,4 +172,136 @@ async fn kontrol_and_kitectl_from_the_shell() {
     first.close();
     let _ = std::fs::remove_dir_all(&kontrol_home);
     let _ = std::fs::remove_dir_all(&user_home);
+}
+
+/// `kontrol` with the test's environment only: no KITE_* or KONTROL_* of the caller.
+fn kontrol(kite_home: &Path) -> Command {
+    let mut c = Command::new(KONTROL);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("KITE_") || name.starts_with("KONTROL_") {
+            c.env_remove(name);
+        }
+    }
+    c.env("KITE_HOME", kite_home)
+        .env("KONTROL_IP", "127.0.0.1")
+        .env("KONTROL_PORT", "0");
+    c
+}
+
+/// The run failed with one line on stderr, `kontrol: ...`, and no `Debug` output in it.
+fn failed_with_sentence(out: &Output) -> String {
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "not one line: {stderr}");
+    let line = lines[0];
+    assert!(line.starts_with("kontrol: "), "{line}");
+    for debug in ["{", "}", "kind:", "Os {", "Io {", "Some(", "Error("] {
+        assert!(!line.contains(debug), "Debug output ({debug:?}): {line}");
+    }
+    line.to_owned()
+}
+
+#[test]
+fn kontrol_errors_read_as_sentences() {
+    let home = temp_dir("kontrol-errors");
+    // No key pair in Kontrol's home: which file, and how to make one.
+    let out = kontrol(&home).arg("--initial").output().unwrap();
+    let line = failed_with_sentence(&out);
+    let pub_pem = home.join("kontrol").join("kontrol.pub.pem");
+    assert!(
+        line.contains(&format!("cannot read the public key {}", pub_pem.display())),
+        "{line}"
+    );
+    assert!(line.contains("--public-key-file"), "{line}");
+
+    // A key pair but no kite.key yet: says to run --initial.
+    let keys = |c: &mut Command| {
+        c.env("KONTROL_PUBLICKEYFILE", format!("{KEYS}/kontrol.pub.pem"))
+            .env("KONTROL_PRIVATEKEYFILE", format!("{KEYS}/kontrol.pem"));
+    };
+    let mut serve = kontrol(&home);
+    keys(&mut serve);
+    let line = failed_with_sentence(&serve.output().unwrap());
+    assert!(line.contains("cannot read Kontrol's kite.key"), "{line}");
+    assert!(line.contains("kontrol --initial"), "{line}");
+
+    // --initial without a username.
+    let mut initial = kontrol(&home);
+    keys(&mut initial);
+    let line = failed_with_sentence(&initial.arg("--initial").output().unwrap());
+    assert!(line.contains("a username is needed"), "{line}");
+
+    // A store that cannot be opened: a directory where the file should be.
+    let mut initial = kontrol(&home);
+    keys(&mut initial);
+    run(initial.args(["--initial", "--username", "kontrol"]));
+    let mut serve = kontrol(&home);
+    keys(&mut serve);
+    let line = failed_with_sentence(&serve.env("KONTROL_DATAFILE", &home).output().unwrap());
+    assert!(line.contains("cannot open the embedded store"), "{line}");
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[cfg(unix)]
+#[test]
+fn kontrol_makes_its_home_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let root = temp_dir("kontrol-private");
+    // Neither ~/.kite nor its kontrol directory exists yet; the key pair is elsewhere.
+    let kite_home = root.join(".kite");
+    let home = kite_home.join("kontrol");
+    let keys = |c: &mut Command| {
+        c.env("KONTROL_PUBLICKEYFILE", format!("{KEYS}/kontrol.pub.pem"))
+            .env("KONTROL_PRIVATEKEYFILE", format!("{KEYS}/kontrol.pem"));
+    };
+    let mut initial = kontrol(&kite_home);
+    keys(&mut initial);
+    let out = run(initial.args(["--initial", "--username", "kontrol"]));
+    assert!(
+        out.contains(&home.join("kite.key").display().to_string()),
+        "{out}"
+    );
+    assert_eq!(mode(&kite_home), 0o700);
+    assert_eq!(mode(&home), 0o700);
+    assert_eq!(mode(&home.join("kite.key")) & 0o077, 0);
+    // --initial only writes the kite key: no store, and not the user's kite.key.
+    assert!(!home.join("kontrol.db").exists());
+    assert!(!kite_home.join("kite.key").exists());
+
+    let mut serve = kontrol(&kite_home);
+    keys(&mut serve);
+    let mut child = Killed(
+        serve
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let db = home.join("kontrol.db");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !db.exists() {
+        assert!(child.0.try_wait().unwrap().is_none(), "kontrol exited");
+        assert!(std::time::Instant::now() < deadline, "no kontrol.db");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(mode(&db), 0o600);
+    drop(child);
+
+    // --kite-home names another home, made private too.
+    let other = root.join("elsewhere").join("kontrol");
+    let mut initial = kontrol(&kite_home);
+    keys(&mut initial);
+    initial.arg("--kite-home").arg(&other);
+    run(initial.args(["--initial", "--username", "kontrol"]));
+    assert_eq!(mode(&other), 0o700);
+    assert!(other.join("kite.key").exists());
+    let _ = std::fs::remove_dir_all(&root);
 }

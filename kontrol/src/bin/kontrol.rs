@@ -1,19 +1,23 @@
 //! `kontrol`: the Kite registry, configured by flags or by Go kontrol's environment variables.
 //!
+//! Kontrol keeps what is its own in a home of its own, `--kite-home` (`KONTROL_KITEHOME`,
+//! default `$KITE_HOME/kontrol`, i.e. `~/.kite/kontrol`): its kite.key, its key pair by default
+//! (`kontrol.pem`, `kontrol.pub.pem`) and the embedded store (`kontrol.db`). The user's own
+//! `~/.kite/kite.key`, which `kitectl register` writes, is never Kontrol's.
+//!
 //! ```sh
-//! kontrol --initial --username kontrol --kontrol-url http://127.0.0.1:4000/kite \
-//!         --public-key-file kontrol.pub.pem --private-key-file kontrol.pem   # writes kite.key
-//! kontrol --public-key-file kontrol.pub.pem --private-key-file kontrol.pem    # serves on :4000
+//! kontrol --initial --username kontrol --kontrol-url http://127.0.0.1:4000/kite   # writes kite.key
+//! kontrol                                                                          # serves on :4000
 //! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, ValueEnum};
 use kite_native::auth::KeyPair;
 use kontrol::server::{Kontrol, KontrolOptions};
-use kontrol::storage::{EmbeddedStorage, Storage};
+use kontrol::storage::{EmbeddedStorage, MemoryStorage, Storage};
 
 /// Which storage keeps the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -42,13 +46,19 @@ struct Args {
     /// The URL kites reach this Kontrol at (goes into kite keys).
     #[arg(long, env = "KONTROL_KONTROLURL")]
     kontrol_url: Option<String>,
-    /// The public key (PEM) kite keys and tokens are verified with.
+    /// Kontrol's own directory: its kite.key, its key pair by default and the embedded store
+    /// (default: $KITE_HOME/kontrol, or ~/.kite/kontrol); created with mode 0700.
+    #[arg(long, env = "KONTROL_KITEHOME")]
+    kite_home: Option<PathBuf>,
+    /// The public key (PEM) kite keys and tokens are verified with (default: kontrol.pub.pem
+    /// in Kontrol's home).
     #[arg(long, env = "KONTROL_PUBLICKEYFILE")]
-    public_key_file: PathBuf,
-    /// The private key (PEM) kite keys and tokens are signed with.
+    public_key_file: Option<PathBuf>,
+    /// The private key (PEM) kite keys and tokens are signed with (default: kontrol.pem in
+    /// Kontrol's home).
     #[arg(long, env = "KONTROL_PRIVATEKEYFILE")]
-    private_key_file: PathBuf,
-    /// Write Kontrol's own kite.key to $KITE_HOME (or ~/.kite) and exit.
+    private_key_file: Option<PathBuf>,
+    /// Write Kontrol's own kite.key to its home and exit (no store is opened).
     #[arg(long, env = "KONTROL_INITIAL")]
     initial: bool,
     /// Where the registry is kept.
@@ -60,7 +70,7 @@ struct Args {
         default_value = "embedded"
     )]
     storage: StorageKind,
-    /// The embedded store's file (default: kontrol.db in $KITE_HOME or ~/.kite).
+    /// The embedded store's file (default: kontrol.db in Kontrol's home).
     #[arg(long, env = "KONTROL_DATAFILE")]
     data_file: Option<PathBuf>,
     /// etcd endpoints, comma-separated (Go's KONTROL_MACHINES).
@@ -87,26 +97,87 @@ struct Args {
     tls_key_file: Option<PathBuf>,
 }
 
-fn read(path: &PathBuf) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+/// Reads a PEM file of Kontrol's key pair, saying which one is missing and how to make it.
+fn read_key(what: &str, path: &Path, flag: &str) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read the {what} {}: {e} (make a key pair with openssl, see README.md, \
+             or name the file with {flag})",
+            path.display()
+        )
+    })
+}
+
+/// Kontrol's home: `--kite-home`, else `kontrol` in the user's kite home.
+fn kontrol_home(flag: Option<PathBuf>) -> Result<PathBuf, String> {
+    match flag.filter(|p| !p.as_os_str().is_empty()) {
+        Some(p) => Ok(p),
+        None => kite_native::kitekey::kite_home()
+            .map(|h| h.join("kontrol"))
+            .map_err(|e| {
+                format!("cannot find Kontrol's home: {e} (set --kite-home or KONTROL_KITEHOME)")
+            }),
+    }
+}
+
+/// Creates Kontrol's home if it is missing, with mode 0700 (and so any missing parent, such as
+/// `~/.kite`), and warns when an existing one is open to others.
+fn make_private_dir(dir: &Path) -> Result<(), String> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .map_err(|e| format!("cannot create Kontrol's home {}: {e}", dir.display()))?;
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(dir) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                home = %dir.display(),
+                mode = format!("{mode:o}"),
+                "Kontrol's home is open to other users; it holds private keys (chmod 700 it)"
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    let home = kontrol_home(args.kite_home.clone())?;
+    make_private_dir(&home)?;
+    let public_key_file = args
+        .public_key_file
+        .clone()
+        .unwrap_or_else(|| home.join("kontrol.pub.pem"));
+    let private_key_file = args
+        .private_key_file
+        .clone()
+        .unwrap_or_else(|| home.join("kontrol.pem"));
     let key = KeyPair {
-        public_pem: read(&args.public_key_file)?,
-        private_pem: read(&args.private_key_file)?,
+        public_pem: read_key("public key", &public_key_file, "--public-key-file")?,
+        private_pem: read_key("private key", &private_key_file, "--private-key-file")?,
     };
+    let kite_key_path = home.join("kite.key");
     let kite_key = if args.initial {
         None
     } else {
-        Some(kite_native::kitekey::read().map_err(|e| format!("cannot read kite.key: {e}"))?)
+        Some(
+            kite_native::kitekey::read_from(&kite_key_path).map_err(|e| {
+                format!(
+                    "cannot read Kontrol's kite.key: {e} (write it once with kontrol --initial)"
+                )
+            })?,
+        )
     };
     let username = args
         .username
         .clone()
         .or_else(|| kite_key.as_ref().map(|k| k.claims.sub.clone()))
         .filter(|u| !u.is_empty())
-        .ok_or("a username is needed (--username or KONTROL_USERNAME)")?;
+        .ok_or("a username is needed: pass --username or set KONTROL_USERNAME")?;
     let kontrol_url = args
         .kontrol_url
         .clone()
@@ -114,7 +185,11 @@ async fn run(args: Args) -> Result<(), String> {
         .unwrap_or_else(|| format!("http://127.0.0.1:{}/kite", args.port));
     let mut options = KontrolOptions::new(&username, key, &kontrol_url);
     for file in &args.retired_public_key_files {
-        options.retired_keys.push(read(file)?);
+        options.retired_keys.push(read_key(
+            "retired public key",
+            file,
+            "--retired-public-key-files",
+        )?);
     }
     if args.open_registration {
         options.machine_authenticator = Some(Arc::new(|_| Ok(())));
@@ -132,14 +207,14 @@ async fn run(args: Args) -> Result<(), String> {
         });
     }
     let storage: Arc<dyn Storage> = match args.storage {
+        // `--initial` only signs a kite key: it needs no registry, and creates no store.
+        _ if args.initial => Arc::new(MemoryStorage::new()),
         StorageKind::Embedded => {
-            let path = match args.data_file {
-                Some(p) => p,
-                None => kite_native::kitekey::kite_home()
-                    .map_err(|e| e.to_string())?
-                    .join("kontrol.db"),
-            };
-            Arc::new(EmbeddedStorage::open(&path).map_err(|e| e.to_string())?)
+            let path = args.data_file.unwrap_or_else(|| home.join("kontrol.db"));
+            Arc::new(
+                EmbeddedStorage::open(&path)
+                    .map_err(|e| format!("cannot open the embedded store: {e}"))?,
+            )
         }
         #[cfg(not(feature = "etcd"))]
         StorageKind::Etcd => {
@@ -183,8 +258,12 @@ async fn run(args: Args) -> Result<(), String> {
     let kontrol = Kontrol::new(config, options, storage).map_err(|e| e.to_string())?;
     if args.initial {
         let key = kontrol.kite_key_for(&username).map_err(|e| e.to_string())?;
-        let path = kite_native::kitekey::write(&key).map_err(|e| e.to_string())?;
-        println!("kite.key for {username} written to {}", path.display());
+        kite_native::kitekey::write_to(&kite_key_path, &key)
+            .map_err(|e| format!("cannot write Kontrol's kite.key: {e}"))?;
+        println!(
+            "kite.key for {username} written to {}",
+            kite_key_path.display()
+        );
         return Ok(());
     }
     let kite = kontrol.kite().clone();
@@ -193,7 +272,10 @@ async fn run(args: Args) -> Result<(), String> {
         let _ = tokio::signal::ctrl_c().await;
         server.close();
     });
-    kite.run().await.map_err(|e| e.to_string())
+    let (ip, port) = (kite.config().ip, kite.config().port);
+    kite.run()
+        .await
+        .map_err(|e| format!("cannot serve on {ip}:{port}: {e}"))
 }
 
 #[tokio::main]

@@ -32,12 +32,24 @@ fn unavailable(e: impl std::fmt::Display) -> StorageError {
 }
 
 impl EmbeddedStorage {
-    /// Opens the store at `path`, creating the file (and its directory) if needed.
+    /// Opens the store at `path`, creating the file (and its directory) if needed: a new
+    /// directory gets mode 0700 and a new file 0600, since registrations are nobody else's.
     pub fn open(path: impl AsRef<Path>) -> Result<EmbeddedStorage, StorageError> {
         let path = path.as_ref().to_owned();
+        let io = |e: std::io::Error| StorageError::Unavailable(format!("{}: {e}", path.display()));
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(unavailable)?;
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(dir).map_err(io)?;
         }
+        // Created here, empty, with its mode; redb then lays out a new database in it.
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        drop(options.open(&path).map_err(io)?);
         let db = Database::create(&path)
             .map_err(|e| StorageError::Unavailable(format!("{}: {e}", path.display())))?;
         let tx = db.begin_write().map_err(unavailable)?;
