@@ -785,7 +785,7 @@ mod tests {
         ) -> serde_json::Value {
             match rng.next() % if depth > 3 { 4 } else { 6 } {
                 0 => serde_json::Value::Null,
-                1 => serde_json::Value::Bool(rng.next() % 2 == 0),
+                1 => serde_json::Value::Bool(rng.next().is_multiple_of(2)),
                 2 => n[(rng.next() % n.len() as u64) as usize].clone(),
                 3 => serde_json::Value::String(rng.pick(s).to_owned()),
                 4 => (0..rng.next() % 4)

@@ -22,7 +22,7 @@ pub(crate) fn expiry(token: &str) -> Option<f64> {
             c => c,
         })
         .collect();
-    while b64.len() % 4 != 0 {
+    while !b64.len().is_multiple_of(4) {
         b64.push('=');
     }
     // The claims are JSON; `exp` is a number, which the byte-per-character text keeps intact.

@@ -511,7 +511,7 @@ impl Outbox {
     /// in flight), and once every 32 batches to notice when they come back.
     fn should_yield(&mut self) -> bool {
         self.batches = self.batches.wrapping_add(1);
-        self.yield_score > 0 || self.batches % 32 == 0
+        self.yield_score > 0 || self.batches.is_multiple_of(32)
     }
 
     fn yielded(&mut self, gathered: bool) {
