@@ -1,6 +1,6 @@
 //! Which `Origin`s the reverse proxy serves (see the [module docs](super#origins)).
 
-use reqwest::Url;
+use url::Url;
 
 /// An origin split into its parts, the port made explicit.
 #[derive(Debug, Clone, PartialEq, Eq)]
