@@ -188,5 +188,6 @@ pub(crate) fn register(kite: &Kite) {
         Ok::<_, KiteError>(req.args.get(0).unwrap_or_default())
     });
 
+    #[cfg(feature = "client")]
     crate::tunnel::register_builtin(kite);
 }

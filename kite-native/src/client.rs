@@ -12,7 +12,9 @@ use tracing::{debug, info};
 use crate::kite::{KiteInner, lock, run_hook};
 use crate::link::{Link, read_loop, send_error};
 use crate::session::{Session, SessionInfo};
-use crate::transport::{self, DialOptions, Transport};
+#[cfg(feature = "client")]
+use crate::transport;
+use crate::transport::{DialOptions, Transport};
 
 use crate::kite::Hook;
 
@@ -50,6 +52,7 @@ pub(crate) struct ClientInner {
     reconnect: AtomicBool,
     /// A redial loop is running: callers of `dial_forever` that arrive meanwhile wait for it
     /// instead of starting their own (their sessions would replace each other).
+    #[cfg(feature = "client")]
     redialing: AtomicBool,
     closed: AtomicBool,
     options: Mutex<DialOptions>,
@@ -64,6 +67,7 @@ pub(crate) struct ClientInner {
     pub(crate) trusted: AtomicBool,
     /// This kite dialed this connection to a tunnel proxy it registers with
     /// ([`crate::Kite::register_to_tunnel`]): the only peer whose `kite.tunnel` it obeys.
+    #[cfg(feature = "client")]
     pub(crate) tunnel_proxy: AtomicBool,
     pub(crate) first_request_seen: AtomicBool,
     /// The last token this connection's peer sent that was verified, so that the next calls
@@ -118,6 +122,7 @@ impl Client {
             link: Mutex::default(),
             state: watch::channel(false).0,
             reconnect: AtomicBool::new(false),
+            #[cfg(feature = "client")]
             redialing: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             options: Mutex::new(options),
@@ -127,6 +132,7 @@ impl Client {
             renewing: tokio::sync::Mutex::new(()),
             accepted,
             trusted: AtomicBool::new(false),
+            #[cfg(feature = "client")]
             tunnel_proxy: AtomicBool::new(false),
             first_request_seen: AtomicBool::new(false),
             verified_token: Mutex::new(None),
@@ -225,6 +231,7 @@ impl Client {
     }
 
     /// Dials the URL once.
+    #[cfg(feature = "client")]
     pub async fn dial(&self) -> Result<(), KiteError> {
         if self.0.url.is_empty() {
             return Err(send_error("this client has no URL to dial"));
@@ -241,6 +248,7 @@ impl Client {
     /// Dials until it succeeds, and dials again whenever the session drops, with exponential
     /// backoff (500 ms, ×1.5, ±50 % jitter, at most 60 s). Resolves after the first successful
     /// dial; reconnecting goes on in the background until [`Client::close`].
+    #[cfg(feature = "client")]
     pub async fn dial_forever(&self) {
         self.0.reconnect.store(true, Ordering::SeqCst);
         self.0.closed.store(false, Ordering::SeqCst);
@@ -251,6 +259,7 @@ impl Client {
         let _ = connected.wait_for(|c| *c).await;
     }
 
+    #[cfg(feature = "client")]
     async fn redial(self) {
         if self.0.redialing.swap(true, Ordering::SeqCst) {
             return; // another loop is dialing
@@ -326,6 +335,7 @@ impl Client {
         if self.0.accepted {
             self.0.kite.disconnected(self);
         }
+        #[cfg(feature = "client")]
         if self.0.reconnect.load(Ordering::SeqCst) && !self.0.closed.load(Ordering::SeqCst) {
             info!(url = %self.0.url, "connection lost, reconnecting");
             tokio::spawn(self.clone().redial());
@@ -539,11 +549,13 @@ impl Client {
 }
 
 /// Exponential backoff with jitter: 500 ms, ×1.5, ±50 %, capped at 60 s.
+#[cfg(feature = "client")]
 #[derive(Debug)]
 pub(crate) struct Backoff {
     current: Duration,
 }
 
+#[cfg(feature = "client")]
 impl Default for Backoff {
     fn default() -> Self {
         Backoff {
@@ -552,6 +564,7 @@ impl Default for Backoff {
     }
 }
 
+#[cfg(feature = "client")]
 impl Backoff {
     pub(crate) fn next(&mut self) -> Duration {
         let base = self.current;

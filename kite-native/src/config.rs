@@ -68,11 +68,14 @@ pub struct Config {
     /// are offered, the streaming response limit, `JSESSIONID` cookies, the iframe page's script.
     /// Its heartbeat, disconnect delay, websocket switch and message limit are taken from the
     /// fields above, its budgets (sessions, websockets, queued bytes) from [`Config::limits`].
+    /// Only with the cargo feature `server`.
+    #[cfg(feature = "server")]
     pub sockjs: crate::sockjs::SockJsOptions,
     /// How long a kite remembers that a Kontrol key is trusted (or not) and that a kite key
     /// was accepted (default 5 minutes, Go's `VerifyTTL`; `KITE_VERIFY_TTL`).
     pub verify_ttl: Duration,
-    /// Serve over TLS with this certificate and key (PEM files).
+    /// Serve over TLS with this certificate and key (PEM files). Needs the cargo feature `tls`:
+    /// without it [`crate::Kite::serve`] refuses a configuration that sets this.
     pub tls: Option<TlsConfig>,
     /// A reverse proxy to be reached through (`KITE_PROXY_URL`, Go's variable of the same
     /// name: the proxy kite's URL, e.g. `http://proxy.example.com:3999/kite`). When set,
@@ -195,6 +198,7 @@ impl Default for Config {
             heartbeat_delay: Duration::from_secs(10),
             disconnect_delay: Duration::from_secs(10),
             websocket: true,
+            #[cfg(feature = "server")]
             sockjs: crate::sockjs::SockJsOptions::default(),
             verify_ttl: Duration::from_secs(300),
             tls: None,

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+#[cfg(feature = "server")]
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
@@ -10,10 +11,14 @@ use futures_util::FutureExt;
 use kite_core::dnode::{IntoValue, Value};
 use kite_core::envelope::response_args;
 use kite_core::{ErrorKind, Kite as KiteIdentity, KiteError};
+#[cfg(feature = "server")]
 use tokio::net::TcpListener;
+#[cfg(feature = "server")]
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+#[cfg(feature = "server")]
+use tracing::info;
+use tracing::{debug, warn};
 
 use crate::auth::{KiteKeyVerifier, TokenVerifier};
 use crate::client::Client;
@@ -21,8 +26,10 @@ use crate::config::{Config, ConfigError};
 use crate::link::{Dispatch, Link};
 use crate::method::{BoxFuture, DynHandler, FinalFn, Method, MethodHandling, Plan, into_handler};
 use crate::request::Request;
+#[cfg(feature = "server")]
 use crate::server::{ServeOptions, Server};
 use crate::session::Session;
+#[cfg(feature = "server")]
 use crate::sockjs::{SockJsOptions, SockJsServer};
 
 /// Checks credentials of one type and returns the authenticated username.
@@ -66,16 +73,20 @@ pub(crate) struct KiteInner {
     /// The connection to Kontrol, once used.
     pub(crate) kontrol: Mutex<Option<Client>>,
     /// The URL this kite registered with Kontrol, registered again on reconnects.
+    #[cfg(feature = "client")]
     pub(crate) registered_url: Mutex<Option<String>>,
     hooks: Mutex<KiteHooks>,
+    #[cfg(feature = "server")]
     routes: Mutex<axum::Router>,
     pub(crate) shutdown: CancellationToken,
+    #[cfg(feature = "server")]
     local_addr: watch::Sender<Option<SocketAddr>>,
     accepted: Mutex<HashMap<usize, Client>>,
     pub(crate) heartbeat: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Connections to the reverse and tunnel proxies this kite registered with.
     pub(crate) proxies: Mutex<Vec<Client>>,
     /// What the peers of this kite's SockJS servers hold, against `Config::limits`.
+    #[cfg(feature = "server")]
     occupancy: crate::sockjs::Occupancy,
 }
 
@@ -185,6 +196,7 @@ impl Kite {
             token: RwLock::new(token),
             kite_key: RwLock::new(kite_key),
             kontrol: Mutex::default(),
+            #[cfg(feature = "client")]
             registered_url: Mutex::default(),
             keys: RwLock::new(Keys {
                 kite_key: config.kite_key.clone(),
@@ -195,12 +207,15 @@ impl Kite {
             chain: RwLock::default(),
             authenticators: RwLock::default(),
             hooks: Mutex::default(),
+            #[cfg(feature = "server")]
             routes: Mutex::new(axum::Router::new()),
             shutdown: CancellationToken::new(),
+            #[cfg(feature = "server")]
             local_addr: watch::channel(None).0,
             accepted: Mutex::default(),
             heartbeat: Mutex::default(),
             proxies: Mutex::default(),
+            #[cfg(feature = "server")]
             occupancy: crate::sockjs::Occupancy::new(),
         }));
         crate::builtins::register(&kite);
@@ -429,6 +444,7 @@ impl Kite {
         lock(&self.0.hooks).disconnect.push(Arc::new(f));
     }
 
+    #[cfg(feature = "server")]
     /// Mounts extra HTTP routes beside `/kite` (merged into the server's router). Call before
     /// [`Kite::run`].
     pub fn route(&self, path: &str, route: axum::routing::MethodRouter) {
@@ -436,6 +452,7 @@ impl Kite {
         *routes = std::mem::take(&mut *routes).route(path, route);
     }
 
+    #[cfg(feature = "server")]
     /// The HTTP router of this kite: SockJS at `/kite` plus extra routes. Mount it in another
     /// server to serve the kite there (serve it with [`crate::server`], or with connect info
     /// [`crate::sockjs::PeerAddr`], for peer addresses and the per-address budgets).
@@ -469,6 +486,7 @@ impl Kite {
             .merge(server.router_at("/kite"))
     }
 
+    #[cfg(feature = "server")]
     /// What the peers of this kite hold now: HTTP sessions, websockets, and bytes queued for
     /// peers that have fallen behind (see [`crate::sockjs::Occupancy`]). Servers of other
     /// SockJS endpoints (a tunnel proxy's) may share it
@@ -493,25 +511,32 @@ impl Kite {
         client.attach(session);
     }
 
+    #[cfg(feature = "server")]
     /// Binds `Config::ip:Config::port` and serves until [`Kite::close`].
     pub async fn run(&self) -> Result<(), Error> {
         let listener = listen(SocketAddr::new(self.0.config.ip, self.0.config.port))?;
         self.serve(listener).await
     }
 
+    #[cfg(feature = "server")]
     /// Serves on an already bound listener until [`Kite::close`], with [`crate::server`]: the
     /// connection budgets and timeouts of `Config::limits`, TLS when `Config::tls` is set.
     /// Long-lived connections get about 2 s after [`Kite::close`] before this returns.
     pub async fn serve(&self, listener: TcpListener) -> Result<(), Error> {
         let addr = listener.local_addr()?;
         let router = self.router();
-        let mut options = ServeOptions::from_limits(&self.0.config.limits);
-        let scheme = match &self.0.config.tls {
-            Some(tls) => {
-                options = options.with_tls(crate::tls::server_config(tls)?);
-                "https"
+        let options = ServeOptions::from_limits(&self.0.config.limits);
+        let (options, scheme) = match &self.0.config.tls {
+            #[cfg(feature = "tls")]
+            Some(tls) => (options.with_tls(crate::tls::server_config(tls)?), "https"),
+            #[cfg(not(feature = "tls"))]
+            Some(_) => {
+                return Err(Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "Config::tls needs kite-native's feature tls",
+                )));
             }
-            None => "http",
+            None => (options, "http"),
         };
         let server = Server::new(router, options);
         let _ = self.0.local_addr.send_replace(Some(addr));
@@ -524,6 +549,7 @@ impl Kite {
         Ok(())
     }
 
+    #[cfg(feature = "server")]
     /// Resolves when the server is listening, with its address.
     pub async fn ready(&self) -> SocketAddr {
         let mut rx = self.0.local_addr.subscribe();
@@ -537,11 +563,13 @@ impl Kite {
         }
     }
 
+    #[cfg(feature = "server")]
     /// The port the server listens on, once it does.
     pub fn port(&self) -> Option<u16> {
         self.0.local_addr.borrow().map(|a| a.port())
     }
 
+    #[cfg(feature = "server")]
     /// The base URL of this kite's server (`http(s)://127.0.0.1:<port>/kite` for loopback or
     /// wildcard binds), once it listens.
     pub fn url(&self) -> Option<String> {
@@ -582,6 +610,7 @@ impl Kite {
         }
     }
 
+    #[cfg(feature = "client")]
     /// A client for the kite at `url` (its SockJS base URL, e.g. `http://host:6000/kite`).
     /// Nothing is dialed until [`Client::dial`] or [`Client::dial_forever`].
     pub fn new_client(&self, url: &str) -> Client {
@@ -833,11 +862,13 @@ impl Dispatch for Client {
     }
 }
 
+#[cfg(feature = "server")]
 /// Connections waiting to be accepted, at most: a burst of clients (a thousand XHR sessions
 /// opening their second connection at once) must not overflow it, or their SYNs are dropped and
 /// retried a second later. The kernel caps it at `net.core.somaxconn`, as for Go's listeners.
 pub const LISTEN_BACKLOG: u32 = 4096;
 
+#[cfg(feature = "server")]
 /// Binds `addr` for serving, with address reuse (a restarted kite gets its port back at once)
 /// and a [`LISTEN_BACKLOG`]-deep accept queue.
 pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {

@@ -33,6 +33,25 @@
 //! (websocket, raw websocket, xhr-polling, xhr-streaming); [`server`] is the HTTP serve loop
 //! with its connection budgets and timeouts; [`transport`] dials them; [`Kite`], [`Client`] and
 //! [`Request`] are the runtime; protocol logic comes from [`kite_core`].
+//!
+//! # Cargo features
+//!
+//! All on by default; with `default-features = false` a program takes only the parts it uses:
+//!
+//! - `client`: dialing kites — [`Kite::new_client`], [`Client::dial`], the dialers of
+//!   [`transport`] (tokio-tungstenite, reqwest), Kontrol's client side ([`Kite::register`],
+//!   [`Kite::get_kites`], ...) and registering through reverse and tunnel proxies.
+//! - `server`: serving kites — [`Kite::run`], [`Kite::serve`], [`Kite::router`] and
+//!   [`Kite::route`], [`server`] and [`sockjs`] (axum, hyper).
+//! - `tls`: rustls for `Config::tls` (the server) and `https`/`wss` URLs (the client), and
+//!   [`tls`]. Without it those fail with an error.
+//!
+//! A client-only build (`features = ["client"]`) links no axum and no HTTP server. Either way a
+//! kite answers the calls its peer makes on a connection: methods, authentication and the
+//! `kite.*` built-ins are always there.
+
+// With neither `client` nor `server` a kite makes no connections, and what serves one is unused.
+#![cfg_attr(not(any(feature = "client", feature = "server")), allow(dead_code))]
 
 pub use kite_core as core;
 pub use kite_core::{
@@ -48,22 +67,31 @@ pub mod config;
 pub mod fuzzing;
 mod kite;
 pub mod kitekey;
+#[cfg(feature = "client")]
 mod kontrol;
 mod link;
 pub mod method;
+#[cfg(feature = "client")]
 mod proxy;
 mod request;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod session;
+#[cfg(feature = "server")]
 pub mod sockjs;
+#[cfg(feature = "server")]
 mod tally;
 mod terminal;
+#[cfg(feature = "tls")]
 pub mod tls;
 pub mod transport;
+#[cfg(feature = "client")]
 mod tunnel;
 
 pub use client::Client;
 pub use config::{Config, Limits};
-pub use kite::{Authenticator, Error, Kite, LISTEN_BACKLOG, listen};
+pub use kite::{Authenticator, Error, Kite};
+#[cfg(feature = "server")]
+pub use kite::{LISTEN_BACKLOG, listen};
 pub use method::{Method, MethodHandling};
 pub use request::Request;

@@ -67,7 +67,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
+#[cfg(feature = "tls")]
 use tokio_rustls::TlsAcceptor;
+#[cfg(feature = "tls")]
 use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -97,7 +99,8 @@ pub struct ServeOptions {
     /// How long [`Server::serve`] waits at shutdown for connections serving a request
     /// (default 2 s).
     pub shutdown_grace: Duration,
-    /// Serve HTTPS with this configuration (default: plain HTTP).
+    /// Serve HTTPS with this configuration (default: plain HTTP; feature `tls`).
+    #[cfg(feature = "tls")]
     pub tls: Option<Arc<ServerConfig>>,
 }
 
@@ -116,11 +119,13 @@ impl ServeOptions {
             header_read_timeout: limits.header_read_timeout,
             idle_timeout: limits.idle_timeout,
             shutdown_grace: Duration::from_secs(2),
+            #[cfg(feature = "tls")]
             tls: None,
         }
     }
 
     /// These options, serving HTTPS with `config`.
+    #[cfg(feature = "tls")]
     pub fn with_tls(mut self, config: ServerConfig) -> Self {
         self.tls = Some(Arc::new(config));
         self
@@ -148,6 +153,7 @@ pub struct Server {
 struct Shared {
     router: Router,
     http: http1::Builder,
+    #[cfg(feature = "tls")]
     tls: Option<TlsAcceptor>,
     timeouts: Timeouts,
     max_connections: usize,
@@ -156,11 +162,20 @@ struct Shared {
     connections: Tally,
 }
 
+impl Shared {
+    fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+}
+
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("connections", &self.connections())
-            .field("tls", &self.shared.tls.is_some())
+            .field("tls", &self.shared.is_tls())
             .finish()
     }
 }
@@ -178,6 +193,7 @@ impl Server {
             shared: Arc::new(Shared {
                 router,
                 http,
+                #[cfg(feature = "tls")]
                 tls: options.tls.map(TlsAcceptor::from),
                 timeouts: Timeouts {
                     header: options.header_read_timeout,
@@ -230,11 +246,14 @@ impl Server {
                 shared.max_connections_per_ip,
             ) else {
                 debug!(%peer, "connection refused: over the connection budget");
-                refuse(tcp, shared.tls.is_none());
+                refuse(tcp, !shared.is_tls());
                 continue;
             };
             let _ = tcp.set_nodelay(true);
             // Two tasks of their own sizes: a plain connection's does not hold a TLS one's state.
+            #[cfg(not(feature = "tls"))]
+            tracker.spawn(plain(shared.clone(), tcp, peer, held, stop.clone()));
+            #[cfg(feature = "tls")]
             match &shared.tls {
                 None => tracker.spawn(plain(shared.clone(), tcp, peer, held, stop.clone())),
                 Some(acceptor) => tracker.spawn(tls(
@@ -298,6 +317,7 @@ async fn plain(
 }
 
 /// Serves one TLS connection: its handshake (within the header read timeout), then HTTP.
+#[cfg(feature = "tls")]
 async fn tls(
     shared: Arc<Shared>,
     acceptor: TlsAcceptor,

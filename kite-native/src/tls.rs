@@ -2,17 +2,24 @@
 //! trusted roots for private CAs and self-signed certificates).
 
 use std::io;
+#[cfg(feature = "server")]
 use std::net::SocketAddr;
 use std::sync::Arc;
+#[cfg(feature = "server")]
 use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+#[cfg(feature = "server")]
 use tokio::net::{TcpListener, TcpStream};
+#[cfg(feature = "server")]
 use tokio::sync::mpsc;
+#[cfg(feature = "server")]
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
+#[cfg(feature = "server")]
 use tokio_rustls::server::TlsStream;
+#[cfg(feature = "server")]
 use tracing::debug;
 
 use crate::config::TlsConfig;
@@ -68,12 +75,14 @@ pub fn client_config(extra_roots: &[String]) -> io::Result<ClientConfig> {
 ///
 /// It has no connection budget and `axum::serve` no header timeout: kites serve TLS with
 /// [`crate::server`] ([`crate::server::ServeOptions::with_tls`]), which has both.
+#[cfg(feature = "server")]
 pub struct TlsListener {
     addr: SocketAddr,
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     _accept: tokio::task::JoinHandle<()>,
 }
 
+#[cfg(feature = "server")]
 impl std::fmt::Debug for TlsListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsListener")
@@ -82,6 +91,7 @@ impl std::fmt::Debug for TlsListener {
     }
 }
 
+#[cfg(feature = "server")]
 impl TlsListener {
     /// Accepts TLS connections on `tcp` with `config`.
     pub fn new(tcp: TcpListener, config: ServerConfig) -> io::Result<Self> {
@@ -124,12 +134,14 @@ impl TlsListener {
     }
 }
 
+#[cfg(feature = "server")]
 impl Drop for TlsListener {
     fn drop(&mut self) {
         self._accept.abort();
     }
 }
 
+#[cfg(feature = "server")]
 impl axum::serve::Listener for TlsListener {
     type Io = TlsStream<TcpStream>;
     type Addr = SocketAddr;

@@ -22,6 +22,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 mod outgoing;
 
+#[cfg(feature = "server")]
 pub(crate) use outgoing::Reported;
 
 pub use outgoing::{

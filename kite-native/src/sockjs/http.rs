@@ -250,6 +250,7 @@ impl
     }
 }
 
+#[cfg(feature = "tls")]
 impl
     axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
     for PeerAddr

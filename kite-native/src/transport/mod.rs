@@ -19,27 +19,38 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "client")]
 pub(crate) mod url;
+#[cfg(feature = "client")]
 mod websocket;
+#[cfg(feature = "client")]
 mod xhr;
+#[cfg(feature = "client")]
 mod xhr_streaming;
 
-#[cfg(test)]
+// The fake servers are axum apps.
+#[cfg(all(test, feature = "client", feature = "server"))]
 mod fake;
-#[cfg(test)]
+#[cfg(all(test, feature = "client", feature = "server"))]
 mod tests;
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+#[cfg(feature = "client")]
 use kite_core::sockjs::Frame;
 
+#[cfg(feature = "client")]
 use crate::session::Session;
 
+#[cfg(feature = "client")]
 pub use self::url::{parse_base_url, sockjs_websocket_url};
+#[cfg(feature = "client")]
 pub use websocket::{dial_raw_websocket, dial_websocket, dial_websocket_at};
+#[cfg(feature = "client")]
 pub use xhr::dial_xhr;
+#[cfg(feature = "client")]
 pub use xhr_streaming::dial_xhr_streaming;
 
 /// Which transport a client uses.
@@ -167,6 +178,7 @@ pub enum DialError {
     Protocol(String),
 }
 
+#[cfg(feature = "client")]
 /// Dials `url` (a kite's SockJS base URL such as `http://127.0.0.1:6000/kite`; `ws`, `wss`,
 /// `http` and `https` accepted) with the transport of `opts` and returns the open session.
 ///
@@ -199,6 +211,7 @@ pub async fn dial(url: &str, opts: &DialOptions) -> Result<Session, DialError> {
     }
 }
 
+#[cfg(feature = "client")]
 /// Notices a silent server: [`Silence::heard`] on everything that arrives, and
 /// [`Silence::expired`] resolves once nothing has for the limit.
 ///
@@ -210,6 +223,7 @@ struct Silence {
     timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
+#[cfg(feature = "client")]
 impl Silence {
     /// Starts counting now; `None` never expires.
     fn new(limit: Option<Duration>) -> Self {
@@ -253,6 +267,7 @@ impl Silence {
     }
 }
 
+#[cfg(feature = "client")]
 /// What a reader does with one incoming SockJS frame.
 #[derive(Debug, PartialEq, Eq)]
 enum Step {
@@ -265,6 +280,7 @@ enum Step {
     End,
 }
 
+#[cfg(feature = "client")]
 /// Decodes one server → client frame (a websocket message or one line of an xhr body).
 fn decode_frame(text: &str, max_message_size: usize) -> Step {
     let msgs = match Frame::decode(text) {
@@ -297,6 +313,7 @@ fn decode_frame(text: &str, max_message_size: usize) -> Step {
     Step::Deliver(msgs)
 }
 
+#[cfg(feature = "client")]
 /// Largest SockJS frame accepted from a server: one frame may batch several messages, and JSON
 /// escaping can make a message up to six times longer on the wire (Go writes `<` as `\u003c`).
 /// Each message is then held to `max_message_size`.
@@ -304,6 +321,7 @@ fn frame_limit(max_message_size: usize) -> usize {
     max_message_size.saturating_mul(8).saturating_add(64 * 1024)
 }
 
+#[cfg(feature = "client")]
 /// The pairs of `headers` that are valid HTTP, each invalid one skipped with a warning.
 fn valid_headers(
     headers: &[(String, String)],

@@ -6,6 +6,7 @@
 //! ends the other and so the session.
 
 use std::collections::VecDeque;
+#[cfg(feature = "tls")]
 use std::sync::Arc;
 
 use futures_util::stream::{SplitSink, SplitStream};
@@ -112,6 +113,7 @@ async fn connect(
     for (name, value) in valid_headers(&opts.headers) {
         headers.insert(name, value);
     }
+    #[cfg(feature = "tls")]
     let connector = if url.starts_with("wss:") {
         let config = crate::tls::client_config(&opts.root_certificates)
             .map_err(|e| DialError::InvalidUrl(format!("TLS roots: {e}")))?;
@@ -119,13 +121,22 @@ async fn connect(
     } else {
         None
     };
+    #[cfg(not(feature = "tls"))]
+    if url.starts_with("wss:") {
+        return Err(DialError::InvalidUrl(format!(
+            "{url}: wss needs kite-native's feature tls"
+        )));
+    }
     let config = WebSocketConfig::default()
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit))
         .read_buffer_size(opts.read_buffer_size);
     // Nagle off: calls are small messages that must leave at once.
+    #[cfg(feature = "tls")]
     let connect =
         tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector);
+    #[cfg(not(feature = "tls"))]
+    let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
     match tokio::time::timeout_at(deadline, connect).await {
         Err(_) => Err(DialError::Timeout),
         Ok(Ok((ws, _))) => Ok(ws),
@@ -171,6 +182,7 @@ async fn first_frame(ws: &mut Ws) -> Result<Frame, DialError> {
 fn spawn(ws: Ws, id: String, transport: TransportKind, opts: &DialOptions) -> Session {
     let remote_addr = match ws.get_ref() {
         MaybeTlsStream::Plain(s) => s.peer_addr().ok(),
+        #[cfg(feature = "tls")]
         MaybeTlsStream::Rustls(s) => s.get_ref().0.peer_addr().ok(),
         _ => None,
     };

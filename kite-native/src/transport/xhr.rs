@@ -86,9 +86,12 @@ pub async fn dial_xhr(base: &str, opts: &DialOptions) -> Result<Session, DialErr
 /// The session's HTTP client: extra headers on every request, extra TLS roots, connect limit.
 pub(super) fn client(opts: &DialOptions) -> Result<reqwest::Client, DialError> {
     let headers = valid_headers(&opts.headers).into_iter().collect();
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut builder = reqwest::Client::builder()
         .default_headers(headers)
         .connect_timeout(opts.timeout);
+    // Without TLS reqwest refuses `https` URLs; extra roots have nothing to do.
+    #[cfg(feature = "tls")]
     for pem in &opts.root_certificates {
         let cert = reqwest::Certificate::from_pem(pem.as_bytes())
             .map_err(|e| DialError::InvalidUrl(format!("TLS roots: {e}")))?;
