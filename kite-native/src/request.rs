@@ -13,7 +13,7 @@ use crate::client::Client;
 /// A call to one of our methods.
 ///
 /// Pre handlers, the handler and post handlers of one call see clones of the same request and
-/// share its [`Request::extensions`]; a method without pre, post or final handlers gets the
+/// share its extensions ([`Request::insert`], [`Request::get`]); a method without pre, post or final handlers gets the
 /// request itself.
 #[derive(Clone)]
 pub struct Request {

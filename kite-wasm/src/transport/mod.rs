@@ -1,6 +1,6 @@
 //! Transports: SockJS over the WebSocket API, SockJS xhr-streaming and xhr-polling over
 //! `fetch`, and a raw websocket for Kite.js-style servers. Each delivers the dnode messages of
-//! one session to a [`Handler`] and sends the ones it is given, in order.
+//! one session to a handler of `Event`s and sends the ones it is given, in order.
 
 mod frame;
 mod websocket;
