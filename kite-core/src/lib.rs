@@ -18,6 +18,7 @@ pub mod fuzzing;
 pub mod identity;
 pub mod json;
 pub mod kontrol;
+pub mod session;
 pub mod sockjs;
 pub mod tree;
 
