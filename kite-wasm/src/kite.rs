@@ -321,17 +321,20 @@ impl Inner {
             return;
         }
         let n = self.attempts.get() + 1;
-        if n > self.options.backoff.max_reconnect_attempts {
+        let Some(delay) = self.options.backoff.delay(n, js_sys::Math::random()) else {
             self.events.emit("backOffFailed", &[]);
             self.fail_queued(KiteError::new(
                 ErrorKind::Disconnect,
                 format!("could not reconnect after {} attempts", n - 1),
             ));
             return;
-        }
+        };
         self.attempts.set(n);
         let weak = Rc::downgrade(self);
-        let timer = Timeout::new(self.options.backoff.delay(n), move || {
+        // setTimeout holds at most 2^31-1 ms.
+        let delay_ms =
+            u32::try_from(delay.as_millis()).map_or(2_000_000_000, |d| d.min(2_000_000_000));
+        let timer = Timeout::new(delay_ms, move || {
             if let Some(inner) = weak.upgrade() {
                 inner.reconnect_timer.borrow_mut().take();
                 if inner.auto_reconnect.get() {
