@@ -102,10 +102,8 @@ impl Options {
         };
         let mut backoff = ReconnectPolicy::kite_js();
         if let Some(b) = get(&obj, "backoff") {
-            // NaN and negatives read as 0.
-            let millis = |x: f64| {
-                Duration::try_from_secs_f64(x.clamp(0.0, 1e12) / 1000.0).unwrap_or_default()
-            };
+            // `as` saturates, and reads NaN and negatives as 0.
+            let millis = |x: f64| Duration::from_millis(x as u64);
             if let Some(x) = number(&b, "initialDelayMs") {
                 backoff.initial_delay = millis(x);
             }

@@ -50,7 +50,7 @@ mod time;
 pub use policy::ReconnectPolicy;
 pub use time::Time;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::{ErrorKind, KiteError};
@@ -213,12 +213,61 @@ struct CallState {
     retriable: bool,
 }
 
+/// The calls not settled yet, in the order they were made (ids only grow, so pushing keeps the
+/// order and lookups are binary searches; a map type of its own would cost the wasm build
+/// kilobytes).
+#[derive(Debug, Default)]
+struct Calls(Vec<(CallId, CallState)>);
+
+impl Calls {
+    fn push(&mut self, id: CallId, call: CallState) {
+        debug_assert!(self.0.last().is_none_or(|(last, _)| *last < id));
+        self.0.push((id, call));
+    }
+
+    fn index(&self, id: &CallId) -> Option<usize> {
+        self.0.binary_search_by_key(id, |(k, _)| *k).ok()
+    }
+
+    fn get(&self, id: &CallId) -> Option<&CallState> {
+        self.index(id).map(|i| &self.0[i].1)
+    }
+
+    fn get_mut(&mut self, id: &CallId) -> Option<&mut CallState> {
+        self.index(id).map(|i| &mut self.0[i].1)
+    }
+
+    fn contains_key(&self, id: &CallId) -> bool {
+        self.index(id).is_some()
+    }
+
+    fn remove(&mut self, id: &CallId) -> Option<CallState> {
+        self.index(id).map(|i| self.0.remove(i).1)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&CallId, &CallState)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &CallState> {
+        self.0.iter().map(|(_, v)| v)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &CallId> {
+        self.0.iter().map(|(k, _)| k)
+    }
+}
+
 /// The client side of one connection over time (see the [module docs](self)).
 #[derive(Debug)]
 pub struct ClientSession {
     config: SessionConfig,
     state: State,
-    calls: BTreeMap<CallId, CallState>,
+    calls: Calls,
     queue: VecDeque<CallId>,
     next_call: u64,
     outputs: VecDeque<Output>,
@@ -234,6 +283,14 @@ pub struct ClientSession {
     rng: u64,
 }
 
+/// Whole milliseconds of `d` (saturating).
+pub(crate) fn millis(d: Duration) -> u64 {
+    // Not `as_millis`, a u128: 128-bit arithmetic costs the wasm build.
+    d.as_secs()
+        .saturating_mul(1_000)
+        .saturating_add(u64::from(d.subsec_millis()))
+}
+
 /// The error of calls cut off by the end of their connection, or never sent because the
 /// session was closed.
 fn disconnect() -> KiteError {
@@ -242,8 +299,13 @@ fn disconnect() -> KiteError {
 
 /// Whether `e` is a peer's refusal of an expired token.
 pub fn is_token_expired(e: &KiteError) -> bool {
-    const EXPIRED: &str = "token is expired";
-    e.kind == ErrorKind::Authentication && e.message.contains(EXPIRED)
+    // A window scan, not `str::contains`: its searcher costs the wasm build kilobytes.
+    const EXPIRED: &[u8] = b"token is expired";
+    e.kind == ErrorKind::Authentication
+        && e.message
+            .as_bytes()
+            .windows(EXPIRED.len())
+            .any(|w| w == EXPIRED)
 }
 
 impl ClientSession {
@@ -253,7 +315,7 @@ impl ClientSession {
         ClientSession {
             config,
             state: State::Idle,
-            calls: BTreeMap::new(),
+            calls: Calls::default(),
             queue: VecDeque::new(),
             next_call: 0,
             outputs: VecDeque::new(),
@@ -423,19 +485,20 @@ impl ClientSession {
         }
     }
 
-    /// Closes the session for good (until [`ClientSession::connect`]): the transport closes,
-    /// every call fails with `disconnect`, no reconnection, no renewal.
-    pub fn close(&mut self, _now: Time) {
+    /// Closes the session for good (until [`ClientSession::connect`]) with `code` and
+    /// `reason`: the transport closes, every call fails with `disconnect`, no reconnection, no
+    /// renewal.
+    pub fn close(&mut self, _now: Time, code: u16, reason: &str) {
         if matches!(self.state, State::Open | State::Connecting) {
             self.outputs.push_back(Output::Close {
-                code: 1000,
-                reason: "closed".to_owned(),
+                code,
+                reason: reason.to_owned(),
             });
         }
         if self.state == State::Open {
             self.outputs.push_back(Output::Event(Event::Closed {
-                code: 1000,
-                reason: "closed".to_owned(),
+                code,
+                reason: reason.to_owned(),
             }));
         }
         self.state = State::Idle;
@@ -459,7 +522,7 @@ impl ClientSession {
             });
             return id;
         }
-        self.calls.insert(
+        self.calls.push(
             id,
             CallState {
                 method: method.to_owned(),
@@ -472,6 +535,12 @@ impl ClientSession {
         self.queue.push_back(id);
         self.flush();
         id
+    }
+
+    /// Whether `call` may be sent again after `token is expired` (the driver keeps its
+    /// arguments until it is sent for the last time).
+    pub fn may_resend(&self, call: CallId) -> bool {
+        self.calls.get(&call).is_some_and(|c| c.retriable)
     }
 
     /// The driver could not send `call` (it was refused before it left: too many functions,
@@ -554,9 +623,12 @@ impl ClientSession {
         self.renew_at = (retry && self.token).then(|| now + self.config.renew_retry);
     }
 
+    /// Asks for a token, once while a renewal is under way; with nothing to renew it
+    /// ([`ClientSession::set_renewable`] false), the event is told again next time, for a
+    /// listener that may have come meanwhile.
     fn ask_for_token(&mut self) {
         if !self.renewing {
-            self.renewing = true;
+            self.renewing = self.renewable;
             self.outputs.push_back(Output::Event(Event::TokenExpired));
         }
     }
@@ -583,10 +655,10 @@ impl ClientSession {
             .iter()
             .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
             .map(|(id, c)| {
-                let after = c.timeout.unwrap_or_default().as_millis();
+                let after = millis(c.timeout.unwrap_or_default());
                 let e = KiteError::new(
                     ErrorKind::Timeout,
-                    format!("No response to {:?} arrived in {after} ms", c.method),
+                    format!("No response to \"{}\" arrived in {after} ms", c.method),
                 );
                 (*id, e, c.phase == Phase::Sent)
             })
@@ -596,7 +668,7 @@ impl ClientSession {
         }
         if self.silence_deadline().is_some_and(|d| d <= now) {
             let limit = self.config.silence_timeout.unwrap_or_default();
-            let reason = format!("no heartbeat from the server for {} ms", limit.as_millis());
+            let reason = format!("no heartbeat from the server for {} ms", millis(limit));
             self.outputs.push_back(Output::Close {
                 code: 1006,
                 reason: reason.clone(),

@@ -65,17 +65,15 @@ impl ReconnectPolicy {
         if self.max_attempts.is_some_and(|max| attempt > max) {
             return None;
         }
+        // In milliseconds, as f64: `as` saturates and reads NaN as 0 (and the wasm build
+        // carries no float `Duration` code).
+        let millis = |d: Duration| super::millis(d) as f64;
         let exponent = attempt.saturating_sub(1).min(1_000) as i32;
-        let base = self.initial_delay.as_secs_f64() * self.multiplier.max(1.0).powi(exponent);
-        let capped = base.min(self.max_delay.as_secs_f64());
+        let base = millis(self.initial_delay) * self.multiplier.max(1.0).powi(exponent);
+        let capped = base.min(millis(self.max_delay));
         let jitter = self.jitter.clamp(0.0, 1.0);
         let spread = 1.0 - jitter + 2.0 * jitter * random.clamp(0.0, 1.0);
-        let secs = capped * spread;
-        Some(if secs.is_finite() && secs > 0.0 {
-            Duration::from_secs_f64(secs)
-        } else {
-            Duration::ZERO
-        })
+        Some(Duration::from_millis((capped * spread) as u64))
     }
 }
 

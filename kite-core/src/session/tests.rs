@@ -341,7 +341,7 @@ fn close_fails_everything_and_leaves_no_timer() {
     open(&mut s, ms(0));
     let a = s.call(ms(0), "a", Some(Duration::from_secs(9)));
     drain(&mut s);
-    s.close(ms(1));
+    s.close(ms(1), 1000, "closed");
     let out = drain(&mut s);
     assert_eq!(
         out[0],
@@ -410,7 +410,7 @@ fn random_operations_settle_every_call_at_most_once() {
                         s.handle_timeout(ms(now));
                     }
                 }
-                _ => s.close(t),
+                _ => s.close(t, 1000, "closed"),
             }
             while let Some(o) = s.poll_output() {
                 match o {
@@ -428,7 +428,7 @@ fn random_operations_settle_every_call_at_most_once() {
                 }
             }
         }
-        s.close(ms(now));
+        s.close(ms(now), 1000, "closed");
         while let Some(o) = s.poll_output() {
             if let Output::Fail { call, .. } = o {
                 assert!(settled.insert(call));

@@ -35,7 +35,11 @@ impl Add<Duration> for Time {
 
     /// Later by `d`, rounded up to the millisecond (a deadline is never early), saturating.
     fn add(self, d: Duration) -> Time {
-        let ms = d.as_nanos().div_ceil(1_000_000);
-        Time(self.0.saturating_add(u64::try_from(ms).unwrap_or(u64::MAX)))
+        // No u128 arithmetic (`as_nanos`): it would bring 128-bit division into the wasm build.
+        let ms = d
+            .as_secs()
+            .saturating_mul(1_000)
+            .saturating_add(u64::from(d.subsec_nanos().div_ceil(1_000_000)));
+        Time(self.0.saturating_add(ms))
     }
 }
