@@ -5,7 +5,9 @@
 //! for `wasm32-unknown-unknown` alike. A driver (kite-native's tokio runtime, kite-wasm's browser
 //! bindings) owns sockets, clocks and randomness, and feeds this crate bytes (or, through
 //! [`tree`], documents its own JSON parser made). The protocol state
-//! of one connection is a [`connection::Connection`]; see its docs for a full round trip.
+//! of one connection is a [`connection::Connection`]; see its docs for a full round trip. What
+//! happens to a client's connection over time (calls waiting, deadlines, reconnection, token
+//! renewal) is a [`session::ClientSession`], driven the same way.
 
 pub mod auth;
 pub mod connection;
@@ -18,6 +20,7 @@ pub mod fuzzing;
 pub mod identity;
 pub mod json;
 pub mod kontrol;
+pub mod session;
 pub mod sockjs;
 pub mod tree;
 

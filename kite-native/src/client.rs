@@ -5,6 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kite_core::dnode::{FromValue, IntoArgs, Value};
+#[cfg(feature = "client")]
+use kite_core::session::ReconnectPolicy;
 use kite_core::{Auth, ErrorKind, Kite as KiteIdentity, KiteError, RequestHead};
 use tokio::sync::watch;
 use tracing::{debug, info};
@@ -548,28 +550,22 @@ impl Client {
     }
 }
 
-/// Exponential backoff with jitter: 500 ms, ×1.5, ±50 %, capped at 60 s.
+/// The delays between dials: kite-core's [`ReconnectPolicy`] with Go's parameters (500 ms,
+/// ×1.5, ±50 %, at most 60 s, forever), counting attempts.
 #[cfg(feature = "client")]
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Backoff {
-    current: Duration,
-}
-
-#[cfg(feature = "client")]
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            current: Duration::from_millis(500),
-        }
-    }
+    policy: ReconnectPolicy,
+    attempt: u32,
 }
 
 #[cfg(feature = "client")]
 impl Backoff {
     pub(crate) fn next(&mut self) -> Duration {
-        let base = self.current;
-        self.current = (self.current.mul_f64(1.5)).min(Duration::from_secs(60));
-        let jitter: f64 = rand::random_range(0.5..1.5);
-        base.mul_f64(jitter)
+        self.attempt = self.attempt.saturating_add(1);
+        // Go's policy has no attempt limit; were one set, the longest delay is kept.
+        self.policy
+            .delay(self.attempt, rand::random_range(0.0..1.0))
+            .unwrap_or(self.policy.max_delay)
     }
 }

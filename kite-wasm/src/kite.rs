@@ -4,6 +4,10 @@
 use futures_channel::oneshot;
 use gloo_timers::callback::{Interval, Timeout};
 use js_sys::{Array, Function, Object, Promise};
+use kite_core::session::{
+    Answer, CallId, ClientSession, Credentials, Event as SessionEvent, Output, SessionConfig,
+    State, Time,
+};
 use kite_core::tree::{Head, TreeConnection, TreeIncoming};
 use kite_core::{Auth, ErrorKind, KiteError};
 use std::cell::{Cell, RefCell};
@@ -11,6 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
+use std::time::Duration;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, spawn_local};
 
@@ -41,22 +46,21 @@ thread_local! {
     static NEXT_KITE: Cell<u64> = const { Cell::new(0) };
 }
 
-/// A call made and not answered yet.
+/// A call made and not settled yet: what the driver keeps of it. When it is sent, fails,
+/// times out or waits for a token is the session's to decide (`kite_core::session`).
 struct Call {
     method: String,
-    /// The arguments, kept to send again after a token renewal (token auth only).
+    /// The arguments, until the call is sent for the last time (a call made with a token may
+    /// be sent again once after `token is expired`).
     args: Option<Wire>,
-    /// Its response callback on the current connection, once sent: (generation, id).
-    sent: Option<(u64, u64)>,
-    /// Already sent again once after `token is expired`.
-    retried: bool,
-    /// Fails the call when it fires; cleared (clearTimeout) when the call ends, so a finished
-    /// call leaves no timer behind (in Node a pending timer keeps the process alive).
-    timer: Option<Timeout>,
+    /// Its response callback on the current connection, once sent.
+    response: Option<u64>,
     done: oneshot::Sender<Result<JsValue, KiteError>>,
 }
 
-/// The state behind a `Kite` object.
+/// The state behind a `Kite` object: the session (kite-core's, which decides), the transport
+/// and the protocol state of the current connection, the calls' arguments and promises, and
+/// one timer for the session's next deadline.
 pub(crate) struct Inner {
     key: u64,
     pub(crate) options: Options,
@@ -65,8 +69,9 @@ pub(crate) struct Inner {
     pub(crate) remote: RefCell<Option<kite_core::Kite>>,
     auth: RefCell<Option<Auth>>,
     head: RefCell<Head<Js>>,
-    auto_reconnect: Cell<bool>,
-    state: Cell<u8>,
+    session: RefCell<ClientSession>,
+    /// `connect()` was called at least once (Kite.js's NOTREADY until then).
+    started: Cell<bool>,
     /// Bumped for every connection attempt; events of older ones are ignored.
     generation: Cell<u64>,
     transport: RefCell<Option<Rc<Transport>>>,
@@ -76,26 +81,15 @@ pub(crate) struct Inner {
     /// Messages that arrived while the session was being set up.
     early: RefCell<Vec<JsValue>>,
     calls: RefCell<HashMap<u64, Call>>,
-    next_call: Cell<u64>,
-    /// Calls waiting to be sent, in order.
-    queue: RefCell<VecDeque<u64>>,
-    /// Calls answered `token is expired`, waiting for a new token.
-    awaiting_token: RefCell<Vec<(u64, KiteError)>>,
-    token_wait: RefCell<Option<Timeout>>,
-    token_timer: RefCell<Option<Timeout>>,
-    reconnect_timer: RefCell<Option<Timeout>>,
-    /// Checks that a SockJS session still hears from the server (see `start_watchdog`).
-    watchdog: RefCell<Option<Interval>>,
+    /// The session's next deadline, and the timer armed for it.
+    timer: RefCell<Option<(Time, Timeout)>>,
     /// Pings for the peer's `kite.heartbeat` (one at a time, as in Go).
     pub(crate) heartbeat: RefCell<Option<Interval>>,
-    attempts: Cell<u32>,
     /// Response callback ids of calls given up on (timeouts) on this connection: a late answer
     /// to one is expected, not an error of the peer. The most recent [`CANCELLED_KEPT`].
     cancelled: RefCell<VecDeque<u64>>,
-    last_seen: Cell<f64>,
     ready_waiters: RefCell<Vec<oneshot::Sender<()>>>,
     pub(crate) renewer: RefCell<Option<Renewer>>,
-    renewing: Cell<bool>,
     pub(crate) events: Events,
     pub(crate) api: Api,
 }
@@ -109,8 +103,19 @@ impl Drop for Inner {
     }
 }
 
-fn now_ms() -> f64 {
-    js_sys::Date::now()
+/// Now, on the clock the session is driven with.
+fn now() -> Time {
+    Time::from_millis(js_sys::Date::now().max(0.0) as u64)
+}
+
+/// When to renew a token whose `exp` (seconds since the epoch) is `exp`: `renew_before_ms`
+/// before it, which Kite.js lets be negative (after it). The session is configured with no
+/// `renew_before` of its own, and this is handed to it as the time left.
+fn renew_in(exp: f64, renew_before_ms: f64) -> Option<Duration> {
+    // `as` saturates, and reads NaN as 0.
+    Some(Duration::from_millis(
+        (exp * 1000.0 - renew_before_ms - js_sys::Date::now()) as u64,
+    ))
 }
 
 impl Inner {
@@ -123,40 +128,45 @@ impl Inner {
         let api = Api::from_options(&options.api, options.authenticate.clone())?;
         let identity = options.identity.clone();
         let auth = options.auth.clone();
+        let config = SessionConfig {
+            reconnect: options.auto_reconnect.then(|| options.backoff.clone()),
+            silence_timeout: (options.heartbeat_timeout_ms > 0)
+                .then(|| Duration::from_millis(options.heartbeat_timeout_ms.into())),
+            // Counted into the time left instead (see `renew_in`): it may be negative.
+            renew_before: Duration::ZERO,
+            token_wait: Duration::from_millis(options.token_wait_ms.into()),
+            seed: (js_sys::Math::random() * 9_007_199_254_740_992.0) as u64,
+            ..SessionConfig::default()
+        };
+        let mut session = ClientSession::new(config);
+        // A token's expiry is scheduled by connect(): a kite never connected (one of many found
+        // through Kontrol, say) holds no timer.
+        if auth.as_ref().is_some_and(|a| a.kind == "token") {
+            session.set_credentials(Time::ZERO, Credentials::Token { expires_in: None });
+        }
         let inner = Rc::new(Inner {
             key,
             head: RefCell::new(Head::new(&identity, auth.as_ref())),
             auth: RefCell::new(auth),
             identity,
             remote: RefCell::new(None),
-            auto_reconnect: Cell::new(options.auto_reconnect),
-            state: Cell::new(NOTREADY),
+            session: RefCell::new(session),
+            started: Cell::new(false),
             generation: Cell::new(0),
             transport: RefCell::new(None),
             conn: RefCell::new(TreeConnection::new()),
             early: RefCell::new(Vec::new()),
             calls: RefCell::new(HashMap::new()),
-            next_call: Cell::new(0),
-            queue: RefCell::new(VecDeque::new()),
-            awaiting_token: RefCell::new(Vec::new()),
-            token_wait: RefCell::new(None),
-            token_timer: RefCell::new(None),
-            reconnect_timer: RefCell::new(None),
-            watchdog: RefCell::new(None),
+            timer: RefCell::new(None),
             heartbeat: RefCell::new(None),
-            attempts: Cell::new(0),
             cancelled: RefCell::new(VecDeque::new()),
-            last_seen: Cell::new(0.0),
             ready_waiters: RefCell::new(Vec::new()),
             renewer: RefCell::new(None),
-            renewing: Cell::new(false),
             events: Events::default(),
             api,
             options,
         });
         KITES.with(|k| k.borrow_mut().insert(key, Rc::downgrade(&inner)));
-        // The token timer is armed by connect(): a kite never connected (one of many found
-        // through Kontrol, say) holds no timer.
         Ok(inner)
     }
 
@@ -177,7 +187,7 @@ impl Inner {
                         .calls
                         .borrow()
                         .values()
-                        .filter(|c| c.sent.is_none())
+                        .filter(|c| c.response.is_none())
                         .filter_map(|c| c.args.as_ref())
                         .map(|a| a.functions.len())
                         .sum();
@@ -191,8 +201,18 @@ impl Inner {
         self.key
     }
 
+    /// Kite.js's state number.
     pub(crate) fn state(&self) -> u8 {
-        self.state.get()
+        match self.session.borrow().state() {
+            State::Open => READY,
+            State::Connecting => CONNECTING,
+            State::Idle if !self.started.get() => NOTREADY,
+            _ => CLOSED,
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.session.borrow().state() == State::Open
     }
 
     pub(crate) fn transport_kind(&self) -> Option<TransportKind> {
@@ -207,18 +227,134 @@ impl Inner {
         self.events.emit("error", &[error::to_js(e)]);
     }
 
+    // ---- driving the session ----
+
+    /// Does what the session says, then arms the timer for its next deadline.
+    fn drive(self: &Rc<Self>) {
+        let mut texts = Vec::new();
+        loop {
+            let output = self.session.borrow_mut().poll_output();
+            let Some(output) = output else { break };
+            match output {
+                Output::Send(id) => {
+                    if let Some(text) = self.encode_call(id) {
+                        texts.push(text);
+                    }
+                }
+                Output::Dial => {
+                    self.flush(&mut texts);
+                    self.dial();
+                }
+                Output::Close { code, reason } => {
+                    self.flush(&mut texts);
+                    if code == 1006 {
+                        self.emit_error(&KiteError::new(ErrorKind::Disconnect, reason));
+                    }
+                    self.end_transport();
+                }
+                Output::Fail { call, error, sent } => self.settle(call, Err(error), sent),
+                Output::Event(event) => self.on_session_event(event),
+            }
+        }
+        self.flush(&mut texts);
+        self.arm_timer();
+    }
+
+    fn flush(&self, texts: &mut Vec<JsValue>) {
+        if texts.is_empty() {
+            return;
+        }
+        let transport = self.transport.borrow().clone();
+        if let Some(t) = transport {
+            t.send(std::mem::take(texts));
+        } else {
+            texts.clear();
+        }
+    }
+
+    /// One timer, for the session's next deadline; none when it has none (in Node a pending
+    /// timer keeps the process alive).
+    fn arm_timer(self: &Rc<Self>) {
+        let next = self.session.borrow().poll_timeout();
+        let mut timer = self.timer.borrow_mut();
+        // A timer due no later than the deadline stays: when it fires early, the session does
+        // nothing yet and the timer is armed again. (The silence deadline moves with every
+        // message; re-arming each time would cost a setTimeout per message.)
+        if let (Some((at, _)), Some(next)) = (timer.as_ref(), next)
+            && *at <= next
+        {
+            return;
+        }
+        *timer = next.map(|at| {
+            let delay = at.as_millis().saturating_sub(now().as_millis());
+            // setTimeout holds at most 2^31-1 ms; a later deadline is re-armed when it fires.
+            let delay = u32::try_from(delay).map_or(2_000_000_000, |d| d.min(2_000_000_000));
+            let weak = Rc::downgrade(self);
+            let t = Timeout::new(delay, move || {
+                if let Some(inner) = weak.upgrade() {
+                    inner.timer.borrow_mut().take();
+                    let renewable = inner.renewable();
+                    let mut session = inner.session.borrow_mut();
+                    session.set_renewable(renewable);
+                    session.handle_timeout(now());
+                    drop(session);
+                    inner.drive();
+                }
+            });
+            (at, t)
+        });
+    }
+
+    fn on_session_event(self: &Rc<Self>, event: SessionEvent) {
+        match event {
+            SessionEvent::Opened => {
+                for w in self.ready_waiters.borrow_mut().drain(..) {
+                    let _ = w.send(());
+                }
+                self.events.emit("open", &[]);
+            }
+            SessionEvent::Closed { code, reason } => {
+                let info = Object::new();
+                error::set(&info, "code", &JsValue::from(code));
+                error::set(&info, "reason", &JsValue::from_str(&reason));
+                self.events.emit("close", &[info.into()]);
+            }
+            SessionEvent::Reconnecting { .. } => {}
+            SessionEvent::GaveUp { .. } => self.events.emit("backOffFailed", &[]),
+            SessionEvent::TokenExpired => self.token_expired(),
+        }
+    }
+
     // ---- connecting ----
 
     /// Starts connecting unless connected or connecting.
     pub(crate) fn connect(self: &Rc<Self>) {
-        if matches!(self.state.get(), READY | CONNECTING) {
+        if matches!(self.state(), READY | CONNECTING) {
             return;
         }
-        self.reconnect_timer.borrow_mut().take();
-        if self.token_timer.borrow().is_none() {
-            self.schedule_token_expiry();
+        self.started.set(true);
+        let t = now();
+        let expiry = self.token_expiry();
+        {
+            let mut session = self.session.borrow_mut();
+            if let Some(expires_in) = expiry {
+                session.set_credentials(t, Credentials::Token { expires_in });
+            }
+            session.connect(t);
         }
-        self.state.set(CONNECTING);
+        self.drive();
+    }
+
+    /// When the current token is to be renewed, if the credentials are a token.
+    fn token_expiry(&self) -> Option<Option<Duration>> {
+        let auth = self.auth.borrow();
+        let auth = auth.as_ref().filter(|a| a.kind == "token")?;
+        let renew_before = self.options.renew_before_ms;
+        Some(token::expiry(&auth.key).and_then(|exp| renew_in(exp, renew_before)))
+    }
+
+    /// Opens a transport (the session said so).
+    fn dial(self: &Rc<Self>) {
         let generation = self.generation.get() + 1;
         self.generation.set(generation);
         let weak = Rc::downgrade(self);
@@ -241,38 +377,31 @@ impl Inner {
                 Ok(t) => inner.opened(generation, t),
                 Err(e) => {
                     inner.emit_error(&e);
-                    inner.end_session(1006, &e.message);
+                    inner.session.borrow_mut().dial_failed(now());
+                    inner.drive();
                 }
             }
         });
     }
 
     fn opened(self: &Rc<Self>, generation: u64, t: Transport) {
+        let watch = t.kind() != TransportKind::RawWebSocket;
         *self.transport.borrow_mut() = Some(Rc::new(t));
         *self.conn.borrow_mut() = TreeConnection::new();
         self.cancelled.borrow_mut().clear();
-        self.state.set(READY);
-        self.attempts.set(0);
-        self.last_seen.set(now_ms());
-        self.start_watchdog(generation);
-        self.flush_queue();
+        self.session.borrow_mut().opened(now(), watch);
+        self.drive();
         let early = std::mem::take(&mut *self.early.borrow_mut());
         self.on_messages(generation, early);
-        for w in self.ready_waiters.borrow_mut().drain(..) {
-            let _ = w.send(());
-        }
-        self.events.emit("open", &[]);
     }
 
     fn on_event(self: &Rc<Self>, generation: u64, event: Event) {
         if self.generation.get() != generation {
             return;
         }
-        self.last_seen.set(now_ms());
+        self.session.borrow_mut().heard(now());
         match event {
-            Event::Messages(msgs) if self.state.get() == READY => {
-                self.on_messages(generation, msgs)
-            }
+            Event::Messages(msgs) if self.is_open() => self.on_messages(generation, msgs),
             Event::Messages(msgs) => self.early.borrow_mut().extend(msgs),
             Event::Heartbeat => {}
             Event::Broken(reason) => self.emit_error(&KiteError::generic(format!(
@@ -280,111 +409,55 @@ impl Inner {
             ))),
             Event::Closed { code, reason } => {
                 self.transport.borrow_mut().take();
-                self.end_session(code, &reason);
+                self.end_transport();
+                self.session.borrow_mut().closed(now(), code, &reason);
+                self.drive();
             }
         }
     }
 
-    /// The session is over (or the attempt failed): fails its calls, tells listeners,
-    /// reconnects if it should.
-    fn end_session(self: &Rc<Self>, code: u16, reason: &str) {
-        let was_open = self.state.get() == READY;
+    /// The transport is gone (or being closed): what belonged to it goes. Its calls are failed
+    /// by the session.
+    fn end_transport(&self) {
         if let Some(t) = self.transport.borrow_mut().take() {
             t.close();
         }
         self.generation.set(self.generation.get() + 1);
-        self.state.set(CLOSED);
-        self.watchdog.borrow_mut().take();
         self.heartbeat.borrow_mut().take();
         self.early.borrow_mut().clear();
-        let pending = self.conn.borrow_mut().drain_pending();
         // Dropping the connection frees the functions the peer could call.
         *self.conn.borrow_mut() = TreeConnection::new();
-        for id in pending {
-            self.finish(id, Err(KiteError::disconnect()));
-        }
-        if was_open {
-            let info = Object::new();
-            error::set(&info, "code", &JsValue::from(code));
-            error::set(&info, "reason", &JsValue::from_str(reason));
-            self.events.emit("close", &[info.into()]);
-        }
-        if self.auto_reconnect.get() {
-            self.schedule_reconnect();
-        } else {
-            self.fail_queued(KiteError::disconnect());
+        for call in self.calls.borrow_mut().values_mut() {
+            call.response = None;
         }
     }
 
-    fn schedule_reconnect(self: &Rc<Self>) {
-        if self.state.get() == READY || self.reconnect_timer.borrow().is_some() {
-            return;
-        }
-        let n = self.attempts.get() + 1;
-        if n > self.options.backoff.max_reconnect_attempts {
-            self.events.emit("backOffFailed", &[]);
-            self.fail_queued(KiteError::new(
-                ErrorKind::Disconnect,
-                format!("could not reconnect after {} attempts", n - 1),
-            ));
-            return;
-        }
-        self.attempts.set(n);
-        let weak = Rc::downgrade(self);
-        let timer = Timeout::new(self.options.backoff.delay(n), move || {
-            if let Some(inner) = weak.upgrade() {
-                inner.reconnect_timer.borrow_mut().take();
-                if inner.auto_reconnect.get() {
-                    inner.connect();
-                }
-            }
-        });
-        *self.reconnect_timer.borrow_mut() = Some(timer);
-    }
-
-    /// Closes the connection; with `reconnect`, connects again right after.
+    /// Closes the connection; with `reconnect`, connects again (after the policy's first
+    /// delay when it was open).
     pub(crate) fn disconnect(self: &Rc<Self>, reconnect: bool) {
-        self.auto_reconnect.set(reconnect);
-        self.reconnect_timer.borrow_mut().take();
-        self.attempts.set(0);
-        if matches!(self.state.get(), READY | CONNECTING) {
-            self.end_session(1000, "disconnected");
-        } else if reconnect {
-            // Closed between reconnection attempts (or never connected): connect now.
-            self.connect();
+        let t = now();
+        let was = self.state();
+        {
+            let mut session = self.session.borrow_mut();
+            session.set_reconnect(reconnect.then(|| self.options.backoff.clone()));
+        }
+        if !reconnect {
+            self.session.borrow_mut().close(t, 1000, "disconnected");
+        } else if matches!(was, READY | CONNECTING) {
+            self.end_transport();
+            self.session.borrow_mut().closed(t, 1000, "disconnected");
         } else {
-            self.fail_queued(KiteError::disconnect());
+            // Closed between reconnection attempts (or never connected): connect now.
+            self.started.set(true);
+            self.session.borrow_mut().connect(t);
         }
-    }
-
-    /// Ends a SockJS session the server has been silent on for too long.
-    fn start_watchdog(self: &Rc<Self>, generation: u64) {
-        let limit = self.options.heartbeat_timeout_ms;
-        if limit == 0 || self.transport_kind() == Some(TransportKind::RawWebSocket) {
-            return;
-        }
-        let weak = Rc::downgrade(self);
-        let every = Interval::new((limit / 4).max(100), move || {
-            let Some(inner) = weak.upgrade() else { return };
-            if inner.generation.get() != generation || inner.state.get() != READY {
-                return;
-            }
-            if now_ms() - inner.last_seen.get() > f64::from(limit) {
-                let e = KiteError::new(
-                    ErrorKind::Disconnect,
-                    format!("no heartbeat from the server for {limit} ms"),
-                );
-                inner.emit_error(&e);
-                inner.end_session(1006, &e.message);
-            }
-        });
-        *self.watchdog.borrow_mut() = Some(every);
+        self.drive();
     }
 
     /// Resolves once the kite is connected.
     pub(crate) fn ready(&self) -> impl Future<Output = ()> + 'static {
         let (tx, rx) = oneshot::channel();
-        if self.state.get() == READY {
+        if self.is_open() {
             let _ = tx.send(());
         } else {
             self.ready_waiters.borrow_mut().push(tx);
@@ -404,100 +477,62 @@ impl Inner {
         timeout_ms: u32,
     ) -> impl Future<Output = Result<JsValue, KiteError>> + 'static {
         let (tx, rx) = oneshot::channel();
-        let id = self.next_call.get();
-        self.next_call.set(id + 1);
-        let keep = self
-            .auth
-            .borrow()
-            .as_ref()
-            .is_some_and(|a| a.kind == "token");
+        let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms.into()));
+        let id = self.session.borrow_mut().call(now(), method, timeout);
         self.calls.borrow_mut().insert(
-            id,
+            id.0,
             Call {
                 method: method.to_owned(),
                 args: Some(args),
-                sent: None,
-                retried: !keep,
-                timer: None,
+                response: None,
                 done: tx,
             },
         );
-        self.queue.borrow_mut().push_back(id);
-        if timeout_ms > 0 {
-            let weak = Rc::downgrade(self);
-            let method = method.to_owned();
-            let timer = Timeout::new(timeout_ms, move || {
-                if let Some(inner) = weak.upgrade() {
-                    inner.finish(
-                        id,
-                        Err(KiteError::new(
-                            ErrorKind::Timeout,
-                            format!("No response to \"{method}\" arrived in {timeout_ms} ms"),
-                        )),
-                    );
-                }
-            });
-            if let Some(call) = self.calls.borrow_mut().get_mut(&id) {
-                call.timer = Some(timer);
-            }
-        }
-        if self.state.get() == READY {
-            self.flush_queue();
-        }
+        self.drive();
         async move { rx.await.unwrap_or_else(|_| Err(KiteError::disconnect())) }
     }
 
-    /// Sends the queued calls if connected.
-    fn flush_queue(self: &Rc<Self>) {
-        if self.state.get() != READY {
-            return;
-        }
-        let Some(transport) = self.transport.borrow().clone() else {
-            return;
-        };
-        let generation = self.generation.get();
-        let mut texts = Vec::new();
-        let mut refused = Vec::new();
-        {
-            let head = self.head.borrow();
+    /// The message of call `id`, which the session sends now; `None` when the connection
+    /// refuses it (more functions than it keeps), and the call then fails alone.
+    fn encode_call(&self, id: CallId) -> Option<JsValue> {
+        let resend = self.session.borrow().may_resend(id);
+        let encoded = {
             let mut calls = self.calls.borrow_mut();
-            let mut conn = self.conn.borrow_mut();
-            for id in self.queue.borrow_mut().drain(..) {
-                let Some(call) = calls.get_mut(&id) else {
-                    continue; // timed out while queued
-                };
-                let args = if call.retried {
-                    call.args.take()
-                } else {
-                    call.args.clone()
-                };
-                let args = args.unwrap_or_else(|| Wire::plain(Js(Array::new().into())));
-                match conn.request(&call.method, &head, args, id) {
-                    Ok((response, message)) => {
-                        call.sent = Some((generation, response));
-                        texts.push(message.text());
-                    }
-                    // More functions than the connection keeps: this call fails alone.
-                    Err(e) => refused.push((id, e)),
+            let call = calls.get_mut(&id.0)?;
+            let args = if resend {
+                call.args.clone()
+            } else {
+                call.args.take()
+            };
+            let args = args.unwrap_or_else(|| Wire::plain(Js(Array::new().into())));
+            let head = self.head.borrow();
+            match self
+                .conn
+                .borrow_mut()
+                .request(&call.method, &head, args, id.0)
+            {
+                Ok((response, message)) => {
+                    call.response = Some(response);
+                    Ok(message.text())
                 }
+                Err(e) => Err(e),
             }
-        }
-        for (id, e) in refused {
-            self.finish(id, Err(e));
-        }
-        if !texts.is_empty() {
-            transport.send(texts);
+        };
+        match encoded {
+            Ok(text) => Some(text),
+            Err(e) => {
+                self.session.borrow_mut().refused(id, e);
+                None
+            }
         }
     }
 
-    /// Settles call `id` (once).
-    fn finish(&self, id: u64, result: Result<JsValue, KiteError>) {
-        let Some(call) = self.calls.borrow_mut().remove(&id) else {
+    /// Settles call `id` (once); with `sent`, its response callback is forgotten.
+    fn settle(&self, id: CallId, result: Result<JsValue, KiteError>, sent: bool) {
+        let Some(call) = self.calls.borrow_mut().remove(&id.0) else {
             return;
         };
-        if let Some((generation, response)) = call.sent
-            && generation == self.generation.get()
-        {
+        if sent && let Some(response) = call.response {
             self.conn.borrow_mut().cancel(response);
             let mut cancelled = self.cancelled.borrow_mut();
             if cancelled.len() == CANCELLED_KEPT {
@@ -508,45 +543,29 @@ impl Inner {
         let _ = call.done.send(result);
     }
 
-    /// Fails every call not answered yet, and stops the token timers: nothing is left to
-    /// renew for until `connect()` arms them again (in Node a pending timer would also keep the
-    /// process alive).
-    fn fail_queued(&self, e: KiteError) {
-        self.token_timer.borrow_mut().take();
-        self.token_wait.borrow_mut().take();
-        let ids: Vec<u64> = self.calls.borrow().keys().copied().collect();
-        self.queue.borrow_mut().clear();
-        self.awaiting_token.borrow_mut().clear();
-        for id in ids {
-            self.finish(id, Err(e.clone()));
-        }
+    /// Whether something can renew the token: a renewer, or a `tokenExpired` listener.
+    fn renewable(&self) -> bool {
+        self.events.has("tokenExpired") || self.renewer.borrow().is_some()
     }
 
     /// A response arrived for call `id`.
-    fn answered(self: &Rc<Self>, id: u64, result: Result<JsValue, KiteError>) {
-        if let Err(e) = &result
-            && token::is_expired_error(e)
-        {
-            let retry = {
-                let mut calls = self.calls.borrow_mut();
-                match calls.get_mut(&id) {
-                    Some(call) if !call.retried && call.args.is_some() => {
-                        call.retried = true;
-                        call.sent = None;
-                        true
-                    }
-                    _ => false,
+    fn answered(self: &Rc<Self>, id: CallId, result: Result<JsValue, KiteError>) {
+        let renewable = self.renewable();
+        let answer = {
+            let mut session = self.session.borrow_mut();
+            session.set_renewable(renewable);
+            session.answered(now(), id, result.as_ref().err())
+        };
+        match answer {
+            Answer::Deliver => self.settle(id, result, false),
+            Answer::Retry => {
+                if let Some(call) = self.calls.borrow_mut().get_mut(&id.0) {
+                    call.response = None;
                 }
-            };
-            if retry && (self.events.has("tokenExpired") || self.renewer.borrow().is_some()) {
-                self.awaiting_token.borrow_mut().push((id, e.clone()));
-                self.token_expired();
-                return;
             }
+            Answer::Unknown => {}
         }
-        if let Some(call) = self.calls.borrow_mut().remove(&id) {
-            let _ = call.done.send(result);
-        }
+        self.drive();
     }
 
     // ---- incoming messages ----
@@ -569,7 +588,7 @@ impl Inner {
                 ))),
                 Ok(TreeIncoming::Response { pending, result }) => {
                     let result = result.map(|r| convert::from_wire(r, self.key, generation));
-                    self.answered(pending, result)
+                    self.answered(CallId(pending), result)
                 }
                 Ok(TreeIncoming::Callback { function, args }) => {
                     let args = convert::args_from_wire(args, self.key, generation);
@@ -600,7 +619,7 @@ impl Inner {
         id: u64,
         args: Wire,
     ) -> Result<(), KiteError> {
-        if generation != self.generation.get() || self.state.get() != READY {
+        if generation != self.generation.get() || !self.is_open() {
             return Err(KiteError::disconnect());
         }
         let transport = self.transport.borrow().clone();
@@ -628,91 +647,38 @@ impl Inner {
         self.generation.get()
     }
 
-    // ---- tokens ----
-
     /// Replaces the token and sends the calls that waited for it.
     pub(crate) fn set_token(self: &Rc<Self>, token: String) {
         let auth = Auth::new("token", token.clone());
         *self.head.borrow_mut() = Head::new(&self.identity, Some(&auth));
         *self.auth.borrow_mut() = Some(auth);
-        self.token_wait.borrow_mut().take();
-        self.schedule_token_expiry();
-        let waiting: Vec<u64> = self
-            .awaiting_token
+        let expires_in = self.token_expiry().flatten();
+        self.session
             .borrow_mut()
-            .drain(..)
-            .map(|(id, _)| id)
-            .collect();
-        {
-            let mut queue = self.queue.borrow_mut();
-            for id in waiting.into_iter().rev() {
-                queue.push_front(id);
-            }
-        }
+            .set_credentials(now(), Credentials::Token { expires_in });
         self.events.emit("tokenSet", &[JsValue::from_str(&token)]);
-        self.flush_queue();
+        self.drive();
     }
 
-    /// Arms `tokenExpired` for `renewBefore` ms before the token's `exp`.
-    fn schedule_token_expiry(self: &Rc<Self>) {
-        self.token_timer.borrow_mut().take();
-        let Some(exp) = self
-            .auth
-            .borrow()
-            .as_ref()
-            .filter(|a| a.kind == "token")
-            .and_then(|a| token::expiry(&a.key))
-        else {
-            return;
-        };
-        let delay = (exp * 1000.0 - self.options.renew_before_ms - now_ms()).max(0.0);
-        // setTimeout holds at most 2^31-1 ms; later expiries are re-armed when that fires.
-        let capped = delay.min(2_000_000_000.0) as u32;
-        let weak = Rc::downgrade(self);
-        let timer = Timeout::new(capped, move || {
-            if let Some(inner) = weak.upgrade() {
-                inner.token_timer.borrow_mut().take();
-                if f64::from(capped) < delay {
-                    inner.schedule_token_expiry();
-                } else {
-                    inner.token_expired();
-                }
-            }
-        });
-        *self.token_timer.borrow_mut() = Some(timer);
-    }
-
-    /// The token expires (or a call was refused with `token is expired`): tells listeners,
-    /// asks the renewer, and fails waiting calls if no token comes in time.
+    /// The token expires (or a call was refused with `token is expired`): tells listeners and
+    /// asks the renewer; a failed renewal fails the calls that waited for it.
     fn token_expired(self: &Rc<Self>) {
         self.events.emit("tokenExpired", &[]);
         let renewer = self.renewer.borrow().clone();
-        if let Some(renew) = renewer
-            && !self.renewing.replace(true)
-        {
+        if let Some(renew) = renewer {
             let weak = Rc::downgrade(self);
             spawn_local(async move {
                 let result = renew().await;
                 let Some(inner) = weak.upgrade() else { return };
-                inner.renewing.set(false);
                 match result {
                     Ok(token) => inner.set_token(token),
-                    Err(e) => inner.emit_error(&e),
-                }
-            });
-        }
-        if !self.awaiting_token.borrow().is_empty() && self.token_wait.borrow().is_none() {
-            let weak = Rc::downgrade(self);
-            let timer = Timeout::new(self.options.token_wait_ms, move || {
-                if let Some(inner) = weak.upgrade() {
-                    inner.token_wait.borrow_mut().take();
-                    let waiting = std::mem::take(&mut *inner.awaiting_token.borrow_mut());
-                    for (id, e) in waiting {
-                        inner.finish(id, Err(e));
+                    Err(e) => {
+                        inner.emit_error(&e);
+                        inner.session.borrow_mut().token_failed(now(), false);
+                        inner.drive();
                     }
                 }
             });
-            *self.token_wait.borrow_mut() = Some(timer);
         }
     }
 }

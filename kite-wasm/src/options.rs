@@ -1,39 +1,13 @@
 //! The options a `Kite` (and a `Kontrol`) is created with, read from a JavaScript object.
 
+use std::time::Duration;
+
 use js_sys::{Array, Function, Reflect};
+use kite_core::session::ReconnectPolicy;
 use kite_core::{Auth, Kite as Identity};
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::transport::TransportKind;
-
-/// Reconnection delays: `initialDelayMs · multiplyFactor^n`, at most `maxDelayMs`, for at
-/// most `maxReconnectAttempts` attempts in a row (Kite.js's defaults: 700 ms, 1.4, 15 s, 50).
-#[derive(Debug, Clone)]
-pub(crate) struct Backoff {
-    pub initial_delay_ms: f64,
-    pub multiply_factor: f64,
-    pub max_delay_ms: f64,
-    pub max_reconnect_attempts: u32,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            initial_delay_ms: 700.0,
-            multiply_factor: 1.4,
-            max_delay_ms: 15_000.0,
-            max_reconnect_attempts: 50,
-        }
-    }
-}
-
-impl Backoff {
-    /// The delay before attempt `n` (1-based).
-    pub(crate) fn delay(&self, n: u32) -> u32 {
-        let d = self.initial_delay_ms * self.multiply_factor.powi(n.saturating_sub(1) as i32);
-        d.min(self.max_delay_ms).max(0.0) as u32
-    }
-}
 
 /// Everything a `Kite` is configured with.
 #[derive(Debug, Clone)]
@@ -43,7 +17,9 @@ pub(crate) struct Options {
     pub auth: Option<Auth>,
     pub auto_connect: bool,
     pub auto_reconnect: bool,
-    pub backoff: Backoff,
+    /// Kite.js's `backoff` option: its defaults are Kite.js's (700 ms, ×1.4, at most 15 s, 50
+    /// attempts), as kite-core's [`ReconnectPolicy::kite_js`].
+    pub backoff: ReconnectPolicy,
     pub transports: Vec<TransportKind>,
     /// Default per-call timeout (0: none).
     pub timeout_ms: u32,
@@ -124,19 +100,21 @@ impl Options {
                 string(&a, "key").unwrap_or_default(),
             )),
         };
-        let mut backoff = Backoff::default();
+        let mut backoff = ReconnectPolicy::kite_js();
         if let Some(b) = get(&obj, "backoff") {
+            // `as` saturates, and reads NaN and negatives as 0.
+            let millis = |x: f64| Duration::from_millis(x as u64);
             if let Some(x) = number(&b, "initialDelayMs") {
-                backoff.initial_delay_ms = x;
+                backoff.initial_delay = millis(x);
             }
             if let Some(x) = number(&b, "multiplyFactor") {
-                backoff.multiply_factor = x;
+                backoff.multiplier = x;
             }
             if let Some(x) = number(&b, "maxDelayMs") {
-                backoff.max_delay_ms = x;
+                backoff.max_delay = millis(x);
             }
             if let Some(x) = number(&b, "maxReconnectAttempts") {
-                backoff.max_reconnect_attempts = x as u32;
+                backoff.max_attempts = Some(x.max(0.0) as u32);
             }
         }
         let field = |key: &str, default: &str| string(&obj, key).unwrap_or_else(|| default.into());

@@ -34,13 +34,3 @@ pub(crate) fn expiry(token: &str) -> Option<f64> {
         .ok()?
         .as_f64()
 }
-
-/// Whether an error answers a call made with an expired token (Go's wording).
-pub(crate) fn is_expired_error(e: &kite_core::KiteError) -> bool {
-    const EXPIRED: &[u8] = b"token is expired";
-    e.kind == kite_core::ErrorKind::Authentication
-        && e.message
-            .as_bytes()
-            .windows(EXPIRED.len())
-            .any(|w| w == EXPIRED)
-}
