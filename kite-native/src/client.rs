@@ -1,14 +1,17 @@
 //! [`Client`]: a connection to another kite, dialed by us or accepted by our server.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use kite_core::dnode::{FromValue, IntoArgs, Value};
-#[cfg(feature = "client")]
-use kite_core::session::ReconnectPolicy;
-use kite_core::{Auth, ErrorKind, Kite as KiteIdentity, KiteError, RequestHead};
-use tokio::sync::watch;
+use kite_core::session::{
+    Answer, CallId, ClientSession, Credentials, Event, Output, ReconnectPolicy, SessionConfig,
+    State, Time,
+};
+use kite_core::{Auth, Kite as KiteIdentity, KiteError, RequestHead};
+use tokio::sync::{oneshot, watch};
 use tracing::{debug, info};
 
 use crate::kite::{KiteInner, lock, run_hook};
@@ -38,8 +41,40 @@ type TokenSource = Arc<
         + Sync,
 >;
 
-/// How long before a token's expiry it is renewed (Go's token renewer: 30 s).
-const RENEW_BEFORE: Duration = Duration::from_secs(30);
+/// The driver's half of kite-core's [`ClientSession`]: the session decides what happens to
+/// the connection and its calls over time; this holds what is ours — each call's arguments and
+/// the sender of its answer, the clock the session's [`Time`] counts on, and the one timer.
+struct Driver {
+    session: ClientSession,
+    /// The origin of the session's clock.
+    epoch: Instant,
+    calls: HashMap<CallId, Slot>,
+    /// The deadline the timer task sleeps until, if one does.
+    armed: Option<Time>,
+    timer: Option<tokio::task::AbortHandle>,
+}
+
+/// A call the session has not settled yet.
+struct Slot {
+    method: String,
+    /// Kept until the call is sent for the last time (once more after `token is expired`).
+    args: Option<Value>,
+    reply: oneshot::Sender<Result<Value, KiteError>>,
+    /// The link it went out on and its response callback's id there, once sent.
+    sent: Option<(Weak<Link>, u64)>,
+}
+
+impl Driver {
+    fn now(&self) -> Time {
+        Time::from_millis(kite_core::session::millis(self.epoch.elapsed()))
+    }
+}
+
+/// What the session asked for that runs after its lock is released.
+enum Deferred {
+    Dial,
+    Event(Event),
+}
 
 pub(crate) struct ClientInner {
     pub(crate) kite: Arc<KiteInner>,
@@ -49,21 +84,15 @@ pub(crate) struct ClientInner {
     /// This kite's identity and `auth`, encoded once for every call.
     head: Mutex<Arc<RequestHead>>,
     link: Mutex<Option<Arc<Link>>>,
-    /// Bumped on every connect; `Some(true)` while connected.
+    /// `true` while a link is attached.
     state: watch::Sender<bool>,
-    reconnect: AtomicBool,
-    /// A redial loop is running: callers of `dial_forever` that arrive meanwhile wait for it
-    /// instead of starting their own (their sessions would replace each other).
-    #[cfg(feature = "client")]
-    redialing: AtomicBool,
-    closed: AtomicBool,
+    /// The session and the calls; never held while awaiting or running user code.
+    driver: Mutex<Driver>,
+    /// How many dials the session asked for have finished, and the last one's error.
+    dials: watch::Sender<(u64, Option<KiteError>)>,
     options: Mutex<DialOptions>,
     hooks: Mutex<Hooks>,
     token_source: Mutex<Option<TokenSource>>,
-    /// The scheduled renewal of the current token.
-    renewal: Mutex<Option<tokio::task::AbortHandle>>,
-    /// Serialises renewals: a burst of `token is expired` answers renews once.
-    renewing: tokio::sync::Mutex<()>,
     pub(crate) accepted: bool,
     /// Requests from the peer of a connection this kite dialed run without authentication.
     pub(crate) trusted: AtomicBool,
@@ -115,6 +144,20 @@ impl Client {
             ..DialOptions::default()
         };
         let head = kite.head.clone();
+        let config = SessionConfig {
+            // Go's `Dial` dials once; `dial_forever` turns reconnection on.
+            reconnect: None,
+            // The native transports notice a silent SockJS server themselves, where they see
+            // its heartbeats (`DialOptions::heartbeat_timeout`), and end the session.
+            silence_timeout: None,
+            seed: rand::random(),
+            ..SessionConfig::default()
+        };
+        let session = if accepted {
+            ClientSession::accepted(config, Time::ZERO, false)
+        } else {
+            ClientSession::new(config)
+        };
         Client(Arc::new(ClientInner {
             kite,
             url,
@@ -123,15 +166,17 @@ impl Client {
             head: Mutex::new(head),
             link: Mutex::default(),
             state: watch::channel(false).0,
-            reconnect: AtomicBool::new(false),
-            #[cfg(feature = "client")]
-            redialing: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
+            driver: Mutex::new(Driver {
+                session,
+                epoch: Instant::now(),
+                calls: HashMap::new(),
+                armed: None,
+                timer: None,
+            }),
+            dials: watch::channel((0, None)).0,
             options: Mutex::new(options),
             hooks: Mutex::default(),
             token_source: Mutex::default(),
-            renewal: Mutex::default(),
-            renewing: tokio::sync::Mutex::new(()),
             accepted,
             trusted: AtomicBool::new(false),
             #[cfg(feature = "client")]
@@ -162,15 +207,17 @@ impl Client {
         *lock(&self.0.remote) = kite;
     }
 
-    /// Sets the credentials sent with every call.
+    /// Sets the credentials sent with every call. A `token` is renewed
+    /// [`SessionConfig::renew_before`] its expiry when a renewer is set
+    /// ([`Client::set_token_renewer`]).
     pub fn set_auth(&self, auth: Option<Auth>) {
+        let credentials = credentials(auth.as_ref());
         {
             let mut slot = lock(&self.0.auth);
             *lock(&self.0.head) = Arc::new(RequestHead::new(&self.0.kite.identity, auth.as_ref()));
             *slot = auth;
         }
-        // A new token expires at its own time.
-        self.schedule_renewal();
+        self.drive(|d, now| d.session.set_credentials(now, credentials));
     }
 
     /// The credentials sent with every call.
@@ -232,74 +279,107 @@ impl Client {
         lock(&self.0.hooks).disconnect.push(Arc::new(f));
     }
 
-    /// Dials the URL once.
+    /// Dials the URL once, and resolves when the session is open, or with the dial's error.
+    /// Calls made before (or while it dials) wait for it and go out in order once it opens;
+    /// if it fails they fail with `disconnect`, unless [`Client::dial_forever`] turned
+    /// reconnection on. A client that is connected already stays as it is.
     #[cfg(feature = "client")]
     pub async fn dial(&self) -> Result<(), KiteError> {
         if self.0.url.is_empty() {
             return Err(send_error("this client has no URL to dial"));
         }
-        self.0.closed.store(false, Ordering::SeqCst);
-        let options = lock(&self.0.options).clone();
-        let session = transport::dial(&self.0.url, &options)
-            .await
-            .map_err(|e| send_error(format!("dial {}: {e}", self.0.url)))?;
-        self.attach(session);
-        Ok(())
+        let mut dials = self.0.dials.subscribe();
+        let before = dials.borrow_and_update().0;
+        let state = self.drive(|d, now| {
+            d.session.connect(now);
+            d.session.state()
+        });
+        if state == State::Open {
+            return Ok(());
+        }
+        match dials.wait_for(|(n, _)| *n > before).await {
+            Ok(outcome) => match &outcome.1 {
+                None => Ok(()),
+                Some(e) => Err(e.clone()),
+            },
+            Err(_) => Err(send_error("can't send, client is closed")),
+        }
     }
 
-    /// Dials until it succeeds, and dials again whenever the session drops, with exponential
-    /// backoff (500 ms, ×1.5, ±50 % jitter, at most 60 s). Resolves after the first successful
-    /// dial; reconnecting goes on in the background until [`Client::close`].
+    /// Dials until it succeeds, and dials again whenever the session drops, by kite-core's
+    /// [`ReconnectPolicy::go`] (500 ms, ×1.5, ±50 % jitter, at most 60 s, forever; kite-wasm's
+    /// `Kite` has the same default). Resolves after the first successful dial; reconnecting
+    /// goes on in the background until [`Client::close`]. Calls made while it is not
+    /// connected wait for the connection.
     #[cfg(feature = "client")]
     pub async fn dial_forever(&self) {
-        self.0.reconnect.store(true, Ordering::SeqCst);
-        self.0.closed.store(false, Ordering::SeqCst);
+        self.dial_forever_with(ReconnectPolicy::go()).await;
+    }
+
+    /// Like [`Client::dial_forever`], with another reconnection policy (such as
+    /// [`ReconnectPolicy::kite_js`], which gives up after 50 attempts; calls then fail).
+    #[cfg(feature = "client")]
+    pub async fn dial_forever_with(&self, policy: ReconnectPolicy) {
         let mut connected = self.0.state.subscribe();
-        if !self.is_connected() {
-            tokio::spawn(self.clone().redial());
-        }
+        self.drive(|d, now| {
+            d.session.set_reconnect(Some(policy));
+            d.session.connect(now);
+        });
         let _ = connected.wait_for(|c| *c).await;
     }
 
+    /// One dial the session asked for.
     #[cfg(feature = "client")]
-    async fn redial(self) {
-        if self.0.redialing.swap(true, Ordering::SeqCst) {
-            return; // another loop is dialing
-        }
-        struct Done<'a>(&'a AtomicBool);
-        impl Drop for Done<'_> {
-            fn drop(&mut self) {
-                self.0.store(false, Ordering::SeqCst);
-            }
-        }
-        let _done = Done(&self.0.redialing);
-        let mut backoff = Backoff::default();
-        loop {
-            if self.0.closed.load(Ordering::SeqCst) || !self.0.reconnect.load(Ordering::SeqCst) {
-                return;
-            }
-            if self.is_connected() {
-                return;
-            }
-            match self.dial().await {
-                Ok(()) => return,
-                Err(e) => {
-                    let wait = backoff.next();
-                    debug!(url = %self.0.url, error = %e, ?wait, "dial failed, retrying");
-                    tokio::time::sleep(wait).await;
+    async fn dial_once(self) {
+        let options = lock(&self.0.options).clone();
+        let outcome = match transport::dial(&self.0.url, &options).await {
+            Ok(session) => {
+                if !self.attach_with(session, |s, now| s.opened(now, false)) {
+                    debug!(url = %self.0.url, "a dial finished after the session stopped waiting for it");
                 }
+                None
             }
-        }
+            Err(e) => {
+                let e = send_error(format!("dial {}: {e}", self.0.url));
+                debug!(url = %self.0.url, error = %e, "dial failed");
+                self.drive(|d, now| d.session.dial_failed(now));
+                Some(e)
+            }
+        };
+        self.0.dials.send_modify(|(n, last)| {
+            *n += 1;
+            *last = outcome;
+        });
     }
 
-    /// Wires a fresh session to this client and starts its read loop.
+    /// Wires a connection our server accepted to this client and starts its read loop.
     pub(crate) fn attach(&self, session: Session) {
+        self.attach_with(session, |_, _| true);
+    }
+
+    /// Wires a fresh session to this client if `open` (the session's say) agrees, and starts
+    /// its read loop; otherwise closes it.
+    fn attach_with(
+        &self,
+        session: Session,
+        open: impl FnOnce(&mut ClientSession, Time) -> bool,
+    ) -> bool {
         let Session { rx, tx, info } = session;
         let link = Link::new(tx, info, self.0.kite.config.limits.connection());
-        if let Some(old) = lock(&self.0.link).replace(link.clone()) {
-            old.tx
-                .close(kite_core::sockjs::GO_AWAY.0, kite_core::sockjs::GO_AWAY.1);
-            old.shut();
+        let (code, reason) = kite_core::sockjs::GO_AWAY;
+        let taken = self.drive(|d, now| {
+            // The link is in place before the session sends the calls that waited.
+            let taken = open(&mut d.session, now);
+            if taken && let Some(old) = lock(&self.0.link).replace(link.clone()) {
+                old.tx.close(code, reason);
+                old.shut();
+            }
+            taken
+        });
+        if !taken {
+            link.tx.close(code, reason);
+            link.shut();
+            return false;
         }
         let _ = self.0.state.send_replace(true);
         debug!(url = %self.0.url, transport = %link.info.transport, session = %link.info.id, "connected");
@@ -313,6 +393,7 @@ impl Client {
             read_loop(link.clone(), rx, dispatch).await;
             client.detached(&link);
         });
+        true
     }
 
     fn detached(&self, link: &Arc<Link>) {
@@ -330,17 +411,14 @@ impl Client {
         }
         let _ = self.0.state.send_replace(false);
         debug!(url = %self.0.url, session = %link.info.id, "disconnected");
+        // The calls it carried fail with `disconnect`; the session may dial again.
+        self.drive(|d, now| d.session.closed(now, 1006, "connection lost"));
         let hooks = lock(&self.0.hooks).disconnect.clone();
         for h in hooks {
             run_hook(&h, self);
         }
         if self.0.accepted {
             self.0.kite.disconnected(self);
-        }
-        #[cfg(feature = "client")]
-        if self.0.reconnect.load(Ordering::SeqCst) && !self.0.closed.load(Ordering::SeqCst) {
-            info!(url = %self.0.url, "connection lost, reconnecting");
-            tokio::spawn(self.clone().redial());
         }
     }
 
@@ -349,6 +427,9 @@ impl Client {
     /// `args` is the argument list: a tuple (`(4,)`, `("a", 2)`, `(4, callback)`), `()` for
     /// none, or a list built with [`kite_core::value!`] (`value!([{"onProgress": callback}])`):
     /// [`kite_core::Callback`]s anywhere inside are sent as functions the peer can call.
+    /// A call made while the client is dialing or waiting to reconnect waits for the
+    /// connection (so does one made before the first dial, and after [`Client::close`], until
+    /// the next dial); one made on a connection that ended for good fails with `disconnect`.
     /// Errors are [`KiteError`]s: the peer's own, or
     /// `sendError`, `disconnect`, `invalidResponse`, and `requestLimitError` when the
     /// connection already keeps as many functions for its peer as
@@ -357,7 +438,8 @@ impl Client {
         self.call_inner(method, args.into_args()?, None).await
     }
 
-    /// Like [`Client::tell`], failing with a `timeout` error after `timeout`.
+    /// Like [`Client::tell`], failing with a `timeout` error after `timeout` (waiting for the
+    /// connection included).
     pub async fn tell_with_timeout(
         &self,
         method: &str,
@@ -379,9 +461,12 @@ impl Client {
     }
 
     /// Renews this client's `token` credentials with `source` (typically Kontrol's
-    /// `getToken`): 30 s before the token expires, and when the peer answers a call with
-    /// `token is expired` (the call is then sent again once with the new token). Hooks:
-    /// [`Client::on_token_expired`], [`Client::on_token_renewed`].
+    /// `getToken`): [`SessionConfig::renew_before`] (30 s) before the token expires, and when
+    /// the peer answers a call with `token is expired` (the call is then sent again once with
+    /// the new token, if one comes within [`SessionConfig::token_wait`]). A failed renewal is
+    /// tried again after [`SessionConfig::renew_retry`], except when the kite is gone from
+    /// Kontrol (`no kites found`). Hooks: [`Client::on_token_expired`],
+    /// [`Client::on_token_renewed`].
     pub fn set_token_renewer<F, Fut>(&self, source: F)
     where
         F: Fn() -> Fut + Send + Sync + 'static,
@@ -389,7 +474,7 @@ impl Client {
     {
         let source: TokenSource = Arc::new(move || Box::pin(source()));
         *lock(&self.0.token_source) = Some(source);
-        self.schedule_renewal();
+        self.drive(|d, _| d.session.set_renewable(true));
     }
 
     /// Runs `f` when the token is about to expire or a peer said it has.
@@ -402,78 +487,23 @@ impl Client {
         lock(&self.0.hooks).token_renewed.push(Arc::new(f));
     }
 
-    /// Schedules the renewal of the current token `RENEW_BEFORE` its expiry (replacing any).
-    fn schedule_renewal(&self) {
-        if let Some(old) = lock(&self.0.renewal).take() {
-            old.abort();
-        }
-        if lock(&self.0.token_source).is_none() {
-            return;
-        }
-        let Some(exp) = self.auth().filter(|a| a.kind == "token").and_then(|a| {
-            jsonwebtoken::dangerous::insecure_decode::<kite_core::auth::Claims>(&a.key)
-                .ok()
-                .and_then(|t| t.claims.exp)
-        }) else {
+    /// The session asked for a new token: fetch it with the renewer, if there is one.
+    async fn renew_token(self) {
+        let Some(source) = lock(&self.0.token_source).clone() else {
             return;
         };
-        let now = crate::auth::unix_now();
-        let wait =
-            Duration::from_secs(u64::try_from(exp - now).unwrap_or(0)).saturating_sub(RENEW_BEFORE);
-        let weak = Arc::downgrade(&self.0);
-        let task = tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            if let Some(inner) = weak.upgrade() {
-                let client = Client(inner);
-                // The renewal schedules the next one; the handle of this task is replaced.
-                lock(&client.0.renewal).take();
-                client.renew_token(None).await;
+        match source().await {
+            Ok(token) => {
+                self.set_auth(Some(Auth::new("token", token.clone())));
+                let hooks = lock(&self.0.hooks).token_renewed.clone();
+                for h in hooks {
+                    h(&self, &token);
+                }
             }
-        });
-        *lock(&self.0.renewal) = Some(task.abort_handle());
-    }
-
-    /// Fetches and installs a new token, unless the token changed since `stale` was in use
-    /// (another call renewed it already). Retries every 10 s on errors, except when the kite is
-    /// gone from Kontrol (`no kites found`). `true` once a new token is in use.
-    async fn renew_token(&self, stale: Option<&str>) -> bool {
-        let _one = self.0.renewing.lock().await;
-        let current = self.auth().map(|a| a.key);
-        if stale.is_some() && current.as_deref() != stale {
-            return true;
-        }
-        let hooks = lock(&self.0.hooks).token_expired.clone();
-        for h in hooks {
-            run_hook(&h, self);
-        }
-        loop {
-            if self.0.closed.load(Ordering::SeqCst) {
-                return false;
-            }
-            let Some(source) = lock(&self.0.token_source).clone() else {
-                return false;
-            };
-            match source().await {
-                Ok(token) => {
-                    self.set_auth(Some(Auth::new("token", token.clone())));
-                    let hooks = lock(&self.0.hooks).token_renewed.clone();
-                    for h in hooks {
-                        h(self, &token);
-                    }
-                    return true;
-                }
-                Err(e) if e.message.contains("no kites found") => {
-                    info!(url = %self.0.url, error = %e, "token renewal stopped");
-                    return false;
-                }
-                Err(e) => {
-                    info!(url = %self.0.url, error = %e, "token renewal failed, retrying in 10 s");
-                    if stale.is_some() {
-                        // A call is waiting: let it fail now rather than in 10 s.
-                        return false;
-                    }
-                    tokio::time::sleep(Duration::from_secs(10)).await;
-                }
+            Err(e) => {
+                let retry = !e.message.contains("no kites found");
+                info!(url = %self.0.url, error = %e, retry, "token renewal failed");
+                self.drive(|d, now| d.session.token_failed(now, retry));
             }
         }
     }
@@ -484,60 +514,49 @@ impl Client {
         args: Value,
         timeout: Option<Duration>,
     ) -> Result<Value, KiteError> {
-        let sent_with = self.auth().map(|a| a.key);
-        match self.call_once(method, args.clone(), timeout).await {
-            Err(e)
-                if e.kind == ErrorKind::Authentication
-                    && e.message.contains("token is expired")
-                    && lock(&self.0.token_source).is_some() =>
-            {
-                if self.renew_token(sent_with.as_deref()).await {
-                    self.call_once(method, args, timeout).await
-                } else {
-                    Err(e)
-                }
-            }
-            other => other,
-        }
+        let (reply, answer) = oneshot::channel();
+        self.drive(|d, now| {
+            let id = d.session.call(now, method, timeout);
+            d.calls.insert(
+                id,
+                Slot {
+                    method: method.to_owned(),
+                    args: Some(args),
+                    reply,
+                    sent: None,
+                },
+            );
+        });
+        answer
+            .await
+            .unwrap_or_else(|_| Err(KiteError::disconnect()))
     }
 
-    async fn call_once(
-        &self,
-        method: &str,
-        args: Value,
-        timeout: Option<Duration>,
-    ) -> Result<Value, KiteError> {
-        let link = self
-            .link()
-            .ok_or_else(|| send_error("can't send, session is not established yet"))?;
-        let head = lock(&self.0.head).clone();
-        let (id, rx) = link.request(method, &head, args)?;
-        let answer = match timeout {
-            None => rx.await,
-            Some(t) => match tokio::time::timeout(t, rx).await {
-                Ok(a) => a,
-                Err(_) => {
-                    link.conn().cancel(id);
-                    return Err(KiteError::new(
-                        ErrorKind::Timeout,
-                        format!("No response to {method:?} method in {t:?}"),
-                    ));
-                }
-            },
-        };
-        answer.unwrap_or_else(|_| Err(KiteError::disconnect()))
+    /// An answer to `call` came from the peer.
+    pub(crate) fn answered(&self, call: CallId, result: Result<Value, KiteError>) {
+        let slot =
+            self.drive(
+                |d, now| match d.session.answered(now, call, result.as_ref().err()) {
+                    Answer::Deliver => d.calls.remove(&call),
+                    Answer::Retry | Answer::Unknown => None,
+                },
+            );
+        if let Some(slot) = slot {
+            let _ = slot.reply.send(result);
+        }
     }
 
     /// Closes the session (with `c[3000,"Go away!"]`) and stops reconnecting. Calls in flight
-    /// fail with `disconnect`.
+    /// fail with `disconnect`; calls made afterwards wait for the next dial (on an accepted
+    /// connection, which is never dialed again, they fail).
     pub fn close(&self) {
-        self.0.closed.store(true, Ordering::SeqCst);
-        if let Some(renewal) = lock(&self.0.renewal).take() {
-            renewal.abort();
-        }
-        self.0.reconnect.store(false, Ordering::SeqCst);
+        let (code, reason) = kite_core::sockjs::GO_AWAY;
+        self.drive(|d, now| {
+            d.session.set_reconnect(None);
+            d.session.close(now, code, reason);
+        });
+        // A link the session did not count as open (it was being replaced) goes too.
         if let Some(link) = self.link() {
-            let (code, reason) = kite_core::sockjs::GO_AWAY;
             link.tx.close(code, reason);
             link.shut();
         }
@@ -547,6 +566,161 @@ impl Client {
     pub async fn disconnected(&self) {
         let mut state = self.0.state.subscribe();
         let _ = state.wait_for(|c| !*c).await;
+    }
+
+    /// Tells the session something (`input`, with the current time), does what it says, and
+    /// arms the timer for its next deadline. What runs user code or spawns (hooks, dials,
+    /// token renewal) runs after the lock is released.
+    fn drive<R>(&self, input: impl FnOnce(&mut Driver, Time) -> R) -> R {
+        let mut deferred = Vec::new();
+        let result = {
+            let mut d = lock(&self.0.driver);
+            let now = d.now();
+            let result = input(&mut d, now);
+            self.perform(&mut d, &mut deferred);
+            self.arm(&mut d);
+            result
+        };
+        for action in deferred {
+            match action {
+                Deferred::Dial => self.start_dial(),
+                Deferred::Event(event) => self.event(event),
+            }
+        }
+        result
+    }
+
+    /// Does what the session says, until it says nothing more.
+    fn perform(&self, d: &mut Driver, deferred: &mut Vec<Deferred>) {
+        while let Some(output) = d.session.poll_output() {
+            match output {
+                Output::Send(call) => self.send(d, call),
+                Output::Fail { call, error, sent } => {
+                    if let Some(slot) = d.calls.remove(&call) {
+                        if sent && let Some((link, id)) = &slot.sent {
+                            // A late answer to it is expected, not the peer's fault.
+                            if let Some(link) = link.upgrade() {
+                                link.conn().cancel(*id);
+                            }
+                        }
+                        let _ = slot.reply.send(Err(error));
+                    }
+                }
+                Output::Close { code, reason } => {
+                    if let Some(link) = self.link() {
+                        link.tx.close(code, &reason);
+                        link.shut();
+                    }
+                }
+                Output::Dial => deferred.push(Deferred::Dial),
+                Output::Event(event) => deferred.push(Deferred::Event(event)),
+            }
+        }
+    }
+
+    /// Encodes and sends `call` on the current link.
+    fn send(&self, d: &mut Driver, call: CallId) {
+        let resend = d.session.may_resend(call);
+        let Some(slot) = d.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(link) = self.link() else {
+            d.session
+                .refused(call, send_error("can't send, client is closed"));
+            return;
+        };
+        let args = if resend {
+            slot.args.clone()
+        } else {
+            slot.args.take()
+        };
+        let head = lock(&self.0.head).clone();
+        match link.request(&slot.method, &head, args.unwrap_or_default(), call) {
+            Ok(id) => slot.sent = Some((Arc::downgrade(&link), id)),
+            Err(e) => d.session.refused(call, e),
+        }
+    }
+
+    /// Arms the one timer for the session's next deadline, unless it is armed for that time or
+    /// sooner (then it wakes, finds nothing due, and arms again).
+    fn arm(&self, d: &mut Driver) {
+        let Some(at) = d.session.poll_timeout() else {
+            return;
+        };
+        if d.armed.is_some_and(|armed| armed <= at) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if let Some(timer) = d.timer.take() {
+            timer.abort();
+        }
+        let when = tokio::time::Instant::from_std(d.epoch + Duration::from_millis(at.as_millis()));
+        let client = Arc::downgrade(&self.0);
+        d.armed = Some(at);
+        let task = runtime.spawn(async move {
+            tokio::time::sleep_until(when).await;
+            if let Some(inner) = client.upgrade() {
+                Client(inner).drive(|d, now| {
+                    d.armed = None;
+                    d.timer = None;
+                    d.session.handle_timeout(now);
+                });
+            }
+        });
+        d.timer = Some(task.abort_handle());
+    }
+
+    fn start_dial(&self) {
+        #[cfg(feature = "client")]
+        if !self.0.url.is_empty() {
+            tokio::spawn(self.clone().dial_once());
+            return;
+        }
+        // Nothing to dial with: the attempt fails at once.
+        self.drive(|d, now| d.session.dial_failed(now));
+    }
+
+    /// What the session tells the user.
+    fn event(&self, event: Event) {
+        match event {
+            Event::Reconnecting { attempt, delay } => {
+                info!(url = %self.0.url, attempt, ?delay, "connection lost or dial failed, dialing again");
+            }
+            Event::GaveUp { attempts } => {
+                info!(url = %self.0.url, attempts, "no more reconnection attempts");
+            }
+            Event::TokenExpired => {
+                let hooks = lock(&self.0.hooks).token_expired.clone();
+                for h in hooks {
+                    run_hook(&h, self);
+                }
+                if lock(&self.0.token_source).is_some() {
+                    tokio::spawn(self.clone().renew_token());
+                }
+            }
+            // The connect and disconnect hooks run where the link is attached and detached.
+            Event::Opened | Event::Closed { .. } => {}
+        }
+    }
+}
+
+/// How the session times `auth`: a `token` expires at its `exp` claim (read, not verified:
+/// only its issuer can verify it).
+fn credentials(auth: Option<&Auth>) -> Credentials {
+    match auth {
+        Some(a) if a.kind == "token" => {
+            let exp = jsonwebtoken::dangerous::insecure_decode::<kite_core::auth::Claims>(&a.key)
+                .ok()
+                .and_then(|t| t.claims.exp);
+            let now = crate::auth::unix_now();
+            Credentials::Token {
+                expires_in: exp
+                    .map(|exp| Duration::from_secs(u64::try_from(exp - now).unwrap_or(0))),
+            }
+        }
+        _ => Credentials::Lasting,
     }
 }
 

@@ -860,6 +860,10 @@ impl Dispatch for Client {
         let inner = self.0.kite.clone();
         Box::pin(inner.serve_request(self.clone(), link.clone(), *request))
     }
+
+    fn answered(&self, call: kite_core::session::CallId, result: Result<Value, KiteError>) {
+        Client::answered(self, call, result);
+    }
 }
 
 #[cfg(feature = "server")]

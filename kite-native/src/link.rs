@@ -6,16 +6,17 @@ use std::task::Poll;
 
 use kite_core::connection::{Connection, Incoming, Limits};
 use kite_core::dnode::{CallbackSink, Value};
+use kite_core::session::CallId;
 use kite_core::{ErrorKind, KiteError, RequestHead};
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::method::BoxFuture;
 use crate::session::{SessionInfo, SessionReceiver, SessionSender, TransportKind};
 
-/// The waiting side of a call in flight.
-pub(crate) type Pending = oneshot::Sender<Result<Value, KiteError>>;
+/// What a response callback stands for: the client session's call (its answer goes to
+/// [`Dispatch::answered`]).
+pub(crate) type Pending = CallId;
 
 /// One live session with a peer.
 pub(crate) struct Link {
@@ -54,32 +55,32 @@ impl Link {
         self.context.is_cancelled() || self.tx.is_closed()
     }
 
-    /// Sends a request made by the caller whose identity and credentials `head` holds; returns
-    /// the response id and the receiver of the answer.
+    /// Sends `call`, a request made by the caller whose identity and credentials `head` holds;
+    /// returns the id of its response callback.
     pub(crate) fn request(
         &self,
         method: &str,
         head: &RequestHead,
         args: Value,
-    ) -> Result<(u64, oneshot::Receiver<Result<Value, KiteError>>), KiteError> {
+        call: CallId,
+    ) -> Result<u64, KiteError> {
         if self.is_closed() {
             return Err(send_error("can't send, client is closed"));
         }
-        let (tx, rx) = oneshot::channel();
         // SockJS transports carry messages as JSON strings: encode the request that way once,
         // with the head escaped in advance, instead of escaping all of it per call.
         let sent = if self.info.transport == TransportKind::RawWebSocket {
-            let (id, text) = self.conn().request_with_head(method, head, args, tx)?;
+            let (id, text) = self.conn().request_with_head(method, head, args, call)?;
             (id, self.tx.send(text))
         } else {
-            let (id, literal) = self.conn().request_quoted(method, head, args, tx)?;
+            let (id, literal) = self.conn().request_quoted(method, head, args, call)?;
             (id, self.tx.send_quoted(literal))
         };
         if let (id, Err(_)) = sent {
             self.conn().cancel(id);
             return Err(send_error("can't send, client is closed"));
         }
-        Ok((sent.0, rx))
+        Ok(sent.0)
     }
 
     /// Answers the peer's request whose response callback is `id`.
@@ -97,13 +98,11 @@ impl Link {
             .map_err(|_| send_error("can't send, client is closed"))
     }
 
-    /// Fails every call in flight with `disconnect` and drops registered functions.
+    /// Ends the session's context and drops the functions registered on it. The calls in
+    /// flight on it are the client session's to fail (with `disconnect`).
     pub(crate) fn shut(&self) {
         self.context.cancel();
-        let pending = self.conn().drain_pending();
-        for p in pending {
-            let _ = p.send(Err(KiteError::disconnect()));
-        }
+        drop(self.conn().drain_pending());
     }
 }
 
@@ -119,9 +118,11 @@ impl CallbackSink for Link {
     }
 }
 
-/// What the read loop hands to the kite for each request: the future that serves it.
+/// Where the read loop hands what it read: each request to the kite (the future that serves
+/// it), each answer to the client session.
 pub(crate) trait Dispatch: Send + Sync + 'static {
     fn dispatch(&self, link: &Arc<Link>, request: Box<kite_core::Request>) -> BoxFuture<()>;
+    fn answered(&self, call: CallId, result: Result<Value, KiteError>);
 }
 
 /// Reads messages until the session ends. Responses complete their calls, callbacks run here
@@ -145,9 +146,7 @@ pub(crate) async fn read_loop(
                     tokio::spawn(serve);
                 }
             }
-            Ok(Incoming::Response { pending, result }) => {
-                let _ = pending.send(result);
-            }
+            Ok(Incoming::Response { pending, result }) => dispatch.answered(pending, result),
             Ok(Incoming::Callback { callback, args }) => {
                 let run = std::panic::AssertUnwindSafe(|| callback.call_with(args));
                 match std::panic::catch_unwind(run) {

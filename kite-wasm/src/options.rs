@@ -17,8 +17,9 @@ pub(crate) struct Options {
     pub auth: Option<Auth>,
     pub auto_connect: bool,
     pub auto_reconnect: bool,
-    /// Kite.js's `backoff` option: its defaults are Kite.js's (700 ms, ×1.4, at most 15 s, 50
-    /// attempts), as kite-core's [`ReconnectPolicy::kite_js`].
+    /// Kite.js's `backoff` option over the policy both drivers default to, Go's
+    /// ([`ReconnectPolicy::go`]: 500 ms, ×1.5, ±50 %, at most 60 s, forever); Kite.js's own
+    /// defaults (700 ms, ×1.4, at most 15 s, 50 attempts) are [`ReconnectPolicy::kite_js`].
     pub backoff: ReconnectPolicy,
     pub transports: Vec<TransportKind>,
     /// Default per-call timeout (0: none).
@@ -100,7 +101,7 @@ impl Options {
                 string(&a, "key").unwrap_or_default(),
             )),
         };
-        let mut backoff = ReconnectPolicy::kite_js();
+        let mut backoff = ReconnectPolicy::go();
         if let Some(b) = get(&obj, "backoff") {
             // `as` saturates, and reads NaN and negatives as 0.
             let millis = |x: f64| Duration::from_millis(x as u64);
@@ -114,7 +115,8 @@ impl Options {
                 backoff.max_delay = millis(x);
             }
             if let Some(x) = number(&b, "maxReconnectAttempts") {
-                backoff.max_attempts = Some(x.max(0.0) as u32);
+                // `Infinity`: forever.
+                backoff.max_attempts = (x != f64::INFINITY).then(|| x.max(0.0) as u32);
             }
         }
         let field = |key: &str, default: &str| string(&obj, key).unwrap_or_else(|| default.into());

@@ -11,7 +11,8 @@
 //! driver (kite-native's tokio client, kite-wasm's browser one) tells it what happened, each
 //! time with the current [`Time`] on its own monotonic clock, and then does what it says:
 //!
-//! - inputs: [`ClientSession::connect`], [`ClientSession::opened`],
+//! - inputs: [`ClientSession::connect`], [`ClientSession::opened`] (or
+//!   [`ClientSession::attached`] for a transport the driver dialed on its own),
 //!   [`ClientSession::dial_failed`], [`ClientSession::closed`], [`ClientSession::heard`],
 //!   [`ClientSession::call`], [`ClientSession::answered`], [`ClientSession::set_credentials`],
 //!   [`ClientSession::token_failed`], [`ClientSession::close`] and
@@ -108,7 +109,8 @@ pub enum Credentials {
 /// Where the connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
-    /// Not connected and not trying (never connected, or closed by the user).
+    /// Not connected and not trying: never connected, or closed by the user. Calls wait for
+    /// [`ClientSession::connect`] (Kite.js's queue; a session that cannot dial fails them).
     Idle,
     /// A dial is under way.
     Connecting,
@@ -123,6 +125,10 @@ pub enum State {
     },
     /// The reconnection attempts are used up.
     GaveUp,
+    /// The connection dropped and nothing dials it again (reconnection off, or a connection
+    /// someone else opened): calls fail at once with `disconnect` until
+    /// [`ClientSession::connect`].
+    Closed,
 }
 
 /// Something the driver must do, or tell its user.
@@ -215,26 +221,31 @@ struct CallState {
 
 /// The calls not settled yet, in the order they were made (ids only grow, so pushing keeps the
 /// order and lookups are binary searches; a map type of its own would cost the wasm build
-/// kilobytes).
+/// kilobytes). A deque, because answers come mostly oldest first. `timed` counts the calls
+/// with a deadline, so that a session with none finds its next timeout without a scan.
 #[derive(Debug, Default)]
-struct Calls(Vec<(CallId, CallState)>);
+struct Calls {
+    list: VecDeque<(CallId, CallState)>,
+    timed: usize,
+}
 
 impl Calls {
     fn push(&mut self, id: CallId, call: CallState) {
-        debug_assert!(self.0.last().is_none_or(|(last, _)| *last < id));
-        self.0.push((id, call));
+        debug_assert!(self.list.back().is_none_or(|(last, _)| *last < id));
+        self.timed += usize::from(call.deadline.is_some());
+        self.list.push_back((id, call));
     }
 
     fn index(&self, id: &CallId) -> Option<usize> {
-        self.0.binary_search_by_key(id, |(k, _)| *k).ok()
+        self.list.binary_search_by_key(id, |(k, _)| *k).ok()
     }
 
     fn get(&self, id: &CallId) -> Option<&CallState> {
-        self.index(id).map(|i| &self.0[i].1)
+        self.index(id).map(|i| &self.list[i].1)
     }
 
     fn get_mut(&mut self, id: &CallId) -> Option<&mut CallState> {
-        self.index(id).map(|i| &mut self.0[i].1)
+        self.index(id).map(|i| &mut self.list[i].1)
     }
 
     fn contains_key(&self, id: &CallId) -> bool {
@@ -242,23 +253,29 @@ impl Calls {
     }
 
     fn remove(&mut self, id: &CallId) -> Option<CallState> {
-        self.index(id).map(|i| self.0.remove(i).1)
+        let (_, call) = self.list.remove(self.index(id)?)?;
+        self.timed -= usize::from(call.deadline.is_some());
+        Some(call)
     }
 
     fn len(&self) -> usize {
-        self.0.len()
+        self.list.len()
     }
 
     fn iter(&self) -> impl Iterator<Item = (&CallId, &CallState)> {
-        self.0.iter().map(|(k, v)| (k, v))
+        self.list.iter().map(|(k, v)| (k, v))
     }
 
-    fn values(&self) -> impl Iterator<Item = &CallState> {
-        self.0.iter().map(|(_, v)| v)
+    /// The earliest deadline of a call.
+    fn next_deadline(&self) -> Option<Time> {
+        if self.timed == 0 {
+            return None;
+        }
+        self.list.iter().filter_map(|(_, c)| c.deadline).min()
     }
 
     fn keys(&self) -> impl Iterator<Item = &CallId> {
-        self.0.iter().map(|(k, _)| k)
+        self.list.iter().map(|(k, _)| k)
     }
 }
 
@@ -280,11 +297,15 @@ pub struct ClientSession {
     renewing: bool,
     renewable: bool,
     token_wait_until: Option<Time>,
+    /// Whether the session may dial ([`Output::Dial`]); not over a connection someone else
+    /// opened ([`ClientSession::accepted`]).
+    dialable: bool,
     rng: u64,
 }
 
-/// Whole milliseconds of `d` (saturating).
-pub(crate) fn millis(d: Duration) -> u64 {
+/// Whole milliseconds of `d`, saturating: how a driver turns its clock's readings into
+/// [`Time`]s.
+pub fn millis(d: Duration) -> u64 {
     // Not `as_millis`, a u128: 128-bit arithmetic costs the wasm build.
     d.as_secs()
         .saturating_mul(1_000)
@@ -327,8 +348,24 @@ impl ClientSession {
             renewing: false,
             renewable: false,
             token_wait_until: None,
+            dialable: true,
             rng,
         }
+    }
+
+    /// A session over a connection that is already open and that it can never dial again: a
+    /// server's side of an accepted connection. It has no reconnection; once the connection
+    /// ends, calls fail at once with `disconnect`.
+    pub fn accepted(config: SessionConfig, now: Time, watch_silence: bool) -> ClientSession {
+        let mut s = ClientSession::new(SessionConfig {
+            reconnect: None,
+            ..config
+        });
+        s.dialable = false;
+        s.state = State::Open;
+        s.watch_silence = watch_silence;
+        s.last_heard = now;
+        s
     }
 
     /// The configuration.
@@ -358,7 +395,7 @@ impl ClientSession {
 
     /// When [`ClientSession::handle_timeout`] must be called next, if ever.
     pub fn poll_timeout(&self) -> Option<Time> {
-        let calls = self.calls.values().filter_map(|c| c.deadline).min();
+        let calls = self.calls.next_deadline();
         let waiting = match self.state {
             State::Waiting { until, .. } => Some(until),
             _ => None,
@@ -386,7 +423,7 @@ impl ClientSession {
     /// Starts connecting, unless the session is open or a dial is under way. Resets the count
     /// of failed attempts; a wait between attempts is cut short.
     pub fn connect(&mut self, _now: Time) {
-        if matches!(self.state, State::Open | State::Connecting) {
+        if !self.dialable || matches!(self.state, State::Open | State::Connecting) {
             return;
         }
         self.attempts = 0;
@@ -400,11 +437,30 @@ impl ClientSession {
 
     /// The transport opened. `watch_silence`: close it when the server is silent for
     /// [`SessionConfig::silence_timeout`] (SockJS transports, whose servers send heartbeats;
-    /// not a raw websocket, whose servers send none).
-    pub fn opened(&mut self, now: Time, watch_silence: bool) {
+    /// not a raw websocket, whose servers send none). `false` when the session was not dialing
+    /// any more (it was closed, or [`ClientSession::attached`] another transport meanwhile):
+    /// the driver closes this transport.
+    pub fn opened(&mut self, now: Time, watch_silence: bool) -> bool {
         if self.state != State::Connecting {
-            return;
+            return false;
         }
+        self.open(now, watch_silence);
+        true
+    }
+
+    /// A transport the driver opened on its own (not for an [`Output::Dial`]: a user's
+    /// one-off dial) is the session's connection now, unless one is open already (`false`:
+    /// the driver closes the new one). A dial under way is overtaken: its
+    /// [`ClientSession::opened`] will say `false`.
+    pub fn attached(&mut self, now: Time, watch_silence: bool) -> bool {
+        if !self.dialable || self.state == State::Open {
+            return false;
+        }
+        self.open(now, watch_silence);
+        true
+    }
+
+    fn open(&mut self, now: Time, watch_silence: bool) {
         self.state = State::Open;
         self.attempts = 0;
         self.watch_silence = watch_silence;
@@ -457,6 +513,7 @@ impl ClientSession {
             self.fail(id, disconnect(), false);
         }
         let Some(policy) = self.config.reconnect.clone() else {
+            self.state = State::Closed;
             self.fail_all(disconnect());
             return;
         };
@@ -506,18 +563,27 @@ impl ClientSession {
     }
 
     /// A new call; it is sent at once ([`Output::Send`]) when the session is open, waits in
-    /// order while it connects (or before the first `connect`), and fails at once when the
-    /// session gave up. `timeout` counts from now, waiting included.
+    /// order while it connects, waits to reconnect, or has not been told to connect
+    /// ([`State::Idle`]: before the first `connect`, and after the user's `close`, as Kite.js
+    /// keeps calls until `connect()`), and fails at once when nothing will connect it
+    /// ([`State::GaveUp`], [`State::Closed`], or an [accepted](ClientSession::accepted)
+    /// session that ended). `timeout` counts from now, waiting included.
     pub fn call(&mut self, now: Time, method: &str, timeout: Option<Duration>) -> CallId {
         let id = CallId(self.next_call);
         self.next_call += 1;
-        if self.state == State::GaveUp {
+        let refusal = match self.state {
+            State::GaveUp => Some(KiteError::new(
+                ErrorKind::Disconnect,
+                format!("could not reconnect after {} attempts", self.attempts),
+            )),
+            State::Closed => Some(disconnect()),
+            State::Idle if !self.dialable => Some(disconnect()),
+            _ => None,
+        };
+        if let Some(error) = refusal {
             self.outputs.push_back(Output::Fail {
                 call: id,
-                error: KiteError::new(
-                    ErrorKind::Disconnect,
-                    format!("could not reconnect after {} attempts", self.attempts),
-                ),
+                error,
                 sent: false,
             });
             return id;

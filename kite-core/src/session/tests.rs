@@ -153,7 +153,7 @@ fn without_a_policy_a_drop_fails_every_call() {
         fails(&drain(&mut s)),
         [(sent, ErrorKind::Disconnect, false)]
     );
-    assert_eq!(s.state(), State::Idle);
+    assert_eq!(s.state(), State::Closed);
     let mut s = ClientSession::new(config(None));
     let queued = s.call(ms(0), "a", None);
     s.connect(ms(0));
@@ -370,10 +370,16 @@ fn random_operations_settle_every_call_at_most_once() {
         seed % n
     };
     for round in 0..200 {
-        let mut s = ClientSession::new(SessionConfig {
+        let config = SessionConfig {
             seed: round,
             ..SessionConfig::default()
-        });
+        };
+        // One round in four is a server's side of an accepted connection.
+        let mut s = if round % 4 == 3 {
+            ClientSession::accepted(config, ms(0), next(2) == 0)
+        } else {
+            ClientSession::new(config)
+        };
         s.set_renewable(next(2) == 0);
         let mut now = 0u64;
         let mut settled = HashSet::new();
@@ -382,9 +388,14 @@ fn random_operations_settle_every_call_at_most_once() {
         for _ in 0..300 {
             now += next(20_000);
             let t = ms(now);
-            match next(12) {
+            match next(13) {
                 0 => s.connect(t),
-                1 => s.opened(t, next(2) == 0),
+                1 => {
+                    s.opened(t, next(2) == 0);
+                }
+                12 => {
+                    s.attached(t, next(2) == 0);
+                }
                 2 => s.dial_failed(t),
                 3 => s.closed(t, 1006, "x"),
                 4 => s.heard(t),
@@ -438,4 +449,78 @@ fn random_operations_settle_every_call_at_most_once() {
         assert_eq!(s.poll_timeout(), None);
         assert_eq!(settled.len(), made.len(), "a call was never settled");
     }
+}
+
+#[test]
+fn a_drop_with_no_reconnection_closes_the_session_until_connect() {
+    let mut s = ClientSession::new(config(None));
+    open(&mut s, ms(0));
+    drain(&mut s);
+    s.closed(ms(10), 1006, "gone");
+    drain(&mut s);
+    assert_eq!(s.state(), State::Closed);
+    // Nothing will dial: a call fails at once instead of waiting forever.
+    let late = s.call(ms(11), "square", None);
+    assert_eq!(
+        fails(&drain(&mut s)),
+        [(late, ErrorKind::Disconnect, false)]
+    );
+    // Until the user connects again.
+    s.connect(ms(12));
+    assert_eq!(s.poll_output(), Some(Output::Dial));
+    let queued = s.call(ms(12), "square", None);
+    assert!(s.opened(ms(13), false));
+    assert_eq!(sends(&drain(&mut s)), [queued]);
+}
+
+#[test]
+fn after_the_users_close_calls_wait_for_connect() {
+    let mut s = ClientSession::new(config(Some(ReconnectPolicy::go())));
+    open(&mut s, ms(0));
+    drain(&mut s);
+    s.close(ms(1), 1000, "bye");
+    drain(&mut s);
+    assert_eq!(s.state(), State::Idle);
+    let later = s.call(ms(2), "square", None);
+    assert_eq!(drain(&mut s), []);
+    open(&mut s, ms(3));
+    assert_eq!(sends(&drain(&mut s)), [later]);
+}
+
+#[test]
+fn an_accepted_session_never_dials_and_fails_calls_once_it_ended() {
+    let mut s = ClientSession::accepted(config(Some(ReconnectPolicy::go())), ms(0), false);
+    assert_eq!(s.state(), State::Open);
+    let a = s.call(ms(0), "heartbeat", None);
+    assert_eq!(drain(&mut s), [Output::Send(a)]);
+    s.closed(ms(5), 1006, "gone");
+    let out = drain(&mut s);
+    assert!(!out.contains(&Output::Dial), "{out:?}");
+    assert_eq!(fails(&out), [(a, ErrorKind::Disconnect, false)]);
+    s.connect(ms(6));
+    assert_eq!(drain(&mut s), []);
+    let b = s.call(ms(7), "heartbeat", None);
+    assert_eq!(fails(&drain(&mut s)), [(b, ErrorKind::Disconnect, false)]);
+    // Closed by us: the same.
+    let mut s = ClientSession::accepted(SessionConfig::default(), ms(0), false);
+    s.close(ms(1), 3000, "Go away!");
+    drain(&mut s);
+    let c = s.call(ms(2), "heartbeat", None);
+    assert_eq!(fails(&drain(&mut s)), [(c, ErrorKind::Disconnect, false)]);
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn a_transport_dialed_by_the_driver_overtakes_a_dial_under_way() {
+    let mut s = ClientSession::new(config(Some(ReconnectPolicy::go())));
+    let a = s.call(ms(0), "a", None);
+    s.connect(ms(0));
+    assert_eq!(s.poll_output(), Some(Output::Dial));
+    assert!(s.attached(ms(1), false));
+    let out = drain(&mut s);
+    assert_eq!(out, [Output::Event(Event::Opened), Output::Send(a)]);
+    // The dial that was under way opens too late: the driver closes it.
+    assert!(!s.opened(ms(2), false));
+    assert!(!s.attached(ms(3), false));
+    assert_eq!(s.state(), State::Open);
 }
