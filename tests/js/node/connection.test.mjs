@@ -122,6 +122,30 @@ describe('reconnection after the kite restarts', { timeout: SUITE_TIMEOUT }, () 
     });
   }
 
+  // Decided once in kite-core's session, the same on the native client: a connection that
+  // dropped with reconnection off has nothing coming, so calls fail at once (they used to wait
+  // for a connect() that nothing would make); after disconnect() they still wait for connect().
+  test('without autoReconnect, a call after the drop fails at once with disconnect', async () => {
+    const kite = new Kite({ url: fx.restart, transports: ['websocket'], autoReconnect: false });
+    try {
+      await within(kite.ready(), 10_000, 'connecting');
+      assert.equal(await kite.tell('square', 2), 4);
+      const closed = nextEvent(kite, 'close');
+      const restarted = control('POST', '/restart?down_ms=1000');
+      await closed;
+      const e = await within(rejection(kite.tell('square', 3)), 900, 'the call after the drop');
+      assert.equal(e.name, 'KiteError');
+      assert.equal(e.type, 'disconnect');
+      await restarted;
+      const opened = nextEvent(kite, 'open');
+      kite.connect();
+      await opened;
+      assert.equal(await kite.tell('square', 4), 16);
+    } finally {
+      kite.disconnect();
+    }
+  });
+
   test('disconnect(true) connects again', async () => {
     const kite = new Kite({ url: fx.math });
     try {
