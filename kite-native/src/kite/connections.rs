@@ -1,0 +1,95 @@
+//! The connections a kite accepts: accepting a session, the connect, first-request and
+//! disconnect hooks, and closing them all.
+
+use std::sync::Arc;
+
+use tracing::{debug, warn};
+
+use super::{Kite, KiteInner, lock};
+use crate::client::Client;
+use crate::session::Session;
+
+pub(crate) type Hook = Arc<dyn Fn(&Client) + Send + Sync>;
+
+#[derive(Default)]
+pub(super) struct KiteHooks {
+    pub(super) connect: Vec<Hook>,
+    pub(super) first_request: Vec<Hook>,
+    pub(super) disconnect: Vec<Hook>,
+}
+
+impl Kite {
+    /// Runs `f` for every accepted connection, when it opens.
+    pub fn on_connect(&self, f: impl Fn(&Client) + Send + Sync + 'static) {
+        lock(&self.0.hooks).connect.push(Arc::new(f));
+    }
+
+    /// Runs `f` once per accepted connection, before its first request is handled (the
+    /// client's remote identity is set by then).
+    pub fn on_first_request(&self, f: impl Fn(&Client) + Send + Sync + 'static) {
+        lock(&self.0.hooks).first_request.push(Arc::new(f));
+    }
+
+    /// Runs `f` when an accepted connection ends.
+    pub fn on_disconnect(&self, f: impl Fn(&Client) + Send + Sync + 'static) {
+        lock(&self.0.hooks).disconnect.push(Arc::new(f));
+    }
+
+    pub(crate) fn accept(&self, session: Session) {
+        if self.0.shutdown.is_cancelled() {
+            let (code, reason) = kite_core::sockjs::GO_AWAY;
+            session.tx.close(code, reason);
+            return;
+        }
+        let client = Client::new(self.0.clone(), String::new(), true);
+        debug!(session = %session.info.id, transport = %session.info.transport, "new session");
+        lock(&self.0.accepted).insert(Arc::as_ptr(&client.0) as usize, client.clone());
+        let hooks = lock(&self.0.hooks).connect.clone();
+        for h in hooks {
+            run_hook(&h, &client);
+        }
+        client.attach(session);
+    }
+
+    /// Stops the server: closes every accepted session with `c[3000,"Go away!"]` and makes
+    /// [`Kite::run`] return.
+    pub fn close(&self) {
+        self.0.shutdown.cancel();
+        let clients: Vec<Client> = lock(&self.0.accepted).drain().map(|(_, c)| c).collect();
+        for c in clients {
+            c.close();
+        }
+        if let Some(k) = lock(&self.0.kontrol).take() {
+            k.close();
+        }
+        let proxies: Vec<Client> = lock(&self.0.proxies).drain(..).collect();
+        for p in proxies {
+            p.close();
+        }
+        if let Some(h) = lock(&self.0.heartbeat).take() {
+            h.abort();
+        }
+    }
+
+    /// Number of accepted connections currently open.
+    pub fn connections(&self) -> usize {
+        lock(&self.0.accepted).len()
+    }
+}
+
+impl KiteInner {
+    pub(crate) fn disconnected(&self, client: &Client) {
+        lock(&self.accepted).remove(&(Arc::as_ptr(&client.0) as usize));
+        let hooks = lock(&self.hooks).disconnect.clone();
+        for h in hooks {
+            run_hook(&h, client);
+        }
+    }
+}
+
+/// Runs a connection hook; a panicking hook is logged and ignored.
+pub(crate) fn run_hook(h: &Hook, client: &Client) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(client))).is_err() {
+        warn!("a connection hook panicked");
+    }
+}
