@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use kite_core::{ErrorKind, KiteError};
 
-use super::{Error, Kite, KiteInner, lock};
+use super::{Error, Kite, KiteInner, lock, read, write};
 use crate::auth::{KiteKeyVerifier, TokenVerifier};
 use crate::method::BoxFuture;
 use crate::request::Request;
@@ -15,9 +15,15 @@ use crate::request::Request;
 /// Checks credentials of one type and returns the authenticated username.
 pub type Authenticator = Arc<dyn Fn(Request) -> BoxFuture<Result<String, KiteError>> + Send + Sync>;
 
-/// The credentials a kite holds, which a key rotation replaces.
-pub(super) struct Keys {
+/// The credentials a kite checks and presents, which a key rotation replaces.
+pub(super) struct Credentials {
+    /// The verifier of `token` credentials, if the kite trusts a Kontrol key.
+    pub(super) token: Option<Arc<TokenVerifier>>,
+    /// The verifier of `kiteKey` credentials, if the kite trusts a Kontrol key.
+    pub(super) kite_key_verifier: Option<Arc<KiteKeyVerifier>>,
+    /// The kite key this kite presents.
     pub(super) kite_key: String,
+    /// The Kontrol public key this kite trusts.
     pub(super) kontrol_key: String,
 }
 
@@ -30,53 +36,37 @@ impl Kite {
         Fut: Future<Output = Result<String, KiteError>> + Send + 'static,
     {
         let a: Authenticator = Arc::new(move |r| Box::pin(f(r)));
-        self.0
+        write(&self.0.registry)
             .authenticators
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
             .insert(kind.to_owned(), a);
     }
 
     /// Checks `token` credentials with `verifier` from now on (replacing the one made from
     /// `Config::kontrol_key`, e.g. after a key rotation, or to change its leeway).
     pub fn set_token_verifier(&self, verifier: TokenVerifier) {
-        *self.0.token.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(verifier));
+        write(&self.0.credentials).token = Some(Arc::new(verifier));
     }
 
     /// Checks `kiteKey` credentials with `verifier` from now on (replacing the one made from
     /// `Config::kontrol_key`): for example one whose [`crate::auth::TrustFn`] trusts several
     /// Kontrol keys.
     pub fn set_kite_key_verifier(&self, verifier: KiteKeyVerifier) {
-        *self.0.kite_key.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(verifier));
+        write(&self.0.credentials).kite_key_verifier = Some(Arc::new(verifier));
     }
 
     /// The verifier of `kiteKey` credentials, if the kite trusts a Kontrol key.
     pub fn kite_key_verifier(&self) -> Option<Arc<KiteKeyVerifier>> {
-        self.0
-            .kite_key
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        read(&self.0.credentials).kite_key_verifier.clone()
     }
 
     /// The kite key this kite presents (`Config::kite_key`, or the one a rotation installed).
     pub fn kite_key(&self) -> String {
-        self.0
-            .keys
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .kite_key
-            .clone()
+        read(&self.0.credentials).kite_key.clone()
     }
 
     /// The Kontrol public key this kite trusts (`Config::kontrol_key`, or a rotated one).
     pub fn kontrol_key(&self) -> String {
-        self.0
-            .keys
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .kontrol_key
-            .clone()
+        read(&self.0.credentials).kontrol_key.clone()
     }
 
     /// Applies a key rotation announced by Kontrol (`RegisterResult.kiteKey` and
@@ -111,7 +101,7 @@ impl Kite {
         if let (Some(key), Some(path)) = (&parsed, write_to) {
             crate::kitekey::write_to(path, &key.token)?;
         }
-        let mut keys = self.0.keys.write().unwrap_or_else(|e| e.into_inner());
+        let mut keys = write(&self.0.credentials);
         if let Some(key) = parsed {
             keys.kite_key = key.token;
         }
@@ -123,11 +113,7 @@ impl Kite {
 
     /// The verifier of `token` credentials, if the kite trusts a Kontrol key.
     pub fn token_verifier(&self) -> Option<Arc<TokenVerifier>> {
-        self.0
-            .token
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        read(&self.0.credentials).token.clone()
     }
 }
 
@@ -140,18 +126,13 @@ impl KiteInner {
             .auth
             .as_ref()
             .ok_or_else(|| auth_error("No authentication information is provided".into()))?;
-        let custom = self
-            .authenticators
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&auth.kind)
-            .cloned();
+        let custom = read(&self.registry).authenticators.get(&auth.kind).cloned();
         match custom {
             Some(authenticator) => authenticator(req.clone())
                 .await
                 .map_err(|e| auth_error(format!("{}: {}", auth.kind, e.message))),
             None if auth.kind == "token" => {
-                let verifier = self.token.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let verifier = read(&self.credentials).token.clone();
                 let Some(verifier) = verifier else {
                     return Err(auth_error("token: kontrol key is not set in config".into()));
                 };
@@ -178,11 +159,7 @@ impl KiteInner {
                 Ok(username)
             }
             None if auth.kind == "kiteKey" => {
-                let verifier = self
-                    .kite_key
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
+                let verifier = read(&self.credentials).kite_key_verifier.clone();
                 let Some(verifier) = verifier else {
                     return Err(auth_error(
                         "kiteKey: kontrol key is not set in config".into(),

@@ -12,7 +12,7 @@ use kite_core::dnode::{IntoValue, Value};
 use kite_core::envelope::response_args;
 use tracing::{debug, warn};
 
-use super::{Kite, KiteInner, lock, request_id, run_hook};
+use super::{Kite, KiteInner, read, request_id, run_hook, write};
 use crate::client::Client;
 use crate::link::{Dispatch, Link};
 use crate::method::{BoxFuture, DynHandler, FinalFn, Method, MethodHandling, Plan, into_handler};
@@ -40,22 +40,15 @@ impl Kite {
         E: Into<KiteError> + 'static,
     {
         let method = Method::new(name, into_handler(f), self.0.config.disable_authentication);
-        self.0
+        write(&self.0.registry)
             .methods
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
             .insert(name.to_owned(), method.clone());
         method
     }
 
     /// The method registered as `name`.
     pub fn method(&self, name: &str) -> Option<Method> {
-        self.0
-            .methods
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
+        read(&self.0.registry).methods.get(name).cloned()
     }
 
     /// Runs `f` before every method's handler (after the method's own pre handlers).
@@ -66,12 +59,7 @@ impl Kite {
         T: IntoValue + 'static,
         E: Into<KiteError> + 'static,
     {
-        self.0
-            .chain
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .pre
-            .push(into_handler(f));
+        write(&self.0.registry).chain.pre.push(into_handler(f));
     }
 
     /// Runs `f` after every method's handler (after the method's own post handlers).
@@ -82,12 +70,7 @@ impl Kite {
         T: IntoValue + 'static,
         E: Into<KiteError> + 'static,
     {
-        self.0
-            .chain
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .post
-            .push(into_handler(f));
+        write(&self.0.registry).chain.post.push(into_handler(f));
     }
 
     /// Runs `f` last for every method, after the method's own final functions.
@@ -98,21 +81,12 @@ impl Kite {
             + Sync
             + 'static,
     {
-        self.0
-            .chain
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .finals
-            .push(Arc::new(f));
+        write(&self.0.registry).chain.finals.push(Arc::new(f));
     }
 
     /// Chooses which result a chain returns (default [`MethodHandling::ReturnMethod`]).
     pub fn set_method_handling(&self, handling: MethodHandling) {
-        self.0
-            .chain
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .handling = handling;
+        write(&self.0.registry).chain.handling = handling;
     }
 }
 
@@ -124,13 +98,7 @@ impl KiteInner {
         request: kite_core::Request,
         id: &str,
     ) -> Result<Value, KiteError> {
-        let Some(method) = self
-            .methods
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&request.method)
-            .cloned()
-        else {
+        let Some(method) = read(&self.registry).methods.get(&request.method).cloned() else {
             return Err(KiteError::method_not_found(&request.method));
         };
         let plan = method.plan();
@@ -168,7 +136,8 @@ impl KiteInner {
         id: &str,
     ) -> Result<Value, KiteError> {
         let (pre, post, finals, handling) = {
-            let kite = self.chain.read().unwrap_or_else(|e| e.into_inner());
+            let registry = read(&self.registry);
+            let kite = &registry.chain;
             let cat = |mut a: Vec<DynHandler>, b: &[DynHandler]| -> Vec<DynHandler> {
                 a.extend(b.iter().cloned());
                 a
@@ -238,7 +207,7 @@ impl KiteInner {
             && !client.0.first_request_seen.swap(true, Ordering::SeqCst)
         {
             client.set_remote((*request.kite).clone());
-            let hooks = lock(&self.hooks).first_request.clone();
+            let hooks = read(&self.registry).hooks.first_request.clone();
             for h in hooks {
                 run_hook(&h, &client);
             }

@@ -1,16 +1,34 @@
 //! The connections a kite accepts: accepting a session, the connect, first-request and
 //! disconnect hooks, and closing them all.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tracing::{debug, warn};
 
-use super::{Kite, KiteInner, lock};
+use super::{Kite, KiteInner, lock, read, write};
 use crate::client::Client;
 use crate::session::Session;
 
 pub(crate) type Hook = Arc<dyn Fn(&Client) + Send + Sync>;
 
+/// The connections and tasks a kite holds open, which [`Kite::close`] ends.
+#[derive(Default)]
+pub(crate) struct Live {
+    /// The connections this kite accepted, by the address of their `ClientInner`.
+    accepted: HashMap<usize, Client>,
+    /// The connection to Kontrol, once used.
+    pub(crate) kontrol: Option<Client>,
+    /// The URL this kite registered with Kontrol, registered again on reconnects.
+    #[cfg(feature = "client")]
+    pub(crate) registered_url: Option<String>,
+    /// The task pinging Kontrol back for `kite.heartbeat` (one per kite, as in Go).
+    pub(crate) heartbeat: Option<tokio::task::JoinHandle<()>>,
+    /// Connections to the reverse and tunnel proxies this kite registered with.
+    pub(crate) proxies: Vec<Client>,
+}
+
+/// The functions run when accepted connections open, make their first request and close.
 #[derive(Default)]
 pub(super) struct KiteHooks {
     pub(super) connect: Vec<Hook>,
@@ -21,18 +39,21 @@ pub(super) struct KiteHooks {
 impl Kite {
     /// Runs `f` for every accepted connection, when it opens.
     pub fn on_connect(&self, f: impl Fn(&Client) + Send + Sync + 'static) {
-        lock(&self.0.hooks).connect.push(Arc::new(f));
+        write(&self.0.registry).hooks.connect.push(Arc::new(f));
     }
 
     /// Runs `f` once per accepted connection, before its first request is handled (the
     /// client's remote identity is set by then).
     pub fn on_first_request(&self, f: impl Fn(&Client) + Send + Sync + 'static) {
-        lock(&self.0.hooks).first_request.push(Arc::new(f));
+        write(&self.0.registry)
+            .hooks
+            .first_request
+            .push(Arc::new(f));
     }
 
     /// Runs `f` when an accepted connection ends.
     pub fn on_disconnect(&self, f: impl Fn(&Client) + Send + Sync + 'static) {
-        lock(&self.0.hooks).disconnect.push(Arc::new(f));
+        write(&self.0.registry).hooks.disconnect.push(Arc::new(f));
     }
 
     pub(crate) fn accept(&self, session: Session) {
@@ -43,8 +64,10 @@ impl Kite {
         }
         let client = Client::new(self.0.clone(), String::new(), true);
         debug!(session = %session.info.id, transport = %session.info.transport, "new session");
-        lock(&self.0.accepted).insert(Arc::as_ptr(&client.0) as usize, client.clone());
-        let hooks = lock(&self.0.hooks).connect.clone();
+        lock(&self.0.live)
+            .accepted
+            .insert(Arc::as_ptr(&client.0) as usize, client.clone());
+        let hooks = read(&self.0.registry).hooks.connect.clone();
         for h in hooks {
             run_hook(&h, &client);
         }
@@ -55,32 +78,43 @@ impl Kite {
     /// [`Kite::run`] return.
     pub fn close(&self) {
         self.0.shutdown.cancel();
-        let clients: Vec<Client> = lock(&self.0.accepted).drain().map(|(_, c)| c).collect();
+        // Taken out first: closing a client reaches `disconnected`, which locks `live` again.
+        let (clients, kontrol, proxies, heartbeat) = {
+            let mut live = lock(&self.0.live);
+            let clients: Vec<Client> = live.accepted.drain().map(|(_, c)| c).collect();
+            (
+                clients,
+                live.kontrol.take(),
+                std::mem::take(&mut live.proxies),
+                live.heartbeat.take(),
+            )
+        };
         for c in clients {
             c.close();
         }
-        if let Some(k) = lock(&self.0.kontrol).take() {
+        if let Some(k) = kontrol {
             k.close();
         }
-        let proxies: Vec<Client> = lock(&self.0.proxies).drain(..).collect();
         for p in proxies {
             p.close();
         }
-        if let Some(h) = lock(&self.0.heartbeat).take() {
+        if let Some(h) = heartbeat {
             h.abort();
         }
     }
 
     /// Number of accepted connections currently open.
     pub fn connections(&self) -> usize {
-        lock(&self.0.accepted).len()
+        lock(&self.0.live).accepted.len()
     }
 }
 
 impl KiteInner {
     pub(crate) fn disconnected(&self, client: &Client) {
-        lock(&self.accepted).remove(&(Arc::as_ptr(&client.0) as usize));
-        let hooks = lock(&self.hooks).disconnect.clone();
+        lock(&self.live)
+            .accepted
+            .remove(&(Arc::as_ptr(&client.0) as usize));
+        let hooks = read(&self.registry).hooks.disconnect.clone();
         for h in hooks {
             run_hook(&h, client);
         }

@@ -9,7 +9,7 @@ mod serve;
 use std::collections::HashMap;
 #[cfg(feature = "server")]
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use kite_core::Kite as KiteIdentity;
 #[cfg(feature = "server")]
@@ -17,45 +17,48 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{KiteKeyVerifier, TokenVerifier};
+#[cfg(feature = "client")]
 use crate::client::Client;
 use crate::config::{Config, ConfigError};
 use crate::method::Method;
 
 pub use auth::Authenticator;
-use auth::Keys;
+use auth::Credentials;
 use chain::Chain;
 use connections::KiteHooks;
+pub(crate) use connections::Live;
 pub(crate) use connections::{Hook, run_hook};
 #[cfg(feature = "server")]
 pub use serve::{LISTEN_BACKLOG, listen};
+
+/// What the program registers on a kite, any time but mostly while setting it up, and every
+/// request (methods, chain, authenticators) or connection (hooks) reads.
+#[derive(Default)]
+struct Registry {
+    methods: HashMap<String, Method>,
+    chain: Chain,
+    authenticators: HashMap<String, Authenticator>,
+    hooks: KiteHooks,
+    /// The routes served beside `/kite`.
+    #[cfg(feature = "server")]
+    routes: axum::Router,
+}
 
 pub(crate) struct KiteInner {
     pub(crate) identity: Arc<KiteIdentity>,
     /// The request head of this kite's calls without credentials, shared by its clients.
     pub(crate) head: Arc<kite_core::RequestHead>,
     pub(crate) config: Config,
-    methods: RwLock<HashMap<String, Method>>,
-    chain: RwLock<Chain>,
-    authenticators: RwLock<HashMap<String, Authenticator>>,
-    token: RwLock<Option<Arc<TokenVerifier>>>,
-    kite_key: RwLock<Option<Arc<KiteKeyVerifier>>>,
-    /// The kite key this kite presents and the Kontrol key it trusts, after rotations.
-    keys: RwLock<Keys>,
-    /// The connection to Kontrol, once used.
-    pub(crate) kontrol: Mutex<Option<Client>>,
-    /// The URL this kite registered with Kontrol, registered again on reconnects.
-    #[cfg(feature = "client")]
-    pub(crate) registered_url: Mutex<Option<String>>,
-    hooks: Mutex<KiteHooks>,
-    #[cfg(feature = "server")]
-    routes: Mutex<axum::Router>,
+    /// Locked: methods, hooks and routes may be registered while requests and connections read.
+    registry: RwLock<Registry>,
+    /// Locked: verifiers and keys are replaced (key rotations) while requests are checked.
+    credentials: RwLock<Credentials>,
+    /// Locked: connections open, close and are dialed at run time; one lock as `close` takes all.
+    pub(crate) live: Mutex<Live>,
     pub(crate) shutdown: CancellationToken,
+    /// The address the server listens on: a channel (a lock inside) so `ready` can wait for it.
     #[cfg(feature = "server")]
     local_addr: watch::Sender<Option<SocketAddr>>,
-    accepted: Mutex<HashMap<usize, Client>>,
-    pub(crate) heartbeat: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Connections to the reverse and tunnel proxies this kite registered with.
-    pub(crate) proxies: Mutex<Vec<Client>>,
     /// What the peers of this kite's SockJS servers hold, against `Config::limits`.
     #[cfg(feature = "server")]
     occupancy: crate::sockjs::Occupancy,
@@ -113,6 +116,16 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Reads `l`, also after a panic while it was held (as [`lock`]).
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Writes `l`, also after a panic while it was held (as [`lock`]).
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
 /// 16 random lowercase hex characters, like Go's request ids.
 pub(crate) fn request_id() -> String {
     hex::encode(rand::random::<[u8; 8]>())
@@ -164,28 +177,18 @@ impl Kite {
         let kite = Kite(Arc::new(KiteInner {
             head: Arc::new(kite_core::RequestHead::new(&identity, None)),
             identity,
-            token: RwLock::new(token),
-            kite_key: RwLock::new(kite_key),
-            kontrol: Mutex::default(),
-            #[cfg(feature = "client")]
-            registered_url: Mutex::default(),
-            keys: RwLock::new(Keys {
+            credentials: RwLock::new(Credentials {
+                token,
+                kite_key_verifier: kite_key,
                 kite_key: config.kite_key.clone(),
                 kontrol_key: config.kontrol_key.trim().to_owned(),
             }),
             config,
-            methods: RwLock::default(),
-            chain: RwLock::default(),
-            authenticators: RwLock::default(),
-            hooks: Mutex::default(),
-            #[cfg(feature = "server")]
-            routes: Mutex::new(axum::Router::new()),
+            registry: RwLock::default(),
+            live: Mutex::default(),
             shutdown: CancellationToken::new(),
             #[cfg(feature = "server")]
             local_addr: watch::channel(None).0,
-            accepted: Mutex::default(),
-            heartbeat: Mutex::default(),
-            proxies: Mutex::default(),
             #[cfg(feature = "server")]
             occupancy: crate::sockjs::Occupancy::new(),
         }));

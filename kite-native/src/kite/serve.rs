@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tracing::info;
 
-use super::{Error, Kite, lock};
+use super::{Error, Kite, read, write};
 use crate::server::{ServeOptions, Server};
 use crate::session::Session;
 use crate::sockjs::{SockJsOptions, SockJsServer};
@@ -17,8 +17,8 @@ impl Kite {
     /// Mounts extra HTTP routes beside `/kite` (merged into the server's router). Call before
     /// [`Kite::run`].
     pub fn route(&self, path: &str, route: axum::routing::MethodRouter) {
-        let mut routes = lock(&self.0.routes);
-        *routes = std::mem::take(&mut *routes).route(path, route);
+        let mut registry = write(&self.0.registry);
+        registry.routes = std::mem::take(&mut registry.routes).route(path, route);
     }
 
     #[cfg(feature = "server")]
@@ -50,7 +50,8 @@ impl Kite {
         };
         // Go serves the SockJS welcome at both `/kite` and `/kite/`.
         let server = SockJsServer::with_occupancy(options, self.0.occupancy.clone(), on_session);
-        lock(&self.0.routes)
+        read(&self.0.registry)
+            .routes
             .clone()
             .merge(server.router_at("/kite"))
     }
