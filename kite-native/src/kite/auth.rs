@@ -149,7 +149,7 @@ impl KiteInner {
                 }
                 let (username, until) = verifier
                     .verify_until(&auth.key)
-                    .map_err(|m| auth_error(format!("token: {m}")))?;
+                    .map_err(|e| auth_error(format!("token: {e}")))?;
                 *memo = Some(crate::client::VerifiedToken {
                     verifier,
                     auth: auth.clone(),
@@ -167,7 +167,7 @@ impl KiteInner {
                 };
                 verifier
                     .verify(&auth.key)
-                    .map_err(|m| auth_error(format!("kiteKey: {m}")))
+                    .map_err(|e| auth_error(format!("kiteKey: {e}")))
             }
             None => Err(auth_error(format!(
                 "Unknown authentication type: {}",
