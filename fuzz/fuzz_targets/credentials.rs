@@ -83,10 +83,7 @@ fn token_model(token: &str, trust: &Pair, now: i64) -> Option<String> {
 
 /// Verifies `token`; whatever is accepted, the model accepts too (at some second of the
 /// check). Returns ours, and the model's verdict when it did not change during the check.
-fn check_token(
-    token: &str,
-    trust: &Pair,
-) -> (Result<String, VerifyError>, Option<Option<String>>) {
+fn check_token(token: &str, trust: &Pair) -> (Result<String, VerifyError>, Option<Option<String>>) {
     let verifier =
         TokenVerifier::new(ISSUER, trust.public_pem, Arc::new(local())).expect("test key");
     let before = kite_fuzz::unix_now();
