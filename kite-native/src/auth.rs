@@ -525,6 +525,28 @@ mod tests {
     }
 
     #[test]
+    fn errors_keep_go_messages_and_their_causes() {
+        let v = verifier();
+        let e = v.verify_at("garbage", 1_000).unwrap_err();
+        assert!(
+            matches!(e, VerifyError::Malformed { what: "token", .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().starts_with("malformed token: "), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
+        // Another signature: Go's message, with the JWT library's error as the cause.
+        let mut t = token("a", 1_000, 2_000).into_bytes();
+        let i = t.len() - 10;
+        t[i] = if t[i] == b'A' { b'B' } else { b'A' };
+        let e = v
+            .verify_at(&String::from_utf8(t).unwrap(), 1_500)
+            .unwrap_err();
+        assert!(matches!(e, VerifyError::Signature(_)), "{e:?}");
+        assert_eq!(e.to_string(), "token is expired");
+        assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
     fn a_token_sharing_the_cache_key_is_not_taken_for_the_cached_one() {
         let v = verifier();
         let good = token("a", 1_000, 2_000);
