@@ -17,7 +17,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use kite_core::Kite;
 use kite_core::auth::{Claims, check_audience, check_times};
 use kite_fuzz::{Pair, RsaAlg};
-use kite_native::auth::{KiteKeyVerifier, TokenVerifier};
+use kite_native::auth::{KiteKeyVerifier, TokenVerifier, VerifyError};
 use libfuzzer_sys::fuzz_target;
 
 const ISSUER: &str = "kontrol";
@@ -83,7 +83,7 @@ fn token_model(token: &str, trust: &Pair, now: i64) -> Option<String> {
 
 /// Verifies `token`; whatever is accepted, the model accepts too (at some second of the
 /// check). Returns ours, and the model's verdict when it did not change during the check.
-fn check_token(token: &str, trust: &Pair) -> (Result<String, String>, Option<Option<String>>) {
+fn check_token(token: &str, trust: &Pair) -> (Result<String, VerifyError>, Option<Option<String>>) {
     let verifier =
         TokenVerifier::new(ISSUER, trust.public_pem, Arc::new(local())).expect("test key");
     let before = kite_fuzz::unix_now();
@@ -104,7 +104,7 @@ fn check_token(token: &str, trust: &Pair) -> (Result<String, String>, Option<Opt
 
 /// Checks `key` as a kite key: `kitekey::parse` accepts only what its own `kontrolKey` signed,
 /// and the verifier only what the trusted key signed, for a user. Returns both answers.
-fn check_kite_key(key: &str, trust: &Pair) -> (bool, Result<String, String>) {
+fn check_kite_key(key: &str, trust: &Pair) -> (bool, Result<String, VerifyError>) {
     let parsed = kite_native::kitekey::parse(key);
     if let Ok(k) = &parsed {
         assert_eq!(k.token, key.trim());

@@ -16,6 +16,80 @@ use crate::kite::lock;
 /// Tokens remembered at most; when full, expired ones are dropped, then the oldest half.
 const CACHE_LIMIT: usize = 16_384;
 
+/// Why a token or kite key is refused: the errors of [`TokenVerifier`] and [`KiteKeyVerifier`].
+///
+/// Each message is the one Go kite sends (peers receive it inside an `authenticationError`,
+/// prefixed with the credential type, e.g. `token: token is expired`), so the `Display` of a
+/// variant is part of the wire protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// Not a JWT, or its claims are not the claims of a kite key or token: `malformed
+    /// <what>: <cause>`, `what` being `token` or `kite key`.
+    #[error("malformed {what}: {source}")]
+    Malformed {
+        /// What was being read: `token` or `kite key`.
+        what: &'static str,
+        /// Why the JWT library could not read it.
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    /// The header names `none`, HMAC or any other algorithm than RS256, RS384 and RS512: the
+    /// algorithm, when the JWT library knows it.
+    #[error("invalid signing method")]
+    Algorithm(Option<Algorithm>),
+    /// The token's issuer (`iss`) is not the trusted Kontrol user.
+    #[error("issuer is not trusted: {0}")]
+    Issuer(String),
+    /// The token's signature is not the trusted Kontrol key's. Go's message, `token is
+    /// expired`, which makes Go clients fetch a new token after a key rotation.
+    #[error("token is expired")]
+    Signature(#[source] jsonwebtoken::errors::Error),
+    /// The JWT library refused the token or kite key when checking its signature (for kite
+    /// keys, a bad signature too), with its message.
+    #[error("{0}")]
+    Jwt(#[source] jsonwebtoken::errors::Error),
+    /// `exp`, `nbf` or `iat` refused by [`kite_core::auth::check_times`], with its (Go's)
+    /// message, e.g. `token is expired by 1m0s` or `token is not valid yet`.
+    #[error("{0}")]
+    Times(String),
+    /// The audience (`aud`) refused by [`kite_core::auth::check_audience`], with its message.
+    #[error("{0}")]
+    Audience(String),
+    /// The credential names no user (`sub`).
+    #[error("token has no username")]
+    NoUsername,
+    /// The kite key has no `kontrolKey` claim.
+    #[error("no kontrol key found")]
+    NoKontrolKey,
+    /// The kite key's `kontrolKey` is not trusted: the [`TrustFn`]'s reason.
+    #[error(transparent)]
+    Untrusted(#[from] Untrusted),
+    /// The kite key's trusted `kontrolKey` is not a usable RSA public key.
+    #[error("invalid kontrol key: {0}")]
+    KontrolKey(#[source] jsonwebtoken::errors::Error),
+}
+
+/// Why a [`TrustFn`] refuses a Kontrol key; its `Display` is the reason as given. Made from a
+/// string: `Err("kontrol key is not trusted".into())`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Untrusted(
+    /// The reason, as the peer is told it.
+    pub String,
+);
+
+impl From<&str> for Untrusted {
+    fn from(reason: &str) -> Self {
+        Untrusted(reason.to_owned())
+    }
+}
+
+impl From<String> for Untrusted {
+    fn from(reason: String) -> Self {
+        Untrusted(reason)
+    }
+}
+
 /// Why a key could not be used, made or used to sign.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("invalid RSA key: {0}")]
@@ -94,17 +168,17 @@ impl TokenVerifier {
     }
 
     /// The authenticated username of `token`, or why it is refused.
-    pub fn verify(&self, token: &str) -> Result<String, String> {
+    pub fn verify(&self, token: &str) -> Result<String, VerifyError> {
         self.verify_at(token, unix_now())
             .map(|(username, _)| username)
     }
 
     /// [`TokenVerifier::verify`], also giving the last Unix second the token stays valid.
-    pub(crate) fn verify_until(&self, token: &str) -> Result<(String, i64), String> {
+    pub(crate) fn verify_until(&self, token: &str) -> Result<(String, i64), VerifyError> {
         self.verify_at(token, unix_now())
     }
 
-    fn verify_at(&self, token: &str, now: i64) -> Result<(String, i64), String> {
+    fn verify_at(&self, token: &str, now: i64) -> Result<(String, i64), VerifyError> {
         if let Some(hit) = self.lock().get(&cache_key(token))
             && hit.token == token
             && (hit.from..=hit.until).contains(&now)
@@ -122,24 +196,25 @@ impl TokenVerifier {
         self.verifications.load(Ordering::Relaxed)
     }
 
-    fn verify_fully(&self, token: &str, now: i64) -> Result<Verified, String> {
+    fn verify_fully(&self, token: &str, now: i64) -> Result<Verified, VerifyError> {
         self.verifications.fetch_add(1, Ordering::Relaxed);
         // The issuer decides which key to check with, so it is read before the signature.
         let claims = rsa_claims(token, "token")?;
         if claims.iss != self.issuer {
-            return Err(format!("issuer is not trusted: {}", claims.iss));
+            return Err(VerifyError::Issuer(claims.iss));
         }
         jsonwebtoken::decode::<serde::de::IgnoredAny>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => "token is expired".to_owned(),
-                _ => e.to_string(),
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => VerifyError::Signature(e),
+                _ => VerifyError::Jwt(e),
             },
         )?;
-        check_times(&claims, now, self.leeway)?;
+        check_times(&claims, now, self.leeway).map_err(VerifyError::Times)?;
         if claims.sub.is_empty() {
-            return Err("token has no username".into());
+            return Err(VerifyError::NoUsername);
         }
-        check_audience(&claims.aud, &self.local, self.allow_root_audience)?;
+        check_audience(&claims.aud, &self.local, self.allow_root_audience)
+            .map_err(VerifyError::Audience)?;
         let from = [claims.iat, claims.nbf]
             .into_iter()
             .flatten()
@@ -190,24 +265,24 @@ fn cache_key(token: &str) -> [u8; 16] {
 /// The claims of a JWT whose header names an RSA algorithm (RS256/384/512), read before its
 /// signature is checked (they say which key to check it with); `invalid signing method` for
 /// `none`, HMAC or anything else, `malformed <what>` for what is not a JWT.
-fn rsa_claims(jwt: &str, what: &str) -> Result<Claims, String> {
-    let header = jsonwebtoken::decode_header(jwt).map_err(|e| {
+fn rsa_claims(jwt: &str, what: &'static str) -> Result<Claims, VerifyError> {
+    let header = jsonwebtoken::decode_header(jwt).map_err(|source| {
         if names_an_algorithm(jwt) {
             // `none`, or an algorithm jsonwebtoken does not know.
-            "invalid signing method".to_owned()
+            VerifyError::Algorithm(None)
         } else {
-            format!("malformed {what}: {e}")
+            VerifyError::Malformed { what, source }
         }
     })?;
     if !matches!(
         header.alg,
         Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512
     ) {
-        return Err("invalid signing method".into());
+        return Err(VerifyError::Algorithm(Some(header.alg)));
     }
     jsonwebtoken::dangerous::insecure_decode::<Claims>(jwt)
         .map(|t| t.claims)
-        .map_err(|e| format!("malformed {what}: {e}"))
+        .map_err(|source| VerifyError::Malformed { what, source })
 }
 
 /// Whether the token's header is JSON naming an `alg` (one the JWT library refused to parse).
@@ -230,11 +305,12 @@ pub(crate) fn unix_now() -> i64 {
 }
 
 /// Decides whether a Kontrol public key (PEM, trimmed) is trusted to sign kite keys: `Ok(())`
-/// to trust it, `Err(reason)` to refuse. Go's `Config.VerifyFunc`.
-pub type TrustFn = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+/// to trust it, `Err(reason)` to refuse (the reason is what the peer is told). Go's
+/// `Config.VerifyFunc`.
+pub type TrustFn = Arc<dyn Fn(&str) -> Result<(), Untrusted> + Send + Sync>;
 
 /// A trust decision about a Kontrol key, and when it was made.
-type Decision = (Result<(), String>, std::time::Instant);
+type Decision = (Result<(), Untrusted>, std::time::Instant);
 
 /// Checks `kiteKey` credentials, as Go's `AuthenticateFromKiteKey` does, without its holes.
 ///
@@ -298,7 +374,7 @@ impl KiteKeyVerifier {
     }
 
     /// The authenticated username of `kite_key`, or why it is refused.
-    pub fn verify(&self, kite_key: &str) -> Result<String, String> {
+    pub fn verify(&self, kite_key: &str) -> Result<String, VerifyError> {
         let now = std::time::Instant::now();
         let fresh = |at: std::time::Instant| now.duration_since(at) < self.ttl;
         if let Some((user, at)) = lock(&self.accepted).get(kite_key)
@@ -310,7 +386,7 @@ impl KiteKeyVerifier {
         let claims = rsa_claims(kite_key, "kite key")?;
         let pem = claims.kontrol_key.trim();
         if pem.is_empty() {
-            return Err("no kontrol key found".into());
+            return Err(VerifyError::NoKontrolKey);
         }
         let decision = {
             let cached = lock(&self.trusted)
@@ -329,16 +405,15 @@ impl KiteKeyVerifier {
             }
         };
         decision?;
-        let key = DecodingKey::from_rsa_pem(pem.as_bytes())
-            .map_err(|e| format!("invalid kontrol key: {e}"))?;
+        let key = DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(VerifyError::KontrolKey)?;
         jsonwebtoken::decode::<serde::de::IgnoredAny>(
             kite_key,
             &key,
             &crate::kitekey::rsa_validation(),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(VerifyError::Jwt)?;
         if claims.sub.is_empty() {
-            return Err("token has no username".into());
+            return Err(VerifyError::NoUsername);
         }
         let mut accepted = lock(&self.accepted);
         if accepted.len() >= CACHE_LIMIT {
@@ -442,11 +517,33 @@ mod tests {
         assert_eq!(v.verify_at(&t, 1_009).unwrap().0, "alice");
         assert_eq!(v.verifications(), 1, "the second check came from the cache");
         assert_eq!(
-            v.verify_at(&t, 1_070).unwrap_err(),
+            v.verify_at(&t, 1_070).unwrap_err().to_string(),
             "token is expired by 1m0s"
         );
         // Before its issue time it is not valid either, cached or not.
         assert!(v.verify_at(&t, 990).is_err());
+    }
+
+    #[test]
+    fn errors_keep_go_messages_and_their_causes() {
+        let v = verifier();
+        let e = v.verify_at("garbage", 1_000).unwrap_err();
+        assert!(
+            matches!(e, VerifyError::Malformed { what: "token", .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().starts_with("malformed token: "), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
+        // Another signature: Go's message, with the JWT library's error as the cause.
+        let mut t = token("a", 1_000, 2_000).into_bytes();
+        let i = t.len() - 10;
+        t[i] = if t[i] == b'A' { b'B' } else { b'A' };
+        let e = v
+            .verify_at(&String::from_utf8(t).unwrap(), 1_500)
+            .unwrap_err();
+        assert!(matches!(e, VerifyError::Signature(_)), "{e:?}");
+        assert_eq!(e.to_string(), "token is expired");
+        assert!(std::error::Error::source(&e).is_some());
     }
 
     #[test]

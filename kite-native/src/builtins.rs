@@ -134,12 +134,8 @@ pub(crate) fn register(kite: &Kite) {
                 }
             });
             // One heartbeat per kite, as in Go: a new one replaces the old.
-            if let Some(old) =
-                k.0.heartbeat
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .replace(task)
-            {
+            let old = crate::kite::lock(&k.0.live).heartbeat.replace(task);
+            if let Some(old) = old {
                 old.abort();
             }
             Ok::<_, KiteError>(Value::Null)

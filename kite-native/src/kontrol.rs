@@ -32,7 +32,7 @@ impl Kite {
     /// The connection to this kite's Kontrol (`Config::kontrol_url`), dialed (and kept:
     /// reconnecting by itself) on first use, authenticated with the kite key.
     pub async fn kontrol(&self) -> Result<Client, KiteError> {
-        let existing = crate::kite::lock(&self.0.kontrol).clone();
+        let existing = crate::kite::lock(&self.0.live).kontrol.clone();
         if let Some(c) = existing {
             c.dial_forever().await;
             return Ok(c);
@@ -42,18 +42,19 @@ impl Kite {
             return Err(KiteError::generic("no Kontrol URL in the config"));
         }
         let client = {
-            let mut slot = crate::kite::lock(&self.0.kontrol);
-            slot.get_or_insert_with(|| {
-                let c = self.new_client(&url);
-                let key = self.kite_key();
-                if !key.is_empty() {
-                    c.set_auth(Some(Auth::new("kiteKey", key)));
-                }
-                // Kontrol calls `kite.heartbeat` back on this connection.
-                c.set_trusted(true);
-                c
-            })
-            .clone()
+            let mut live = crate::kite::lock(&self.0.live);
+            live.kontrol
+                .get_or_insert_with(|| {
+                    let c = self.new_client(&url);
+                    let key = self.kite_key();
+                    if !key.is_empty() {
+                        c.set_auth(Some(Auth::new("kiteKey", key)));
+                    }
+                    // Kontrol calls `kite.heartbeat` back on this connection.
+                    c.set_trusted(true);
+                    c
+                })
+                .clone()
         };
         client.dial_forever().await;
         Ok(client)
@@ -66,9 +67,9 @@ impl Kite {
         let kontrol = self.kontrol().await?;
         let result = self.register_once(&kontrol, url).await?;
         let first = {
-            let mut registered = crate::kite::lock(&self.0.registered_url);
-            let first = registered.is_none();
-            *registered = Some(url.to_owned());
+            let mut live = crate::kite::lock(&self.0.live);
+            let first = live.registered_url.is_none();
+            live.registered_url = Some(url.to_owned());
             first
         };
         if first {
@@ -77,7 +78,7 @@ impl Kite {
             kontrol.on_connect(move |c| {
                 let Some(inner) = weak.upgrade() else { return };
                 let (kite, c) = (Kite(inner), c.clone());
-                let url = crate::kite::lock(&kite.0.registered_url).clone();
+                let url = crate::kite::lock(&kite.0.live).registered_url.clone();
                 if let Some(url) = url {
                     tokio::spawn(async move {
                         match kite.register_once(&c, &url).await {

@@ -90,7 +90,7 @@ impl Kite {
             tokio::spawn(async move { kite.proxy_connected(c, &via, first).await });
         });
         // Closed by Kite::close.
-        lock(&self.0.proxies).push(client.clone());
+        lock(&self.0.live).proxies.push(client.clone());
         client.dial_forever().await;
         let first = first_rx
             .wait_for(Option::is_some)
@@ -101,7 +101,7 @@ impl Kite {
             .unwrap_or_else(|| Err(KiteError::disconnect()));
         if first.is_err() {
             client.close();
-            lock(&self.0.proxies).retain(|c| !c.ptr_eq(&client));
+            lock(&self.0.live).proxies.retain(|c| !c.ptr_eq(&client));
         }
         first
     }

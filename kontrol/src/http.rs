@@ -147,7 +147,7 @@ impl Kontrol {
         };
         match verifier.verify(&auth.key) {
             Ok(username) => kite.username = username,
-            Err(e) => return error(StatusCode::UNAUTHORIZED, e),
+            Err(e) => return error(StatusCode::UNAUTHORIZED, e.to_string()),
         }
         if let Err(e) = kite.validate() {
             return error(StatusCode::BAD_REQUEST, format!("invalid kite: {e}"));
