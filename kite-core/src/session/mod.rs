@@ -217,6 +217,8 @@ struct CallState {
     phase: Phase,
     /// May still be sent again once after `token is expired`.
     retriable: bool,
+    /// The [`ClientSession::set_credentials`] generation it was last sent with.
+    sent_with: u64,
 }
 
 /// The calls not settled yet, in the order they were made (ids only grow, so pushing keeps the
@@ -300,6 +302,8 @@ pub struct ClientSession {
     /// Whether the session may dial ([`Output::Dial`]); not over a connection someone else
     /// opened ([`ClientSession::accepted`]).
     dialable: bool,
+    /// Bumped by every [`ClientSession::set_credentials`].
+    credentials: u64,
     rng: u64,
 }
 
@@ -349,6 +353,7 @@ impl ClientSession {
             renewable: false,
             token_wait_until: None,
             dialable: true,
+            credentials: 0,
             rng,
         }
     }
@@ -596,6 +601,7 @@ impl ClientSession {
                 timeout,
                 phase: Phase::Queued,
                 retriable: self.token,
+                sent_with: 0,
             },
         );
         self.queue.push_back(id);
@@ -631,6 +637,14 @@ impl ClientSession {
             && self.renewable
         {
             state.retriable = false;
+            if state.sent_with != self.credentials {
+                // It left with credentials replaced since (renewed ahead of its answer): send
+                // it again with the new ones, without asking for another token.
+                state.phase = Phase::Queued;
+                self.queue.push_front(call);
+                self.flush();
+                return Answer::Retry;
+            }
             state.phase = Phase::AwaitingToken(e.clone());
             if self.token_wait_until.is_none() {
                 self.token_wait_until = Some(now + self.config.token_wait);
@@ -652,6 +666,7 @@ impl ClientSession {
     /// New credentials are in use: a token is renewed [`SessionConfig::renew_before`] its
     /// expiry, and the calls that waited for it are sent again, first.
     pub fn set_credentials(&mut self, now: Time, credentials: Credentials) {
+        self.credentials += 1;
         self.renewing = false;
         self.token_wait_until = None;
         match credentials {
@@ -767,6 +782,7 @@ impl ClientSession {
                 && c.phase == Phase::Queued
             {
                 c.phase = Phase::Sent;
+                c.sent_with = self.credentials;
                 self.outputs.push_back(Output::Send(id));
             }
         }

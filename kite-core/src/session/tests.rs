@@ -524,3 +524,33 @@ fn a_transport_dialed_by_the_driver_overtakes_a_dial_under_way() {
     assert!(!s.attached(ms(3), false));
     assert_eq!(s.state(), State::Open);
 }
+
+#[test]
+fn a_refusal_of_credentials_replaced_since_resends_without_asking_again() {
+    let mut s = ClientSession::new(config(Some(ReconnectPolicy::go())));
+    s.set_renewable(true);
+    // Expired already: renewal is due at once.
+    s.set_credentials(
+        ms(0),
+        Credentials::Token {
+            expires_in: Some(Duration::ZERO),
+        },
+    );
+    open(&mut s, ms(0));
+    let a = s.call(ms(0), "a", None);
+    drain(&mut s);
+    s.handle_timeout(ms(0));
+    assert_eq!(drain(&mut s), [Output::Event(Event::TokenExpired)]);
+    // The new token comes before the peer's refusal of the old one.
+    s.set_credentials(
+        ms(1),
+        Credentials::Token {
+            expires_in: Some(Duration::from_secs(3600)),
+        },
+    );
+    assert_eq!(drain(&mut s), []);
+    assert_eq!(s.answered(ms(2), a, Some(&expired())), Answer::Retry);
+    // Sent again with the new token; no second renewal.
+    assert_eq!(drain(&mut s), [Output::Send(a)]);
+    assert_eq!(s.answered(ms(3), a, None), Answer::Deliver);
+}
