@@ -88,7 +88,7 @@ pub mod transport;
 #[cfg(feature = "client")]
 mod tunnel;
 
-pub use client::Client;
+pub use client::{Client, ClientError};
 pub use config::{Config, Limits};
 pub use kite::{Authenticator, Error, Kite};
 #[cfg(feature = "server")]
