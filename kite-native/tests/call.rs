@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::{TRANSPORTS, TestKite, client_for, within};
 use kite_native::session::TransportKind;
 use kite_native::transport::Transport;
-use kite_native::{ErrorKind, KiteError, Request};
+use kite_native::{ClientError, ErrorKind, KiteError, Request};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -58,6 +58,7 @@ async fn errors_come_back_as_kite_errors() {
         let e = within("unknown", client.tell("nosuch", (1,)))
             .await
             .unwrap_err();
+        assert!(matches!(e, ClientError::Remote(_)), "{e:?}");
         assert_eq!(e.kind(), ErrorKind::MethodNotFound);
         assert_eq!(e.to_string(), "Method not found: nosuch");
         assert_eq!(
@@ -169,6 +170,10 @@ async fn timeouts_are_timeout_errors_and_late_answers_are_ignored() {
         .await
         .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Timeout);
+        assert!(
+            matches!(&e, ClientError::Timeout { method, after } if method == "wait" && *after == Duration::from_millis(50)),
+            "{e:?}"
+        );
         assert!(e.to_string().contains("No response to \"wait\""), "{e}");
         // The late answer arrives for a freed slot and changes nothing.
         server.release.notify_one();
@@ -201,6 +206,7 @@ async fn authentication_is_required_unless_disabled() {
         let e = within("no auth", client.tell("square", (2,)))
             .await
             .unwrap_err();
+        assert!(matches!(e, ClientError::Authentication(_)), "{e:?}");
         assert_eq!(e.kind(), ErrorKind::Authentication);
         assert_eq!(e.to_string(), "No authentication information is provided");
 
@@ -355,7 +361,14 @@ async fn tls_serves_websocket_and_xhr() {
         // Without trusting the certificate the dial fails.
         let untrusting = kite.new_client(&url);
         untrusting.set_transport(transport);
-        assert!(within("untrusted", untrusting.dial()).await.is_err());
+        let e = within("untrusted", untrusting.dial()).await.unwrap_err();
+        assert!(
+            matches!(&e, ClientError::Dial { url: dialed, .. } if *dialed == url),
+            "{e:?}"
+        );
+        assert!(std::error::Error::source(&e).is_some(), "{e:?}");
+        assert_eq!(e.kite_error().kind, ErrorKind::Send);
+        assert!(e.to_string().starts_with(&format!("dial {url}: ")), "{e}");
     }
     // Plain HTTP to a TLS port is refused without harming the server.
     let plain = reqwest::Client::new()
