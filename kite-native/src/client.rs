@@ -445,15 +445,16 @@ impl Client {
     /// [`kite_core::Callback`]s anywhere inside are sent as functions the peer can call.
     /// A call made while the client is dialing or waiting to reconnect waits for the
     /// connection (so does one made before the first dial, and after [`Client::close`], until
-    /// the next dial); one made on a connection that ended for good fails with `disconnect`.
+    /// the next dial); one made on a connection that ended for good fails at once.
+    ///
     /// Errors are [`ClientError`]s: the peer's own ([`ClientError::Remote`], or
     /// [`ClientError::Authentication`] when it refused our credentials),
-    /// [`ClientError::Disconnected`] when the connection ended (or ends for good) before the
-    /// answer, [`ClientError::Protocol`] for an invalid response, and [`ClientError::Local`]
-    /// when the call could not be sent: `sendError`, arguments that could not be encoded, or
-    /// `requestLimitError` when the connection already keeps as many functions for its peer
-    /// as [`crate::Limits::max_callbacks`] allows. [`ClientError::kite_error`] is the wire
-    /// error to forward.
+    /// [`ClientError::Disconnected`] when the connection ended before the answer (or had
+    /// ended for good, or reconnection gave up), [`ClientError::Protocol`] for an invalid
+    /// response, and [`ClientError::Local`] when the call could not be sent: `sendError`,
+    /// arguments that could not be encoded, or `requestLimitError` when the connection
+    /// already keeps as many functions for its peer as [`crate::Limits::max_callbacks`]
+    /// allows. [`ClientError::kite_error`] is the wire error to forward.
     pub async fn tell(&self, method: &str, args: impl IntoArgs) -> Result<Value, ClientError> {
         let args = args.into_args().map_err(ClientError::Local)?;
         self.call_inner(method, args, None).await
@@ -573,8 +574,8 @@ impl Client {
     }
 
     /// Closes the session (with `c[3000,"Go away!"]`) and stops reconnecting. Calls in flight
-    /// fail with [`ClientError::Disconnected`]; calls made afterwards wait for the next dial (on an accepted
-    /// connection, which is never dialed again, they fail).
+    /// fail with [`ClientError::Disconnected`]; calls made afterwards wait for the next dial
+    /// (on an accepted connection, which is never dialed again, they fail).
     pub fn close(&self) {
         let (code, reason) = kite_core::sockjs::GO_AWAY;
         self.drive(|d, now| {

@@ -170,9 +170,12 @@ async fn timeouts_are_timeout_errors_and_late_answers_are_ignored() {
         .await
         .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Timeout);
-        assert!(
-            matches!(&e, ClientError::Timeout { method, after } if method == "wait" && *after == Duration::from_millis(50)),
-            "{e:?}"
+        let ClientError::Timeout { method, after } = &e else {
+            panic!("not a timeout: {e:?}");
+        };
+        assert_eq!(
+            (method.as_str(), *after),
+            ("wait", Duration::from_millis(50))
         );
         assert!(e.to_string().contains("No response to \"wait\""), "{e}");
         // The late answer arrives for a freed slot and changes nothing.

@@ -167,9 +167,12 @@ mod tests {
     fn session_failures_map_to_their_variants() {
         let timeout = Some(Duration::from_millis(1_500));
         let e = session_failure(timeout, |s| s.handle_timeout(Time::from_millis(1_500)));
-        assert!(
-            matches!(&e, ClientError::Timeout { method, after } if method == "wait" && *after == Duration::from_millis(1_500)),
-            "{e:?}"
+        let ClientError::Timeout { method, after } = &e else {
+            panic!("not a timeout: {e:?}");
+        };
+        assert_eq!(
+            (method.as_str(), *after),
+            ("wait", Duration::from_millis(1_500))
         );
         assert_eq!(e.to_string(), "No response to \"wait\" arrived in 1500 ms");
 
