@@ -29,7 +29,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     match client.call::<f64>("square", (4,)).await {
         Ok(n) => println!("{n}"),
-        Err(e) if e.kind == ErrorKind::MethodNotFound => {
+        Err(e) if e.kind() == ErrorKind::MethodNotFound => {
             eprintln!("the kite at {url} has no square method (run the `square` example)");
         }
         Err(e) => return Err(e.into()),

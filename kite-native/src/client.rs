@@ -1,5 +1,9 @@
 //! [`Client`]: a connection to another kite, dialed by us or accepted by our server.
 
+mod error;
+
+pub use error::ClientError;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -59,7 +63,9 @@ struct Slot {
     method: String,
     /// Kept until the call is sent for the last time (once more after `token is expired`).
     args: Option<Value>,
-    reply: oneshot::Sender<Result<Value, KiteError>>,
+    /// Its time limit, if any (for [`ClientError::Timeout`]).
+    timeout: Option<Duration>,
+    reply: oneshot::Sender<Result<Value, ClientError>>,
     /// The link it went out on and its response callback's id there, once sent.
     sent: Option<(Weak<Link>, u64)>,
 }
@@ -89,7 +95,7 @@ pub(crate) struct ClientInner {
     /// The session and the calls; never held while awaiting or running user code.
     driver: Mutex<Driver>,
     /// How many dials the session asked for have finished, and the last one's error.
-    dials: watch::Sender<(u64, Option<KiteError>)>,
+    dials: watch::Sender<(u64, Option<ClientError>)>,
     options: Mutex<DialOptions>,
     hooks: Mutex<Hooks>,
     token_source: Mutex<Option<TokenSource>>,
@@ -279,14 +285,19 @@ impl Client {
         lock(&self.0.hooks).disconnect.push(Arc::new(f));
     }
 
-    /// Dials the URL once, and resolves when the session is open, or with the dial's error.
+    /// Dials the URL once, and resolves when the session is open, or with the dial's error
+    /// ([`ClientError::Dial`], which keeps the transport's [`transport::DialError`];
+    /// [`ClientError::Local`] for a client with no URL, such as an accepted one).
     /// Calls made before (or while it dials) wait for it and go out in order once it opens;
-    /// if it fails they fail with `disconnect`, unless [`Client::dial_forever`] turned
-    /// reconnection on. A client that is connected already stays as it is.
+    /// if it fails they fail with [`ClientError::Disconnected`], unless
+    /// [`Client::dial_forever`] turned reconnection on. A client that is connected already
+    /// stays as it is.
     #[cfg(feature = "client")]
-    pub async fn dial(&self) -> Result<(), KiteError> {
+    pub async fn dial(&self) -> Result<(), ClientError> {
         if self.0.url.is_empty() {
-            return Err(send_error("this client has no URL to dial"));
+            return Err(ClientError::Local(send_error(
+                "this client has no URL to dial",
+            )));
         }
         let mut dials = self.0.dials.subscribe();
         let before = dials.borrow_and_update().0;
@@ -302,7 +313,9 @@ impl Client {
                 None => Ok(()),
                 Some(e) => Err(e.clone()),
             },
-            Err(_) => Err(send_error("can't send, client is closed")),
+            Err(_) => Err(ClientError::Local(send_error(
+                "can't send, client is closed",
+            ))),
         }
     }
 
@@ -340,7 +353,10 @@ impl Client {
                 None
             }
             Err(e) => {
-                let e = send_error(format!("dial {}: {e}", self.0.url));
+                let e = ClientError::Dial {
+                    url: self.0.url.clone(),
+                    source: Arc::new(e),
+                };
                 debug!(url = %self.0.url, error = %e, "dial failed");
                 self.drive(|d, now| d.session.dial_failed(now));
                 Some(e)
@@ -429,35 +445,43 @@ impl Client {
     /// [`kite_core::Callback`]s anywhere inside are sent as functions the peer can call.
     /// A call made while the client is dialing or waiting to reconnect waits for the
     /// connection (so does one made before the first dial, and after [`Client::close`], until
-    /// the next dial); one made on a connection that ended for good fails with `disconnect`.
-    /// Errors are [`KiteError`]s: the peer's own, or
-    /// `sendError`, `disconnect`, `invalidResponse`, and `requestLimitError` when the
-    /// connection already keeps as many functions for its peer as
-    /// [`crate::Limits::max_callbacks`] allows.
-    pub async fn tell(&self, method: &str, args: impl IntoArgs) -> Result<Value, KiteError> {
-        self.call_inner(method, args.into_args()?, None).await
+    /// the next dial); one made on a connection that ended for good fails at once.
+    ///
+    /// Errors are [`ClientError`]s: the peer's own ([`ClientError::Remote`], or
+    /// [`ClientError::Authentication`] when it refused our credentials),
+    /// [`ClientError::Disconnected`] when the connection ended before the answer (or had
+    /// ended for good, or reconnection gave up), [`ClientError::Protocol`] for an invalid
+    /// response, and [`ClientError::Local`] when the call could not be sent: `sendError`,
+    /// arguments that could not be encoded, or `requestLimitError` when the connection
+    /// already keeps as many functions for its peer as [`crate::Limits::max_callbacks`]
+    /// allows. [`ClientError::kite_error`] is the wire error to forward.
+    pub async fn tell(&self, method: &str, args: impl IntoArgs) -> Result<Value, ClientError> {
+        let args = args.into_args().map_err(ClientError::Local)?;
+        self.call_inner(method, args, None).await
     }
 
-    /// Like [`Client::tell`], failing with a `timeout` error after `timeout` (waiting for the
-    /// connection included).
+    /// Like [`Client::tell`], failing with [`ClientError::Timeout`] after `timeout` (waiting
+    /// for the connection included).
     pub async fn tell_with_timeout(
         &self,
         method: &str,
         args: impl IntoArgs,
         timeout: Duration,
-    ) -> Result<Value, KiteError> {
-        self.call_inner(method, args.into_args()?, Some(timeout))
-            .await
+    ) -> Result<Value, ClientError> {
+        let args = args.into_args().map_err(ClientError::Local)?;
+        self.call_inner(method, args, Some(timeout)).await
     }
 
     /// Like [`Client::tell`], decoding the result into `T`: any serde type, a
-    /// [`kite_core::Callback`] (a function the peer answered with), or a [`Value`].
+    /// [`kite_core::Callback`] (a function the peer answered with), or a [`Value`]. A result
+    /// that does not decode into `T` is a [`ClientError::Protocol`] error.
     pub async fn call<T: FromValue>(
         &self,
         method: &str,
         args: impl IntoArgs,
-    ) -> Result<T, KiteError> {
-        T::from_value(self.call_inner(method, args.into_args()?, None).await?)
+    ) -> Result<T, ClientError> {
+        let value = self.tell(method, args).await?;
+        T::from_value(value).map_err(ClientError::Protocol)
     }
 
     /// Renews this client's `token` credentials with `source` (typically Kontrol's
@@ -513,7 +537,7 @@ impl Client {
         method: &str,
         args: Value,
         timeout: Option<Duration>,
-    ) -> Result<Value, KiteError> {
+    ) -> Result<Value, ClientError> {
         let (reply, answer) = oneshot::channel();
         self.drive(|d, now| {
             let id = d.session.call(now, method, timeout);
@@ -522,6 +546,7 @@ impl Client {
                 Slot {
                     method: method.to_owned(),
                     args: Some(args),
+                    timeout,
                     reply,
                     sent: None,
                 },
@@ -529,7 +554,7 @@ impl Client {
         });
         answer
             .await
-            .unwrap_or_else(|_| Err(KiteError::disconnect()))
+            .unwrap_or_else(|_| Err(ClientError::Disconnected(KiteError::disconnect())))
     }
 
     /// An answer to `call` came from the peer.
@@ -542,13 +567,15 @@ impl Client {
                 },
             );
         if let Some(slot) = slot {
+            let result =
+                result.map_err(|e| ClientError::of_call(e, &slot.method, slot.timeout, true));
             let _ = slot.reply.send(result);
         }
     }
 
     /// Closes the session (with `c[3000,"Go away!"]`) and stops reconnecting. Calls in flight
-    /// fail with `disconnect`; calls made afterwards wait for the next dial (on an accepted
-    /// connection, which is never dialed again, they fail).
+    /// fail with [`ClientError::Disconnected`]; calls made afterwards wait for the next dial
+    /// (on an accepted connection, which is never dialed again, they fail).
     pub fn close(&self) {
         let (code, reason) = kite_core::sockjs::GO_AWAY;
         self.drive(|d, now| {
@@ -603,6 +630,7 @@ impl Client {
                                 link.conn().cancel(*id);
                             }
                         }
+                        let error = ClientError::of_call(error, &slot.method, slot.timeout, false);
                         let _ = slot.reply.send(Err(error));
                     }
                 }

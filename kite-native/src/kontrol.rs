@@ -255,12 +255,13 @@ impl Kite {
                 },),
             )
             .await
+            .map_err(KiteError::from)
     }
 
     /// The public key Kontrol signs with now (for this kite's key pair).
     pub async fn get_key(&self) -> Result<String, KiteError> {
         let kontrol = self.kontrol().await?;
-        kontrol.call("getKey", ()).await
+        kontrol.call("getKey", ()).await.map_err(KiteError::from)
     }
 }
 

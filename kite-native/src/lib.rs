@@ -32,7 +32,10 @@
 //! Layers: [`session`] is the transport-independent message session; [`sockjs`] serves SockJS
 //! (websocket, raw websocket, xhr-polling, xhr-streaming); [`server`] is the HTTP serve loop
 //! with its connection budgets and timeouts; [`transport`] dials them; [`Kite`], [`Client`] and
-//! [`Request`] are the runtime; protocol logic comes from [`kite_core`].
+//! [`Request`] are the runtime; protocol logic comes from [`kite_core`]. A client's calls and
+//! dials fail with a [`ClientError`], which says where the failure came from (the dial, the
+//! clock, the connection, the peer, this side) and stands for the wire [`KiteError`] a handler
+//! forwards with `?`.
 //!
 //! # Cargo features
 //!
@@ -88,7 +91,7 @@ pub mod transport;
 #[cfg(feature = "client")]
 mod tunnel;
 
-pub use client::Client;
+pub use client::{Client, ClientError};
 pub use config::{Config, Limits};
 pub use kite::{Authenticator, Error, Kite};
 #[cfg(feature = "server")]

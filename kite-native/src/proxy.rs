@@ -166,9 +166,12 @@ impl Kite {
                     .await
             }
         };
-        let public: String = answer.and_then(|result| result.decode()).map_err(|e| {
-            KiteError::new(e.kind, format!("{} register: {}", via.name(), e.message))
-        })?;
+        let public: String = answer
+            .map_err(KiteError::from)
+            .and_then(|result| result.decode())
+            .map_err(|e| {
+                KiteError::new(e.kind, format!("{} register: {}", via.name(), e.message))
+            })?;
         if !self.0.config.kontrol_url.is_empty() {
             if once {
                 self.register(&public).await?;

@@ -100,7 +100,7 @@ fn token_config() -> Config {
     c
 }
 
-async fn call_with(client: &Client, auth: Option<Auth>) -> Result<Value, kite_native::KiteError> {
+async fn call_with(client: &Client, auth: Option<Auth>) -> Result<Value, kite_native::ClientError> {
     client.set_auth(auth);
     within("call", client.call::<Value>("whoami", ())).await
 }
@@ -223,11 +223,15 @@ async fn bad_tokens_are_authentication_errors_and_the_connection_goes_on() {
         let (_k, client) = client_for(&server.url, transport).await;
         for (what, auth, want) in &cases {
             let err = call_with(&client, auth.clone()).await.unwrap_err();
-            assert_eq!(err.kind.as_str(), "authenticationError", "{what}: {err:?}");
+            assert_eq!(
+                err.kind().as_str(),
+                "authenticationError",
+                "{what}: {err:?}"
+            );
             assert!(
-                err.message.starts_with(want),
+                err.to_string().starts_with(want),
                 "{what}: got {:?}, want it to start with {want:?}",
-                err.message
+                err.to_string()
             );
             // The same connection still serves a good call.
             let ok = call_with(&client, Some(Auth::new("token", sign(&claims())))).await;
@@ -303,7 +307,7 @@ async fn root_audience_only_when_allowed_and_no_key_no_tokens() {
     let err = call_with(&client, Some(Auth::new("token", sign(&claims()))))
         .await
         .unwrap_err();
-    assert_eq!(err.message, "token: kontrol key is not set in config");
+    assert_eq!(err.to_string(), "token: kontrol key is not set in config");
     client.close();
 
     // A malformed key is an error when the kite is made, not a panic later.
@@ -340,7 +344,7 @@ async fn calls_back_from_a_dialed_peer_are_authenticated_unless_the_connection_i
             .await
             .unwrap_err();
         assert!(
-            err.message.contains("No authentication information"),
+            err.to_string().contains("No authentication information"),
             "{err}"
         );
         client.set_trusted(true);
@@ -397,7 +401,7 @@ async fn tokens_are_renewed_before_expiry_and_when_a_peer_says_expired() {
     client.close();
 }
 
-async fn call_with_current(client: &Client) -> Result<Value, kite_native::KiteError> {
+async fn call_with_current(client: &Client) -> Result<Value, kite_native::ClientError> {
     within("call", client.call::<Value>("whoami", ())).await
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::{TRANSPORTS, TestKite, client_for, within};
 use kite_native::session::TransportKind;
 use kite_native::transport::Transport;
-use kite_native::{ErrorKind, KiteError, Request};
+use kite_native::{ClientError, ErrorKind, KiteError, Request};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -58,35 +58,40 @@ async fn errors_come_back_as_kite_errors() {
         let e = within("unknown", client.tell("nosuch", (1,)))
             .await
             .unwrap_err();
-        assert_eq!(e.kind, ErrorKind::MethodNotFound);
-        assert_eq!(e.message, "Method not found: nosuch");
-        assert_eq!(e.id, "", "Go sends methodNotFound without an id");
+        assert!(matches!(e, ClientError::Remote(_)), "{e:?}");
+        assert_eq!(e.kind(), ErrorKind::MethodNotFound);
+        assert_eq!(e.to_string(), "Method not found: nosuch");
+        assert_eq!(
+            e.kite_error().id,
+            "",
+            "Go sends methodNotFound without an id"
+        );
 
         let e = within("fail", client.tell("fail", ())).await.unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Generic);
-        assert_eq!(e.message, "intentional error");
-        assert_eq!(e.id.len(), 16, "request id: {e:?}");
-        assert!(e.id.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(e.kind(), ErrorKind::Generic);
+        assert_eq!(e.to_string(), "intentional error");
+        assert_eq!(e.kite_error().id.len(), 16, "request id: {e:?}");
+        assert!(e.kite_error().id.chars().all(|c| c.is_ascii_hexdigit()));
 
         let e = within("custom", client.tell("custom", ()))
             .await
             .unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Other("myType".into()));
-        assert_eq!(e.code, "E42");
+        assert_eq!(e.kind(), ErrorKind::Other("myType".into()));
+        assert_eq!(e.kite_error().code, "E42");
 
         let e = within("wrong type", client.tell("square", ("four",)))
             .await
             .unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Argument);
+        assert_eq!(e.kind(), ErrorKind::Argument);
         let e = within("no args", client.tell("square", ()))
             .await
             .unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Argument);
+        assert_eq!(e.kind(), ErrorKind::Argument);
 
         // A panicking handler is an error for that call only.
         let e = within("panic", client.tell("panic", ())).await.unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Generic);
-        assert!(e.message.contains("intentional panic"), "{e}");
+        assert_eq!(e.kind(), ErrorKind::Generic);
+        assert!(e.to_string().contains("intentional panic"), "{e}");
         let n: f64 = within("after panic", client.call("square", (3,)))
             .await
             .unwrap();
@@ -164,8 +169,15 @@ async fn timeouts_are_timeout_errors_and_late_answers_are_ignored() {
         )
         .await
         .unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Timeout);
-        assert!(e.message.contains("No response to \"wait\""), "{e}");
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        let ClientError::Timeout { method, after } = &e else {
+            panic!("not a timeout: {e:?}");
+        };
+        assert_eq!(
+            (method.as_str(), *after),
+            ("wait", Duration::from_millis(50))
+        );
+        assert!(e.to_string().contains("No response to \"wait\""), "{e}");
         // The late answer arrives for a freed slot and changes nothing.
         server.release.notify_one();
         let n: f64 = within("after timeout", client.call("square", (2,)))
@@ -197,21 +209,22 @@ async fn authentication_is_required_unless_disabled() {
         let e = within("no auth", client.tell("square", (2,)))
             .await
             .unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Authentication);
-        assert_eq!(e.message, "No authentication information is provided");
+        assert!(matches!(e, ClientError::Authentication(_)), "{e:?}");
+        assert_eq!(e.kind(), ErrorKind::Authentication);
+        assert_eq!(e.to_string(), "No authentication information is provided");
 
         client.set_auth(Some(kite_native::Auth::new("carrierPigeon", "x")));
         let e = within("unknown type", client.tell("square", (2,)))
             .await
             .unwrap_err();
-        assert_eq!(e.message, "Unknown authentication type: carrierPigeon");
+        assert_eq!(e.to_string(), "Unknown authentication type: carrierPigeon");
 
         client.set_auth(Some(kite_native::Auth::new("sessionID", "bad")));
         let e = within("bad key", client.tell("square", (2,)))
             .await
             .unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Authentication);
-        assert_eq!(e.message, "sessionID: bad session");
+        assert_eq!(e.kind(), ErrorKind::Authentication);
+        assert_eq!(e.to_string(), "sessionID: bad session");
 
         client.set_auth(Some(kite_native::Auth::new("sessionID", "good")));
         let who: Value = within("whoami", client.call("whoami", ())).await.unwrap();
@@ -259,8 +272,8 @@ async fn throttle_pre_post_and_final_handlers() {
     let e = within("limited 3", client.tell("limited", ()))
         .await
         .unwrap_err();
-    assert_eq!(e.kind, ErrorKind::RequestLimit);
-    assert_eq!(e.message, "The maximum request rate is exceeded.");
+    assert_eq!(e.kind(), ErrorKind::RequestLimit);
+    assert_eq!(e.to_string(), "The maximum request rate is exceeded.");
 
     let v: String = within("chain", client.call("chain", ())).await.unwrap();
     assert_eq!(v, "handler saw pre value");
@@ -274,7 +287,7 @@ async fn throttle_pre_post_and_final_handlers() {
     let e = within("stopped", client.tell("stopped", ()))
         .await
         .unwrap_err();
-    assert_eq!(e.message, "pre said no");
+    assert_eq!(e.to_string(), "pre said no");
     client.close();
 }
 
@@ -351,7 +364,14 @@ async fn tls_serves_websocket_and_xhr() {
         // Without trusting the certificate the dial fails.
         let untrusting = kite.new_client(&url);
         untrusting.set_transport(transport);
-        assert!(within("untrusted", untrusting.dial()).await.is_err());
+        let e = within("untrusted", untrusting.dial()).await.unwrap_err();
+        assert!(
+            matches!(&e, ClientError::Dial { url: dialed, .. } if *dialed == url),
+            "{e:?}"
+        );
+        assert!(std::error::Error::source(&e).is_some(), "{e:?}");
+        assert_eq!(e.kite_error().kind, ErrorKind::Send);
+        assert!(e.to_string().starts_with(&format!("dial {url}: ")), "{e}");
     }
     // Plain HTTP to a TLS port is refused without harming the server.
     let plain = reqwest::Client::new()

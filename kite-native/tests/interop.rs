@@ -237,8 +237,8 @@ async fn our_client_calls_a_kitejs_server_over_raw_websocket() {
     let pong: String = within("ping", client.call("kite.ping", ())).await.unwrap();
     assert_eq!(pong, "pong");
     let e = within("fail", client.tell("fail", ())).await.unwrap_err();
-    assert_eq!(e.message, "js says no");
-    assert_eq!(e.code, "JS1");
+    assert_eq!(e.to_string(), "js says no");
+    assert_eq!(e.kite_error().code, "JS1");
 
     // Kite.js wraps every argument list it sends as {error, result}; the calls still arrive.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

@@ -91,7 +91,7 @@ fn key_config() -> Config {
     c
 }
 
-async fn whoami(client: &Client, auth: Option<Auth>) -> Result<Value, kite_native::KiteError> {
+async fn whoami(client: &Client, auth: Option<Auth>) -> Result<Value, kite_native::ClientError> {
     client.set_auth(auth);
     within("call", client.call::<Value>("whoami", ())).await
 }
@@ -156,8 +156,8 @@ async fn bad_kite_keys_are_authentication_errors_and_the_connection_goes_on() {
             let err = whoami(&client, Some(Auth::new("kiteKey", key.clone())))
                 .await
                 .expect_err(what);
-            assert_eq!(err.kind.as_str(), "authenticationError", "{what}: {err}");
-            assert!(err.message.starts_with(want), "{what}: {}", err.message);
+            assert_eq!(err.kind().as_str(), "authenticationError", "{what}: {err}");
+            assert!(err.to_string().starts_with(want), "{what}: {err}");
         }
         // The connection still works with a good key.
         let who = whoami(&client, Some(Auth::new("kiteKey", kite_key())))
@@ -278,7 +278,7 @@ async fn a_key_rotation_switches_the_trusted_kontrol_key_and_writes_the_new_kite
     let err = whoami(&client, Some(Auth::new("kiteKey", old)))
         .await
         .unwrap_err();
-    assert!(err.message.contains("not trusted"), "{err}");
+    assert!(err.to_string().contains("not trusted"), "{err}");
     // A broken kite key is refused and changes nothing.
     assert!(server.kite.rotate_keys(Some("junk"), None, None).is_err());
     assert_eq!(server.kite.kontrol_key(), pair.public_pem.trim());

@@ -306,7 +306,7 @@ async fn kites_register_over_http_and_bad_register_input_gets_clear_errors() {
     )
     .await
     .unwrap_err();
-    assert!(err.message.contains("empty url"), "{err}");
+    assert!(err.to_string().contains("empty url"), "{err}");
 
     found[0].close();
     first.close();

@@ -735,7 +735,7 @@ async fn open_tunnel(
             .map_err(|e| {
                 (
                     TUNNEL_FAILED,
-                    format!("tunnel: the kite did not open a tunnel: {}", e.message),
+                    format!("tunnel: the kite did not open a tunnel: {e}"),
                 )
             })?;
         match tokio::time::timeout_at(deadline, arrived).await {

@@ -91,7 +91,7 @@ async fn find(caller: &Kite, name: &str) -> Client {
     found.remove(0)
 }
 
-async fn square(client: &Client, n: f64) -> Result<f64, KiteError> {
+async fn square(client: &Client, n: f64) -> Result<f64, kite_native::ClientError> {
     within("square", client.call("square", (n,))).await
 }
 
@@ -253,7 +253,7 @@ async fn the_backend_registers_again_when_the_proxy_restarts() {
     within("caller cut off", client.disconnected()).await;
     let err = square(&client, 3.0).await.unwrap_err();
     assert!(
-        matches!(err.kind, ErrorKind::Send | ErrorKind::Disconnect),
+        matches!(err.kind(), ErrorKind::Send | ErrorKind::Disconnect),
         "{err}"
     );
 
@@ -619,7 +619,7 @@ async fn the_public_side_can_be_tls() {
     )
     .await
     .unwrap_err();
-    assert_eq!(err.kind, ErrorKind::Authentication, "{err}");
+    assert_eq!(err.kind(), ErrorKind::Authentication, "{err}");
 
     c.close();
     to_proxy.close();

@@ -114,7 +114,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             tokio::time::timeout(limit, kontrol.dial())
                 .await
                 .map_err(timed("dial"))?
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.kite_error().to_string())?;
             let key: String = tokio::time::timeout(
                 limit,
                 kontrol.call(
@@ -124,7 +124,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             )
             .await
             .map_err(timed("registerMachine"))?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.kite_error().to_string())?;
             kite_native::kitekey::parse(&key).map_err(|e| e.to_string())?;
             let path = kite_native::kitekey::write(&key).map_err(|e| e.to_string())?;
             println!("kite.key written to {}", path.display());
@@ -201,7 +201,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             tokio::time::timeout(limit, client.dial())
                 .await
                 .map_err(timed("dial"))?
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.kite_error().to_string())?;
             let args: Vec<Value> = args
                 .iter()
                 .map(|a| serde_json::from_str(a).unwrap_or_else(|_| Value::String(a.clone())))
@@ -209,7 +209,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             let result: Value = client
                 .tell_with_timeout(&method, args, limit)
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(|e| e.kite_error().to_string())?
                 .decode()
                 .map_err(|e| e.to_string())?;
             println!(
@@ -225,11 +225,11 @@ async fn run(cli: Cli) -> Result<(), String> {
             tokio::time::timeout(limit, client.dial())
                 .await
                 .map_err(timed("dial"))?
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.kite_error().to_string())?;
             let pong: String = tokio::time::timeout(limit, client.call("kite.ping", ()))
                 .await
                 .map_err(timed("kite.ping"))?
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.kite_error().to_string())?;
             println!("{pong} from {url} in {:?}", start.elapsed());
             client.close();
         }
