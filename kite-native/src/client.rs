@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use kite_core::dnode::{FromValue, IntoArgs, Value};
 use kite_core::session::{
-    Answer, CallId, ClientSession, Credentials, Event, Output, ReconnectPolicy, SessionConfig,
-    State, Time,
+    Answer, CallId, ClientSession, Credentials, Event, Output, SessionConfig, Time,
 };
+#[cfg(feature = "client")]
+use kite_core::session::{ReconnectPolicy, State};
 use kite_core::{Auth, Kite as KiteIdentity, KiteError, RequestHead};
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, info};
@@ -95,6 +96,7 @@ pub(crate) struct ClientInner {
     /// The session and the calls; never held while awaiting or running user code.
     driver: Mutex<Driver>,
     /// How many dials the session asked for have finished, and the last one's error.
+    #[cfg(feature = "client")]
     dials: watch::Sender<(u64, Option<ClientError>)>,
     options: Mutex<DialOptions>,
     hooks: Mutex<Hooks>,
@@ -179,6 +181,7 @@ impl Client {
                 armed: None,
                 timer: None,
             }),
+            #[cfg(feature = "client")]
             dials: watch::channel((0, None)).0,
             options: Mutex::new(options),
             hooks: Mutex::default(),
