@@ -22,7 +22,10 @@ pub fn skip(why: &str) {
             .open(&path)
             .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
         if let Err(e) = written {
-            eprintln!("cannot append to KITE_SKIP_LOG {}: {e}", path.to_string_lossy());
+            eprintln!(
+                "cannot append to KITE_SKIP_LOG {}: {e}",
+                path.to_string_lossy()
+            );
         }
     }
 }
