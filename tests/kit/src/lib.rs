@@ -1,8 +1,8 @@
 //! What the workspace's tests share, so that each helper is written once: a deadline for
 //! futures ([`within`]), free ports and temporary directories ([`net`]), the binaries of
 //! examples ([`bin`]), a skip that says so ([`skip()`]), the `square`/`echo` test kites
-//! ([`kites`], feature `kites`) and a Kontrol to test against ([`kontrol`], feature
-//! `kontrol`).
+//! (module `kites`, feature `kites`) and a Kontrol to test against (module `kontrol`, feature
+//! `kontrol`; it turns on `kites`).
 //!
 //! A dev-dependency only (`publish = false`). kite-native's tests use it without features, so
 //! the kit they link does not depend on kite-native or kontrol; the `kontrol` feature is for
