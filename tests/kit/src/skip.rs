@@ -3,9 +3,10 @@
 use std::io::Write;
 
 /// Says that the running test is skipped because of `why` (a missing server or tool, and how
-/// to get it); the test returns right after. Prints `SKIPPED: <test>: <why>` to stderr and
-/// appends it to the file `KITE_SKIP_LOG` names, if set. Under `CI=true` it panics instead:
-/// CI has everything, so a missing part there is a failure.
+/// to get it); the test returns right after. Prints `SKIPPED: <test>: <why>` to stderr (past
+/// libtest's output capture, so `cargo test` shows it) and appends it to the file
+/// `KITE_SKIP_LOG` names, if set. Under `CI=true` it panics instead: CI has everything, so a
+/// missing part there is a failure.
 ///
 /// libtest cannot mark a test skipped: the test still counts as passed, and this line (and
 /// scripts/test's tally of them) is what shows it did not run.
@@ -14,7 +15,9 @@ pub fn skip(why: &str) {
         panic!("{why} (under CI=true a missing part is a failure, not a skip)");
     }
     let line = format!("SKIPPED: {}: {why}", test_name());
-    eprintln!("{line}");
+    // Straight to the process's stderr: libtest captures `eprintln!` of a passing test, which
+    // would hide the line in `cargo test`'s output.
+    let _ = writeln!(std::io::stderr(), "{line}");
     if let Some(path) = std::env::var_os("KITE_SKIP_LOG") {
         let written = std::fs::OpenOptions::new()
             .create(true)
