@@ -5,25 +5,11 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use kite_test_kit::free_port;
+
 /// An example's binary: `target/<profile>/examples/<name>`, beside this test's `deps/`.
 fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = dir.join("examples").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build --profile test -p kite-native --examples`",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    kite_test_kit::bin::example("kite-native", name)
 }
 
 /// Checks that the run failed with exactly one line on stderr, `name: ...`, reading as a

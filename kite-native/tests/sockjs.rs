@@ -7,13 +7,8 @@ use kite_native::core::sockjs::{self, Frame};
 use kite_native::session::Session;
 use kite_native::sockjs::{SockJsOptions, router};
 use kite_native::transport::{DialOptions, Transport};
+use kite_test_kit::within;
 use tokio_tungstenite::tungstenite::Message;
-
-async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(20), f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
 
 /// Serves an echo service at `/echo`; each ended session is reported on the channel.
 async fn echo_server(

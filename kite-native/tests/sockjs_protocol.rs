@@ -8,17 +8,12 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use kite_native::session::Session;
 use kite_native::sockjs::{SockJsOptions, SockJsServer};
+use kite_test_kit::within;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use tokio_tungstenite::tungstenite::Message;
 
 const NO_CACHE: &str = "no-store, no-cache, no-transform, must-revalidate, max-age=0";
-
-async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(20), f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
 
 fn echo(mut session: Session) {
     tokio::spawn(async move {

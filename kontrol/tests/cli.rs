@@ -3,29 +3,18 @@
 //! key for a user; a kite of that user registers; `kitectl showkey`, `query`, `tell` and
 //! `ping` see and call it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use kite_native::{Config, Kite, KiteError, Request};
+use kite_native::{Config, Kite};
+use kite_test_kit::free_port;
+use kite_test_kit::kites::add_square;
+use kite_test_kit::net::temp_dir;
 
 const KONTROL: &str = env!("CARGO_BIN_EXE_kontrol");
 const KITECTL: &str = env!("CARGO_BIN_EXE_kitectl");
 const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/keys");
-
-fn temp_dir(what: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("{what}-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Runs a command to completion (bounded), failing the test with its output if it fails.
 fn run(cmd: &mut Command) -> String {
@@ -132,10 +121,7 @@ async fn kontrol_and_kitectl_from_the_shell() {
     cfg.ip = [127, 0, 0, 1].into();
     cfg.environment = "test".into();
     let first = Kite::with_config("first", "1.0.0", cfg).unwrap();
-    first.handle("square", |req: Request| async move {
-        let n: f64 = req.arg()?;
-        Ok::<_, KiteError>(n * n)
-    });
+    add_square(&first);
     let server = first.clone();
     tokio::spawn(async move { server.run().await.unwrap() });
     let addr = first.ready().await;

@@ -5,39 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kite_native::Kite;
 use kite_native::auth::KeyPair;
 use kite_native::core::KontrolQuery;
-use kite_native::{Config, Kite, KiteError, Request};
+use kite_test_kit::kites::{add_square, local_config, serve as start};
+use kite_test_kit::within;
 use kontrol::server::{Kontrol, KontrolOptions};
 use kontrol::storage::{EmbeddedStorage, Storage};
-
-async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(20), f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-/// Serves `kite` on 127.0.0.1 and returns its address once it listens.
-async fn start(kite: &Kite) -> std::net::SocketAddr {
-    let server = kite.clone();
-    tokio::spawn(async move { server.run().await.unwrap() });
-    within("kite up", kite.ready()).await
-}
-
-/// The introduction's `square` method.
-fn add_square(kite: &Kite) {
-    kite.handle("square", |req: Request| async move {
-        let n: f64 = req.arg()?;
-        Ok::<_, KiteError>(n * n)
-    });
-}
-
-fn local_config() -> Config {
-    let mut c = Config::default();
-    c.ip = [127, 0, 0, 1].into();
-    c.port = 0;
-    c
-}
 
 struct Setup {
     kontrol: Kontrol,

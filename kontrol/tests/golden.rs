@@ -5,21 +5,15 @@
 //! `getKites` (username and name only). Our answers must have Go Kontrol's shape.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use kite_native::auth::KeyPair;
 use kite_native::{Config, auth::KiteKeyVerifier};
+use kite_test_kit::within;
 use kontrol::server::{Kontrol, KontrolOptions};
 use kontrol::storage::MemoryStorage;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-
-async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(20), f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
 
 /// The client → server SockJS frames of `case` on the Kontrol link, in order.
 fn go_frames(file: &str, case: &str) -> Vec<String> {

@@ -14,32 +14,14 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use kite_native::auth::KeyPair;
 use kite_native::core::KontrolQuery;
-use kite_native::{Config, ErrorKind, Kite};
+use kite_native::{ErrorKind, Kite};
+use kite_test_kit::kites::{local_config, serve as start};
+use kite_test_kit::within;
 use kontrol::query::Matcher;
 use kontrol::server::{Kontrol, KontrolOptions};
 use kontrol::storage::{EmbeddedStorage, MemoryStorage, Storage};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-
-async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(20), f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-fn local_config() -> Config {
-    let mut c = Config::default();
-    c.ip = [127, 0, 0, 1].into();
-    c.port = 0;
-    c
-}
-
-/// Serves `kite` on 127.0.0.1 and returns its address once it listens.
-async fn start(kite: &Kite) -> SocketAddr {
-    let server = kite.clone();
-    tokio::spawn(async move { server.run().await.unwrap() });
-    within("kite up", kite.ready()).await
-}
 
 /// The budgets per user and per kite key these tests set.
 fn budgets(o: &mut KontrolOptions, per_user: usize, per_key: usize) {

@@ -12,7 +12,10 @@ use futures_util::StreamExt;
 use kite_native::auth::KeyPair;
 use kite_native::core::KontrolQuery;
 use kite_native::core::auth::Claims;
-use kite_native::{Auth, Client, Config, ErrorKind, Kite, KiteError, Request};
+use kite_native::{Auth, Client, Config, ErrorKind, Kite, KiteError};
+use kite_test_kit::kites::add_square;
+use kite_test_kit::net::temp_dir;
+use kite_test_kit::within;
 use serde_json::Value;
 
 const KONTROL: &str = env!("CARGO_BIN_EXE_kontrol");
@@ -23,18 +26,6 @@ const FLOOD: usize = 10_000;
 const FLOOD_CONNECTIONS: usize = 4;
 const FLOOD_IN_FLIGHT: usize = 256;
 const FLOOD_BOUND: Duration = Duration::from_secs(120);
-
-async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(20), f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-fn temp_dir(what: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("{what}-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// A `kontrol` process, killed when dropped.
 struct Running {
@@ -186,10 +177,7 @@ async fn kontrol_does_not_serve_prompts_and_goes_on_registering_during_a_flood()
 
     // alice's kite registers; another of her kites looks it up.
     let first = kite_of(&kontrol.url, "first", "alice");
-    first.handle("square", |req: Request| async move {
-        let n: f64 = req.arg()?;
-        Ok::<_, KiteError>(n * n)
-    });
+    add_square(&first);
     let server = first.clone();
     tokio::spawn(async move { server.run().await.unwrap() });
     let first_url = format!("http://{}/kite", within("first up", first.ready()).await);

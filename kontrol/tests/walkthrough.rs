@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use kite_test_kit::bin;
+use kite_test_kit::free_port;
+
 const README: &str = include_str!("../../README.md");
 const KONTROL: &str = env!("CARGO_BIN_EXE_kontrol");
 const KITECTL: &str = env!("CARGO_BIN_EXE_kitectl");
@@ -77,14 +80,6 @@ fn walkthrough(readme: &str) -> Vec<Step> {
     steps
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Where the binaries are (`target/<profile>`), with the examples the walk-through runs.
 /// `cargo test --workspace` (as scripts/test runs it) has built them fresh. When they are
 /// missing (`cargo test -p kontrol` on a fresh target directory) they are built here, with
@@ -94,11 +89,12 @@ fn free_port() -> u16 {
 /// workspace. A nested build is not a no-op (its features and environment differ from the
 /// test run's), so it is not run every time.
 fn binaries() -> PathBuf {
-    let dir = Path::new(KONTROL).parent().unwrap().to_owned();
+    let dir = bin::profile_dir();
+    assert_eq!(Path::new(KONTROL).parent(), Some(dir.as_path()));
     assert_eq!(Path::new(KITECTL).parent(), Some(dir.as_path()));
     if ["registered", "find"]
         .iter()
-        .all(|e| dir.join("examples").join(e).exists())
+        .all(|e| bin::example_path(e).exists())
     {
         return dir;
     }

@@ -9,7 +9,7 @@ use kite_native::auth::KeyPair;
 use kite_native::core::KontrolQuery;
 use kite_native::session::TransportKind;
 use kite_native::transport::{DialOptions, Transport};
-use kite_native::{Client, ErrorKind, Kite, KiteError, Request};
+use kite_native::{Client, ErrorKind, Kite, KiteError};
 use kite_proxy::reverse::{ReverseProxy, ReverseProxyOptions};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -49,14 +49,7 @@ async fn start_proxy(
 
 /// `square` and `echo`, the way the introduction's kites serve them.
 fn add_methods(kite: &Kite) {
-    kite.handle("square", |req: Request| async move {
-        let n: f64 = req.arg()?;
-        Ok::<_, KiteError>(n * n)
-    });
-    kite.handle("echo", |req: Request| async move {
-        let s: String = req.arg()?;
-        Ok::<_, KiteError>(s)
-    });
+    kite_test_kit::kites::add_square_and_echo(kite);
 }
 
 /// A kite named `name` serving `square` and `echo`, registered through `proxy`: its public URL.

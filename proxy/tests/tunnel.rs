@@ -25,7 +25,8 @@ const OTHER_PUB: &str = include_str!("../../testdata/keys/other.pub.pem");
 
 mod common;
 
-use common::{Env, config_for, kontrol, within, within_secs};
+use common::{Env, config_for, kontrol, within};
+use kite_test_kit::within_secs;
 
 /// The Kontrol's key pair (from testdata).
 fn kontrol_key() -> KeyPair {
@@ -63,14 +64,7 @@ async fn start_proxy(
 }
 
 fn add_methods(kite: &Kite) {
-    kite.handle("square", |req: Request| async move {
-        let n: f64 = req.arg()?;
-        Ok::<_, KiteError>(n * n)
-    });
-    kite.handle("echo", |req: Request| async move {
-        let s: String = req.arg()?;
-        Ok::<_, KiteError>(s)
-    });
+    kite_test_kit::kites::add_square_and_echo(kite);
     kite.handle("whoami", |req: Request| async move {
         Ok::<_, KiteError>(json!({"id": req.local.id, "caller": req.username}))
     });

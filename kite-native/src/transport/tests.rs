@@ -1,8 +1,8 @@
 //! Client transports against the fake servers of [`super::fake`].
 
-use std::future::Future;
 use std::time::Duration;
 
+use kite_test_kit::within;
 use tokio::net::TcpListener;
 
 use super::fake::{
@@ -10,13 +10,6 @@ use super::fake::{
 };
 use super::*;
 use crate::session::TransportKind;
-
-/// Awaits `fut`, failing the test instead of hanging.
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: timed out"))
-}
 
 fn options(transport: Transport) -> DialOptions {
     DialOptions {

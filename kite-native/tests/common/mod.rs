@@ -2,7 +2,6 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kite_native::transport::Transport;
 use kite_native::{Client, Config, Kite, KiteError, Request};
@@ -24,11 +23,7 @@ pub fn init_tracing() {
 }
 
 /// Fails the test instead of hanging.
-pub async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(20), f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
+pub use kite_test_kit::within;
 
 pub fn config() -> Config {
     let mut c = Config::default();
@@ -158,12 +153,9 @@ pub fn interop_dir() -> Option<std::path::PathBuf> {
     if ready {
         return Some(dir);
     }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "Kite.js interop needs node and `npm ci` in {} (run scripts/setup)",
-            dir.display()
-        );
-    }
-    eprintln!("skipping Kite.js interop: run scripts/setup to install node packages");
+    kite_test_kit::skip(&format!(
+        "Kite.js interop needs node and `npm ci` in {} (run scripts/setup)",
+        dir.display()
+    ));
     None
 }
