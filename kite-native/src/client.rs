@@ -61,7 +61,7 @@ struct Driver {
 
 /// A call the session has not settled yet.
 struct Slot {
-    method: String,
+    method: Arc<str>,
     /// Kept until the call is sent for the last time (once more after `token is expired`).
     args: Option<Value>,
     /// Its time limit, if any (for [`ClientError::Timeout`]).
@@ -79,6 +79,13 @@ impl Driver {
 
 /// What the session asked for that runs after its lock is released.
 enum Deferred {
+    /// Encode and send a call.
+    Send {
+        call: CallId,
+        method: Arc<str>,
+        args: Value,
+        timed: bool,
+    },
     Dial,
     Event(Event),
 }
@@ -547,7 +554,7 @@ impl Client {
             d.calls.insert(
                 id,
                 Slot {
-                    method: method.to_owned(),
+                    method: method.into(),
                     args: Some(args),
                     timeout,
                     reply,
@@ -613,6 +620,12 @@ impl Client {
         };
         for action in deferred {
             match action {
+                Deferred::Send {
+                    call,
+                    method,
+                    args,
+                    timed,
+                } => self.send(call, &method, args, timed),
                 Deferred::Dial => self.start_dial(),
                 Deferred::Event(event) => self.event(event),
             }
@@ -624,7 +637,11 @@ impl Client {
     fn perform(&self, d: &mut Driver, deferred: &mut Vec<Deferred>) {
         while let Some(output) = d.session.poll_output() {
             match output {
-                Output::Send(call) => self.send(d, call),
+                Output::Send(call) => {
+                    if let Some(send) = self.take_for_sending(d, call) {
+                        deferred.push(send);
+                    }
+                }
                 Output::Fail { call, error, sent } => {
                     if let Some(slot) = d.calls.remove(&call) {
                         if sent && let Some((link, id)) = &slot.sent {
@@ -649,26 +666,47 @@ impl Client {
         }
     }
 
-    /// Encodes and sends `call` on the current link.
-    fn send(&self, d: &mut Driver, call: CallId) {
+    /// What it takes to send `call`: its arguments (a copy while it may be sent again after
+    /// `token is expired`). Encoding and sending happen after the session's lock is released,
+    /// so that callers and the read loop do not wait for each other's encoding.
+    fn take_for_sending(&self, d: &mut Driver, call: CallId) -> Option<Deferred> {
         let resend = d.session.may_resend(call);
-        let Some(slot) = d.calls.get_mut(&call) else {
-            return;
-        };
-        let Some(link) = self.link() else {
-            d.session
-                .refused(call, send_error("can't send, client is closed"));
-            return;
-        };
+        let slot = d.calls.get_mut(&call)?;
         let args = if resend {
             slot.args.clone()
         } else {
             slot.args.take()
         };
+        Some(Deferred::Send {
+            call,
+            method: slot.method.clone(),
+            args: args.unwrap_or_default(),
+            timed: slot.timeout.is_some(),
+        })
+    }
+
+    /// Encodes and sends `call` on the current link. A call with a time limit remembers its
+    /// response callback, so that the session can drop it when the limit passes first.
+    fn send(&self, call: CallId, method: &str, args: Value, timed: bool) {
+        let Some(link) = self.link() else {
+            self.drive(|d, _| {
+                d.session
+                    .refused(call, send_error("can't send, client is closed"))
+            });
+            return;
+        };
         let head = lock(&self.0.head).clone();
-        match link.request(&slot.method, &head, args.unwrap_or_default(), call) {
-            Ok(id) => slot.sent = Some((Arc::downgrade(&link), id)),
-            Err(e) => d.session.refused(call, e),
+        match link.request(method, &head, args, call) {
+            Ok(id) if timed => {
+                let mut d = lock(&self.0.driver);
+                match d.calls.get_mut(&call) {
+                    Some(slot) => slot.sent = Some((Arc::downgrade(&link), id)),
+                    // Settled while it was being sent (its limit passed): nothing waits.
+                    None => drop(link.conn().cancel(id)),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => self.drive(|d, _| d.session.refused(call, e)),
         }
     }
 
