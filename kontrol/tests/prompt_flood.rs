@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use kite_native::auth::KeyPair;
 use kite_native::core::KontrolQuery;
 use kite_native::core::auth::Claims;
-use kite_native::{Auth, Client, Config, ErrorKind, Kite, KiteError};
+use kite_native::{Auth, Client, Config, ErrorKind, Kite};
 use kite_test_kit::kites::add_square;
 use kite_test_kit::net::temp_dir;
 use kite_test_kit::within;

@@ -9,7 +9,7 @@ use kite_native::auth::KeyPair;
 use kite_native::core::KontrolQuery;
 use kite_native::session::TransportKind;
 use kite_native::transport::{DialOptions, Transport};
-use kite_native::{Client, ErrorKind, Kite, KiteError};
+use kite_native::{Client, ErrorKind, Kite};
 use kite_proxy::reverse::{ReverseProxy, ReverseProxyOptions};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
