@@ -487,12 +487,19 @@ impl Outbox {
     /// already runnable run first: callers woken by the same incoming frame then queue their
     /// calls before the frame is written, instead of each call leaving in its own frame (tokio
     /// runs a woken task, here the writer, before the other runnable ones).
+    ///
+    /// Cancel-safe: a writer that drops the future (its `select!` took another branch while
+    /// this one let tasks run) loses nothing; the message already taken waits in `carry` for
+    /// the next batch.
     pub async fn next_batch(&mut self) -> Option<Batch> {
         let first = self.recv().await?;
         if !matches!(first, Outgoing::Close(..)) && self.queue_is_empty() && self.should_yield() {
+            self.carry = Some(first);
             tokio::task::yield_now().await;
             let gathered = !self.queue_is_empty();
             self.yielded(gathered);
+            let first = self.carry.take()?;
+            return Some(self.batch_from(first));
         }
         Some(self.batch_from(first))
     }
@@ -603,6 +610,34 @@ mod tests {
         let b = out.try_batch().unwrap();
         assert_eq!(b.messages, plain(&["after"]));
         assert!(out.try_batch().is_none());
+    }
+
+    /// A writer waits for a batch beside its heartbeat timer (`select!`): when the timer wins
+    /// while the batch is letting other tasks run, the message it already took is kept for the
+    /// next batch, not dropped with the future (a SockJS echo lost one message in CI this way).
+    #[tokio::test]
+    async fn a_batch_dropped_while_it_gathers_loses_nothing() {
+        let (tx, mut out) = outgoing();
+        // Every 32nd batch lets runnable tasks go first: reach one.
+        for i in 0..31 {
+            tx.send(format!("m{i}")).unwrap();
+            out.next_batch().await.unwrap();
+        }
+        tx.send("kept".into()).unwrap();
+        {
+            let gathering = out.next_batch();
+            tokio::pin!(gathering);
+            tokio::select! {
+                biased;
+                b = &mut gathering => panic!("the batch did not yield: {b:?}"),
+                () = std::future::ready(()) => {}
+            }
+        }
+        let b = tokio::time::timeout(std::time::Duration::from_secs(5), out.next_batch())
+            .await
+            .expect("the message was lost with the dropped batch")
+            .unwrap();
+        assert_eq!(b.messages, plain(&["kept"]));
     }
 
     #[tokio::test]
