@@ -39,6 +39,13 @@ struct Method {
 pub(crate) struct Api {
     methods: RefCell<HashMap<String, Method>>,
     authenticate: Option<Function>,
+    /// Methods given without `auth` require authentication (a server's, as in Go) rather than
+    /// being open (a client's, as in Kite.js).
+    required_by_default: bool,
+    /// A server's checks of `token`, `kiteKey` and custom credential types, used for methods
+    /// that require authentication.
+    #[cfg(feature = "server")]
+    pub(crate) verifier: Option<Rc<crate::server::auth::Verifier>>,
 }
 
 impl Api {
@@ -46,10 +53,14 @@ impl Api {
     pub(crate) fn from_options(
         api: &JsValue,
         authenticate: Option<Function>,
+        required_by_default: bool,
     ) -> Result<Api, JsValue> {
         let this = Api {
             methods: RefCell::new(HashMap::new()),
             authenticate,
+            required_by_default,
+            #[cfg(feature = "server")]
+            verifier: None,
         };
         if api.is_undefined() || api.is_null() {
             return Ok(this);
@@ -84,6 +95,8 @@ impl Api {
         let auth = if let Some(f) = auth.dyn_ref::<Function>() {
             AuthRule::Custom(f.clone())
         } else if auth.as_bool() == Some(true) {
+            AuthRule::Required
+        } else if (auth.is_undefined() || auth.is_null()) && self.required_by_default {
             AuthRule::Required
         } else if auth.is_undefined() || auth.is_null() || auth.as_bool() == Some(false) {
             AuthRule::Open
@@ -144,12 +157,19 @@ pub(crate) fn handle(inner: &Rc<Inner>, generation: u64, mut req: TreeRequest<Js
             let weak = Rc::downgrade(inner);
             spawn_local(async move {
                 let Some(inner) = weak.upgrade() else { return };
-                if let Err(e) = authorize(&inner, &method.auth, &req).await {
-                    responder.send(Err(e));
-                    return;
-                }
+                let username = match authorize(&inner, &method.auth, &req).await {
+                    Ok(username) => username,
+                    Err(e) => {
+                        responder.send(Err(e));
+                        return;
+                    }
+                };
+                // A server's method is told who called, to call back (Go's `r.Client`).
+                let peer = inner
+                    .accepted
+                    .then(|| JsValue::from(crate::kite::Kite::from_inner(inner.clone())));
                 drop(inner);
-                run(method.func, req, key, responder);
+                run(method.func, req, key, responder, username, peer);
             });
         }
         ("kite.ping", None) => responder.send(Ok(Wire::plain(Js::string("pong")))),
@@ -205,14 +225,21 @@ fn heartbeat(inner: &Rc<Inner>, generation: u64, args: &Array) -> Result<(), Kit
     Ok(())
 }
 
-/// Checks the caller's credentials against the method's rule.
+/// Checks the caller's credentials against the method's rule; the authenticated username,
+/// when a server's verifier or a custom check named one.
 async fn authorize(
     inner: &Rc<Inner>,
     rule: &AuthRule,
     req: &TreeRequest<Js>,
-) -> Result<(), KiteError> {
+) -> Result<Option<String>, KiteError> {
     let check = match rule {
-        AuthRule::Open => return Ok(()),
+        AuthRule::Open => return Ok(None),
+        #[cfg(feature = "server")]
+        AuthRule::Required if inner.api.verifier.is_some() => {
+            let verifier = inner.api.verifier.clone();
+            let verifier = verifier.as_deref().expect("checked");
+            return verifier.authenticate(req).await.map(Some);
+        }
         AuthRule::Required => inner.api.authenticate.clone().ok_or_else(|| {
             KiteError::new(
                 ErrorKind::Authentication,
@@ -234,19 +261,35 @@ async fn authorize(
         Ok(p) => JsFuture::from(p).await.map_err(|e| error::from_js(&e))?,
         Err(v) => v,
     };
-    if verdict.is_truthy() {
-        Ok(())
+    if let Some(username) = verdict.as_string() {
+        Ok(Some(username))
+    } else if verdict.is_truthy() {
+        Ok(None)
     } else {
         Err(denied("access denied"))
     }
 }
 
 /// Calls the page's function as Kite.js did — `func(...args, callback, {kite, authentication,
-/// method})` — and answers with its return value (or the value of the promise it returns).
-/// A function that declares the callback parameter and returns `undefined` answers by calling
-/// `callback(error, result)` instead.
-fn run(func: Function, req: TreeRequest<Js>, key: u64, responder: Rc<Responder>) {
+/// method})`, with `username` (the authenticated user) and, on a server, `peer` (the caller's
+/// connection, to call back) — and answers with its return value (or the value of the promise
+/// it returns). A function that declares the callback parameter and returns `undefined`
+/// answers by calling `callback(error, result)` instead.
+fn run(
+    func: Function,
+    req: TreeRequest<Js>,
+    key: u64,
+    responder: Rc<Responder>,
+    username: Option<String>,
+    peer: Option<JsValue>,
+) {
     let meta = Object::new();
+    if let Some(username) = username {
+        error::set(&meta, "username", &JsValue::from_str(&username));
+    }
+    if let Some(peer) = peer {
+        error::set(&meta, "peer", &peer);
+    }
     error::set(&meta, "kite", &req.kite.to_tree::<Js>().0);
     let credentials = req
         .auth

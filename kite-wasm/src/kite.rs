@@ -91,7 +91,10 @@ pub(crate) struct Inner {
     ready_waiters: RefCell<Vec<oneshot::Sender<()>>>,
     pub(crate) renewer: RefCell<Option<Renewer>>,
     pub(crate) events: Events,
-    pub(crate) api: Api,
+    pub(crate) api: Rc<Api>,
+    /// A server's side of an accepted connection: never dials, and its methods are told who
+    /// called (`peer`).
+    pub(crate) accepted: bool,
 }
 
 impl Drop for Inner {
@@ -120,15 +123,58 @@ fn renew_in(exp: f64, renew_before_ms: f64) -> Option<Duration> {
 
 impl Inner {
     pub(crate) fn new(options: Options) -> Result<Rc<Inner>, JsValue> {
-        let key = NEXT_KITE.with(|n| {
-            let k = n.get();
-            n.set(k + 1);
-            k
-        });
-        let api = Api::from_options(&options.api, options.authenticate.clone())?;
-        let identity = options.identity.clone();
-        let auth = options.auth.clone();
-        let config = SessionConfig {
+        let api = Rc::new(Api::from_options(
+            &options.api,
+            options.authenticate.clone(),
+            false,
+        )?);
+        let config = Self::session_config(&options);
+        let mut session = ClientSession::new(config);
+        // A token's expiry is scheduled by connect(): a kite never connected (one of many found
+        // through Kontrol, say) holds no timer.
+        if options.auth.as_ref().is_some_and(|a| a.kind == "token") {
+            session.set_credentials(Time::ZERO, Credentials::Token { expires_in: None });
+        }
+        Ok(Self::build(options, api, session, TreeConnection::new(), None))
+    }
+
+    /// A server's side of a connection it accepted over `transport`: open from the start,
+    /// serving `api` (shared by the server's connections) within `limits`; it never dials.
+    #[cfg(feature = "server")]
+    pub(crate) fn accepted(
+        options: Options,
+        api: Rc<Api>,
+        limits: kite_core::connection::Limits,
+        transport: Transport,
+    ) -> Rc<Inner> {
+        let mut config = Self::session_config(&options);
+        config.silence_timeout = None;
+        let session = ClientSession::accepted(config, now(), false);
+        let inner = Self::build(
+            options,
+            api,
+            session,
+            TreeConnection::with_limits(limits),
+            Some(Rc::new(transport)),
+        );
+        inner.started.set(true);
+        inner
+    }
+
+    /// Messages of the peer, for a connection the driver owns (a server's).
+    #[cfg(feature = "server")]
+    pub(crate) fn deliver(self: &Rc<Self>, msgs: Vec<JsValue>) {
+        self.on_event(self.generation.get(), Event::Messages(msgs));
+    }
+
+    /// The connection the driver owns ended.
+    #[cfg(feature = "server")]
+    pub(crate) fn ended(self: &Rc<Self>, code: u16, reason: String) {
+        self.on_event(self.generation.get(), Event::Closed { code, reason });
+    }
+
+    fn session_config(options: &Options) -> SessionConfig {
+        SessionConfig {
             reconnect: options.auto_reconnect.then(|| options.backoff.clone()),
             silence_timeout: (options.heartbeat_timeout_ms > 0)
                 .then(|| Duration::from_millis(options.heartbeat_timeout_ms.into())),
@@ -137,14 +183,25 @@ impl Inner {
             token_wait: Duration::from_millis(options.token_wait_ms.into()),
             seed: (js_sys::Math::random() * 9_007_199_254_740_992.0) as u64,
             ..SessionConfig::default()
-        };
-        let mut session = ClientSession::new(config);
-        // A token's expiry is scheduled by connect(): a kite never connected (one of many found
-        // through Kontrol, say) holds no timer.
-        if auth.as_ref().is_some_and(|a| a.kind == "token") {
-            session.set_credentials(Time::ZERO, Credentials::Token { expires_in: None });
         }
+    }
+
+    fn build(
+        options: Options,
+        api: Rc<Api>,
+        session: ClientSession,
+        conn: TreeConnection<u64, Function>,
+        transport: Option<Rc<Transport>>,
+    ) -> Rc<Inner> {
+        let key = NEXT_KITE.with(|n| {
+            let k = n.get();
+            n.set(k + 1);
+            k
+        });
+        let identity = options.identity.clone();
+        let auth = options.auth.clone();
         let inner = Rc::new(Inner {
+            accepted: transport.is_some(),
             key,
             head: RefCell::new(Head::new(&identity, auth.as_ref())),
             auth: RefCell::new(auth),
@@ -153,8 +210,8 @@ impl Inner {
             session: RefCell::new(session),
             started: Cell::new(false),
             generation: Cell::new(0),
-            transport: RefCell::new(None),
-            conn: RefCell::new(TreeConnection::new()),
+            transport: RefCell::new(transport),
+            conn: RefCell::new(conn),
             early: RefCell::new(Vec::new()),
             calls: RefCell::new(HashMap::new()),
             timer: RefCell::new(None),
@@ -167,7 +224,7 @@ impl Inner {
             options,
         });
         KITES.with(|k| k.borrow_mut().insert(key, Rc::downgrade(&inner)));
-        Ok(inner)
+        inner
     }
 
     /// The live kite with this key.

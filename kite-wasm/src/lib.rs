@@ -8,6 +8,9 @@
 //!   reconnection with backoff, token renewal, and the SockJS transports with fallback
 //!   (websocket → xhr-streaming → xhr-polling) or a raw websocket.
 //! * [`Kontrol`]: `fetchKites`, `fetchKite`, `getToken`, `watchKites` against a Kontrol.
+//! * With the `server` feature, `ServerCore`: a kite server (SockJS and a raw websocket, the
+//!   methods of `api` with authentication) that the package's Node entry point
+//!   `kite-wasm/server` drives with Node's `http` and `ws`.
 //!
 //! The crate depends on `kite-core` for everything protocol-shaped and never on `kite-native`.
 
@@ -18,12 +21,16 @@ mod events;
 mod kite;
 mod kontrol;
 mod options;
+#[cfg(feature = "server")]
+mod server;
 mod token;
 pub mod transport;
 
 pub use kite::Kite;
 pub use kite_core;
 pub use kontrol::Kontrol;
+#[cfg(feature = "server")]
+pub use server::ServerCore;
 
 use wasm_bindgen::prelude::*;
 

@@ -79,6 +79,9 @@ pub(crate) type Handler = Rc<dyn Fn(Event)>;
 pub(crate) enum Transport {
     WebSocket(websocket::Socket),
     Xhr(xhr::Session),
+    /// A session a server accepted: its driver moves the bytes.
+    #[cfg(feature = "server")]
+    Accepted(crate::server::Link),
 }
 
 impl Transport {
@@ -87,6 +90,8 @@ impl Transport {
         match self {
             Transport::WebSocket(s) => s.kind(),
             Transport::Xhr(s) => s.kind(),
+            #[cfg(feature = "server")]
+            Transport::Accepted(s) => s.kind(),
         }
     }
 
@@ -95,6 +100,8 @@ impl Transport {
         match self {
             Transport::WebSocket(s) => s.send(msgs),
             Transport::Xhr(s) => s.send(msgs),
+            #[cfg(feature = "server")]
+            Transport::Accepted(s) => s.send(msgs),
         }
     }
 
@@ -103,6 +110,8 @@ impl Transport {
         match self {
             Transport::WebSocket(s) => s.close(),
             Transport::Xhr(s) => s.close(),
+            #[cfg(feature = "server")]
+            Transport::Accepted(s) => s.close(),
         }
     }
 }
