@@ -12,8 +12,12 @@
 //! assert_eq!(frame, Frame::Messages(vec!["{\"method\":0}".to_owned()]));
 //! assert_eq!(sockjs::decode_client_frame("[\"hi\"]").unwrap(), vec!["hi".to_owned()]);
 //! ```
+//!
+//! [`server`] is a SockJS server built on this framing, as a sans-IO state machine.
 
 use crate::json;
+
+pub mod server;
 
 /// Close code and reason Kite sends when it ends a session (`c[3000,"Go away!"]`).
 pub const GO_AWAY: (u16, &str) = (3000, "Go away!");
