@@ -118,6 +118,7 @@ export class KiteServer extends EventEmitter {
   #kontrol = null;
   #address = null;
   #pending = null;
+  #bodyLimit = 0;
 
   constructor(options = {}) {
     super();
@@ -171,9 +172,10 @@ export class KiteServer extends EventEmitter {
       },
       driver,
     );
+    this.#bodyLimit = this.#core.bodyLimit();
     this.#wss = new WebSocketServer({
       noServer: true,
-      maxPayload: this.#limits.maxMessageBytes,
+      maxPayload: this.#core.bodyLimit(),
       perMessageDeflate: false,
     });
   }
@@ -384,7 +386,7 @@ export class KiteServer extends EventEmitter {
     req.on('data', (chunk) => {
       if (refused) return;
       size += chunk.length;
-      if (size > this.#limits.maxMessageBytes) {
+      if (size > this.#bodyLimit) {
         refused = true;
         res.writeHead(413, { 'Content-Type': 'text/plain; charset=UTF-8', Connection: 'close' });
         res.end('Payload too large.\n');
@@ -396,14 +398,22 @@ export class KiteServer extends EventEmitter {
     req.on('end', () => {
       if (refused) return;
       const body = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
-      const origin = typeof req.headers.origin === 'string' ? req.headers.origin : undefined;
       // The core may answer before it returns the id: the answer then finds this response
       // as the one pending (see #lookup).
       const pending = { res, ended: false };
       this.#pending = pending;
       let id;
       try {
-        id = this.#core.http(addressOf(req.socket), req.method, rest, origin, body);
+        const header = (name) => (typeof req.headers[name] === 'string' ? req.headers[name] : undefined);
+        id = this.#core.http(
+          addressOf(req.socket),
+          req.method,
+          rest,
+          header('origin'),
+          header('access-control-request-headers'),
+          header('cookie'),
+          body,
+        );
       } finally {
         this.#pending = null;
       }
@@ -437,15 +447,17 @@ export class KiteServer extends EventEmitter {
 
   #onUpgrade(req, socket, head) {
     const rest = this.#underPrefix(req.url);
-    const refuse = (status, body) => {
-      const text = String(body ?? '');
-      socket.end(
-        `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
-      );
+    const refuse = (status, headers, body) => {
+      let head = `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\n`;
+      for (let i = 0; i + 1 < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
+      head += `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n`;
+      socket.end(Buffer.concat([Buffer.from(head), Buffer.from(body)]));
     };
-    if (rest === null) return refuse(404, '404 page not found\n');
+    if (rest === null) {
+      return refuse(404, ['Content-Type', 'text/plain; charset=UTF-8'], Buffer.from('404 page not found\n'));
+    }
     const verdict = this.#core.upgrade(addressOf(socket), rest);
-    if (typeof verdict !== 'number') return refuse(verdict.status, verdict.body);
+    if (typeof verdict !== 'number') return refuse(verdict.status, verdict.headers, verdict.body);
     const id = verdict;
     this.#wss.handleUpgrade(req, socket, head, (ws) => {
       this.#sockets.set(id, ws);

@@ -135,7 +135,13 @@ impl Inner {
         if options.auth.as_ref().is_some_and(|a| a.kind == "token") {
             session.set_credentials(Time::ZERO, Credentials::Token { expires_in: None });
         }
-        Ok(Self::build(options, api, session, TreeConnection::new(), None))
+        Ok(Self::build(
+            options,
+            api,
+            session,
+            TreeConnection::new(),
+            None,
+        ))
     }
 
     /// A server's side of a connection it accepted over `transport`: open from the start,

@@ -64,7 +64,10 @@ impl Verifier {
             }
         }
         Ok(Verifier {
-            kontrol_key: string(auth, "kontrolKey").unwrap_or_default().trim().to_owned(),
+            kontrol_key: string(auth, "kontrolKey")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
             issuer: string(auth, "kontrolUser").unwrap_or_else(|| "koding".to_owned()),
             local,
             leeway: get(auth, "leeway")

@@ -107,7 +107,9 @@ impl Shared {
                         end,
                     );
                 }
-                Output::Write { response, body } => self.driver.write(raw(response.as_u64()), &body),
+                Output::Write { response, body } => {
+                    self.driver.write(raw(response.as_u64()), &body)
+                }
                 Output::End { response } => self.driver.end(raw(response.as_u64())),
                 Output::SocketSend { socket, text } => {
                     self.driver.ws_send(raw(socket.as_u64()), &text)
@@ -324,13 +326,16 @@ impl ServerCore {
         error::set(&copy, "url", &JsValue::from_str("http://peer.invalid/"));
         error::set(&copy, "autoConnect", &JsValue::FALSE);
         error::set(&copy, "autoReconnect", &JsValue::FALSE);
+        // Calls to a peer carry no credentials: the kite key is a bearer credential, and
+        // whoever connects is not trusted with it (Go's `r.Client` has none either).
+        error::set(&copy, "auth", &JsValue::UNDEFINED);
         let mut template = Options::from_js(&copy)?;
         template.api = JsValue::UNDEFINED;
         let mut api = Api::from_options(&get(&options, "api").unwrap_or_default(), None, true)?;
         let verifier = auth::Verifier::from_options(
             &get(&options, "auth").unwrap_or_default(),
             template.identity.clone(),
-            driver.clone(),
+            JsValue::clone(&driver).unchecked_into(),
         )?;
         api.verifier = Some(Rc::new(verifier));
         let seed = (js_sys::Math::random() * 9_007_199_254_740_992.0) as u64;
@@ -448,7 +453,10 @@ impl ServerCore {
         let sessions: Vec<SessionId> = self.shared.peers.borrow().keys().copied().collect();
         let t = now();
         for s in sessions {
-            self.shared.core.borrow_mut().close(t, s, 1001, "Going away");
+            self.shared
+                .core
+                .borrow_mut()
+                .close(t, s, 1001, "Going away");
         }
         self.shared.drain();
     }
@@ -468,7 +476,11 @@ impl ServerCore {
 
     /// This kite's identity (the seven fields).
     pub fn identity(&self) -> JsValue {
-        self.shared.template.identity.to_tree::<crate::convert::Js>().0
+        self.shared
+            .template
+            .identity
+            .to_tree::<crate::convert::Js>()
+            .0
     }
 
     /// What the server holds now: `{connections, sessions, websockets, queuedBytes,
@@ -482,7 +494,11 @@ impl ServerCore {
         error::set(&o, "websockets", &n(core.websockets()));
         error::set(&o, "queuedBytes", &n(core.queued_bytes()));
         if let Some(v) = &self.shared.api.verifier {
-            error::set(&o, "verifications", &JsValue::from_f64(v.verifications() as f64));
+            error::set(
+                &o,
+                "verifications",
+                &JsValue::from_f64(v.verifications() as f64),
+            );
         }
         o.into()
     }
