@@ -430,8 +430,12 @@ impl Inner {
         let url = self.options.url.clone();
         let kinds = self.options.transports.clone();
         let timeout = self.options.connect_timeout_ms;
+        let connection = self.options.connection.clone();
         spawn_local(async move {
-            let result = transport::establish(&url, &kinds, handler, timeout).await;
+            let result = match connection {
+                Some(ws) => transport::adopt(ws, handler, timeout).await,
+                None => transport::establish(&url, &kinds, handler, timeout).await,
+            };
             let Some(inner) = weak.upgrade() else { return };
             if inner.generation.get() != generation {
                 return; // superseded by disconnect(): dropping the transport closes it

@@ -221,6 +221,14 @@ fn child(kontrol: &Rc<Inner>, found: KiteWithToken) -> Result<Kite, JsValue> {
     options.auto_connect = false;
     options.api = JsValue::UNDEFINED;
     options.authenticate = None;
+    // A Kontrol reached over a given connection: its kites are dialed.
+    if options.connection.take().is_some() {
+        options.auto_reconnect = true;
+        options.transports = crate::transport::TransportKind::sockjs_default();
+        if options.url.starts_with("ws") {
+            options.transports = vec![crate::transport::TransportKind::RawWebSocket];
+        }
+    }
     // A ws:// Kontrol URL does not make its kites raw-websocket ones.
     if options.url.starts_with("http") {
         options

@@ -36,6 +36,9 @@ pub(crate) struct Options {
     pub api: JsValue,
     /// Checks credentials for methods that require authentication.
     pub authenticate: Option<Function>,
+    /// A WebSocket the caller opened (Kite.js's `connection` option): used instead of dialing
+    /// `url`, once.
+    pub connection: Option<JsValue>,
 }
 
 impl Options {
@@ -50,7 +53,13 @@ impl Options {
         } else {
             return Err(type_error("new Kite() needs a URL or an options object"));
         };
-        let url = string(&obj, "url").ok_or_else(|| type_error("a url is required"))?;
+        let connection = get(&obj, "connection").filter(JsValue::is_object);
+        let url = match (&connection, string(&obj, "url")) {
+            (_, Some(url)) => url,
+            // A kite over a connection the caller opened: its URL is the socket's.
+            (Some(ws), None) => string(ws, "url").unwrap_or_else(|| "ws://connection".into()),
+            (None, None) => return Err(type_error("a url (or a connection) is required")),
+        };
         let url = match string(&obj, "prefix") {
             Some(prefix) => format!("{}{prefix}", url.trim_end_matches('/')),
             None => url,
@@ -66,6 +75,7 @@ impl Options {
         }
         let raw = url.starts_with("ws://") || url.starts_with("wss://");
         let transports = match get(&obj, "transports") {
+            _ if connection.is_some() => vec![TransportKind::RawWebSocket],
             None => {
                 if raw {
                     vec![TransportKind::RawWebSocket]
@@ -135,7 +145,8 @@ impl Options {
             identity,
             auth,
             auto_connect: boolean(&obj, "autoConnect").unwrap_or(true),
-            auto_reconnect: boolean(&obj, "autoReconnect").unwrap_or(true),
+            // A given connection cannot be dialed again.
+            auto_reconnect: connection.is_none() && boolean(&obj, "autoReconnect").unwrap_or(true),
             backoff,
             transports,
             timeout_ms: ms("timeout", 0),
@@ -144,6 +155,7 @@ impl Options {
             renew_before_ms: number(&obj, "renewBefore").unwrap_or(30_000.0),
             token_wait_ms: ms("tokenWait", 15_000),
             api: get(&obj, "api").unwrap_or(JsValue::UNDEFINED),
+            connection,
             authenticate: get(&obj, "authenticate").and_then(|f| f.dyn_into::<Function>().ok()),
         })
     }

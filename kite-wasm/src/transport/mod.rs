@@ -198,6 +198,21 @@ pub(crate) async fn establish(
     )))
 }
 
+/// A session over `connection`, a WebSocket the caller opened (Kite.js's `connection`
+/// option): one dnode message per frame, as a raw websocket.
+pub(crate) async fn adopt(
+    connection: wasm_bindgen::JsValue,
+    handler: Handler,
+    timeout_ms: u32,
+) -> Result<Transport, KiteError> {
+    use wasm_bindgen::JsCast;
+    let ws: web_sys::WebSocket = connection.unchecked_into();
+    let attempt = websocket::Socket::adopt(ws, TransportKind::RawWebSocket, handler);
+    with_timeout(attempt, timeout_ms, "connection")
+        .await
+        .map(Transport::WebSocket)
+}
+
 /// Runs `f`, failing with a timeout error after `ms` (0: no limit).
 pub(crate) async fn with_timeout<T>(
     f: impl Future<Output = Result<T, KiteError>>,

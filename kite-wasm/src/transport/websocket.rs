@@ -85,6 +85,25 @@ impl Socket {
         handler: Handler,
     ) -> Result<Socket, KiteError> {
         let ws = WebSocket::new(url).map_err(|e| failure(url, &e))?;
+        Self::adopt(ws, kind, handler).await
+    }
+
+    /// Takes over `ws`, a WebSocket opened by someone else (Kite.js's `connection` option),
+    /// and waits until it is open; fails at once if it is closing or closed.
+    pub(crate) async fn adopt(
+        ws: WebSocket,
+        kind: TransportKind,
+        handler: Handler,
+    ) -> Result<Socket, KiteError> {
+        match ws.ready_state() {
+            WebSocket::CLOSING | WebSocket::CLOSED => {
+                return Err(KiteError::generic(
+                    "the given connection is closed: give a live one, or a url",
+                ));
+            }
+            _ => {}
+        }
+        let already_open = ws.ready_state() == WebSocket::OPEN;
         let (tx, rx) = oneshot::channel();
         let shared = Rc::new(Shared {
             kind,
@@ -116,6 +135,12 @@ impl Socket {
         ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
         ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
         // From here on the socket is closed if this future is dropped (a timeout).
+        if already_open
+            && kind == TransportKind::RawWebSocket
+            && let Some(tx) = shared.opened.borrow_mut().take()
+        {
+            let _ = tx.send(Ok(()));
+        }
         let socket = Socket {
             ws,
             shared,
