@@ -276,8 +276,20 @@ export class KiteServer extends EventEmitter {
       transports: o.transports,
     });
     this.#kontrol = kontrol;
-    const result = await kontrol.register({ url });
+    const register = () => kontrol.kite.tell('register', { url });
+    // Kontrol forgets a kite whose connection ended: register again whenever it comes back.
+    let first = true;
+    kontrol.kite.on('open', () => {
+      if (first) return;
+      register().then(
+        () => this.#emit('info', `registered again to Kontrol with URL: ${url}`),
+        (e) => this.#emit('error', e),
+      );
+    });
+    const result = await register();
+    first = false;
     this.logger.info(`Registered to Kontrol with URL: ${url}`);
+    this.#emit('info', `registered to Kontrol with URL: ${url}`);
     return result;
   }
 
