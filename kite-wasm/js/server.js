@@ -210,16 +210,23 @@ export class KiteServer extends EventEmitter {
     const opts = typeof arg === 'object' && arg !== null ? arg : { port: arg };
     if (opts.prefix != null) this.prefix = normalizePrefix(opts.prefix);
     const server = http.createServer({
+      // A peer sending its headers (or a body) slowly does not hold a connection for long;
+      // long-lived answers (xhr-streaming, polling) are not requests and are not cut.
       headersTimeout: this.#limits.headersTimeoutMs,
-      requestTimeout: 0,
+      requestTimeout: this.#limits.idleTimeoutMs,
       keepAliveTimeout: 5000,
+      // How often those two are checked (Node's default, 30 s, would let a slow peer stay 30 s).
+      connectionsCheckingInterval: Math.min(1000, this.#limits.headersTimeoutMs),
     });
     server.maxConnections = this.#limits.maxConnections;
+    // A connection with no traffic at all (SockJS answers carry heartbeats) is closed.
+    server.timeout = this.#limits.idleTimeoutMs;
     server.on('request', (req, res) => this.#onRequest(req, res));
     server.on('upgrade', (req, socket, head) => this.#onUpgrade(req, socket, head));
     server.on('connection', (socket) => socket.setNoDelay(true));
-    server.on('clientError', (_err, socket) => {
-      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    server.on('clientError', (err, socket) => {
+      const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+      if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\n\r\n`);
       else socket.destroy();
     });
     this.#http = server;

@@ -4,6 +4,7 @@
 
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { WebSocket } from 'ws';
 
 import { KiteServer, Kite, keyPair, jwt, now, rejection, until } from './server-kit.mjs';
@@ -195,6 +196,7 @@ describe('hostile input and budgets', () => {
         maxCallbacks: 3,
         maxSessionsPerAddress: 2,
         maxWebSocketsPerAddress: 4,
+        headersTimeoutMs: 300,
       },
       api: {
         square: { func: (x) => x * x, auth: false },
@@ -302,6 +304,17 @@ describe('hostile input and budgets', () => {
     const ok = new Kite({ url: server.url.replace(/^http/, 'ws') + '/websocket', autoReconnect: false });
     assert.equal(await ok.tell('square', 5), 25);
     ok.disconnect();
+  });
+
+  test('a peer that sends its headers slowly is cut off after headersTimeoutMs', { timeout: TIMEOUT }, async () => {
+    const { port } = new URL(server.url);
+    const socket = net.connect(Number(port), '127.0.0.1');
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.write('GET /kite/info HTTP/1.1\r\nHost: x\r\n');
+    const answer = [];
+    socket.on('data', (d) => answer.push(d));
+    await new Promise((resolve) => socket.once('close', resolve));
+    assert.match(Buffer.concat(answer).toString(), /^HTTP\/1\.1 408 /);
   });
 
   test('websockets per address past maxWebSocketsPerAddress are refused 503, and given back on close', { timeout: TIMEOUT }, async () => {
