@@ -465,7 +465,9 @@ export class KiteServer extends EventEmitter {
   }
 
   #onUpgrade(req, socket, head) {
-    const rest = this.#underPrefix(req.url);
+    let rest = this.#underPrefix(req.url);
+    // Kite.js's server took its raw websocket at the root: so do we, for its clients.
+    if (rest === null && (req.url ?? '/').split('?')[0] === '/') rest = '/websocket';
     const refuse = (status, headers, body) => {
       let head = `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\n`;
       for (let i = 0; i + 1 < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;

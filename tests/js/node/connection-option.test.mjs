@@ -47,6 +47,13 @@ test('a kite over a WebSocket already open', { timeout: 20_000 }, async () => {
   kite.disconnect();
 });
 
+test('the raw websocket is also served at the root, where Kite.js servers had it', { timeout: 20_000 }, async () => {
+  const { port } = new URL(server.url);
+  const kite = new Kite({ url: `ws://127.0.0.1:${port}`, autoReconnect: false });
+  assert.equal(await kite.tell('square', 5), 25);
+  kite.disconnect();
+});
+
 test('a closed connection fails the calls instead of dialing anything', { timeout: 20_000 }, async () => {
   const ws = new WebSocket(rawUrl);
   await new Promise((resolve) => ws.once('open', resolve));
