@@ -9,6 +9,10 @@
 
 use std::sync::Arc;
 
+mod sockjs_server;
+
+pub use sockjs_server::{sockjs_server, sockjs_server_config};
+
 use serde_json::Value as Json;
 
 use crate::connection::{Connection, Incoming};
