@@ -45,7 +45,7 @@
 //! `c[1002,"Connection interrupted"]`, since the client cannot know what it missed. A closed
 //! session answers its close frame to every receiver until it is forgotten; a session is
 //! forgotten once it has had no receiver for [`ServerConfig::disconnect_delay`] (an open one
-//! then ends for the application with [`sockjs::CONNECTION_INTERRUPTED`]).
+//! then ends for the application with [`CONNECTION_INTERRUPTED`]).
 //!
 //! `xhr_send` bodies are decoded whole (the driver reads the body first; one call delivers one
 //! body, so one is handled at a time per session by construction): 404 for an unknown session,
