@@ -1117,3 +1117,66 @@ fn random_traffic_keeps_the_invariants() {
         crate::fuzzing::sockjs_server(&bytes);
     }
 }
+
+/// Kite.js over the SockJS websocket against a Go kite, replayed connection by connection:
+/// what Kite.js sent reaches the application as its messages, and what the Go kite answered,
+/// sent by the application, leaves as the same bytes (`o`, then one `a[...]` per message).
+#[test]
+fn websocket_frames_as_the_go_server_sent_them() {
+    let text = include_str!("../../../tests/golden/s2-kitejs-go-sockjs-websocket.jsonl");
+    let mut s = Server::new(ServerConfig::default(), 1);
+    let mut sockets = std::collections::HashMap::new();
+    let mut frames = 0;
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        if v["transport"] != "websocket" {
+            continue;
+        }
+        let conn = v["conn"].as_str().unwrap().to_owned();
+        let payload = v["payload"].as_str().unwrap_or_default();
+        match (v["kind"].as_str().unwrap(), v["dir"].as_str().unwrap()) {
+            ("http-request", _) => {
+                let path = v["http"]["path"]
+                    .as_str()
+                    .unwrap()
+                    .strip_prefix("/kite")
+                    .unwrap();
+                let ws = s.websocket(at(0), "127.0.0.1", path).unwrap();
+                s.websocket_open(at(0), ws);
+                let outs = drain(&mut s);
+                let id = opened(&outs).unwrap();
+                sockets.insert(conn, (ws, id, socket_texts(&outs)));
+            }
+            ("ws-message", "s2c") if payload == "o" => {
+                assert_eq!(sockets[&conn].2, ["o"]);
+                frames += 1;
+            }
+            ("ws-message", "s2c") => {
+                let (_, id, _) = sockets[&conn];
+                let Ok(Frame::Messages(msgs)) = Frame::decode(payload) else {
+                    panic!("{payload}")
+                };
+                for m in &msgs {
+                    s.send(at(1), id, m).unwrap();
+                }
+                assert_eq!(socket_texts(&drain(&mut s)), [payload]);
+                frames += 1;
+            }
+            ("ws-message", "c2s") => {
+                let (ws, _, _) = sockets[&conn];
+                s.websocket_text(at(1), ws, payload);
+                let outs = drain(&mut s);
+                assert_eq!(messages(&outs), decode_client_frame(payload).unwrap());
+                frames += 1;
+            }
+            ("ws-close", "c2s") => {
+                let (ws, _, _) = sockets[&conn];
+                s.websocket_closed(at(2), ws);
+                assert_eq!(closed(&drain(&mut s)).len(), 1);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(frames, 12 + 21 + 15);
+    assert_eq!((s.sessions(), s.websockets()), (0, 0));
+}
