@@ -410,9 +410,9 @@ pub fn sockjs_server(data: &[u8]) {
                 }
             }
             4 => {
-                // Any request at all.
+                // Any request at all (no `%`: the model does not decode paths).
                 let method = *bytes.pick(&["GET", "POST", "OPTIONS", "PUT"]);
-                let path = String::from_utf8_lossy(bytes.take(24)).into_owned();
+                let path = String::from_utf8_lossy(bytes.take(24)).replace('%', "_");
                 let body = bytes.take(16).to_vec();
                 let response = m.server.http(
                     m.time(),
@@ -425,38 +425,31 @@ pub fn sockjs_server(data: &[u8]) {
                         ..HttpRequest::default()
                     },
                 );
+                // A receiving request is `POST /<server>/<session>/xhr[_streaming][?query]`.
+                let bare = path.split('?').next().unwrap_or_default();
+                let segments: Vec<&str> = bare.split('/').collect();
+                let receiving = match segments[..] {
+                    ["", _, key, endpoint @ ("xhr" | "xhr_streaming")] if method == "POST" => {
+                        Some((key.to_owned(), endpoint == "xhr_streaming"))
+                    }
+                    _ => None,
+                };
                 m.responses.insert(
                     response,
                     ResponseModel {
-                        streaming: path.contains("xhr_streaming") && method == "POST",
+                        streaming: receiving.as_ref().is_some_and(|(_, streaming)| *streaming),
                         ..ResponseModel::default()
                     },
                 );
-                // Which session string it named, if any, is the server's reading: look the
-                // session up afterwards by the Opened it made, if it made one.
                 let all = m.take();
-                let key = path
-                    .split('?')
-                    .next()
-                    .and_then(|p| p.split('/').nth(2))
-                    .unwrap_or_default()
-                    .to_owned();
-                let opened_or_known = all.iter().any(|o| matches!(o, Output::Opened { .. }))
-                    || m.keys.contains_key(&key);
-                let receiving =
-                    method == "POST" && (path.contains("/xhr_streaming") || path.contains("/xhr"));
-                if opened_or_known && receiving && !key.contains('%') {
+                if let Some((key, _)) = receiving {
                     m.check_all(all, Some(&key), Some(response), None);
                 } else {
-                    // Not a session request the model can follow: nothing may open.
+                    // Not a receiving request: nothing opens.
                     assert!(
                         !all.iter().any(|o| matches!(o, Output::Opened { .. })),
                         "{path:?}"
                     );
-                    m.responses
-                        .get_mut(&response)
-                        .expect("a response")
-                        .streaming = false;
                     m.check_all(all, None, None, None);
                 }
             }

@@ -1104,8 +1104,8 @@ fn preflights_and_wrong_methods() {
 #[test]
 fn random_traffic_keeps_the_invariants() {
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    for round in 0..300 {
-        let len = 64 + (round % 8) * 128;
+    for round in 0..1_000 {
+        let len = 64 + (round % 16) * 256;
         let bytes: Vec<u8> = (0..len)
             .map(|_| {
                 x ^= x << 13;
