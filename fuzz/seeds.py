@@ -213,6 +213,22 @@ def hand_made(corpus):
         for method in (0, 3, 4):
             corpus.add("sockjs_paths", bytes([method, 1]) + f"{path}\nhttp://o\nJSESSIONID=abc; x=y\nX-Requested-With".encode())
 
+    # sockjs_server: byte 0 seeds the server, then each byte picks a call (see
+    # kite-core/src/fuzzing/sockjs_server.rs) and the next ones its arguments.
+    poll, stream, send, anything, app_send, app_close, gone, wait, upgrade, text, closed = (
+        0, 1, 2, 4, 5, 7, 8, 9, 10, 11, 12)
+    corpus.add("sockjs_server", bytes([0, poll, 0, 0, 0, app_send, 0, 2, poll, 0, 0, 0, wait, 255,
+                                       send, 0, 2, 1, 2, 0, 0, 0, poll, 0, 0, 0, wait, 60]))
+    corpus.add("sockjs_server", bytes([1, stream, 1, 1, 0, app_send, 0, 3, app_send, 0, 1, app_send, 0, 0,
+                                       stream, 1, 0, 1, wait, 20, gone, 0, poll, 1, 0, 0, wait, 200]))
+    corpus.add("sockjs_server", bytes([2, upgrade, 1, 0, 0, 1, text, 0, 0, 2, app_send, 0, 1, wait, 100,
+                                       text, 0, 1, 5]) + b'["x' + bytes([app_close, 0, 0, closed, 0]))
+    corpus.add("sockjs_server", bytes([3, anything, 1, 9]) + b"/1/a/xhr" + bytes([0, anything, 2, 14])
+               + b"/info?t=1&x=%2e" + bytes([0, poll, 0, 0, 1, poll, 0, 1, 1, poll, 0, 0, 0]))
+    rng = __import__("random").Random(7)
+    for _ in range(8):
+        corpus.add("sockjs_server", bytes(rng.randrange(256) for _ in range(rng.randrange(64, 512))))
+
     now = 1_800_000_000
     token = signed_jwt({"aud": "/alice/prod/math", "exp": 4_102_444_800, "iat": now, "iss": "kontrol",
                         "jti": "j1", "nbf": now, "sub": "bob"})

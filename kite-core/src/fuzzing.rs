@@ -6,8 +6,14 @@
 //! [`TreeConnection`] over the `serde_json::Value` a driver would parse — and panics if they
 //! decide differently. [`check_value`] reads a peer's value as a handler would and compares
 //! the one-pass callback-path scan with a walk of the parsed tree.
+//! [`sockjs_server()`] drives a [`crate::sockjs::server::Server`] with calls decoded from bytes and
+//! checks its outputs against a model of its peers and application.
 
 use std::sync::Arc;
+
+mod sockjs_server;
+
+pub use sockjs_server::{sockjs_server, sockjs_server_config};
 
 use serde_json::Value as Json;
 

@@ -45,7 +45,7 @@
 //! `c[1002,"Connection interrupted"]`, since the client cannot know what it missed. A closed
 //! session answers its close frame to every receiver until it is forgotten; a session is
 //! forgotten once it has had no receiver for [`ServerConfig::disconnect_delay`] (an open one
-//! then ends for the application with [`sockjs::CONNECTION_INTERRUPTED`]).
+//! then ends for the application with [`CONNECTION_INTERRUPTED`]).
 //!
 //! `xhr_send` bodies are decoded whole (the driver reads the body first; one call delivers one
 //! body, so one is handled at a time per session by construction): 404 for an unknown session,
@@ -88,6 +88,8 @@ use super::{
 use crate::session::Time;
 
 mod http;
+#[cfg(test)]
+mod tests;
 
 use http::{Endpoint, Route};
 
@@ -616,13 +618,13 @@ impl Server {
                 if !self.config.websocket {
                     self.respond(response, 404, cors, Vec::new(), true);
                 } else if method == "GET" {
-                    let mut headers = cors;
-                    headers.push(("Content-Type", http::TEXT.to_owned()));
+                    // A plain GET, not an upgrade: Go's answer (no CORS).
+                    let headers = vec![("Content-Type", http::TEXT.to_owned())];
                     self.respond(
                         response,
                         400,
                         headers,
-                        b"Can \"Upgrade\" only to \"WebSocket\".".to_vec(),
+                        b"Can \"Upgrade\" only to \"WebSocket\".\n".to_vec(),
                         true,
                     );
                 } else {
@@ -667,8 +669,9 @@ impl Server {
                     ),
                 }
             }
+            // Go's answer: no CORS headers.
             Route::Session(_, Endpoint::Other) | Route::NotFound => {
-                self.respond(response, 404, cors, Vec::new(), true)
+                self.respond(response, 404, Vec::new(), Vec::new(), true)
             }
         }
         response
@@ -987,13 +990,13 @@ impl Server {
         mut headers: Vec<(&'static str, String)>,
         body: &[u8],
     ) {
+        headers.push(("Cache-Control", http::NO_CACHE.to_owned()));
         let Some(&sid) = self.keys.get(key) else {
             headers.retain(|(name, _)| *name != "Set-Cookie");
             self.respond(response, 404, headers, Vec::new(), true);
             return;
         };
         headers.push(("Content-Type", http::TEXT.to_owned()));
-        headers.push(("Cache-Control", http::NO_CACHE.to_owned()));
         if body.len() > self.config.body_limit() {
             self.end_session(now, sid, MESSAGE_TOO_BIG, false);
             self.respond(response, 413, headers, b"Message too big.".to_vec(), true);
