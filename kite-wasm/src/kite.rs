@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::{future_to_promise, spawn_local};
+use wasm_bindgen_futures::spawn_local;
 
 use crate::api::Api;
 use crate::convert::{self, Js, Wire};
@@ -867,7 +867,7 @@ impl Kite {
             Err(e) => return Promise::reject(&error::to_js(&e)),
         };
         let call = self.inner.call(&method, scrubbed, timeout);
-        future_to_promise(async move { call.await.map_err(|e| error::to_js(&e)) })
+        crate::promise(async move { call.await.map_err(|e| error::to_js(&e)) })
     }
 
     /// `kite.ping` on the remote kite: resolves with `"pong"`.
@@ -878,7 +878,7 @@ impl Kite {
     /// Resolves when connected (at once if connected now); calls `callback` too, if given.
     pub fn ready(&self, callback: Option<Function>) -> Promise {
         let ready = self.inner.ready();
-        future_to_promise(async move {
+        crate::promise(async move {
             ready.await;
             if let Some(cb) = callback {
                 let _ = cb.call0(&JsValue::NULL);

@@ -7,7 +7,6 @@ use kite_core::kontrol::{GetKitesResult, KiteWithToken, WatchEvent};
 use kite_core::tree::Tree;
 use kite_core::{Auth, ErrorKind, KiteError};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::future_to_promise;
 
 use crate::convert::{self, Js};
 use crate::error;
@@ -73,14 +72,14 @@ impl Kontrol {
     #[wasm_bindgen(js_name = fetchKites)]
     pub fn fetch_kites(&self, args: JsValue) -> Promise {
         let kontrol = self.kite.clone();
-        future_to_promise(async move { fetch_list(&kontrol, &args, None).await })
+        crate::promise(async move { fetch_list(&kontrol, &args, None).await })
     }
 
     /// Like `fetchKites`, resolving with the first kite found.
     #[wasm_bindgen(js_name = fetchKite)]
     pub fn fetch_kite(&self, args: JsValue) -> Promise {
         let kontrol = self.kite.clone();
-        future_to_promise(async move {
+        crate::promise(async move {
             let kites = fetch(&kontrol, &args, None)
                 .await
                 .map_err(|e| error::to_js(&e))?;
@@ -98,7 +97,7 @@ impl Kontrol {
     #[wasm_bindgen(js_name = getToken)]
     pub fn get_token(&self, kite: JsValue) -> Promise {
         let kontrol = self.kite.clone();
-        future_to_promise(async move {
+        crate::promise(async move {
             let identity = get(&kite, "remote").unwrap_or(kite);
             let args =
                 convert::list_to_wire(std::iter::once(identity)).map_err(|e| error::to_js(&e))?;
@@ -152,7 +151,7 @@ impl Kontrol {
             }
         });
         let callback = on_event.into_js_value();
-        future_to_promise(async move { fetch_list(&kontrol, &args, Some(callback)).await })
+        crate::promise(async move { fetch_list(&kontrol, &args, Some(callback)).await })
     }
 }
 

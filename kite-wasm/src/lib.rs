@@ -32,7 +32,20 @@ pub use kontrol::Kontrol;
 #[cfg(feature = "server")]
 pub use server::ServerCore;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use wasm_bindgen::prelude::*;
+
+/// A promise settled by `f`. Every promise of the API goes through here, boxed, so that
+/// wasm-bindgen's `future_to_promise` (the task that drives the future and settles the
+/// promise) is compiled once rather than once per method.
+pub(crate) fn promise(
+    f: impl Future<Output = Result<JsValue, JsValue>> + 'static,
+) -> js_sys::Promise {
+    let f: Pin<Box<dyn Future<Output = Result<JsValue, JsValue>>>> = Box::pin(f);
+    wasm_bindgen_futures::future_to_promise(f)
+}
 
 /// Defines `Kite.prototype.tell` as soon as the module is loaded.
 #[wasm_bindgen(start)]

@@ -69,8 +69,12 @@ impl Options {
             || url.starts_with("ws://")
             || url.starts_with("wss://"))
         {
+            // Quoted by JSON.stringify: Rust's `{:?}` would link core's Debug of strings (and its
+            // Unicode tables) for this one message.
+            let quoted = js_sys::JSON::stringify(&JsValue::from_str(&url))
+                .map_or_else(|_| url.clone(), String::from);
             return Err(type_error(&format!(
-                "invalid url {url:?}: use http(s):// for a SockJS kite or ws(s):// for a raw websocket"
+                "invalid url {quoted}: use http(s):// for a SockJS kite or ws(s):// for a raw websocket"
             )));
         }
         let raw = url.starts_with("ws://") || url.starts_with("wss://");
@@ -186,19 +190,22 @@ pub(crate) fn type_error(message: &str) -> JsValue {
 
 /// A random UUIDv4 (from `Math.random`, which is all an id needs).
 fn uuid_v4() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b = [0u8; 16];
     for x in &mut b {
         *x = (js_sys::Math::random() * 256.0) as u8;
     }
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    // 8-4-4-4-12 hex digits, written by hand: `{:02x}` and slicing the text would link core's
+    // hex formatting and the panics of string slicing.
+    let mut id = String::with_capacity(36);
+    for (i, x) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            id.push('-');
+        }
+        id.push(char::from(HEX[usize::from(x >> 4)]));
+        id.push(char::from(HEX[usize::from(x & 0x0f)]));
+    }
+    id
 }

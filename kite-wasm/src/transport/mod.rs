@@ -11,6 +11,9 @@ use std::rc::Rc;
 use futures_util::future::{Either, select};
 use gloo_timers::future::TimeoutFuture;
 use kite_core::KiteError;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{RequestInit, Response};
 
 use crate::error;
 
@@ -238,15 +241,42 @@ struct Info {
     websocket: bool,
 }
 
-/// Sends `request` to `url`; an error for a failed request or a status other than 2xx.
-pub(crate) async fn send_ok(
-    request: gloo_net::http::Request,
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    /// The global `fetch` (browsers, workers, Node 18+).
+    #[wasm_bindgen(js_name = fetch)]
+    fn fetch_with_init(url: &str, init: &RequestInit) -> js_sys::Promise;
+}
+
+/// A `fetch` failed or its body could not be read: what it was, and the engine's text of the
+/// error (`TypeError: fetch failed`).
+fn fetch_failure(url: &str, e: &wasm_bindgen::JsValue) -> KiteError {
+    let text = match e.dyn_ref::<js_sys::Error>() {
+        Some(e) => String::from(e.to_string()),
+        None => e.as_string().unwrap_or_else(|| "fetch failed".to_owned()),
+    };
+    KiteError::generic(format!("{url}: {text}"))
+}
+
+/// `fetch(url, {method, body, signal})`; an error for a failed request or a status other than
+/// 2xx. (Bound directly: gloo-net's request builder, its `http` crate and its error types were
+/// a few kilobytes of the module for these two calls.)
+pub(crate) async fn fetch_ok(
     url: &str,
-) -> Result<gloo_net::http::Response, KiteError> {
-    let response = request
-        .send()
+    method: &str,
+    body: Option<&wasm_bindgen::JsValue>,
+    signal: Option<&web_sys::AbortSignal>,
+) -> Result<Response, KiteError> {
+    let init = RequestInit::new();
+    init.set_method(method);
+    if let Some(body) = body {
+        init.set_body(body);
+    }
+    init.set_signal(signal);
+    let response: Response = JsFuture::from(fetch_with_init(url, &init))
         .await
-        .map_err(|e| KiteError::generic(format!("{url}: {e}")))?;
+        .map_err(|e| fetch_failure(url, &e))?
+        .unchecked_into();
     if !response.ok() {
         return Err(KiteError::generic(format!(
             "{url}: HTTP {}",
@@ -256,19 +286,19 @@ pub(crate) async fn send_ok(
     Ok(response)
 }
 
+/// The body of `response` (from `url`) as text.
+pub(crate) async fn text(response: &Response, url: &str) -> Result<String, KiteError> {
+    let text = response.text().map_err(|e| fetch_failure(url, &e))?;
+    let text = JsFuture::from(text)
+        .await
+        .map_err(|e| fetch_failure(url, &e))?;
+    Ok(text.as_string().unwrap_or_default())
+}
+
 async fn fetch_info(url: &str) -> Result<Info, KiteError> {
     let info_url = format!("{url}/info");
-    let response = send_ok(
-        gloo_net::http::Request::get(&info_url)
-            .build()
-            .map_err(|e| KiteError::generic(format!("{info_url}: {e}")))?,
-        &info_url,
-    )
-    .await?;
-    let text = response
-        .text()
-        .await
-        .map_err(|e| KiteError::generic(format!("{info_url}: {e}")))?;
+    let response = fetch_ok(&info_url, "GET", None, None).await?;
+    let text = text(&response, &info_url).await?;
     let value = js_sys::JSON::parse(&text)
         .ok()
         .filter(wasm_bindgen::JsValue::is_object)

@@ -5,12 +5,11 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use gloo_net::http::{Request, Response};
 use js_sys::{Reflect, Uint8Array};
 use kite_core::KiteError;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::{JsFuture, spawn_local};
-use web_sys::{AbortController, ReadableStreamDefaultReader};
+use web_sys::{AbortController, ReadableStreamDefaultReader, Response};
 
 use super::frame::{self, Read};
 use super::{Event, Handler, TransportKind, failure};
@@ -165,27 +164,19 @@ impl Inner {
         receiving: bool,
     ) -> Result<Response, KiteError> {
         let url = format!("{}/{suffix}", self.url);
-        let mut builder = Request::post(&url);
+        let mut signal = None;
         if receiving {
             let controller = AbortController::new().map_err(|e| failure(&url, &e))?;
-            builder = builder.abort_signal(Some(&controller.signal()));
+            signal = Some(controller.signal());
             *self.receiving.borrow_mut() = Some(controller);
         }
-        let request = match body {
-            Some(body) => builder.body(body),
-            None => builder.build(),
-        }
-        .map_err(|e| KiteError::generic(format!("{url}: {e}")))?;
-        super::send_ok(request, &url).await
+        super::fetch_ok(&url, "POST", body.as_ref(), signal.as_ref()).await
     }
 
     /// One `xhr` poll: its frames, one per line.
     async fn poll(&self) -> Result<String, KiteError> {
         let response = self.post("xhr", None, true).await?;
-        response
-            .text()
-            .await
-            .map_err(|e| KiteError::generic(format!("{}/xhr: {e}", self.url)))
+        super::text(&response, &format!("{}/xhr", self.url)).await
     }
 
     /// Polls until the session ends.
