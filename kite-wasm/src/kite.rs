@@ -699,6 +699,14 @@ impl Inner {
         if generation != self.generation.get() {
             return;
         }
+        // As a Go kite (and kite-native) answers: an error carries the request's id, except
+        // `methodNotFound`, whose id Go leaves empty.
+        let result = result.map_err(|mut e| {
+            if e.id.is_empty() && e.kind != ErrorKind::MethodNotFound {
+                e.id = request_id();
+            }
+            e
+        });
         let transport = self.transport.borrow().clone();
         if let Some(transport) = transport {
             let message = self.conn.borrow_mut().respond(id, result);
@@ -961,4 +969,11 @@ impl Kite {
     pub fn live_callbacks() -> usize {
         Inner::live_functions()
     }
+}
+
+/// 16 random lowercase hex characters, like the request ids of Go's errors.
+fn request_id() -> String {
+    (0..2)
+        .map(|_| format!("{:08x}", (js_sys::Math::random() * 4_294_967_296.0) as u32))
+        .collect()
 }
