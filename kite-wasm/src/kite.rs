@@ -482,10 +482,14 @@ impl Inner {
     /// The transport is gone (or being closed): what belonged to it goes. Its calls are failed
     /// by the session.
     fn end_transport(&self) {
-        if let Some(t) = self.transport.borrow_mut().take() {
+        // Taken and counted as gone before it is closed: an accepted connection (the Node
+        // server's) reports its end from inside `close()`, and that report must find the
+        // transport free and its generation past.
+        let transport = self.transport.borrow_mut().take();
+        self.generation.set(self.generation.get() + 1);
+        if let Some(t) = transport {
             t.close();
         }
-        self.generation.set(self.generation.get() + 1);
         self.heartbeat.borrow_mut().take();
         self.early.borrow_mut().clear();
         // Dropping the connection frees the functions the peer could call.
