@@ -486,10 +486,14 @@ impl Inner {
     /// The transport is gone (or being closed): what belonged to it goes. Its calls are failed
     /// by the session.
     fn end_transport(&self) {
-        if let Some(t) = self.transport.borrow_mut().take() {
+        // Taken and counted as gone before it is closed: an accepted connection (the Node
+        // server's) reports its end from inside `close()`, and that report must find the
+        // transport free and its generation past.
+        let transport = self.transport.borrow_mut().take();
+        self.generation.set(self.generation.get() + 1);
+        if let Some(t) = transport {
             t.close();
         }
-        self.generation.set(self.generation.get() + 1);
         self.heartbeat.borrow_mut().take();
         self.early.borrow_mut().clear();
         // Dropping the connection frees the functions the peer could call.
@@ -703,6 +707,14 @@ impl Inner {
         if generation != self.generation.get() {
             return;
         }
+        // As a Go kite (and kite-native) answers: an error carries the request's id, except
+        // `methodNotFound`, whose id Go leaves empty.
+        let result = result.map_err(|mut e| {
+            if e.id.is_empty() && e.kind != ErrorKind::MethodNotFound {
+                e.id = request_id();
+            }
+            e
+        });
         let transport = self.transport.borrow().clone();
         if let Some(transport) = transport {
             let message = self.conn.borrow_mut().respond(id, result);
@@ -965,4 +977,11 @@ impl Kite {
     pub fn live_callbacks() -> usize {
         Inner::live_functions()
     }
+}
+
+/// 16 random lowercase hex characters, like the request ids of Go's errors.
+fn request_id() -> String {
+    (0..2)
+        .map(|_| format!("{:08x}", (js_sys::Math::random() * 4_294_967_296.0) as u32))
+        .collect()
 }

@@ -228,6 +228,8 @@ impl Link {
         server.drain();
     }
 
+    /// The method's side closes the caller (`peer.disconnect()`): `c[3000,"Go away!"]`, as a
+    /// Go kite closes a session (`r.Client.Close()`).
     pub(crate) fn close(&self) {
         let Some(server) = self.server.upgrade() else {
             return;
@@ -235,7 +237,7 @@ impl Link {
         server
             .core
             .borrow_mut()
-            .close(now(), self.session, 1000, "Normal closure");
+            .close(now(), self.session, 3000, "Go away!");
         server.drain();
     }
 }
