@@ -94,9 +94,9 @@ impl Api {
     pub(crate) fn set(&self, name: &str, func: Function, auth: &JsValue) -> Result<(), JsValue> {
         let auth = if let Some(f) = auth.dyn_ref::<Function>() {
             AuthRule::Custom(f.clone())
-        } else if auth.as_bool() == Some(true) {
-            AuthRule::Required
-        } else if (auth.is_undefined() || auth.is_null()) && self.required_by_default {
+        } else if auth.as_bool() == Some(true)
+            || ((auth.is_undefined() || auth.is_null()) && self.required_by_default)
+        {
             AuthRule::Required
         } else if auth.is_undefined() || auth.is_null() || auth.as_bool() == Some(false) {
             AuthRule::Open
