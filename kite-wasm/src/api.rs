@@ -252,21 +252,31 @@ async fn authorize(
     let Some(auth) = &req.auth else {
         return Err(denied("No authentication information is provided"));
     };
-    let credentials = auth.to_tree::<Js>().0;
-    let caller = req.kite.to_tree::<Js>().0;
-    let verdict = check
-        .call2(&JsValue::NULL, &credentials, &caller)
-        .map_err(|e| error::from_js(&e))?;
-    let verdict = match verdict.dyn_into::<Promise>() {
-        Ok(p) => JsFuture::from(p).await.map_err(|e| error::from_js(&e))?,
-        Err(v) => v,
-    };
+    let verdict = ask(&check, auth, req).await?;
     if let Some(username) = verdict.as_string() {
         Ok(Some(username))
     } else if verdict.is_truthy() {
         Ok(None)
     } else {
         Err(denied("access denied"))
+    }
+}
+
+/// Asks an authentication check about a request's credentials: `check(authentication,
+/// kite)`, its answer awaited when it is a promise; a throw or rejection is the error.
+pub(crate) async fn ask(
+    check: &Function,
+    auth: &kite_core::Auth,
+    req: &TreeRequest<Js>,
+) -> Result<JsValue, KiteError> {
+    let credentials = auth.to_tree::<Js>().0;
+    let caller = req.kite.to_tree::<Js>().0;
+    let verdict = check
+        .call2(&JsValue::NULL, &credentials, &caller)
+        .map_err(|e| error::from_js(&e))?;
+    match verdict.dyn_into::<Promise>() {
+        Ok(p) => JsFuture::from(p).await.map_err(|e| error::from_js(&e)),
+        Err(v) => Ok(v),
     }
 }
 

@@ -8,16 +8,14 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-use js_sys::{Array, Function, Object, Promise};
+use js_sys::{Array, Function, Object};
 use kite_core::auth::{RsaJwt, TokenRules, Verified, verify_kite_key, verify_token};
 use kite_core::tree::TreeRequest;
 use kite_core::{ErrorKind, Kite as Identity, KiteError};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
 
 use super::Driver;
 use crate::convert::Js;
-use crate::error;
 use crate::options::{get, string, type_error};
 
 /// Credentials remembered at most; when full, expired ones go, then all.
@@ -101,7 +99,7 @@ impl Verifier {
         };
         if let Some(check) = self.authenticators.get(&auth.kind) {
             return self
-                .custom(check, req)
+                .custom(check, auth, req)
                 .await
                 .map_err(|e| denied(format!("{}: {}", auth.kind, e.message)));
         }
@@ -156,19 +154,13 @@ impl Verifier {
 
     /// A custom authenticator: `(authentication, kite) => username | true | false` (or a
     /// promise of one); throwing refuses with the thrown message.
-    async fn custom(&self, check: &Function, req: &TreeRequest<Js>) -> Result<String, KiteError> {
-        let credentials = req
-            .auth
-            .as_ref()
-            .map_or(JsValue::NULL, |a| a.to_tree::<Js>().0);
-        let caller = req.kite.to_tree::<Js>().0;
-        let verdict = check
-            .call2(&JsValue::NULL, &credentials, &caller)
-            .map_err(|e| error::from_js(&e))?;
-        let verdict = match verdict.dyn_into::<Promise>() {
-            Ok(p) => JsFuture::from(p).await.map_err(|e| error::from_js(&e))?,
-            Err(v) => v,
-        };
+    async fn custom(
+        &self,
+        check: &Function,
+        auth: &kite_core::Auth,
+        req: &TreeRequest<Js>,
+    ) -> Result<String, KiteError> {
+        let verdict = crate::api::ask(check, auth, req).await?;
         match verdict.as_string() {
             Some(username) if !username.is_empty() => Ok(username),
             _ if verdict.as_bool() == Some(true) => Ok(req.kite.username.clone()),
