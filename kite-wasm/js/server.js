@@ -14,6 +14,7 @@ import { homedir, hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import { WebSocket as NodeWebSocket, WebSocketServer } from 'ws';
 import { initSync, Kontrol, ServerCore } from './kite_server.js';
+import { makeLogger } from './extras.js';
 
 if (typeof globalThis.WebSocket !== 'function') {
   // The module's clients (Kontrol, kites found through it) dial with the WebSocket API.
@@ -22,6 +23,8 @@ if (typeof globalThis.WebSocket !== 'function') {
 initSync({ module: readFileSync(new URL('./kite_server_bg.wasm', import.meta.url)) });
 
 export { Kite, Kontrol } from './kite_server.js';
+// Kite.js's debug levels and error class, the very ones the module's clients use.
+export { KiteError, LogLevel } from './extras.js';
 
 /** Defaults of the budgets a peer is held to (see README, "Budgets"). */
 export const DEFAULT_LIMITS = Object.freeze({
@@ -37,34 +40,6 @@ export const DEFAULT_LIMITS = Object.freeze({
   headersTimeoutMs: 15000,
   idleTimeoutMs: 60000,
 });
-
-/** Kite.js's log levels. */
-export const LogLevel = Object.freeze({ NONE: 0, ERROR: 1, WARNING: 2, INFO: 3, DEBUG: 4 });
-
-function levelOf(level) {
-  if (level == null) return LogLevel.ERROR;
-  if (typeof level === 'number') return level;
-  const name = String(level).toUpperCase();
-  if (name === 'WARN') return LogLevel.WARNING;
-  return LogLevel[name] ?? LogLevel.ERROR;
-}
-
-function makeLogger(options, name) {
-  const level = levelOf(options.logLevel ?? process.env.KITE_LOG_LEVEL);
-  const sink = options.logger ?? {
-    error: (...a) => console.error(`[${name}]`, ...a),
-    warn: (...a) => console.warn(`[${name}]`, ...a),
-    info: (...a) => console.info(`[${name}]`, ...a),
-    debug: (...a) => console.debug(`[${name}]`, ...a),
-  };
-  const at = (min, f) => (...a) => { if (level >= min && typeof f === 'function') f.apply(sink, a); };
-  return {
-    error: at(LogLevel.ERROR, sink.error),
-    warn: at(LogLevel.WARNING, sink.warn),
-    info: at(LogLevel.INFO, sink.info),
-    debug: at(LogLevel.DEBUG, sink.debug),
-  };
-}
 
 /** The kite key: `options.kiteKey`, else `$KITE_HOME/kite.key` (default `~/.kite/kite.key`). */
 function readKiteKey(options) {
@@ -132,8 +107,11 @@ export class KiteServer extends EventEmitter {
     this.kontrolURL = options.kontrolURL ?? key.kontrolURL;
     this.prefix = normalizePrefix(options.prefix);
     this.#limits = { ...DEFAULT_LIMITS, ...(options.limits ?? {}) };
-    this.logger = makeLogger(options, options.name ?? 'kite');
-    const auth = options.auth ?? {};
+    this.logger = makeLogger(options.name ?? 'kite', options.logLevel, options.logger);
+    // Kite.js's `auth: true | false`: whether methods given without `auth` require it (Go's
+    // and our default: true). An object configures the verification, methods requiring it.
+    const auth = typeof options.auth === 'object' && options.auth !== null ? options.auth : {};
+    const requireAuth = typeof options.auth === 'boolean' ? options.auth : auth.required !== false;
     const identity = {
       name: options.name ?? 'kite',
       username: options.username ?? key.sub ?? 'anonymous',
@@ -162,6 +140,7 @@ export class KiteServer extends EventEmitter {
         disconnectDelay: options.disconnectDelayMs,
         websocket: options.websocket,
         limits: this.#limits,
+        requireAuth,
         auth: {
           kontrolKey: auth.kontrolKey ?? options.kontrolKey ?? key.kontrolKey,
           kontrolUser: auth.kontrolUser ?? key.iss ?? 'koding',
@@ -281,20 +260,15 @@ export class KiteServer extends EventEmitter {
       url: kontrolURL,
       auth: { type: 'kiteKey', key: this.kiteKey },
       transports: o.transports,
+      logLevel: this.options.logLevel,
+      logger: this.options.logger,
     });
     this.#kontrol = kontrol;
-    const register = () => kontrol.kite.tell('register', { url });
-    // Kontrol forgets a kite whose connection ended: register again whenever it comes back.
-    let first = true;
-    kontrol.kite.on('open', () => {
-      if (first) return;
-      register().then(
-        () => this.#emit('info', `registered again to Kontrol with URL: ${url}`),
-        (e) => this.#emit('error', e),
-      );
+    // Kontrol#register registers again whenever the connection to Kontrol comes back.
+    const result = await kontrol.register(url, {
+      onRegister: () => this.#emit('info', `registered again to Kontrol with URL: ${url}`),
+      onError: (e) => this.#emit('error', e),
     });
-    const result = await register();
-    first = false;
     this.logger.info(`Registered to Kontrol with URL: ${url}`);
     this.#emit('info', `registered to Kontrol with URL: ${url}`);
     return result;

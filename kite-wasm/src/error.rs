@@ -1,19 +1,15 @@
-//! Kite errors as JavaScript values: every rejected promise carries an `Error` whose `name` is
-//! `KiteError` and which has the protocol's `type`, `code` and `id` fields beside `message`.
+//! Kite errors as JavaScript values: every rejected promise carries a `KiteError` (an `Error`
+//! whose `name` is `KiteError`) with the protocol's `type`, `code` and `id` fields beside
+//! `message`.
 
 use js_sys::Reflect;
 use kite_core::{ErrorKind, KiteError};
 use wasm_bindgen::{JsCast, JsValue};
 
-/// A JavaScript `Error` for `e`: `message`, `name = "KiteError"`, `type`, `code` and `id`.
+/// A `KiteError` (kite-wasm/js/kite-extras.js, an `Error`) for `e`: `message`, `type`, `code`
+/// and `id`.
 pub(crate) fn to_js(e: &KiteError) -> JsValue {
-    let err = js_sys::Error::new(&e.message);
-    err.set_name("KiteError");
-    let obj: &JsValue = err.as_ref();
-    set(obj, "type", &JsValue::from_str(e.kind.as_str()));
-    set(obj, "code", &JsValue::from_str(&e.code));
-    set(obj, "id", &JsValue::from_str(&e.id));
-    err.into()
+    crate::extras::new_kite_error(&e.message, e.kind.as_str(), &e.code, &e.id)
 }
 
 /// Reads an error thrown or passed by JavaScript code (a method of the page, a callback of

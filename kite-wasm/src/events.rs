@@ -6,10 +6,13 @@ use std::cell::RefCell;
 use js_sys::{Array, Function};
 use wasm_bindgen::JsValue;
 
+use crate::extras::{Log, level};
+
 /// Listeners by event name.
-#[derive(Default)]
 pub(crate) struct Events {
     listeners: RefCell<Vec<Listener>>,
+    /// Where a listener that throws, or an `error` nobody listens to, is reported.
+    log: Log,
 }
 
 struct Listener {
@@ -19,6 +22,14 @@ struct Listener {
 }
 
 impl Events {
+    /// No listeners yet; reports go to `log`.
+    pub(crate) fn new(log: Log) -> Events {
+        Events {
+            listeners: RefCell::new(Vec::new()),
+            log,
+        }
+    }
+
     /// Adds a listener.
     pub(crate) fn on(&self, event: &str, f: Function, once: bool) {
         self.listeners.borrow_mut().push(Listener {
@@ -40,8 +51,8 @@ impl Events {
         self.listeners.borrow().iter().any(|l| l.event == event)
     }
 
-    /// Calls the listeners of `event` with `args`. A listener that throws is reported on the
-    /// console and does not stop the others.
+    /// Calls the listeners of `event` with `args`. A listener that throws is logged (`ERROR`)
+    /// and does not stop the others; an `error` nobody listens to is logged.
     pub(crate) fn emit(&self, event: &str, args: &[JsValue]) {
         let targets: Vec<Function> = {
             let mut listeners = self.listeners.borrow_mut();
@@ -54,12 +65,17 @@ impl Events {
             targets
         };
         if targets.is_empty() {
+            if event == "error" {
+                let extra = args.first().cloned().unwrap_or(JsValue::UNDEFINED);
+                self.log.at(level::ERROR, || "error".to_owned(), &extra);
+            }
             return;
         }
         let list: Array = args.iter().collect();
         for f in targets {
             if let Err(e) = f.apply(&JsValue::NULL, &list) {
-                web_sys::console::error_2(&format!("kite: a '{event}' listener threw").into(), &e);
+                self.log
+                    .at(level::ERROR, || format!("a '{event}' listener threw"), &e);
             }
         }
     }

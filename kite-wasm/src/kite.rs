@@ -23,6 +23,7 @@ use crate::api::Api;
 use crate::convert::{self, Js, Wire};
 use crate::error;
 use crate::events::Events;
+use crate::extras::{self, level};
 use crate::options::{self, Options};
 use crate::token;
 use crate::transport::{self, Event, Handler, Transport, TransportKind};
@@ -225,7 +226,7 @@ impl Inner {
             cancelled: RefCell::new(VecDeque::new()),
             ready_waiters: RefCell::new(Vec::new()),
             renewer: RefCell::new(None),
-            events: Events::default(),
+            events: Events::new(options.log.clone()),
             api,
             options,
         });
@@ -327,6 +328,13 @@ impl Inner {
         if texts.is_empty() {
             return;
         }
+        if self.options.log.enabled(level::DEBUG) {
+            for text in texts.iter() {
+                self.options
+                    .log
+                    .at(level::DEBUG, || "Sending:".to_owned(), text);
+            }
+        }
         let transport = self.transport.borrow().clone();
         if let Some(t) = transport {
             t.send(std::mem::take(texts));
@@ -374,9 +382,21 @@ impl Inner {
                 for w in self.ready_waiters.borrow_mut().drain(..) {
                     let _ = w.send(());
                 }
+                let url = &self.options.url;
+                self.options.log.at(
+                    level::NOTICE,
+                    || format!("Connected to Kite: {url}"),
+                    &JsValue::UNDEFINED,
+                );
                 self.events.emit("open", &[]);
             }
             SessionEvent::Closed { code, reason } => {
+                let url = &self.options.url;
+                self.options.log.at(
+                    level::INFO,
+                    || format!("Disconnected from {url}: {code} {reason}"),
+                    &JsValue::UNDEFINED,
+                );
                 let info = Object::new();
                 error::set(&info, "code", &JsValue::from(code));
                 error::set(&info, "reason", &JsValue::from_str(&reason));
@@ -405,6 +425,12 @@ impl Inner {
             }
             session.connect(t);
         }
+        let url = &self.options.url;
+        self.options.log.at(
+            level::INFO,
+            || format!("Trying to connect to {url}"),
+            &JsValue::UNDEFINED,
+        );
         self.drive();
     }
 
@@ -506,6 +532,12 @@ impl Inner {
     /// Closes the connection; with `reconnect`, connects again (after the policy's first
     /// delay when it was open).
     pub(crate) fn disconnect(self: &Rc<Self>, reconnect: bool) {
+        let url = &self.options.url;
+        self.options.log.at(
+            level::NOTICE,
+            || format!("Disconnecting from {url}"),
+            &JsValue::UNDEFINED,
+        );
         let t = now();
         let was = self.state();
         {
@@ -646,6 +678,9 @@ impl Inner {
             if self.generation.get() != generation {
                 return;
             }
+            self.options
+                .log
+                .at(level::DEBUG, || "Received:".to_owned(), &msg);
             let Ok(message) = Js::parse(&msg) else {
                 self.emit_error(&KiteError::generic(
                     "skipped a message that is not dnode: it is not JSON".to_owned(),
@@ -664,7 +699,9 @@ impl Inner {
                 Ok(TreeIncoming::Callback { function, args }) => {
                     let args = convert::args_from_wire(args, self.key, generation);
                     if let Err(e) = function.apply(&JsValue::NULL, &args) {
-                        web_sys::console::error_2(&"kite: a callback threw".into(), &e);
+                        self.options
+                            .log
+                            .at(level::ERROR, || "a callback threw".to_owned(), &e);
                     }
                 }
                 Ok(TreeIncoming::Request(request)) => {
@@ -762,18 +799,6 @@ impl Inner {
     }
 }
 
-#[wasm_bindgen(inline_js = "export function defineTell(proto) {
-  if (!Object.prototype.hasOwnProperty.call(proto, 'tell')) {
-    Object.defineProperty(proto, 'tell', {
-      value: function tell(method, ...args) { return this.request(method, args); },
-      writable: true, configurable: true,
-    });
-  }
-}")]
-extern "C" {
-    fn defineTell(proto: &JsValue);
-}
-
 #[wasm_bindgen(typescript_custom_section)]
 const TELL_TS: &str = r#"
 export interface Kite {
@@ -809,24 +834,35 @@ impl Kite {
         Kite { inner }
     }
 
-    /// Puts `tell(method, ...args)` on `Kite.prototype` (exported methods cannot take rest
-    /// parameters, so it is defined in JavaScript over [`Kite::request`]).
+    /// Puts the methods written in JavaScript on the prototypes of `Kite` and `Kontrol`
+    /// (kite-wasm/js/kite-extras.js: `tell(method, ...args)`, which an exported method cannot
+    /// be as it takes rest parameters, `Kite.Error`, and Kontrol's `register`, `cancelWatcher`
+    /// and `watch`), once, from a sample of each.
     pub(crate) fn install_tell() {
         thread_local!(static DONE: Cell<bool> = const { Cell::new(false) });
         if DONE.with(|d| d.replace(true)) {
             return;
         }
-        if let Ok(options) = Options::from_js(&JsValue::from_str("http://127.0.0.1/")) {
-            let mut options = options;
-            options.auto_connect = false;
-            if let Ok(inner) = Inner::new(options) {
-                let sample = JsValue::from(Kite { inner });
-                defineTell(&Object::get_prototype_of(&sample));
-                if let Ok(free) = js_sys::Reflect::get(&sample, &"free".into())
-                    && let Some(free) = free.dyn_ref::<Function>()
-                {
-                    let _ = free.call0(&sample);
-                }
+        let Ok(mut options) = Options::from_js(&JsValue::from_str("http://127.0.0.1/")) else {
+            return;
+        };
+        options.auto_connect = false;
+        let Ok(inner) = Inner::new(options) else {
+            return;
+        };
+        let kite = JsValue::from(Kite {
+            inner: inner.clone(),
+        });
+        let kontrol = JsValue::from(crate::Kontrol { kite: inner });
+        extras::define_extras(
+            &Object::get_prototype_of(&kite),
+            &Object::get_prototype_of(&kontrol),
+        );
+        for sample in [kite, kontrol] {
+            if let Ok(free) = js_sys::Reflect::get(&sample, &"free".into())
+                && let Some(free) = free.dyn_ref::<Function>()
+            {
+                let _ = free.call0(&sample);
             }
         }
     }

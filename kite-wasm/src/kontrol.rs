@@ -23,7 +23,7 @@ use crate::options::{Options, get};
 /// ```
 #[wasm_bindgen]
 pub struct Kontrol {
-    kite: Rc<Inner>,
+    pub(crate) kite: Rc<Inner>,
 }
 
 impl std::fmt::Debug for Kontrol {
@@ -80,7 +80,7 @@ impl Kontrol {
     pub fn fetch_kite(&self, args: JsValue) -> Promise {
         let kontrol = self.kite.clone();
         crate::promise(async move {
-            let kites = fetch(&kontrol, &args, None)
+            let (kites, _) = fetch(&kontrol, &args, None)
                 .await
                 .map_err(|e| error::to_js(&e))?;
             kites.into_iter().next().map(JsValue::from).ok_or_else(|| {
@@ -147,7 +147,11 @@ impl Kontrol {
                 }
             }
             if let Err(e) = handler.call1(&JsValue::NULL, &event) {
-                web_sys::console::error_2(&"kite: a watchKites handler threw".into(), &e);
+                kontrol.options.log.at(
+                    crate::extras::level::ERROR,
+                    || "a watchKites handler threw".to_owned(),
+                    &e,
+                );
             }
         });
         let callback = on_event.into_js_value();
@@ -161,22 +165,24 @@ async fn fetch_list(
     args: &JsValue,
     watch: Option<JsValue>,
 ) -> Result<JsValue, JsValue> {
-    let kites = fetch(kontrol, args, watch)
+    let (kites, watcher) = fetch(kontrol, args, watch)
         .await
         .map_err(|e| error::to_js(&e))?;
-    Ok(kites
-        .into_iter()
-        .map(JsValue::from)
-        .collect::<Array>()
-        .into())
+    let list: Array = kites.into_iter().map(JsValue::from).collect();
+    // Kite.js's Kontrol answered a watch with the id `cancelWatcher` takes.
+    if let Some(id) = watcher {
+        error::set(&list, "watcherID", &id);
+    }
+    Ok(list.into())
 }
 
-/// `getKites` with `args` (and a watch callback), as unconnected kites.
+/// `getKites` with `args` (and a watch callback), as unconnected kites, and the `watcherID` of
+/// the answer if it has one.
 async fn fetch(
     kontrol: &Rc<Inner>,
     args: &JsValue,
     watch: Option<JsValue>,
-) -> Result<Vec<Kite>, KiteError> {
+) -> Result<(Vec<Kite>, Option<JsValue>), KiteError> {
     let request = Object::new();
     if args.is_object() {
         Object::assign(&request, args.unchecked_ref());
@@ -188,6 +194,7 @@ async fn fetch(
     let answer = kontrol
         .call("getKites", wire, kontrol.options.timeout_ms)
         .await?;
+    let watcher = get(&answer, "watcherID");
     let answer = Js(answer);
     let result = if answer.is_null() {
         None
@@ -205,11 +212,12 @@ async fn fetch(
             query_text(args)
         )));
     };
-    result
+    let kites = result
         .kites
         .into_iter()
         .map(|found| child(kontrol, found).map_err(|e| error::from_js(&e)))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((kites, watcher))
 }
 
 /// An unconnected kite for a `getKites` answer, whose token this Kontrol renews.

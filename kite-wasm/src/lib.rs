@@ -18,6 +18,7 @@ mod api;
 mod convert;
 mod error;
 mod events;
+mod extras;
 mod kite;
 mod kontrol;
 mod options;

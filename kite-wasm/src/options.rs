@@ -7,6 +7,7 @@ use kite_core::session::ReconnectPolicy;
 use kite_core::{Auth, Kite as Identity};
 use wasm_bindgen::{JsCast, JsValue};
 
+use crate::extras::Log;
 use crate::transport::TransportKind;
 
 /// Everything a `Kite` is configured with.
@@ -39,6 +40,8 @@ pub(crate) struct Options {
     /// A WebSocket the caller opened (Kite.js's `connection` option): used instead of dialing
     /// `url`, once.
     pub connection: Option<JsValue>,
+    /// Where messages go (`logLevel`, `logger`: Kite.js's options).
+    pub log: Log,
 }
 
 impl Options {
@@ -144,6 +147,11 @@ impl Options {
             hostname: field("hostname", "browser-hostname"),
         };
         let ms = |key: &str, default: u32| number(&obj, key).map_or(default, |x| x.max(0.0) as u32);
+        let log = Log::from_options(
+            &identity.name,
+            &get(&obj, "logLevel").unwrap_or(JsValue::UNDEFINED),
+            &get(&obj, "logger").unwrap_or(JsValue::UNDEFINED),
+        );
         Ok(Options {
             url,
             identity,
@@ -160,6 +168,7 @@ impl Options {
             token_wait_ms: ms("tokenWait", 15_000),
             api: get(&obj, "api").unwrap_or(JsValue::UNDEFINED),
             connection,
+            log,
             authenticate: get(&obj, "authenticate").and_then(|f| f.dyn_into::<Function>().ok()),
         })
     }

@@ -313,7 +313,7 @@ impl std::fmt::Debug for ServerCore {
 
 #[wasm_bindgen]
 impl ServerCore {
-    /// A server for `options` (identity, `api`, `auth`, `limits`, `heartbeat`,
+    /// A server for `options` (identity, `api`, `requireAuth`, `auth`, `limits`, `heartbeat`,
     /// `disconnectDelay`, `websocket`), driven by `driver`.
     #[wasm_bindgen(constructor)]
     pub fn new(options: JsValue, driver: Driver) -> Result<ServerCore, JsValue> {
@@ -333,7 +333,10 @@ impl ServerCore {
         error::set(&copy, "auth", &JsValue::UNDEFINED);
         let mut template = Options::from_js(&copy)?;
         template.api = JsValue::UNDEFINED;
-        let mut api = Api::from_options(&get(&options, "api").unwrap_or_default(), None, true)?;
+        // `requireAuth: false` (the driver's reading of Kite.js's `auth: false`): methods given
+        // without `auth` are open.
+        let required = get(&options, "requireAuth").and_then(|v| v.as_bool()) != Some(false);
+        let mut api = Api::from_options(&get(&options, "api").unwrap_or_default(), None, required)?;
         let verifier = auth::Verifier::from_options(
             &get(&options, "auth").unwrap_or_default(),
             template.identity.clone(),

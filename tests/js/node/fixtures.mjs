@@ -4,9 +4,9 @@
 import path from 'node:path';
 import { after } from 'node:test';
 
-import { fx, repoRoot, pkgDir, Kite, Kontrol } from './package.mjs';
+import { fx, repoRoot, pkgDir, Kite, Kontrol, KiteError, LogLevel } from './package.mjs';
 
-export { fx, repoRoot, pkgDir, Kite, Kontrol };
+export { fx, repoRoot, pkgDir, Kite, Kontrol, KiteError, LogLevel };
 
 /**
  * How long a test file's process may keep running after its last test. node --test waits for

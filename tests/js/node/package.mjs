@@ -54,4 +54,4 @@ try {
 } catch (e) {
   throw new Error(`cannot load the kite-wasm package from ${pkgDir} (run scripts/build-wasm): ${e.message}`);
 }
-export const { Kite, Kontrol } = pkg;
+export const { Kite, Kontrol, KiteError, LogLevel } = pkg;
