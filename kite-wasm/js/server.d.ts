@@ -1,50 +1,45 @@
-// Types of kite-wasm/server: a kite server for Node 20+.
+// Types of kite-wasm/server: a kite server for Node 20+. Shares the client's types
+// (kite-wasm/js/kite.d.ts, installed as ../web/kite.d.ts); tests/js/types checks both with
+// tsc --strict.
 import { EventEmitter } from 'node:events';
-import type { Kite } from '../web/kite.js';
+import type {
+  Kite,
+  KiteAuthentication,
+  KiteAuthenticator,
+  KiteIdentity,
+  KiteMethodContext,
+  KiteTransport,
+  LogLevel as ClientLogLevel,
+  LogLevelName,
+  Logger,
+  RegisterResult as KontrolRegisterResult,
+} from '../web/kite.js';
 
 export { Kite, Kontrol } from '../web/kite.js';
+export type { KiteIdentity, KiteTransport, LogLevelName, Logger } from '../web/kite.js';
 
 /** A credential as a request carries it. */
-export interface Authentication {
-  type: string;
-  key: string;
-}
+export type Authentication = KiteAuthentication;
 
-/** The seven fields naming a kite. */
-export interface KiteIdentity {
-  username: string;
-  environment: string;
-  name: string;
-  version: string;
-  region: string;
-  hostname: string;
-  id: string;
-}
-
-/** What a method is given after its arguments and callback. */
-export interface MethodContext {
-  /** The caller's identity, as it sent it. */
-  kite: KiteIdentity;
-  /** The caller's credentials, if it sent any. */
-  authentication: Authentication | null;
-  /** The method called. */
-  method: string;
-  /** The authenticated user, for methods that require authentication. */
-  username?: string;
+/** What a method is given after its arguments and callback: `kite`, `authentication`,
+ *  `method`, `username` (the authenticated user, for methods that require authentication),
+ *  and `peer`. */
+export interface MethodContext extends KiteMethodContext {
   /** The caller's connection: `peer.tell(method, ...args)` calls the caller back. */
   peer: Kite;
 }
 
 /** Checks credentials of one type: a username (or `true`) accepts, `false` refuses. */
-export type Authenticator = (
-  authentication: Authentication,
-  caller: KiteIdentity,
-) => string | boolean | Promise<string | boolean>;
+export type Authenticator = KiteAuthenticator;
 
 /** A method: its arguments as sent (functions are callbacks into the caller), then a
- *  Node-style callback and the context. Returns the result, a promise of it, or `undefined`
- *  and answers through the callback. */
-export type ServerMethod = (...args: any[]) => unknown;
+ *  Node-style callback `(error, result)` and the `MethodContext`. Returns the result, a
+ *  promise of it, or `undefined` and answers through the callback. Parameters may be typed as
+ *  the method expects them. */
+export type ServerMethod = {
+  // A method signature, so that functions with typed parameters are accepted.
+  method(...args: unknown[]): unknown;
+}['method'];
 
 /** `true` (or left out): authentication required; `false`: open; a function: custom check. */
 export type MethodAuth = boolean | Authenticator;
@@ -69,15 +64,6 @@ export interface ServerLimits {
   maxConnections?: number;
   headersTimeoutMs?: number;
   idleTimeoutMs?: number;
-}
-
-export type LogLevelName = 'none' | 'error' | 'warning' | 'warn' | 'info' | 'debug';
-
-export interface Logger {
-  error(...args: unknown[]): void;
-  warn(...args: unknown[]): void;
-  info(...args: unknown[]): void;
-  debug(...args: unknown[]): void;
 }
 
 export interface ServerAuthOptions {
@@ -119,6 +105,7 @@ export interface KiteServerOptions {
   /** Whether the SockJS websocket transport is offered (default true). */
   websocket?: boolean;
   limits?: ServerLimits;
+  /** Default `error`, or `$KITE_LOG_LEVEL`. */
   logLevel?: LogLevelName | number;
   logger?: Logger;
 }
@@ -141,37 +128,45 @@ export interface RegisterOptions {
   url?: string;
   /** Kontrol's URL (default: the `kontrolURL` option or the kite key's). */
   kontrolURL?: string;
-  transports?: Array<'websocket' | 'xhr-streaming' | 'xhr-polling' | 'raw-websocket'>;
+  /** The transports of the connection to Kontrol. */
+  transports?: KiteTransport | KiteTransport[];
 }
 
-export interface RegisterResult {
-  url: string;
+/** Kontrol's answer to `register`. */
+export interface RegisterResult extends KontrolRegisterResult {
   heartbeatInterval?: number;
-  [key: string]: unknown;
 }
 
 export interface ServerStats {
+  /** Peers connected (`Kite`s). */
   connections: number;
+  /** SockJS sessions. */
   sessions: number;
   websockets: number;
+  /** Bytes queued for peers. */
   queuedBytes: number;
+  /** Credentials verified (when the server checks tokens or kite keys). */
   verifications?: number;
+  /** HTTP responses held open (xhr-streaming, polling). */
   responses: number;
+  /** Websockets open (SockJS and raw). */
   sockets: number;
 }
 
 export interface KiteServerEvents {
   connection: [peer: Kite];
   disconnect: [peer: Kite];
-  error: [error: unknown];
-  info: [message: unknown];
+  error: [error: Error];
+  info: [message: string];
 }
 
 export declare const DEFAULT_LIMITS: Readonly<Required<ServerLimits>>;
-export declare const LogLevel: Readonly<{ NONE: 0; ERROR: 1; WARNING: 2; INFO: 3; DEBUG: 4 }>;
+/** Kite.js's log levels, the client's numbers. */
+export declare const LogLevel: typeof ClientLogLevel;
 
 export declare class KiteServer extends EventEmitter {
   constructor(options?: KiteServerOptions);
+  /** The options given. */
   readonly options: KiteServerOptions;
   readonly kiteKey: string | undefined;
   readonly kontrolURL: string | undefined;
