@@ -105,12 +105,16 @@ export async function rejection(promise, what = 'the call') {
   }
 }
 
-/** A GET or POST to the control server; resolves with the body (text), failing on a non-2xx. */
-export async function control(method, pathAndQuery) {
-  const res = await fetch(fx.control + pathAndQuery, { method });
-  const body = await res.text();
-  if (!res.ok) throw new Error(`${method} ${pathAndQuery}: ${res.status} ${body}`);
-  return body;
+/**
+ * A GET or POST to the control server (with `body`, sent as JSON, if given); resolves with the
+ * body (text), failing on a non-2xx.
+ */
+export async function control(method, pathAndQuery, body) {
+  const init = body === undefined ? { method } : { method, body: JSON.stringify(body) };
+  const res = await fetch(fx.control + pathAndQuery, init);
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${pathAndQuery}: ${res.status} ${text}`);
+  return text;
 }
 
 /** A token for the auth kite valid for `ttl` seconds (negative: expired). */

@@ -18,6 +18,7 @@ import { pathToFileURL } from 'node:url';
 import WebSocket from 'ws';
 
 import { repoRoot, pkgDir, within, TEST_TIMEOUT, SUITE_TIMEOUT } from './fixtures.mjs';
+import { split } from './server-kit.mjs';
 
 const { KiteServer } = await import(pathToFileURL(path.join(pkgDir, 'server/index.js')).href);
 
@@ -104,12 +105,6 @@ const sorted = (name, list) => (UNORDERED.has(name) ? [...list].sort() : list);
 
 // ---- the Go math-server's methods (the captures' server), with its results ----
 
-/** A method's own arguments: what precedes the Node-style callback and the context. */
-function split(args) {
-  const ctx = args.pop();
-  args.pop(); // the Node-style callback: answered by the return value instead
-  return { args, ctx };
-}
 
 const argumentError = (message) => Object.assign(new Error(message), { type: 'argumentError' });
 

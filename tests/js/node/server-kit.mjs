@@ -4,6 +4,7 @@
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { generateKeyPairSync, sign } from 'node:crypto';
+import { createRequire } from 'node:module';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const repoRoot = path.resolve(here, '../../..');
@@ -77,4 +78,64 @@ export async function until(check, ms, what) {
     if (Date.now() > deadline) throw new Error(`${what}: not true within ${ms} ms`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** A method's own arguments: what precedes the Node-style callback and the context. */
+export function split(args) {
+  const ctx = args.pop();
+  args.pop(); // the Node-style callback: answered by the return value instead
+  return { args, ctx };
+}
+
+// ---- interoperability: the real Kite.js and sockjs-client of tests/interop ----
+
+const interopRequire = createRequire(path.join(repoRoot, 'tests/interop/package.json'));
+const requireInterop = (name) => {
+  try {
+    return interopRequire(name);
+  } catch (e) {
+    throw new Error(`cannot load ${name} from tests/interop (run npm ci there): ${e.message}`);
+  }
+};
+/** Kite.js 1.0.13's `Kite` (CommonJS, from tests/interop/node_modules). */
+export const KiteJS = requireInterop('kite.js').Kite;
+/** sockjs-client 1.6.1. */
+export const SockJS = requireInterop('sockjs-client');
+
+/** What the interop tests' methods throw for a bad argument. */
+const argumentError = (message) => Object.assign(new Error(message), { type: 'argumentError' });
+
+/**
+ * The methods every interop test calls, open to all unless `auth` says otherwise; `whoami`
+ * always wants credentials:
+ * - `square(x)`: x²; anything but a number is an `argumentError`;
+ * - `callback({value, times, cb})`: calls `cb(value)` `times` times, then answers `value`;
+ * - `ask(hello)`: calls the caller's `hello('node', reply)` and answers
+ *   `client said: <what reply got>`;
+ * - `askPeer()`: calls the caller's own method `client.hello('node')` through `ctx.peer` and
+ *   answers `client said: <its answer>`;
+ * - `fail()`: throws `{type: 'genericError', message: 'node says no', code: 'N1'}`;
+ * - `whoami()`: the authenticated user.
+ */
+export function interopApi({ auth = false } = {}) {
+  const method = (func, a = auth) => ({ func: (...x) => func(split(x)), auth: a });
+  return {
+    square: method(({ args: [x] }) => {
+      if (typeof x !== 'number') throw argumentError(`square: not a number: ${JSON.stringify(x)}`);
+      return x * x;
+    }),
+    callback: method(({ args: [{ value, times, cb }] }) => {
+      for (let i = 0; i < times; i++) cb(value);
+      return value;
+    }),
+    ask: method(
+      ({ args: [hello] }) =>
+        new Promise((resolve) => hello('node', (answer) => resolve(`client said: ${answer}`))),
+    ),
+    askPeer: method(async ({ ctx }) => `client said: ${await ctx.peer.tell('client.hello', 'node')}`),
+    fail: method(() => {
+      throw Object.assign(new Error('node says no'), { type: 'genericError', code: 'N1' });
+    }),
+    whoami: method(({ ctx }) => ctx.username, true),
+  };
 }
