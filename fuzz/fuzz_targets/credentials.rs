@@ -8,14 +8,19 @@
 //! jwt-go's and Go kite's rules; anything else: a credential forged from the rest (header
 //! algorithm, signer, claims, trailing tampering), which must be accepted exactly when the model
 //! says so; these are signed with the small keys of fuzz/keys (the verifiers trust
-//! `trusted.pem` there), as signing with a 2048-bit key took most of the time.
+//! `trusted.pem` there), as signing with a 2048-bit key took most of the time. Every token and
+//! kite key also goes through kite-core's `verify_token` / `verify_kite_key` (the Node server's
+//! rules, the signature checked by the `rsa` crate as Node's crypto would), which must decide
+//! exactly as kite-native's verifiers do.
 #![no_main]
 
 use std::sync::Arc;
 
 use arbitrary::{Arbitrary, Unstructured};
 use kite_core::Kite;
-use kite_core::auth::{Claims, check_audience, check_times};
+use kite_core::auth::{
+    Claims, TokenRules, check_audience, check_times, verify_kite_key, verify_token,
+};
 use kite_fuzz::{Pair, RsaAlg};
 use kite_native::auth::{KiteKeyVerifier, TokenVerifier, VerifyError};
 use libfuzzer_sys::fuzz_target;
@@ -81,14 +86,46 @@ fn token_model(token: &str, trust: &Pair, now: i64) -> Option<String> {
     token_claims_ok(&claims, now).then_some(claims.sub)
 }
 
+/// kite-core's `verify_token` (the Node server's rules, which leave the signature to the
+/// platform's crypto: here the `rsa` crate) on `token` at `now`.
+fn core_token(token: &str, trust: &Pair, now: i64) -> Option<String> {
+    let local = local();
+    let rules = TokenRules {
+        issuer: ISSUER,
+        local: &local,
+        leeway: LEEWAY,
+        allow_root_audience: false,
+    };
+    let verified = verify_token(token, &rules, now, |jwt| {
+        let checked = kite_fuzz::rsa_verifies(token, &trust.public);
+        // The signed text and algorithm the driver is handed are the token's own.
+        if let Some((alg, _)) = checked {
+            let hash = match alg {
+                RsaAlg::Rs256 => "sha256",
+                RsaAlg::Rs384 => "sha384",
+                RsaAlg::Rs512 => "sha512",
+            };
+            assert_eq!(jwt.alg.hash(), hash);
+            assert!(token.starts_with(jwt.signed) && token[jwt.signed.len()..].starts_with('.'));
+        }
+        checked.is_some()
+    });
+    verified.ok().map(|v| v.username)
+}
+
 /// Verifies `token`; whatever is accepted, the model accepts too (at some second of the
-/// check). Returns ours, and the model's verdict when it did not change during the check.
+/// check), and kite-core's verifier decides as kite-native's does. Returns ours, and the
+/// model's verdict when it did not change during the check.
 fn check_token(token: &str, trust: &Pair) -> (Result<String, VerifyError>, Option<Option<String>>) {
     let verifier =
         TokenVerifier::new(ISSUER, trust.public_pem, Arc::new(local())).expect("test key");
     let before = kite_fuzz::unix_now();
     let ours = verifier.verify(token);
+    let core = core_token(token, trust, before);
     let after = kite_fuzz::unix_now();
+    if before == after {
+        assert_eq!(core, ours.clone().ok(), "kite-core and kite-native differ on {token:?}");
+    }
     let (m1, m2) = (
         token_model(token, trust, before),
         token_model(token, trust, after),
@@ -119,6 +156,19 @@ fn check_kite_key(key: &str, trust: &Pair) -> (bool, Result<String, VerifyError>
     }
     let verifier = KiteKeyVerifier::trusting(trust.public_pem);
     let ours = verifier.verify(key);
+    let core = verify_kite_key(
+        key,
+        |pem| pem == trust.public_pem.trim(),
+        |_, pem| {
+            kite_fuzz::public_from_pem(pem)
+                .is_some_and(|public| kite_fuzz::rsa_verifies(key, &public).is_some())
+        },
+    );
+    assert_eq!(
+        core.map(|v| v.username).ok(),
+        ours.clone().ok(),
+        "kite-core and kite-native differ on the kite key {key:?}"
+    );
     if let Ok(user) = &ours {
         let (_, payload) = kite_fuzz::rsa_verifies(key, &trust.public)
             .expect("accepted a kite key the trusted key did not sign");
