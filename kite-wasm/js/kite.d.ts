@@ -52,6 +52,9 @@ export declare class KiteError extends Error {
   static codeIs(code: string): (err: unknown) => boolean;
   /** The negation of `codeIs(code)`. */
   static codeIsnt(code: string): (err: unknown) => boolean;
+  /** A `KiteError` from a plain `{type, message, code}` (Kite.js's). */
+  static makeProperError(error?: { type?: string; message?: string; code?: string }): KiteError;
+  constructor(message?: string, type?: string, code?: string, id?: string);
 }
 
 /** Kite.js's log levels. */
@@ -263,6 +266,8 @@ export declare class Kite {
   readonly remote: KiteIdentity | null;
   /** Functions of this page held for peers, over all kites. */
   static liveCallbacks(): number;
+  /** `KiteError` (Kite.js's `Kite.Error`). */
+  static Error: typeof KiteError;
   /** Frees the kite's memory in the wasm module now (it is freed when collected anyway). */
   free(): void;
   [Symbol.dispose](): void;
@@ -290,6 +295,12 @@ export interface WatchEvent {
 export interface RegisterResult {
   url: string;
   [key: string]: unknown;
+}
+
+/** What `Kontrol#register` tells of the registrations after the first. */
+export interface RegisterOptions {
+  onRegister?: (result: RegisterResult) => void;
+  onError?: (error: KiteError) => void;
 }
 
 /** A watch on Kontrol. */
@@ -323,8 +334,9 @@ export declare class Kontrol {
   watch(args: KontrolGetKitesArgs, handler: (event: WatchEvent) => void): Promise<KiteWatch>;
   /** Stops a watcher by its id. */
   cancelWatcher(id: string): Promise<unknown>;
-  /** Registers this kite with Kontrol under `url`. */
-  register(url: string): Promise<RegisterResult>;
+  /** Registers this connection's kite with Kontrol as reachable at `url`, and again whenever
+   *  the connection to Kontrol comes back (`onRegister` / `onError` hear of those). */
+  register(url: string | { url: string }, options?: RegisterOptions): Promise<RegisterResult>;
   free(): void;
   [Symbol.dispose](): void;
 }

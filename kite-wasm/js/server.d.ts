@@ -15,7 +15,7 @@ import type {
   RegisterResult as KontrolRegisterResult,
 } from '../web/kite.js';
 
-export { Kite, Kontrol } from '../web/kite.js';
+export { Kite, Kontrol, KiteError } from '../web/kite.js';
 export type { KiteIdentity, KiteTransport, LogLevelName, Logger } from '../web/kite.js';
 
 /** A credential as a request carries it. */
@@ -78,6 +78,9 @@ export interface ServerAuthOptions {
   allowRootAudience?: boolean;
   /** Checks for other credential types, by type. */
   authenticators?: Record<string, Authenticator>;
+  /** Whether methods given without `auth` require credentials (default true; `false` as
+   *  `auth: false`). */
+  required?: boolean;
 }
 
 export interface KiteServerOptions {
@@ -89,7 +92,9 @@ export interface KiteServerOptions {
   hostname?: string;
   id?: string;
   api?: ServerApi;
-  auth?: ServerAuthOptions;
+  /** `false` (Kite.js's): methods given without `auth` are open; `true` (default): they
+   *  require credentials; an object configures the verification. */
+  auth?: boolean | ServerAuthOptions;
   /** The kite key (default: `$KITE_HOME/kite.key` or `~/.kite/kite.key`; `false`: none). */
   kiteKey?: string | false;
   kontrolKey?: string;

@@ -799,16 +799,6 @@ impl Inner {
     }
 }
 
-#[wasm_bindgen(typescript_custom_section)]
-const TELL_TS: &str = r#"
-export interface Kite {
-  /** Calls `method` on the remote kite with any number of arguments (sent as `withArgs`).
-   *  Functions among the arguments become callbacks the remote may call many times.
-   *  Resolves with the result; rejects with a `KiteError` (`type`, `message`, `code`, `id`). */
-  tell(method: string, ...args: any[]): Promise<any>;
-}
-"#;
-
 /// A kite reached over the network, and the page's side of that connection.
 ///
 /// ```js

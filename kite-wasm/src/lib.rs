@@ -1,7 +1,7 @@
 //! Kite for browsers and Node: a client that replaces Kite.js, built on [`kite_core`] and
 //! compiled to WebAssembly with wasm-bindgen.
 //!
-//! The JavaScript API (see the package README and the generated `.d.ts`):
+//! The JavaScript API (see the package README and its declarations, kite-wasm/js/kite.d.ts):
 //!
 //! * [`Kite`]: `new Kite(url | options)`, `tell(method, ...args)` returning a promise,
 //!   functions as callbacks in both directions, the page's own methods (`api`), events,

@@ -7,6 +7,7 @@ import { after } from 'node:test';
 import { fx, repoRoot, pkgDir, Kite, Kontrol, KiteError, LogLevel } from './package.mjs';
 
 export { fx, repoRoot, pkgDir, Kite, Kontrol, KiteError, LogLevel };
+export { nextEvent, within, until, rejection } from './waiting.mjs';
 
 /**
  * How long a test file's process may keep running after its last test. node --test waits for
@@ -49,60 +50,11 @@ export const TRANSPORTS = ['websocket', 'xhr-streaming', 'xhr-polling'];
 /** The Kontrol query matching the `discoverable` fixture kite. */
 export const DISCOVERABLE = { username: 'fixture', name: 'discoverable' };
 
-/** Resolves with the arguments of the next `event` of `emitter` (a Kite), or rejects after `ms`. */
-export function nextEvent(emitter, event, ms = 10_000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      emitter.off(event, listener);
-      reject(new Error(`no '${event}' event within ${ms} ms`));
-    }, ms);
-    function listener(...args) {
-      clearTimeout(timer);
-      emitter.off(event, listener);
-      resolve(args);
-    }
-    emitter.on(event, listener);
-  });
-}
-
 /** Records every `event` of `kite` in a list. */
 export function record(kite, event) {
   const seen = [];
   kite.on(event, (...args) => seen.push(args.length <= 1 ? args[0] : args));
   return seen;
-}
-
-/** Rejects after `ms` with `what` in the message unless `promise` settles first. */
-export function within(promise, ms, what) {
-  let timer;
-  const deadline = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
-}
-
-/** Polls `check` until it returns a truthy value (returned), failing after `ms`. */
-export async function until(check, ms, what) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`${what}: not true within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
-/** Resolves with the rejection of `promise`, failing if it resolves. */
-export async function rejection(promise, what = 'the call') {
-  try {
-    const v = await promise;
-    throw Object.assign(new Error(`${what} resolved (${JSON.stringify(v)}) instead of rejecting`), {
-      resolvedInstead: true,
-    });
-  } catch (e) {
-    if (e && e.resolvedInstead) throw e;
-    return e;
-  }
 }
 
 /**

@@ -47,38 +47,7 @@ export function jwt(claims, privateKey, { alg = 'RS256', hash = 'sha256', header
 
 export const now = () => Math.floor(Date.now() / 1000);
 
-/** Resolves with the rejection of `promise`, failing if it resolves. */
-export async function rejection(promise, what = 'the call') {
-  let value;
-  try {
-    value = await promise;
-  } catch (e) {
-    return e;
-  }
-  throw new Error(`${what} resolved (${JSON.stringify(value)}) instead of rejecting`);
-}
-
-/** Resolves with the first `event` of `emitter`, failing after `ms`. */
-export function next(emitter, event, ms = 10_000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no '${event}' within ${ms} ms`)), ms);
-    emitter.once(event, (...args) => {
-      clearTimeout(timer);
-      resolve(args);
-    });
-  });
-}
-
-/** Polls `check` until truthy (returned), failing after `ms`. */
-export async function until(check, ms, what) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`${what}: not true within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+export { nextEvent as next, within, until, rejection } from './waiting.mjs';
 
 /** A method's own arguments: what precedes the Node-style callback and the context. */
 export function split(args) {
