@@ -5,10 +5,10 @@
 //
 //   cargo build --release -p kite-bench --locked && scripts/build-wasm
 //   (cd tests/interop && npm ci)
-//   node tests/js/bench/server.mjs [--rounds 3] [--measure-ms 3000]
+//   node tests/js/bench/server.mjs [--rounds 3] [--measure-ms 3000] [--kitejs-first]
 //
 // Every run is a fresh server process; the two servers alternate run for run (ours, Kite.js,
-// ours, ...) in each scenario, and the table gives medians and ranges over the rounds, with the
+// ours, ...; with --kitejs-first, Kite.js, ours, ...) in each scenario, and the table gives medians and ranges over the rounds, with the
 // load averages (os.loadavg, 1 minute) seen at the start of the runs. KITE_BENCH names the
 // kite-bench binary (default $CARGO_TARGET_DIR/release/kite-bench, else target/release/...);
 // KITE_WASM_PKG the package (default kite-wasm/pkg).
@@ -134,9 +134,11 @@ const median = (xs) => {
 const int = (x) => Math.round(x).toLocaleString('en-US');
 
 const results = scenarios.map((s) => s.peers.map(() => []));
+const order = process.argv.includes('--kitejs-first') ? [1, 0] : [0, 1];
 for (let r = 0; r < rounds; r++) {
   for (const [i, s] of scenarios.entries()) {
-    for (const [j, peer] of s.peers.entries()) {
+    for (const j of order) {
+      const peer = s.peers[j];
       const x = await once(s, peer);
       results[i][j].push(x);
       console.error(
