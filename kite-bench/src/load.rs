@@ -52,6 +52,9 @@ pub struct Target {
     pub transport: Transport,
     /// For the kite: a token sent with every call.
     pub token: Option<String>,
+    /// For the kite: the URL to dial, when not `http://<addr>/kite` (`load --url` keeps the
+    /// one it is given, so a raw websocket can be dialled at the path its server takes it).
+    pub url: Option<String>,
 }
 
 /// The ASCII string `echo` calls carry: `n` bytes of readable text.
@@ -119,7 +122,11 @@ impl std::fmt::Debug for Conn {
 pub async fn dial(target: &Target, payload: Payload) -> Result<Conn, String> {
     match target.system {
         System::Kite => {
-            let client = bench_kite().new_client(&format!("http://{}/kite", target.addr));
+            let url = target
+                .url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}/kite", target.addr));
+            let client = bench_kite().new_client(&url);
             client.set_transport(target.transport);
             if let Some(token) = &target.token {
                 client.set_auth(Some(Auth::new("token", token.clone())));

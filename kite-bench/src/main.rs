@@ -107,10 +107,11 @@ enum Command {
     },
     /// Loads an existing kite (any kite serving `square` and `echo`, such as `serve`'s).
     Load {
-        /// The kite's SockJS base URL.
+        /// The kite's SockJS base URL (dialled as given; with `raw-websocket`, the websocket's
+        /// URL, such as `ws://127.0.0.1:6000/kite/websocket` or a Kite.js server's `ws://…/`).
         #[arg(long, default_value = "http://127.0.0.1:6000/kite")]
         url: String,
-        /// `websocket`, `xhr-streaming` or `xhr-polling`.
+        /// `websocket`, `xhr-streaming`, `xhr-polling` or `raw-websocket`.
         #[arg(long, default_value = "websocket")]
         transport: Transport,
         /// Calls in flight on the one connection.
@@ -278,6 +279,7 @@ async fn run(command: Command) -> Result<(), String> {
                 addr: parse_url(&url)?,
                 transport,
                 token,
+                url: Some(url),
             };
             let window = Window {
                 warmup: Duration::from_millis(500),

@@ -48,6 +48,7 @@ pub async fn idle(
         addr: server.addr,
         transport: kite_native::transport::Transport::WebSocket,
         token: None,
+        url: None,
     };
     // Warm the server up (runtime threads, first-connection allocations) before the baseline.
     let mut warm = load::dial(&target, Payload::Square).await?;
@@ -148,6 +149,7 @@ pub async fn soak(calls: u64, concurrency: usize) -> Result<SoakReport, String> 
         addr: server.addr,
         transport: kite_native::transport::Transport::WebSocket,
         token: None,
+        url: None,
     };
     let load::Conn::Kite(client) = load::dial(&target, Payload::Square).await? else {
         unreachable!("a kite target dials a kite client")

@@ -424,6 +424,7 @@ pub async fn run(options: SuiteOptions) -> Result<Report, String> {
                 } else {
                     None
                 },
+                url: None,
             };
             let summary =
                 load::one_connection(&target, case.payload, case.concurrency, options.window)
@@ -447,6 +448,7 @@ pub async fn run(options: SuiteOptions) -> Result<Report, String> {
                     addr: server.addr,
                     transport: *transport,
                     token: None,
+                    url: None,
                 };
                 let mut rss = 0;
                 let summary = load::many_connections(
