@@ -10,7 +10,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { fx, control, until, TEST_TIMEOUT, SUITE_TIMEOUT } from './fixtures.mjs';
+import { fx, control, until, within, TEST_TIMEOUT, SUITE_TIMEOUT } from './fixtures.mjs';
 import { KiteServer, interopApi } from './server-kit.mjs';
 
 const OWNER = 'node-registrant';
@@ -58,6 +58,26 @@ describe('Node KiteServer registered with Kontrol, found by a native kite', { ti
       assert.equal(asked.result, 'client said: native', JSON.stringify(asked));
     });
   }
+
+  test('after Kontrol restarts (losing its registrations), it registers again and is found', { timeout: TEST_TIMEOUT }, async () => {
+    const infos = [];
+    const again = new Promise((resolve) => {
+      server.on('info', (text) => {
+        infos.push(text);
+        if (/registered again/.test(text)) resolve(text);
+      });
+    });
+    const errors = [];
+    server.on('error', (e) => errors.push(e));
+    // Kontrol goes down and forgets every registration of OWNER.
+    assert.deepEqual(JSON.parse(await control('POST', `/kontrol/restart?down_ms=300&forget=${OWNER}`)), { ok: true });
+    assert.match(await within(again, 20_000, 'the server registering again'), /registered again to Kontrol with URL: /);
+    const out = await findAndCall('square', [5]);
+    assert.equal(out.found, 1, JSON.stringify(out));
+    assert.equal(out.url, server.url);
+    assert.equal(out.result, 25, JSON.stringify(out));
+    assert.deepEqual(errors, []);
+  });
 
   test('once closed, it is no longer found, and never called', { timeout: TEST_TIMEOUT }, async () => {
     let served = 0;
