@@ -124,7 +124,11 @@ fn check_token(token: &str, trust: &Pair) -> (Result<String, VerifyError>, Optio
     let core = core_token(token, trust, before);
     let after = kite_fuzz::unix_now();
     if before == after {
-        assert_eq!(core, ours.clone().ok(), "kite-core and kite-native differ on {token:?}");
+        assert_eq!(
+            core,
+            ours.clone().ok(),
+            "kite-core and kite-native differ on {token:?}"
+        );
     }
     let (m1, m2) = (
         token_model(token, trust, before),
