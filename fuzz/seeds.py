@@ -229,6 +229,18 @@ def hand_made(corpus):
     for _ in range(8):
         corpus.add("sockjs_server", bytes(rng.randrange(256) for _ in range(rng.randrange(64, 512))))
 
+    # webrtc_signal: signalling messages of the shapes Go's protocol/webrtc.go reads, and relay
+    # runs (`R`, then a byte per peer action).
+    for text in (
+        '{"type":"offer","dst":"b","payload":{"sdp":{"type":"offer","sdp":"v=0\\r\\n"},"connectionId":"c1","browser":"chrome"}}',
+        '{"type":"ANSWER","src":"x","dst":"a","payload":{"sdp":{"type":"answer","sdp":"v=0"},"reliable":true}}',
+        '{"type":"candidate","dst":"a","payload":{"candidate":{"candidate":"candidate:1 1 udp 2 127.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0}}}',
+        '{"type":"leave","dst":"b","payload":{"msg":"bye","label":"kite","serialization":"json"}}',
+        '{"type":"hello"}',
+    ):
+        corpus.add("webrtc_signal", text)
+    corpus.add("webrtc_signal", b"R" + bytes([4, 9, 8, 13, 0, 21, 6, 3, 2, 1]))
+
     now = 1_800_000_000
     token = signed_jwt({"aud": "/alice/prod/math", "exp": 4_102_444_800, "iat": now, "iss": "kontrol",
                         "jti": "j1", "nbf": now, "sub": "bob"})

@@ -23,6 +23,7 @@ pub mod kontrol;
 pub mod session;
 pub mod sockjs;
 pub mod tree;
+pub mod webrtc;
 
 pub use connection::{Connection, Incoming};
 pub use dnode::{Args, Callback, IntoArgs, IntoValue, Value};

@@ -93,6 +93,8 @@ enum Deferred {
 pub(crate) struct ClientInner {
     pub(crate) kite: Arc<KiteInner>,
     url: String,
+    /// This connection's id (a UUIDv4, as Go's `Client.ID`).
+    id: String,
     remote: Mutex<KiteIdentity>,
     auth: Mutex<Option<Auth>>,
     /// This kite's identity and `auth`, encoded once for every call.
@@ -176,6 +178,7 @@ impl Client {
         Client(Arc::new(ClientInner {
             kite,
             url,
+            id: uuid::Uuid::new_v4().to_string(),
             remote: Mutex::default(),
             auth: Mutex::default(),
             head: Mutex::new(head),
@@ -205,6 +208,17 @@ impl Client {
     /// Whether `self` and `other` are the same connection (clones of one client).
     pub fn ptr_eq(&self, other: &Client) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// This connection's id, a UUIDv4 made with it (Go's `Client.ID`): what a signalling relay
+    /// knows the peer by ([`crate::Config::use_webrtc`]).
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    /// The time limit of this kite's calls (`Config::timeout`).
+    pub(crate) fn config_timeout(&self) -> Duration {
+        self.0.kite.config.timeout
     }
 
     /// The URL this client dials (empty for accepted connections).

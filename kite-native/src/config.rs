@@ -58,6 +58,13 @@ pub struct Config {
     pub max_waiting_prompts: usize,
     /// Largest incoming message in bytes; larger ones end the session (default 1 MiB).
     pub max_message_size: usize,
+    /// Serve `kite.handleWebRTC`, relaying WebRTC signalling messages between the connections
+    /// that call it (Go's `Config.UseWebRTC`; `KITE_USE_WEBRTC`, default false). See
+    /// [`crate::webrtc`].
+    pub use_webrtc: bool,
+    /// How many connections the signalling relay keeps reachable (default 16,384); a new caller
+    /// past it gets a `requestLimitError`.
+    pub max_webrtc_peers: usize,
     /// SockJS heartbeat interval of the server (default 10 s, as Go kite).
     pub heartbeat_delay: Duration,
     /// How long an XHR session without a receiver lives (default 10 s, as Go kite).
@@ -195,6 +202,8 @@ impl Default for Config {
             prompt_timeout: Duration::from_secs(60),
             max_waiting_prompts: 16,
             max_message_size: 1 << 20,
+            use_webrtc: false,
+            max_webrtc_peers: kite_core::webrtc::DEFAULT_MAX_PEERS,
             heartbeat_delay: Duration::from_secs(10),
             disconnect_delay: Duration::from_secs(10),
             websocket: true,
@@ -328,6 +337,14 @@ impl Config {
         if let Some(v) = var("KITE_HANDSHAKE_TIMEOUT") {
             self.handshake_timeout =
                 parse_go_duration(&v).map_err(|e| err("KITE_HANDSHAKE_TIMEOUT", &v, e))?;
+        }
+        if let Some(v) = var("KITE_USE_WEBRTC") {
+            // Go's strconv.ParseBool spellings.
+            self.use_webrtc = match v.as_str() {
+                "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
+                "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
+                _ => return Err(err("KITE_USE_WEBRTC", &v, "not a boolean".into())),
+            };
         }
         Ok(())
     }

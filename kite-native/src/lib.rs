@@ -90,6 +90,7 @@ pub mod tls;
 pub mod transport;
 #[cfg(feature = "client")]
 mod tunnel;
+pub mod webrtc;
 
 pub use client::{Client, ClientError};
 pub use config::{Config, Limits};

@@ -193,6 +193,9 @@ impl Kite {
             occupancy: crate::sockjs::Occupancy::new(),
         }));
         crate::builtins::register(&kite);
+        if kite.0.config.use_webrtc {
+            crate::webrtc::serve_relay(&kite, kite.0.config.max_webrtc_peers);
+        }
         Ok(kite)
     }
 
