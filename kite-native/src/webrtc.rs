@@ -74,3 +74,17 @@ impl Client {
             .map(drop)
     }
 }
+
+#[cfg(feature = "client")]
+impl Kite {
+    /// Sends a signalling message through this kite's Kontrol (Go's `Kite.SendWebRTCRequest`):
+    /// Kontrol relays it when it runs with `use_webrtc`, as Go's Kontrol does with `UseWebRTC`.
+    pub async fn send_webrtc_request(&self, message: &SignalMessage) -> Result<(), KiteError> {
+        let kontrol = self.kontrol().await?;
+        kontrol
+            .tell_with_timeout(HANDLER_NAME, (message,), self.config().timeout)
+            .await
+            .map(drop)
+            .map_err(|e| e.kite_error())
+    }
+}
