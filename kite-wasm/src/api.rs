@@ -141,6 +141,29 @@ impl Responder {
     }
 }
 
+thread_local! {
+    /// The caller's identity of the last call a method was given, and its object: every call
+    /// of a connection carries the same identity, and copying an object is one call into
+    /// the engine where building it is seven strings passed and seven properties set.
+    static LAST_CALLER: RefCell<Option<(kite_core::identity::Kite, Object)>> = const { RefCell::new(None) };
+}
+
+/// `kite` as a method sees it: a fresh object each call (a method may change its own).
+fn caller_object(kite: &kite_core::identity::Kite) -> JsValue {
+    LAST_CALLER.with(|last| {
+        let mut last = last.borrow_mut();
+        let template = match &*last {
+            Some((k, o)) if k == kite => o.clone(),
+            _ => {
+                let o: Object = kite.to_tree::<Js>().0.unchecked_into();
+                *last = Some((kite.clone(), o.clone()));
+                o
+            }
+        };
+        Object::assign(&Object::new(), &template).into()
+    })
+}
+
 /// Runs a request of the remote kite and answers it.
 pub(crate) fn handle(inner: &Rc<Inner>, generation: u64, mut req: TreeRequest<Js>) {
     let responder = Rc::new(Responder {
@@ -300,7 +323,7 @@ fn run(
     if let Some(peer) = peer {
         error::set(&meta, "peer", &peer);
     }
-    error::set(&meta, "kite", &req.kite.to_tree::<Js>().0);
+    error::set(&meta, "kite", &caller_object(&req.kite));
     let credentials = req
         .auth
         .as_ref()

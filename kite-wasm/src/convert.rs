@@ -93,6 +93,7 @@ thread_local! {
     static COMMON: Vec<(&'static str, JsValue)> = [
         "method", "arguments", "callbacks", "kite", "authentication", "responseCallback",
         "withArgs", "error", "result", "[Function]", "type", "message", "code", "id", "key",
+        "peer", "username",
     ]
     .into_iter()
     .map(|s| (s, JsValue::from_str(s)))
