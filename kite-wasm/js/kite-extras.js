@@ -107,6 +107,17 @@ function define(proto, name, value) {
   }
 }
 
+/** What a method is told of a call (its last argument); `kite` is copied, for the module reuses it. */
+export function callMeta(username, peer, kite, authentication, method) {
+  const meta = {};
+  if (username !== undefined) meta.username = username;
+  if (peer !== undefined) meta.peer = peer;
+  meta.kite = Object.assign({}, kite);
+  meta.authentication = authentication;
+  meta.method = method;
+  return meta;
+}
+
 /** Puts the composed methods on the prototypes of the module's `Kite` and `Kontrol`. */
 export function defineExtras(kite, kontrol) {
   define(kite, 'tell', function tell(method, ...args) {

@@ -148,19 +148,19 @@ thread_local! {
     static LAST_CALLER: RefCell<Option<(kite_core::identity::Kite, Object)>> = const { RefCell::new(None) };
 }
 
-/// `kite` as a method sees it: a fresh object each call (a method may change its own).
-fn caller_object(kite: &kite_core::identity::Kite) -> JsValue {
+/// The object of `kite`, which [`crate::extras::call_meta`] copies for each call (a method
+/// may change its own).
+fn caller_object(kite: &kite_core::identity::Kite) -> Object {
     LAST_CALLER.with(|last| {
         let mut last = last.borrow_mut();
-        let template = match &*last {
+        match &*last {
             Some((k, o)) if k == kite => o.clone(),
             _ => {
                 let o: Object = kite.to_tree::<Js>().0.unchecked_into();
                 *last = Some((kite.clone(), o.clone()));
                 o
             }
-        };
-        Object::assign(&Object::new(), &template).into()
+        }
     })
 }
 
@@ -316,20 +316,18 @@ fn run(
     username: Option<String>,
     peer: Option<JsValue>,
 ) {
-    let meta = Object::new();
-    if let Some(username) = username {
-        error::set(&meta, "username", &JsValue::from_str(&username));
-    }
-    if let Some(peer) = peer {
-        error::set(&meta, "peer", &peer);
-    }
-    error::set(&meta, "kite", &caller_object(&req.kite));
     let credentials = req
         .auth
         .as_ref()
         .map_or(JsValue::NULL, |a| a.to_tree::<Js>().0);
-    error::set(&meta, "authentication", &credentials);
-    error::set(&meta, "method", &JsValue::from_str(&req.method));
+    // One call into JavaScript, where setting each member from here was one call each.
+    let meta = crate::extras::call_meta(
+        username.as_deref(),
+        &peer.unwrap_or(JsValue::UNDEFINED),
+        &caller_object(&req.kite),
+        &credentials,
+        &req.method,
+    );
     let args = convert::args_from_wire(req.args, key, responder.generation);
     let argc = args.length();
     let r = responder.clone();
