@@ -107,6 +107,46 @@ function define(proto, name, value) {
   }
 }
 
+// The identity the module read last (its seven fields), or null.
+let lastIdentity = null;
+const IDENTITY = ['name', 'username', 'id', 'environment', 'region', 'version', 'hostname'];
+
+/**
+ * Whether `o` holds the identity the module read last (it then uses that one): the same
+ * seven own string members, absent ones read as ''. Otherwise remembers `o`'s, and the
+ * module reads it (an identity that is not an object or has a member that is not a string
+ * is never the same: the module reads it as the empty one).
+ */
+export function sameIdentity(o) {
+  let fields = null;
+  if (o !== null && typeof o === 'object' && !Array.isArray(o)) {
+    fields = [];
+    for (const k of IDENTITY) {
+      const v = Object.hasOwn(o, k) ? o[k] : '';
+      if (typeof v !== 'string') {
+        fields = null;
+        break;
+      }
+      fields.push(v);
+    }
+  }
+  const last = lastIdentity;
+  if (fields !== null && last !== null && fields.every((v, i) => v === last[i])) return true;
+  lastIdentity = fields;
+  return false;
+}
+
+/** What a method is told of a call (its last argument); `kite` is copied, for the module reuses it. */
+export function callMeta(username, peer, kite, authentication, method) {
+  const meta = {};
+  if (username !== undefined) meta.username = username;
+  if (peer !== undefined) meta.peer = peer;
+  meta.kite = Object.assign({}, kite);
+  meta.authentication = authentication;
+  meta.method = method;
+  return meta;
+}
+
 /** Puts the composed methods on the prototypes of the module's `Kite` and `Kontrol`. */
 export function defineExtras(kite, kontrol) {
   define(kite, 'tell', function tell(method, ...args) {

@@ -94,6 +94,13 @@ export class KiteServer extends EventEmitter {
   #address = null;
   #pending = null;
   #bodyLimit = 0;
+  // Sockets and responses corked since the last uncork (see #cork).
+  #corked = [];
+  #uncork = () => {
+    const corked = this.#corked;
+    this.#corked = [];
+    for (const s of corked) s.uncork();
+  };
 
   constructor(options = {}) {
     super();
@@ -312,6 +319,17 @@ export class KiteServer extends EventEmitter {
     }
   }
 
+  /**
+   * Holds what `stream` is given until the current tick's work is done, so that the answers
+   * to a read's ~50 requests leave in one `writev` rather than one each (Node's cork: the
+   * bytes and their order are the same, and `writableLength` still counts them).
+   */
+  #cork(stream) {
+    if (stream.writableCorked) return;
+    stream.cork();
+    if (this.#corked.push(stream) === 1) process.nextTick(this.#uncork);
+  }
+
   #respond(id, status, headers, body, end) {
     const res = this.#lookup(id, end);
     if (!res) return;
@@ -320,6 +338,7 @@ export class KiteServer extends EventEmitter {
     if (end) {
       res.end(Buffer.from(body));
     } else {
+      this.#cork(res);
       if (body.length) res.write(Buffer.from(body));
       this.#watchBacklog(id, res);
     }
@@ -328,6 +347,7 @@ export class KiteServer extends EventEmitter {
   #write(id, body) {
     const res = this.#lookup(id, false);
     if (!res) return;
+    this.#cork(res);
     res.write(Buffer.from(body));
     this.#watchBacklog(id, res);
   }
@@ -348,6 +368,7 @@ export class KiteServer extends EventEmitter {
   #wsSend(id, text) {
     const ws = this.#sockets.get(id);
     if (!ws || ws.readyState !== NodeWebSocket.OPEN) return;
+    if (ws._socket) this.#cork(ws._socket);
     ws.send(text);
     if (ws.bufferedAmount > this.#limits.maxQueuedBytes) {
       ws.close(1008, 'Too much output queued: the peer does not read');

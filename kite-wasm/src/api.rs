@@ -141,6 +141,29 @@ impl Responder {
     }
 }
 
+thread_local! {
+    /// The caller's identity of the last call a method was given, and its object: every call
+    /// of a connection carries the same identity, and copying an object is one call into
+    /// the engine where building it is seven strings passed and seven properties set.
+    static LAST_CALLER: RefCell<Option<(kite_core::identity::Kite, Object)>> = const { RefCell::new(None) };
+}
+
+/// The object of `kite`, which [`crate::extras::call_meta`] copies for each call (a method
+/// may change its own).
+fn caller_object(kite: &kite_core::identity::Kite) -> Object {
+    LAST_CALLER.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((k, o)) if k == kite => o.clone(),
+            _ => {
+                let o: Object = kite.to_tree::<Js>().0.unchecked_into();
+                *last = Some((kite.clone(), o.clone()));
+                o
+            }
+        }
+    })
+}
+
 /// Runs a request of the remote kite and answers it.
 pub(crate) fn handle(inner: &Rc<Inner>, generation: u64, mut req: TreeRequest<Js>) {
     let responder = Rc::new(Responder {
@@ -293,20 +316,18 @@ fn run(
     username: Option<String>,
     peer: Option<JsValue>,
 ) {
-    let meta = Object::new();
-    if let Some(username) = username {
-        error::set(&meta, "username", &JsValue::from_str(&username));
-    }
-    if let Some(peer) = peer {
-        error::set(&meta, "peer", &peer);
-    }
-    error::set(&meta, "kite", &req.kite.to_tree::<Js>().0);
     let credentials = req
         .auth
         .as_ref()
         .map_or(JsValue::NULL, |a| a.to_tree::<Js>().0);
-    error::set(&meta, "authentication", &credentials);
-    error::set(&meta, "method", &JsValue::from_str(&req.method));
+    // One call into JavaScript, where setting each member from here was one call each.
+    let meta = crate::extras::call_meta(
+        username.as_deref(),
+        &peer.unwrap_or(JsValue::UNDEFINED),
+        &caller_object(&req.kite),
+        &credentials,
+        &req.method,
+    );
     let args = convert::args_from_wire(req.args, key, responder.generation);
     let argc = args.length();
     let r = responder.clone();

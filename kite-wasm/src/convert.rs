@@ -7,9 +7,12 @@
 //! number of times; received values get every callback of the peer as a plain JavaScript
 //! function (`f(...args)` sends the call and returns at once).
 
+use std::cell::RefCell;
+
 use js_sys::{Array, Function, JSON, Object, Reflect};
 use kite_core::KiteError;
 use kite_core::dnode::{Path, Segment};
+use kite_core::identity::Kite;
 use kite_core::tree::{Outgoing, Received, Tree};
 use wasm_bindgen::prelude::*;
 
@@ -93,6 +96,7 @@ thread_local! {
     static COMMON: Vec<(&'static str, JsValue)> = [
         "method", "arguments", "callbacks", "kite", "authentication", "responseCallback",
         "withArgs", "error", "result", "[Function]", "type", "message", "code", "id", "key",
+        "peer", "username",
     ]
     .into_iter()
     .map(|s| (s, JsValue::from_str(s)))
@@ -191,6 +195,20 @@ impl Tree for Js {
 
     fn is_object(&self) -> bool {
         self.0.is_object() && !is_array(&self.0)
+    }
+
+    fn identity(&self) -> Kite {
+        thread_local! {
+            /// The identity read last, which `sameIdentity` (kite-extras.js) remembers too.
+            static LAST: RefCell<Kite> = RefCell::default();
+        }
+        // One call into JavaScript, where reading is three per member.
+        if crate::extras::same_identity(&self.0) {
+            return LAST.with(|last| last.borrow().clone());
+        }
+        let kite = Kite::from_tree(self);
+        LAST.with(|last| *last.borrow_mut() = kite.clone());
+        kite
     }
 
     fn replace(&mut self, segment: &Segment, value: Self) -> bool {

@@ -19,6 +19,22 @@ extern "C" {
     #[wasm_bindgen(js_name = logTo)]
     pub(crate) fn log_to(logger: &JsValue, level: i32, message: &str, extra: &JsValue);
 
+    /// Whether `o` holds the identity read last (see [`crate::convert::Js`]'s `identity`);
+    /// if not, it is remembered as the one read last.
+    #[wasm_bindgen(js_name = sameIdentity)]
+    pub(crate) fn same_identity(o: &JsValue) -> bool;
+
+    /// What a method is told of a call (its last argument): `{username, peer, kite,
+    /// authentication, method}`, `username` and `peer` only when defined, `kite` a copy.
+    #[wasm_bindgen(js_name = callMeta)]
+    pub(crate) fn call_meta(
+        username: Option<&str>,
+        peer: &JsValue,
+        kite: &js_sys::Object,
+        authentication: &JsValue,
+        method: &str,
+    ) -> js_sys::Object;
+
     /// Defines the composed methods on the prototypes of `Kite` and `Kontrol`.
     #[wasm_bindgen(js_name = defineExtras)]
     pub(crate) fn define_extras(kite: &JsValue, kontrol: &JsValue);

@@ -483,7 +483,7 @@ fn request<T: Tree, P, F>(method: String, arguments: &Received<T>) -> TreeIncomi
     };
     let kite = options
         .get("kite")
-        .map(|k| Kite::from_tree(&k))
+        .map(|k| k.identity())
         .unwrap_or_default();
     let auth = match options.get("authentication").filter(|a| !a.is_null()) {
         None => None,

@@ -41,6 +41,7 @@ pub use connection::{Head, Outgoing, Received, TreeConnection, TreeIncoming, Tre
 use serde_json::Value;
 
 use crate::dnode::Segment;
+use crate::identity::Kite;
 
 /// A JSON document: a value whose members and items can be read and built.
 ///
@@ -80,6 +81,12 @@ pub trait Tree: Clone {
     fn replace(&mut self, segment: &Segment, value: Self) -> bool;
     /// This value as JSON text (for an error code that is not a string).
     fn to_json(&self) -> String;
+    /// The identity a request carries here ([`Kite::from_tree`], which is what this must
+    /// give): every request of a connection carries the same one, and an implementation
+    /// whose reads are costly may answer from the last one it read.
+    fn identity(&self) -> Kite {
+        Kite::from_tree(self)
+    }
 }
 
 /// The child at `segment`: a list item (`0` or `"0"`), or an object's member.

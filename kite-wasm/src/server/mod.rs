@@ -148,6 +148,14 @@ impl Shared {
         if next == self.armed.get() {
             return;
         }
+        // A timer armed for sooner stays: every frame on a SockJS websocket puts its
+        // heartbeat off by the time since the last, and re-arming Node's timer for each cost
+        // more than the early `timeout()` does (it finds nothing due and arms for the next).
+        if let (Some(armed), Some(next)) = (self.armed.get(), next)
+            && armed <= next
+        {
+            return;
+        }
         self.armed.set(next);
         let ms = next.map_or(-1.0, |at| {
             at.as_millis().saturating_sub(now().as_millis()) as f64
