@@ -112,9 +112,19 @@ impl Kite {
         &self,
         url: &str,
     ) -> Result<RegisterResult, KiteError> {
+        self.retry_until_closed(url, || self.register(url)).await
+    }
+
+    /// Runs `attempt` until it succeeds, waiting 2 s after the first failure, then half as long
+    /// again each time, at most a minute; gives up (with the last error) when the kite closes.
+    async fn retry_until_closed<T, F, Fut>(&self, url: &str, mut attempt: F) -> Result<T, KiteError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, KiteError>>,
+    {
         let mut wait = std::time::Duration::from_secs(2);
         loop {
-            match self.register(url).await {
+            match attempt().await {
                 Ok(r) => return Ok(r),
                 Err(e) => {
                     warn!(%url, error = %e, ?wait, "registering with Kontrol failed, retrying");
@@ -157,6 +167,7 @@ impl Kite {
             }
         }
         info!(%url, "registered with Kontrol");
+        self.registered(&result);
         Ok(result)
     }
 
@@ -227,7 +238,7 @@ impl Kite {
                             id,
                             ..KontrolQuery::default()
                         };
-                        kite.get_token_forced(&query, true).await
+                        kite.get_token_forced(&query).await
                     }
                 });
                 client
@@ -235,16 +246,22 @@ impl Kite {
             .collect())
     }
 
-    /// A token for calling the one kite `query` matches.
+    /// A token for calling the one kite `query` matches. Kontrol may answer one it gave
+    /// before (for the same kite and user) while that one is still good for a while.
     pub async fn get_token(&self, query: &KontrolQuery) -> Result<String, KiteError> {
-        self.get_token_forced(query, false).await
+        self.get_token_with(query, false).await
     }
 
-    async fn get_token_forced(
-        &self,
-        query: &KontrolQuery,
-        force: bool,
-    ) -> Result<String, KiteError> {
+    /// [`Kite::get_token`], but always a new token (`getToken` with `force`), as Go's
+    /// `GetTokenForce`: Kontrol signs a fresh one and hands that out from then on instead of
+    /// the one it kept. For a token that was refused or is about to expire; the clients
+    /// [`Kite::get_kites`] returns renew theirs this way. Go's takes the kite (`protocol.Kite`)
+    /// and asks for its query; this takes the query, which may also name the kite by `id` alone.
+    pub async fn get_token_forced(&self, query: &KontrolQuery) -> Result<String, KiteError> {
+        self.get_token_with(query, true).await
+    }
+
+    async fn get_token_with(&self, query: &KontrolQuery, force: bool) -> Result<String, KiteError> {
         let kontrol = self.kontrol().await?;
         kontrol
             .call(
@@ -258,10 +275,84 @@ impl Kite {
             .map_err(KiteError::from)
     }
 
-    /// The public key Kontrol signs with now (for this kite's key pair).
+    /// The public key Kontrol signs with now (for this kite's key pair). Unlike Go's `GetKey`
+    /// it installs nothing: [`Kite::renew_kontrol_key`] does.
     pub async fn get_key(&self) -> Result<String, KiteError> {
         let kontrol = self.kontrol().await?;
         kontrol.call("getKey", ()).await.map_err(KiteError::from)
+    }
+
+    /// Asks Kontrol for the key it signs with now ([`Kite::get_key`]) and, when it is not the
+    /// one this kite trusts ([`Kite::kontrol_key`]), installs it as [`Kite::rotate_keys`] does:
+    /// `token` and `kiteKey` credentials are checked against it from then on, and those signed
+    /// by the old key are refused (as in Go, whose `GetKey` replaces `Config.KontrolKey`).
+    /// Returns the key.
+    pub async fn renew_kontrol_key(&self) -> Result<String, KiteError> {
+        let key = self.get_key().await?;
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(KiteError::generic("Kontrol answered an empty key"));
+        }
+        if key != self.kontrol_key() {
+            self.rotate_keys(None, Some(key), None)
+                .map_err(|e| KiteError::generic(format!("installing Kontrol's key: {e}")))?;
+            info!("installed a new Kontrol key");
+        }
+        Ok(key.to_owned())
+    }
+
+    /// Runs [`Kite::renew_kontrol_key`] every `interval` (the first time one `interval` from
+    /// now), so the kite follows a key rotation of its Kontrol, as Go's `NewKeyRenewer`. A
+    /// failure is logged and tried again at the next tick. Unlike Go's, which blocks forever,
+    /// this returns at once: the renewal stops when the returned handle is dropped or the kite
+    /// closes. An `interval` under a millisecond counts as a millisecond. Needs a Tokio runtime.
+    pub fn renew_kontrol_key_every(&self, interval: std::time::Duration) -> KeyRenewer {
+        let interval = interval.max(std::time::Duration::from_millis(1));
+        // Weak: the renewer must not keep the kite alive.
+        let weak = std::sync::Arc::downgrade(&self.0);
+        let stop = self.0.shutdown.clone();
+        let task = tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                let kite = Kite(inner);
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    r = kite.renew_kontrol_key() => {
+                        if let Err(e) = r {
+                            warn!(error = %e, "renewing the Kontrol key failed");
+                        }
+                    }
+                }
+            }
+        });
+        KeyRenewer { task }
+    }
+}
+
+/// The renewal [`Kite::renew_kontrol_key_every`] started: it stops when this is dropped.
+#[derive(Debug)]
+#[must_use = "the renewal stops when its handle is dropped"]
+pub struct KeyRenewer {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl KeyRenewer {
+    /// Whether the renewal has stopped (the kite closed).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+impl Drop for KeyRenewer {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -344,7 +435,22 @@ impl Kite {
                 "register over HTTP: {status}: {message}"
             )));
         }
-        serde_json::from_str(&text)
-            .map_err(|e| KiteError::generic(format!("register over HTTP: {e}: {text}")))
+        let result: RegisterResult = serde_json::from_str(&text)
+            .map_err(|e| KiteError::generic(format!("register over HTTP: {e}: {text}")))?;
+        self.registered(&result);
+        Ok(result)
+    }
+
+    /// [`Kite::register_http`], retried until Kontrol answers, as Go's `RegisterHTTPForever`
+    /// (for a kite that starts before its Kontrol): after 2 s, then half as long again each
+    /// time, at most a minute apart (Go waits 30 s, then 1.7 times as long, at most 5 minutes).
+    /// Once registered, the heartbeats register again whenever Kontrol answers
+    /// `registeragain`. Gives up only when the kite closes (with the last error).
+    pub async fn register_http_forever(&self, url: &str) -> Result<RegisterResult, KiteError> {
+        if self.0.config.kontrol_url.is_empty() {
+            return Err(KiteError::generic("no Kontrol URL in the config"));
+        }
+        self.retry_until_closed(url, || self.register_http(url))
+            .await
     }
 }

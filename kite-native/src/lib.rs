@@ -97,5 +97,7 @@ pub use config::{Config, Limits};
 pub use kite::{Authenticator, Error, Kite};
 #[cfg(feature = "server")]
 pub use kite::{LISTEN_BACKLOG, listen};
+#[cfg(feature = "client")]
+pub use kontrol::KeyRenewer;
 pub use method::{Method, MethodHandling};
 pub use request::Request;

@@ -12,15 +12,22 @@
 //! it set, [`Kite::register_forever`] registers the kite's URL with that proxy, and the public
 //! URL with Kontrol, instead of registering the URL with Kontrol directly. (Go reads the
 //! variable in `RegisterToProxy` only, and otherwise asks Kontrol for a kite named `proxy`.)
+//! [`Kite::register_to_proxy`] with no proxy URL does the same: `KITE_PROXY_URL` if set, else
+//! the proxy Kontrol finds.
 
 use std::sync::Arc;
 
-use kite_core::{Auth, ErrorKind, KiteError};
+use kite_core::{Auth, ErrorKind, KiteError, KontrolQuery};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::client::{Backoff, Client};
 use crate::kite::{Kite, lock};
+
+/// The name Go's reverse proxy kite has, which a kite asks Kontrol for.
+pub(crate) const REVERSE_PROXY_NAME: &str = "proxy";
+/// The name Go's tunnel proxy kite has, which a kite asks Kontrol for.
+pub(crate) const TUNNEL_PROXY_NAME: &str = "tunnelproxy";
 
 /// What the first registration over a proxy connection came to.
 type FirstResult = Option<Result<String, KiteError>>;
@@ -59,15 +66,70 @@ impl Kite {
     ///
     /// Waits until the proxy can be reached; fails if the proxy or Kontrol refuses the first
     /// registration.
+    ///
+    /// With `proxy_url` empty, the proxy is `Config::proxy_url` (`KITE_PROXY_URL`) if set,
+    /// else a kite Kontrol finds for Go's query of the proxy: the kite's `Config::kontrol_user`
+    /// (the user its kite key's Kontrol runs as), its `Config::environment` and the name
+    /// `proxy` ([`Kite::register_to_proxy_by_query`] with [`Kite::proxy_query`]).
     pub async fn register_to_proxy(
         &self,
         proxy_url: &str,
         local_url: &str,
     ) -> Result<String, KiteError> {
+        let proxy_url = if !proxy_url.is_empty() {
+            proxy_url.to_owned()
+        } else if !self.0.config.proxy_url.is_empty() {
+            self.0.config.proxy_url.clone()
+        } else {
+            let query = self.proxy_query(REVERSE_PROXY_NAME);
+            return self.register_to_proxy_by_query(&query, local_url).await;
+        };
         let via = Via::Reverse {
             local_url: local_url.to_owned(),
         };
-        self.register_via(proxy_url, via, |_| {}).await
+        self.register_via(&proxy_url, via, |_| {}).await
+    }
+
+    /// [`Kite::register_to_proxy`] through a reverse proxy Kontrol finds for `query` (one at
+    /// random if it finds several), as Go's `RegisterToProxy` with its query. Fails if Kontrol
+    /// finds none, where Go asks again every few seconds until it does; once found, the proxy
+    /// kept is that one, reconnected to by its URL, where Go asks Kontrol again after every
+    /// disconnect.
+    pub async fn register_to_proxy_by_query(
+        &self,
+        query: &KontrolQuery,
+        local_url: &str,
+    ) -> Result<String, KiteError> {
+        let proxy_url = self.find_proxy(query).await?;
+        let via = Via::Reverse {
+            local_url: local_url.to_owned(),
+        };
+        self.register_via(&proxy_url, via, |_| {}).await
+    }
+
+    /// Go's query for this kite's proxy kite `name` (`proxy` for the reverse proxy,
+    /// `tunnelproxy` for the tunnel proxy): `Config::kontrol_user` as the username and
+    /// `Config::environment`.
+    pub fn proxy_query(&self, name: &str) -> KontrolQuery {
+        KontrolQuery {
+            username: self.0.config.kontrol_user.clone(),
+            environment: self.0.config.environment.clone(),
+            name: name.to_owned(),
+            ..KontrolQuery::default()
+        }
+    }
+
+    /// The URL of a kite Kontrol finds for `query`, one at random if several.
+    pub(crate) async fn find_proxy(&self, query: &KontrolQuery) -> Result<String, KiteError> {
+        let found = self.get_kites(query).await?;
+        if found.is_empty() {
+            return Err(KiteError::generic(format!(
+                "Kontrol knows no proxy kite for {}/{}/{}",
+                query.username, query.environment, query.name
+            )));
+        }
+        let pick = rand::random_range(0..found.len());
+        Ok(found[pick].url().to_owned())
     }
 
     /// Dials the proxy at `proxy_url` (`prepare` marks the client first), registers over that

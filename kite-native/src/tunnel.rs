@@ -85,8 +85,21 @@ impl Kite {
     ///
     /// Waits until the proxy can be reached; fails if the proxy or Kontrol refuses the first
     /// registration.
+    ///
+    /// With `tunnel_url` empty, the proxy is `Config::proxy_url` (`KITE_PROXY_URL`) if set, as
+    /// in Go, else one Kontrol finds for Go's `RegisterToTunnel` query: the kite's `Config::kontrol_user`, its `Config::environment` and the name
+    /// `tunnelproxy` (one at random if several). That fails if Kontrol finds none, where Go asks
+    /// again until it does, and reconnects go to the proxy found, where Go asks Kontrol again.
     pub async fn register_to_tunnel(&self, tunnel_url: &str) -> Result<String, KiteError> {
-        self.register_via(tunnel_url, Via::Tunnel, |client| {
+        let tunnel_url = if !tunnel_url.is_empty() {
+            tunnel_url.to_owned()
+        } else if !self.0.config.proxy_url.is_empty() {
+            self.0.config.proxy_url.clone()
+        } else {
+            let query = self.proxy_query(crate::proxy::TUNNEL_PROXY_NAME);
+            self.find_proxy(&query).await?
+        };
+        self.register_via(&tunnel_url, Via::Tunnel, |client| {
             // `kite.tunnel` is obeyed on this connection only.
             client.0.tunnel_proxy.store(true, Ordering::SeqCst);
         })

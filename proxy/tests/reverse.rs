@@ -622,3 +622,58 @@ async fn the_public_side_can_be_tls() {
     s.kontrol.kite().close();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn without_a_proxy_url_the_proxy_is_found_through_kontrol() {
+    let s = kontrol(KeyPair::generate(2048).unwrap()).await;
+    // Go's query: the Kontrol's user (the kite keys' issuer), the environment, name `proxy`.
+    let proxy = ReverseProxy::new(
+        config_for(&s, "kontrol"),
+        "0.0.1",
+        ReverseProxyOptions::default(),
+    )
+    .unwrap();
+    let listener = kite_native::listen(([127, 0, 0, 1], 0).into()).unwrap();
+    let server = proxy.clone();
+    tokio::spawn(async move { server.serve(listener).await.unwrap() });
+    within("proxy up", proxy.ready()).await;
+    let math = kite_for(&s, "math");
+    add_methods(&math);
+    start(&math).await;
+    assert_eq!(math.proxy_query("proxy").username, "kontrol");
+
+    // Until the proxy registers, Kontrol finds none.
+    let err = within(
+        "register_to_proxy without a proxy",
+        math.register_to_proxy("", &math.url().unwrap()),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.message.contains("no proxy kite"), "{err}");
+
+    let proxy_url = proxy.kite_url().unwrap();
+    within("proxy registers", proxy.kite().register(&proxy_url))
+        .await
+        .unwrap();
+    let public = within(
+        "register_to_proxy",
+        math.register_to_proxy("", &math.url().unwrap()),
+    )
+    .await
+    .unwrap();
+    let id = math.identity().id.clone();
+    assert_eq!(Some(public.clone()), proxy.public_url(&id));
+    assert_eq!(proxy.backend_url(&id), math.url());
+
+    let caller = kite_for(&s, "caller");
+    let client = find(&caller, "math").await;
+    assert_eq!(client.url(), public);
+    within("dial", client.dial()).await.unwrap();
+    assert_eq!(square(&client, 12.0).await.unwrap(), 144.0);
+
+    client.close();
+    caller.close();
+    math.close();
+    proxy.close();
+    s.kontrol.kite().close();
+}

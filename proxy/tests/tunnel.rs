@@ -605,3 +605,42 @@ async fn a_hundred_kites_behind_one_proxy() {
     expected.sort();
     assert_eq!(ids, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_url_the_tunnel_proxy_is_found_through_kontrol() {
+    let env = kontrol(kontrol_key()).await;
+    // Go's `RegisterToTunnel` query: the Kontrol's user, the environment, name `tunnelproxy`.
+    let proxy = TunnelProxy::new(config_for(&env, "kontrol"), "0.0.1", proxy_options()).unwrap();
+    let listener = kite_native::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let server = proxy.clone();
+    tokio::spawn(async move { server.serve(listener).await.unwrap() });
+    within("proxy up", proxy.ready()).await;
+
+    // Until the proxy registers, Kontrol finds none.
+    let early = kite_for(&env, "early");
+    let err = within(
+        "register_to_tunnel without a proxy",
+        early.register_to_tunnel(""),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.message.contains("no proxy kite"), "{err}");
+    early.close();
+
+    within("proxy registers", proxy.kite().register(&proxy.kite_url()))
+        .await
+        .unwrap();
+    let (kite, url) = private_kite(&env, "math", "").await;
+    assert_eq!(url, proxy.public_url(&kite.identity().id));
+    let caller = kite_for(&env, "caller");
+    let client = find(&caller, "math").await;
+    assert_eq!(client.url(), url);
+    within("dial", client.dial()).await.unwrap();
+    call_through(&client).await;
+
+    client.close();
+    caller.close();
+    kite.close();
+    proxy.close();
+    env.kontrol.kite().close();
+}

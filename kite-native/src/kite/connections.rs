@@ -12,6 +12,10 @@ use crate::session::Session;
 
 pub(crate) type Hook = Arc<dyn Fn(&Client) + Send + Sync>;
 
+/// A function run after each registration with Kontrol ([`Kite::on_register`]).
+#[cfg(feature = "client")]
+pub(crate) type RegisterHook = Arc<dyn Fn(&kite_core::kontrol::RegisterResult) + Send + Sync>;
+
 /// The connections and tasks a kite holds open, which [`Kite::close`] ends.
 #[derive(Default)]
 pub(crate) struct Live {
@@ -34,6 +38,9 @@ pub(super) struct KiteHooks {
     pub(super) connect: Vec<Hook>,
     pub(super) first_request: Vec<Hook>,
     pub(super) disconnect: Vec<Hook>,
+    /// Run after every registration with Kontrol.
+    #[cfg(feature = "client")]
+    pub(super) register: Vec<RegisterHook>,
 }
 
 impl Kite {
@@ -54,6 +61,32 @@ impl Kite {
     /// Runs `f` when an accepted connection ends.
     pub fn on_disconnect(&self, f: impl Fn(&Client) + Send + Sync + 'static) {
         write(&self.0.registry).hooks.disconnect.push(Arc::new(f));
+    }
+
+    /// Runs `f` with Kontrol's answer after every successful registration of this kite, as Go's
+    /// `OnRegister`: the first one and each again after a reconnect, through
+    /// [`Kite::register`], [`Kite::register_forever`], [`Kite::register_http`] (and its
+    /// re-registrations when a heartbeat is answered `registeragain`),
+    /// [`Kite::register_http_forever`] and the Kontrol registrations of
+    /// [`Kite::register_to_proxy`] and [`Kite::register_to_tunnel`]. Runs after the keys the
+    /// answer rotates are installed; a panic in `f` is caught and logged.
+    #[cfg(feature = "client")]
+    pub fn on_register(
+        &self,
+        f: impl Fn(&kite_core::kontrol::RegisterResult) + Send + Sync + 'static,
+    ) {
+        write(&self.0.registry).hooks.register.push(Arc::new(f));
+    }
+
+    /// Runs the [`Kite::on_register`] hooks with `result`.
+    #[cfg(feature = "client")]
+    pub(crate) fn registered(&self, result: &kite_core::kontrol::RegisterResult) {
+        let hooks = read(&self.0.registry).hooks.register.clone();
+        for h in hooks {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(result))).is_err() {
+                warn!("an on_register hook panicked");
+            }
+        }
     }
 
     pub(crate) fn accept(&self, session: Session) {
