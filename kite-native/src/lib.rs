@@ -73,6 +73,8 @@ pub mod kitekey;
 #[cfg(feature = "client")]
 mod kontrol;
 mod link;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod method;
 #[cfg(feature = "client")]
 mod proxy;
@@ -97,5 +99,7 @@ pub use config::{Config, Limits};
 pub use kite::{Authenticator, Error, Kite};
 #[cfg(feature = "server")]
 pub use kite::{LISTEN_BACKLOG, listen};
+#[cfg(feature = "logging")]
+pub use logging::{init_logging, init_logging_with_default};
 pub use method::{Method, MethodHandling};
 pub use request::Request;
