@@ -13,7 +13,7 @@ mod support;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    support::init_tracing("warn");
+    kite_native::init_logging_with_default("warn");
     support::exit("find", run().await)
 }
 

@@ -12,7 +12,7 @@ mod support;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    support::init_tracing("info");
+    kite_native::init_logging();
     support::exit("registered", run().await)
 }
 

@@ -34,6 +34,7 @@ fn close(session: Session) {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    kite_native::init_logging();
     support::exit("sockjs_echo", run().await.map_err(Into::into))
 }
 

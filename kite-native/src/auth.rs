@@ -52,7 +52,8 @@ pub enum VerifyError {
     /// message, e.g. `token is expired by 1m0s` or `token is not valid yet`.
     #[error("{0}")]
     Times(String),
-    /// The audience (`aud`) refused by [`kite_core::auth::check_audience`], with its message.
+    /// The audience (`aud`) refused by [`kite_core::auth::check_audience`] (or by the
+    /// verifier's [`AudienceCheck`]), with its message.
     #[error("{0}")]
     Audience(String),
     /// The credential names no user (`sub`).
@@ -103,6 +104,9 @@ pub struct KeyError(String);
 /// call this kite (see [`kite_core::auth::check_audience`]). Other algorithms (`none`, HMAC,
 /// ...) are refused. Messages follow Go's: a bad signature reads `token is expired`, which
 /// makes Go clients fetch a new token after a key rotation.
+///
+/// [`TokenVerifier::with_audience_check`] replaces the audience rule (Go's
+/// `Config.VerifyAudienceFunc`).
 #[derive(Debug)]
 pub struct TokenVerifier {
     issuer: String,
@@ -111,11 +115,29 @@ pub struct TokenVerifier {
     local: Arc<KiteIdentity>,
     leeway: i64,
     allow_root_audience: bool,
+    /// Replaces [`check_audience`] when set.
+    audience_check: Option<CustomAudience>,
     /// Keyed by the token's last 16 bytes (signature bytes, effectively random), so a lookup
     /// hashes 16 bytes instead of the whole token; the entry keeps the whole token to compare.
     cache: Mutex<HashMap<[u8; 16], Verified>>,
     cache_limit: usize,
     verifications: AtomicU64,
+}
+
+/// Decides whether a token's audience (`aud`, never empty: a token without one is refused
+/// before) lets it call the kite `local`: `Ok(())` to accept, `Err(reason)` to refuse (the
+/// peer is told `token: <reason>`). Go's `Config.VerifyAudienceFunc`; it replaces the default
+/// rule, [`kite_core::auth::check_audience`], root audience `/` included.
+pub type AudienceCheck = Arc<dyn Fn(&KiteIdentity, &str) -> Result<(), String> + Send + Sync>;
+
+/// An [`AudienceCheck`], which has no `Debug` of its own.
+#[derive(Clone)]
+struct CustomAudience(AudienceCheck);
+
+impl std::fmt::Debug for CustomAudience {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AudienceCheck")
+    }
 }
 
 /// A token that passed every check, with the window it stays valid in.
@@ -147,6 +169,7 @@ impl TokenVerifier {
             local,
             leeway: 5,
             allow_root_audience: false,
+            audience_check: None,
             cache: Mutex::new(HashMap::new()),
             cache_limit: CACHE_LIMIT,
             verifications: AtomicU64::new(0),
@@ -165,6 +188,35 @@ impl TokenVerifier {
     pub fn allow_root_audience(mut self, allow: bool) -> Self {
         self.allow_root_audience = allow;
         self
+    }
+
+    /// Decides on audiences with `check` instead of the default rule (Go's
+    /// `VerifyAudienceFunc`; [`TokenVerifier::allow_root_audience`] then has no effect: the root
+    /// audience is `check`'s to accept). `check` is given this verifier's kite and the token's
+    /// `aud`; its `Err` reason is what the peer is told. Only tokens with an audience reach it.
+    pub fn with_audience_check(
+        mut self,
+        check: impl Fn(&KiteIdentity, &str) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.audience_check = Some(CustomAudience(Arc::new(check)));
+        self
+    }
+
+    /// The same verifier (issuer, key, kite, leeway, root audience) with `check` deciding on
+    /// audiences (`None`: the default rule) and nothing remembered.
+    pub(crate) fn with_audience(&self, check: Option<AudienceCheck>) -> TokenVerifier {
+        TokenVerifier {
+            issuer: self.issuer.clone(),
+            key: self.key.clone(),
+            validation: self.validation.clone(),
+            local: self.local.clone(),
+            leeway: self.leeway,
+            allow_root_audience: self.allow_root_audience,
+            audience_check: check.map(CustomAudience),
+            cache: Mutex::new(HashMap::new()),
+            cache_limit: self.cache_limit,
+            verifications: AtomicU64::new(0),
+        }
     }
 
     /// The authenticated username of `token`, or why it is refused.
@@ -213,8 +265,13 @@ impl TokenVerifier {
         if claims.sub.is_empty() {
             return Err(VerifyError::NoUsername);
         }
-        check_audience(&claims.aud, &self.local, self.allow_root_audience)
-            .map_err(VerifyError::Audience)?;
+        match &self.audience_check {
+            // As Go, an empty audience is refused before the custom check is asked.
+            Some(_) if claims.aud.is_empty() => Err("token has no audience".to_owned()),
+            Some(CustomAudience(check)) => check(&self.local, &claims.aud),
+            None => check_audience(&claims.aud, &self.local, self.allow_root_audience),
+        }
+        .map_err(VerifyError::Audience)?;
         let from = [claims.iat, claims.nbf]
             .into_iter()
             .flatten()

@@ -158,6 +158,7 @@ impl Client {
             handshake_timeout: kite.config.handshake_timeout,
             timeout: kite.config.timeout,
             max_message_size: kite.config.max_message_size,
+            dial_timeout: kite.config.dial_timeout,
             ..DialOptions::default()
         };
         let head = kite.head.clone();
@@ -341,6 +342,17 @@ impl Client {
                 "can't send, client is closed",
             ))),
         }
+    }
+
+    /// Like [`Client::dial`], failing with [`ClientError::Dial`] holding
+    /// [`transport::DialError::Timeout`] if the dial (every transport it tries included) has
+    /// not opened a session within `limit` (Go's `Client.DialTimeout`, whose bound Go never
+    /// applies). The bound stays for this client's later dials, reconnections included
+    /// ([`crate::transport::DialOptions::dial_timeout`]).
+    #[cfg(feature = "client")]
+    pub async fn dial_timeout(&self, limit: Duration) -> Result<(), ClientError> {
+        lock(&self.0.options).dial_timeout = Some(limit);
+        self.dial().await
     }
 
     /// Dials until it succeeds, and dials again whenever the session drops, by kite-core's

@@ -30,6 +30,10 @@ pub struct Config {
     pub timeout: Duration,
     /// Websocket handshake timeout (`KITE_HANDSHAKE_TIMEOUT`; default 15 s).
     pub handshake_timeout: Duration,
+    /// A bound on each whole dial of this kite's clients, fallbacks between transports
+    /// included (default none: only `handshake_timeout` and `timeout` per step); see
+    /// [`crate::transport::DialOptions::dial_timeout`] and [`crate::Client::dial_timeout`].
+    pub dial_timeout: Option<Duration>,
     /// The Kontrol URL (`KITE_KONTROL_URL`).
     pub kontrol_url: String,
     /// The raw kite.key, if loaded.
@@ -43,6 +47,13 @@ pub struct Config {
     /// registered; per-method `disable_authentication` also exists), except `kite.prompt` and
     /// `kite.getPass`, which always authenticate their callers.
     pub disable_authentication: bool,
+    /// Serves the requests of each connection one at a time, in the order they arrive (Go's
+    /// `Config.DisableConcurrency`, which sets `Client.Concurrent = false`; default false: each
+    /// request that waits runs in a task of its own). Unlike Go, the connection keeps reading
+    /// meanwhile, so answers and callbacks still arrive and a handler that calls its peer back
+    /// does not deadlock; the requests waiting their turn count towards
+    /// [`Limits::max_calls_in_flight`].
+    pub disable_concurrency: bool,
     /// Whether this kite serves `kite.prompt` and `kite.getPass`, which ask a question on the
     /// terminal of this process (default true, as Go kite). Off, they are not registered and
     /// callers get `methodNotFound`; Kontrol turns them off. How they behave (credentials
@@ -193,11 +204,13 @@ impl Default for Config {
             transport: Transport::Auto,
             timeout: Duration::from_secs(15),
             handshake_timeout: Duration::from_secs(15),
+            dial_timeout: None,
             kontrol_url: String::new(),
             kite_key: String::new(),
             kontrol_user: String::new(),
             kontrol_key: String::new(),
             disable_authentication: false,
+            disable_concurrency: false,
             serve_prompts: true,
             prompt_timeout: Duration::from_secs(60),
             max_waiting_prompts: 16,

@@ -73,6 +73,8 @@ pub mod kitekey;
 #[cfg(feature = "client")]
 mod kontrol;
 mod link;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod method;
 #[cfg(feature = "client")]
 mod proxy;
@@ -99,5 +101,7 @@ pub use kite::{Authenticator, Error, Kite};
 pub use kite::{LISTEN_BACKLOG, listen};
 #[cfg(feature = "client")]
 pub use kontrol::KeyRenewer;
+#[cfg(feature = "logging")]
+pub use logging::{init_logging, init_logging_with_default};
 pub use method::{Method, MethodHandling};
 pub use request::Request;

@@ -123,27 +123,84 @@ impl CallbackSink for Link {
 pub(crate) trait Dispatch: Send + Sync + 'static {
     fn dispatch(&self, link: &Arc<Link>, request: Box<kite_core::Request>) -> BoxFuture<()>;
     fn answered(&self, call: CallId, result: Result<Value, KiteError>);
+    /// Whether requests are served one at a time in arrival order
+    /// (`Config::disable_concurrency`).
+    fn ordered(&self) -> bool {
+        false
+    }
+}
+
+/// The requests of a connection served one at a time, in arrival order: the one being served
+/// and those waiting for it run in one task, which ends with the read loop.
+struct Ordered {
+    queue: Option<tokio::sync::mpsc::UnboundedSender<BoxFuture<()>>>,
+    /// Requests handed to the task and not yet finished.
+    busy: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Ordered {
+    fn new() -> Self {
+        Ordered {
+            queue: None,
+            busy: Arc::default(),
+        }
+    }
+
+    /// Whether an earlier request is still being served (or waits), so `serve` must queue.
+    fn is_busy(&self) -> bool {
+        self.busy.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+
+    /// Queues `serve` behind the requests handed over before it.
+    fn push(&mut self, serve: BoxFuture<()>) {
+        use std::sync::atomic::Ordering::AcqRel;
+        let busy = self.busy.clone();
+        let queue = self.queue.get_or_insert_with(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<BoxFuture<()>>();
+            tokio::spawn(async move {
+                while let Some(serve) = rx.recv().await {
+                    serve.await;
+                    busy.fetch_sub(1, AcqRel);
+                }
+            });
+            tx
+        });
+        self.busy.fetch_add(1, AcqRel);
+        if let Err(lost) = queue.send(serve) {
+            // The task ended before the queue, which only a panic does: serve on its own.
+            tokio::spawn(lost.0);
+        }
+    }
 }
 
 /// Reads messages until the session ends. Responses complete their calls, callbacks run here
 /// in order (as Go does by default), requests are served by `dispatch`: a handler that
 /// finishes without waiting (most do) runs right here, so its answer leaves without a hop
 /// between tasks; one that waits goes on in a task of its own, so calls never wait for each
-/// other.
+/// other, unless [`Dispatch::ordered`]: then a request that waits keeps the next ones waiting
+/// (in a task beside the read loop, which goes on reading answers and callbacks).
 pub(crate) async fn read_loop(
     link: Arc<Link>,
     mut rx: SessionReceiver,
     dispatch: Arc<dyn Dispatch>,
 ) {
     let sink: Arc<dyn CallbackSink> = link.clone();
+    let mut ordered = dispatch.ordered().then(Ordered::new);
     while let Some(text) = rx.recv().await {
         let incoming = link.conn().receive(&text, &sink);
         match incoming {
             Ok(Incoming::Request(req)) => {
                 let mut serve = dispatch.dispatch(&link, req);
+                if let Some(ordered) = ordered.as_mut().filter(|o| o.is_busy()) {
+                    ordered.push(serve);
+                    continue;
+                }
                 let finished = poll_fn(|cx| Poll::Ready(serve.as_mut().poll(cx).is_ready())).await;
                 if !finished {
-                    tokio::spawn(serve);
+                    match ordered.as_mut() {
+                        Some(ordered) => ordered.push(serve),
+                        None => drop(tokio::spawn(serve)),
+                    }
                 }
             }
             Ok(Incoming::Response { pending, result }) => dispatch.answered(pending, result),

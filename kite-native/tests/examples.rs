@@ -75,3 +75,39 @@ fn sockjs_echo_says_in_a_sentence_what_its_argument_should_be() {
     let line = assert_sentence("sockjs_echo", &out);
     assert!(line.contains("usage: sockjs_echo [PORT]"), "{line}");
 }
+
+/// `second`'s stderr when it fails to dial a closed port, with `vars` set.
+fn second_log(vars: &[(&str, &str)]) -> String {
+    let url = format!("http://127.0.0.1:{}/kite", free_port());
+    let mut cmd = Command::new(example("second"));
+    cmd.arg(&url)
+        .env_remove("KITE_LOG_NOCOLOR")
+        .env_remove("NO_COLOR")
+        .env("KITE_TIMEOUT", "2s");
+    for (name, value) in vars {
+        cmd.env(name, value);
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn examples_log_at_go_levels_and_without_colour_when_asked() {
+    // Go's level name turns kite-native's debug lines on; KITE_LOG_NOCOLOR takes the colours off.
+    let plain = second_log(&[("KITE_LOG_LEVEL", "DEBUG"), ("KITE_LOG_NOCOLOR", "1")]);
+    assert!(
+        plain
+            .lines()
+            .any(|l| l.contains(" DEBUG ") && l.contains("dial failed")),
+        "{plain}"
+    );
+    assert!(!plain.contains('\u{1b}'), "escape codes: {plain:?}");
+    // Coloured otherwise, as Go's logger is.
+    let coloured = second_log(&[("KITE_LOG_LEVEL", "debug")]);
+    assert!(coloured.contains("dial failed"), "{coloured}");
+    assert!(coloured.contains('\u{1b}'), "no colours: {coloured:?}");
+    // `second` logs warnings only by default: no debug line without the variable.
+    let quiet = second_log(&[("KITE_LOG_LEVEL", "")]);
+    assert!(!quiet.contains("dial failed"), "{quiet}");
+}

@@ -71,17 +71,17 @@ async fn start_kontrol() -> Running {
     assert!(initial.status.success(), "kontrol --initial: {initial:?}");
     let mut child = kontrol_command(&home)
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    // Its log says where it serves; the rest of the log is drained.
+    // Its log (on stderr, as Go kite's) says where it serves; the rest of the log is drained.
+    let log = child.stderr.take().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let mut tx = Some(tx);
-        for line in std::io::BufReader::new(stdout).lines() {
+        for line in std::io::BufReader::new(log).lines() {
             let Ok(line) = line else { break };
             if let Some(at) = line.find("serving at http://") {
                 let url = line[at + "serving at ".len()..]

@@ -1,4 +1,5 @@
-//! What the examples share: their logging and how they end on an error.
+//! What the examples share: how they end on an error. (They log with
+//! [`kite_native::init_logging`], `KITE_LOG_LEVEL` and `KITE_LOG_NOCOLOR` as in Go.)
 //!
 //! An example's `main` returns [`ExitCode`] through [`exit`], so that an error reads as a
 //! sentence on stderr (`second: dial http://…: connection refused`), as the `kontrol` and
@@ -9,17 +10,6 @@
 
 use std::error::Error;
 use std::process::ExitCode;
-
-/// Logs with `KITE_LOG_LEVEL` (a tracing filter), else at `default` level, to stderr.
-pub fn init_tracing(default: &str) {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KITE_LOG_LEVEL")
-                .unwrap_or_else(|_| default.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-}
 
 /// The error as one line: its `Display`, then each source whose text is not already in it.
 pub fn sentence(e: &(dyn Error + 'static)) -> String {

@@ -2,7 +2,8 @@
 //! beside `square`, to try them by hand and for kite-native's terminal tests
 //! (`tests/terminal.rs`), which run it without a terminal and under a pseudo-terminal.
 //!
-//! Configured by the `KITE_*` variables ([`kite_native::Config::from_env`]) and by flags:
+//! Configured by the `KITE_*` variables ([`kite_native::Config::from_env`]; it logs at
+//! `KITE_LOG_LEVEL`, default `WARNING`) and by flags:
 //!
 //! - `--disable-authentication`: methods other than the terminal ones need no credentials;
 //! - `--prompt-timeout-ms N`: `Config::prompt_timeout`;
@@ -86,6 +87,9 @@ async fn run(flags: Flags) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Quiet unless asked (KITE_LOG_LEVEL): the tests read what it writes on its terminal.
+    #[cfg(feature = "logging")]
+    kite_native::init_logging_with_default("warn");
     let flags = match parse(std::env::args().skip(1)) {
         Ok(flags) => flags,
         Err(e) => {

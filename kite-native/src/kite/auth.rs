@@ -8,7 +8,7 @@ use std::sync::Arc;
 use kite_core::{ErrorKind, KiteError};
 
 use super::{Error, Kite, KiteInner, lock, read, write};
-use crate::auth::{KiteKeyVerifier, TokenVerifier};
+use crate::auth::{AudienceCheck, KiteKeyVerifier, TokenVerifier};
 use crate::method::BoxFuture;
 use crate::request::Request;
 
@@ -25,6 +25,9 @@ pub(super) struct Credentials {
     pub(super) kite_key: String,
     /// The Kontrol public key this kite trusts.
     pub(super) kontrol_key: String,
+    /// The audience rule of `token` credentials set with [`Kite::set_audience_check`], which
+    /// verifiers made by a key rotation keep.
+    pub(super) audience_check: Option<AudienceCheck>,
 }
 
 impl Kite {
@@ -45,6 +48,26 @@ impl Kite {
     /// `Config::kontrol_key`, e.g. after a key rotation, or to change its leeway).
     pub fn set_token_verifier(&self, verifier: TokenVerifier) {
         write(&self.0.credentials).token = Some(Arc::new(verifier));
+    }
+
+    /// Decides whether a `token`'s audience lets it call this kite with `check` instead of the
+    /// default rule ([`kite_core::auth::check_audience`]: the audience must be
+    /// `/<username>/<environment>/<name>` of this kite, the last two may be empty): Go's
+    /// `Config.VerifyAudienceFunc`. `check` gets this kite's identity and the token's `aud`
+    /// (never empty) and returns `Err(reason)` to refuse; the caller is told
+    /// `token: <reason>` in an `authenticationError`. It applies to the current token verifier
+    /// (tokens it accepted before are verified again) and to those a key rotation makes; a
+    /// verifier given to [`Kite::set_token_verifier`] afterwards keeps its own rule.
+    pub fn set_audience_check(
+        &self,
+        check: impl Fn(&kite_core::Kite, &str) -> Result<(), String> + Send + Sync + 'static,
+    ) {
+        let check: AudienceCheck = Arc::new(check);
+        let mut credentials = write(&self.0.credentials);
+        if let Some(token) = &credentials.token {
+            credentials.token = Some(Arc::new(token.with_audience(Some(check.clone()))));
+        }
+        credentials.audience_check = Some(check);
     }
 
     /// Checks `kiteKey` credentials with `verifier` from now on (replacing the one made from
@@ -91,8 +114,11 @@ impl Kite {
             })
             .filter(|p| !p.is_empty());
         if let Some(public) = &public {
-            let token =
+            let mut token =
                 TokenVerifier::new(&self.0.config.kontrol_user, public, self.0.identity.clone())?;
+            if let Some(check) = read(&self.0.credentials).audience_check.clone() {
+                token = token.with_audience(Some(check));
+            }
             self.set_token_verifier(token);
             self.set_kite_key_verifier(
                 KiteKeyVerifier::trusting(public).with_ttl(self.0.config.verify_ttl),

@@ -248,6 +248,10 @@ impl Dispatch for Client {
         Box::pin(inner.serve_request(self.clone(), link.clone(), *request))
     }
 
+    fn ordered(&self) -> bool {
+        self.0.kite.config.disable_concurrency
+    }
+
     fn answered(
         &self,
         call: kite_core::session::CallId,

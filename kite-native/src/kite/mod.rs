@@ -182,6 +182,7 @@ impl Kite {
                 kite_key_verifier: kite_key,
                 kite_key: config.kite_key.clone(),
                 kontrol_key: config.kontrol_key.trim().to_owned(),
+                audience_check: None,
             }),
             config,
             registry: RwLock::default(),

@@ -139,6 +139,11 @@ pub struct DialOptions {
     /// reconnecting client dials again. Servers send heartbeats every 10 s (Go) or 25 s
     /// (sockjs-node) when idle; default 45 s. `None` waits forever, as Go's client does.
     pub heartbeat_timeout: Option<Duration>,
+    /// A bound on the whole dial (connecting, TLS, the handshake and, for [`Transport::Auto`],
+    /// every fallback together); past it the dial fails with [`DialError::Timeout`]. `None`
+    /// (the default) leaves only the per-step limits above. Go's `Client.DialTimeout` takes
+    /// such a bound (and ignores it); here it holds.
+    pub dial_timeout: Option<Duration>,
 }
 
 impl Default for DialOptions {
@@ -152,6 +157,7 @@ impl Default for DialOptions {
             headers: Vec::new(),
             root_certificates: Vec::new(),
             heartbeat_timeout: Some(Duration::from_secs(45)),
+            dial_timeout: None,
         }
     }
 }
@@ -185,8 +191,18 @@ pub enum DialError {
 /// [`Transport::Auto`] tries websocket; when its handshake is refused ([`DialError::Handshake`],
 /// e.g. a 404 from a server with websockets off) xhr-streaming; and when that is refused or
 /// does not open in time, xhr-polling. Any other error, such as a refused connection, is
-/// returned as is.
+/// returned as is. All of it takes at most [`DialOptions::dial_timeout`], if set.
 pub async fn dial(url: &str, opts: &DialOptions) -> Result<Session, DialError> {
+    match opts.dial_timeout {
+        Some(limit) => tokio::time::timeout(limit, dial_unbounded(url, opts))
+            .await
+            .unwrap_or(Err(DialError::Timeout)),
+        None => dial_unbounded(url, opts).await,
+    }
+}
+
+#[cfg(feature = "client")]
+async fn dial_unbounded(url: &str, opts: &DialOptions) -> Result<Session, DialError> {
     match opts.transport {
         Transport::WebSocket => dial_websocket(url, opts).await,
         Transport::XhrStreaming => dial_xhr_streaming(url, opts).await,
