@@ -461,10 +461,16 @@ impl Client {
         if !current {
             return;
         }
-        let _ = self.0.state.send_replace(false);
         debug!(url = %self.0.url, session = %link.info.id, "disconnected");
-        // The calls it carried fail with `disconnect`; the session may dial again.
+        // The calls it carried fail with `disconnect`; the session may dial again. The session
+        // learns it before anyone waiting in `disconnected()` is woken: a `dial()` made then
+        // must not find the session still open and return at once without a connection.
         self.drive(|d, now| d.session.closed(now, 1006, "connection lost"));
+        // Unless a new link came in the meantime.
+        let connected = lock(&self.0.link).is_some();
+        self.0
+            .state
+            .send_if_modified(|up| std::mem::replace(up, connected) != connected);
         let hooks = lock(&self.0.hooks).disconnect.clone();
         for h in hooks {
             run_hook(&h, self);

@@ -194,3 +194,23 @@ async fn calls_back_on_an_accepted_connection_fail_at_once_once_the_peer_left() 
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Disconnect, "{e}");
 }
+
+/// A `dial()` made as soon as `disconnected()` resolves dials: it used to find the session
+/// still open (the state was told before the session) and return `Ok` with no connection,
+/// seen as a flaky proxy test under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dial_right_after_disconnected_really_dials() {
+    for _ in 0..20 {
+        let server = common::TestKite::start().await;
+        let (_k, client) =
+            common::client_for(&server.url, kite_native::transport::Transport::WebSocket).await;
+        server.kite.close();
+        common::within("disconnected", client.disconnected()).await;
+        let dialed = common::within("dial", client.dial()).await;
+        assert!(
+            dialed.is_err() || client.is_connected(),
+            "dial() answered Ok without a connection"
+        );
+        client.close();
+    }
+}
