@@ -1,7 +1,7 @@
 // The plain-JavaScript part of the client's API, loaded by the wasm module as a snippet
 // (kite-wasm/src/extras.rs): Kite.js's `KiteError` with its `codeIs`/`codeIsnt` guards, the log
 // levels and the logger behind `logLevel`/`logger`, and the methods that only compose exported
-// ones (`Kite#tell`, `Kontrol#register`, `#cancelWatcher`, `#watch`). scripts/build-wasm
+// ones (`Kite#tell`, `#sendWebRTCRequest`, `Kontrol#register`, `#cancelWatcher`, `#watch`). scripts/build-wasm
 // re-exports `KiteError` and `LogLevel` from the package's entry points, from this very module,
 // so that `instanceof KiteError` holds for every error the package rejects with.
 
@@ -151,6 +151,10 @@ export function callMeta(username, peer, kite, authentication, method) {
 export function defineExtras(kite, kontrol) {
   define(kite, 'tell', function tell(method, ...args) {
     return this.request(method, args);
+  });
+  // Go's `SendWebRTCRequest`: a signalling message to the relay kite this kite is connected to.
+  define(kite, 'sendWebRTCRequest', function sendWebRTCRequest(message) {
+    return this.tell('kite.handleWebRTC', message).then(() => undefined);
   });
   // Kite.js's `Kite.Error`.
   if (kite.constructor && !kite.constructor.Error) kite.constructor.Error = KiteError;

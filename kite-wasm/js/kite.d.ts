@@ -235,6 +235,10 @@ export declare class Kite {
    *  become callbacks the remote may call. Resolves with the result, rejects with a
    *  `KiteError`. */
   tell<T = unknown>(method: string, ...args: unknown[]): Promise<T>;
+  /** Sends a WebRTC signalling message to the relay kite this kite is connected to (Go's
+   *  `SendWebRTCRequest`: `kite.handleWebRTC`); the relay sets `src` to this kite's id and
+   *  forwards it to `dst`. Rejects with the relay's error (`dst not set`, `dst not registered`). */
+  sendWebRTCRequest(message: WebRTCSignalMessage): Promise<void>;
   /** Calls `method` with the list `args`. */
   request<T = unknown>(method: string, args?: unknown[], options?: KiteRequestOptions): Promise<T>;
   /** Connects (nothing happens if connected or connecting). */
@@ -289,6 +293,19 @@ export interface WatchEvent {
   token?: string;
   /** An unconnected `Kite` for it (registrations). */
   remote?: Kite;
+}
+
+/** A WebRTC signalling message (Go's `WebRTCSignalMessage`); empty fields may be left out. */
+export interface WebRTCSignalMessage {
+  /** `offer`, `answer`, `candidate` or `leave` (any case). */
+  type?: string;
+  /** The sender's kite id (set by the relay). */
+  src?: string;
+  /** The kite id of the peer the message is for. */
+  dst?: string;
+  /** What the peers exchange: `{sdp: {type, sdp}}`, `{candidate: {candidate, sdpMid,
+   *  sdpMLineIndex}}`, `connectionId`, `label`, ... */
+  payload?: unknown;
 }
 
 /** Kontrol's answer to `register`. */

@@ -79,6 +79,9 @@ async function calls(): Promise<void> {
   const anything: unknown = await kite.tell('square', 4);
   const squared: number = await kite.tell<number>('square', 4);
   await kite.tell('count', 3, (i: number) => console.log(i));
+  await kite.sendWebRTCRequest({ type: 'offer', dst: 'peer-id', payload: { sdp: { type: 'offer', sdp: 'v=0' } } });
+  // @ts-expect-error: a signalling message is an object
+  await kite.sendWebRTCRequest('offer');
   const listed: string = await kite.request<string>('echo', ['x'], { timeout: 100 });
   await kite.request('kite.ping');
   const pong: string = await kite.ping();
