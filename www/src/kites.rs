@@ -1,4 +1,4 @@
-//! The demo's kites: `first` (the introduction's, with `square`), `clock` (pushes the time into
+//! The demo's kites: `first` (the introduction's, with `square`; it relays WebRTC signals too), `clock` (pushes the time into
 //! a callback every second) and `greeter` (calls methods the page itself serves).
 
 use std::net::IpAddr;
@@ -41,6 +41,8 @@ pub async fn start_all(
         let mut c = config(ip, OWNER);
         c.apply_kite_key(&kite_native::kitekey::parse(&kontrol.kite_key_for(OWNER)?)?);
         c.kontrol_url = kontrol_url.to_owned();
+        // `first` also relays WebRTC signals, for the two-page demo (www/static/webrtc.html).
+        c.use_webrtc = name == "first";
         let kite = Kite::with_config(name, "1.0.0", c)?;
         install(&kite);
         let server = kite.clone();

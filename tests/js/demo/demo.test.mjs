@@ -356,6 +356,37 @@ describe('kite-demo browser page', { timeout: 90_000 }, () => {
     }
   });
 
+  step('two pages over WebRTC (webrtc.html): a data channel, square(7) = 49 and the callback', async () => {
+    // The first page waits with its id; the second opens its link (?peer=ID) and calls it.
+    const first = await page.context().newPage();
+    let second;
+    first.setDefaultTimeout(STEP_MS);
+    first.on('pageerror', (e) => pageErrors.push(`webrtc page 1: ${e.message}`));
+    try {
+      await first.goto(new URL('webrtc.html', demo.pageUrl).href);
+      await first.locator('#rtc-id[data-state="ready"]').waitFor();
+      const id = (await first.getByTestId('rtc-id').textContent()).trim();
+      const link = await first.getByTestId('rtc-link').getAttribute('href');
+      assert.ok(link.endsWith(`?peer=${encodeURIComponent(id)}`), link);
+      second = await page.context().newPage();
+      second.setDefaultTimeout(STEP_MS);
+      second.on('pageerror', (e) => pageErrors.push(`webrtc page 2: ${e.message}`));
+      await second.goto(new URL(link, new URL('webrtc.html', demo.pageUrl)).href);
+      await second.locator('#rtc-route[data-route]').waitFor();
+      assert.equal(await second.getByTestId('rtc-route').textContent(), 'data channel');
+      await second.locator('#rtc-result', { hasText: '49' }).waitFor();
+      assert.equal(await second.getByTestId('rtc-callback').textContent(), `${id.slice(0, 8)} squared 7`);
+      await first.getByTestId('rtc-log').locator('li', { hasText: 'connected (data channel)' }).waitFor();
+      await first.getByTestId('rtc-log').locator('li', { hasText: 'called square(7)' }).waitFor();
+      for (const p of [first, second]) {
+        assert.ok(await p.getByTestId('error-banner').isHidden(), await p.getByTestId('error-banner').textContent());
+      }
+    } finally {
+      await second?.close();
+      await first.close();
+    }
+  });
+
   step('no page errors, and a screenshot', async () => {
     assert.ok(await tid('error-banner').isHidden(), `error banner shown: ${await text('error-banner')}`);
     assert.deepEqual(pageErrors, [], 'uncaught errors in the page');

@@ -28,7 +28,7 @@ function readFixtures() {
   } catch (e) {
     throw new Error(`KITE_FIXTURES is not JSON (${e.message}): run scripts/test-wasm`);
   }
-  for (const key of ['control', 'math', 'noWebsocket', 'rawWebsocket', 'auth', 'kontrol', 'restart', 'bad']) {
+  for (const key of ['control', 'math', 'noWebsocket', 'rawWebsocket', 'auth', 'kontrol', 'restart', 'relay', 'bad']) {
     if (typeof urls[key] !== 'string') {
       throw new Error(`KITE_FIXTURES has no "${key}" URL: run scripts/test-wasm`);
     }
@@ -36,7 +36,7 @@ function readFixtures() {
   return urls;
 }
 
-/** The fixture URLs: control, math, noWebsocket, rawWebsocket, auth, kontrol, restart, bad. */
+/** The fixture URLs: control, math, noWebsocket, rawWebsocket, auth, kontrol, restart, relay, bad. */
 export const fx = readFixtures();
 
 /** The package directory (kite-wasm/pkg unless KITE_WASM_PKG says otherwise). */

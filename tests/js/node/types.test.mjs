@@ -1,5 +1,5 @@
-// The package's TypeScript declarations (kite-wasm/js/kite.d.ts and server.d.ts, installed by
-// scripts/build-wasm as pkg/web/kite.d.ts and pkg/server/index.d.ts):
+// The package's TypeScript declarations (kite-wasm/js/kite.d.ts, server.d.ts and webrtc.d.ts, installed by
+// scripts/build-wasm as pkg/web/kite.d.ts, pkg/server/index.d.ts and pkg/web/webrtc.d.ts):
 //   1. the sample programs of tests/js/types compile under tsc --strict, and every line they
 //      mark @ts-expect-error is rejected;
 //   2. they compile too against the package resolved the way an installed one is (its
@@ -37,6 +37,8 @@ const built = [
   'node/index.d.ts',
   'server/index.js',
   'server/index.d.ts',
+  'web/webrtc.js',
+  'web/webrtc.d.ts',
 ];
 
 before(() => {
@@ -49,6 +51,8 @@ before(() => {
   for (const [built, source] of [
     ['web/kite.d.ts', 'kite-wasm/js/kite.d.ts'],
     ['server/index.d.ts', 'kite-wasm/js/server.d.ts'],
+    ['web/webrtc.d.ts', 'kite-wasm/js/webrtc.d.ts'],
+    ['web/webrtc.js', 'kite-wasm/js/webrtc.js'],
   ]) {
     const a = fs.readFileSync(path.join(pkg, built), 'utf8');
     const b = fs.readFileSync(path.join(repoRoot, source), 'utf8');
@@ -66,7 +70,7 @@ test('tsc --strict accepts the samples and rejects every @ts-expect-error line (
   const { status, output } = runTsc(['-p', typesDir]);
   assert.equal(status, 0, `tsc -p tests/js/types failed:\n${output}`);
   // Both samples do mark lines to be rejected (tsc would pass a sample that marked none).
-  for (const sample of ['client.ts', 'server.ts']) {
+  for (const sample of ['client.ts', 'server.ts', 'webrtc.ts']) {
     const marks = fs.readFileSync(path.join(typesDir, sample), 'utf8').match(/@ts-expect-error/g) ?? [];
     assert.ok(marks.length >= 5, `${sample} marks only ${marks.length} lines @ts-expect-error`);
   }
@@ -97,7 +101,7 @@ test('the samples compile against the package resolved through its exports, and 
   assert.equal(ok.status, 0, `tsc failed on the samples against node_modules/kite-wasm:\n${ok.output}`);
   const listed = ok.output.split('\n').map((l) => l.trim());
   const real = fs.realpathSync(pkg);
-  for (const f of ['node/index.d.ts', 'web/kite.d.ts', 'server/index.d.ts']) {
+  for (const f of ['node/index.d.ts', 'web/kite.d.ts', 'server/index.d.ts', 'web/webrtc.d.ts']) {
     assert.ok(listed.includes(path.join(real, f)), `tsc did not read ${f} of the package:\n${ok.output}`);
   }
 
@@ -236,6 +240,7 @@ test('the declarations name every export, method and getter of the built modules
   const nodeEntry = await import(url('node/index.js'));
   const web = await import(url('web/kite.js'));
   const server = await import(url('server/index.js'));
+  const webrtc = await import(url('web/webrtc.js'));
   const offline = { url: 'http://127.0.0.1:9/kite', autoConnect: false };
   const clientSamples = (m) => ({
     Kite: () => new m.Kite(offline),
@@ -248,5 +253,8 @@ test('the declarations name every export, method and getter of the built modules
   compare('server', server, declarations(path.join(pkg, 'server/index.d.ts')), {
     ...clientSamples(server),
     KiteServer: () => new server.KiteServer({ kiteKey: false, logLevel: 'none' }),
+  });
+  compare('webrtc', webrtc, declarations(path.join(pkg, 'web/webrtc.d.ts')), {
+    KiteWebRTC: () => new webrtc.KiteWebRTC({ relay: new nodeEntry.Kite(offline) }),
   });
 });
