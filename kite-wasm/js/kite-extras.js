@@ -5,6 +5,10 @@
 // re-exports `KiteError` and `LogLevel` from the package's entry points, from this very module,
 // so that `instanceof KiteError` holds for every error the package rejects with.
 
+/** What `Kontrol#register` registered last, by Kontrol object (its `kite` getter hands out a
+ * new wrapper of the same connection each time, so the wrapper cannot be the key). */
+const registrations = new WeakMap();
+
 /** An error of the kite protocol: `type`, `message`, `code` and the request's `id`. */
 export class KiteError extends Error {
   constructor(message, type = 'genericError', code = '', id = '') {
@@ -165,15 +169,21 @@ export function defineExtras(kite, kontrol) {
       throw new TypeError('register(url): the URL this kite is reached at is required');
     }
     const kite = this.kite;
-    const ask = () => kite.tell('register', { url: target });
-    const result = await ask();
-    // Kontrol forgets a kite whose connection to it ended: register again each time it is back.
-    kite.on('open', () => {
-      ask().then(
-        (again) => options.onRegister?.(again),
-        (e) => (options.onError ? options.onError(e) : undefined),
-      );
-    });
+    const ask = (u) => kite.tell('register', { url: u });
+    const result = await ask(target);
+    // Kontrol forgets a kite whose connection to it ended: register again each time it is back,
+    // at the latest URL, with one listener however often register() is called.
+    const known = registrations.has(this);
+    registrations.set(this, { url: target, options });
+    if (!known) {
+      kite.on('open', () => {
+        const r = registrations.get(this);
+        ask(r.url).then(
+          (again) => r.options.onRegister?.(again),
+          (e) => r.options.onError?.(e),
+        );
+      });
+    }
     return result;
   });
 

@@ -17,6 +17,7 @@ import {
   rejection,
   disconnectAll,
   within,
+  until,
   nextEvent,
   TEST_TIMEOUT,
 } from './fixtures.mjs';
@@ -193,6 +194,27 @@ test('Kontrol#register: a Node kite registered by URL is found and called by ano
     finder.disconnect();
     await server.close();
   }
+});
+
+test('Kontrol#register again: one re-registration, at the latest URL, when Kontrol comes back', { timeout: TEST_TIMEOUT }, async () => {
+  const name = `reregistered-js-${process.pid}`;
+  const key = await kiteKey();
+  const registrar = new Kontrol({ url: fx.kontrol, name, auth: { type: 'kiteKey', key }, logLevel: 'none' });
+  const finder = new Kontrol({ url: fx.kontrol, auth: { type: 'kiteKey', key }, logLevel: 'none' });
+  opened.push(registrar.kite, finder.kite);
+  const first = [];
+  const second = [];
+  await registrar.register('http://127.0.0.1:9/first', { onRegister: (r) => first.push(r.url) });
+  await registrar.register('http://127.0.0.1:9/second', { onRegister: (r) => second.push(r.url) });
+  registrar.kite.disconnect(true);
+  await until(() => second.length === 1, 10_000, 'registered again');
+  await registrar.kite.ping();
+  assert.deepEqual(second, ['http://127.0.0.1:9/second']);
+  assert.deepEqual(first, [], 'the first registration was not repeated');
+  const found = await finder.fetchKites({ query: { username: 'browser', name } });
+  assert.deepEqual(found.map((k) => k.url), ['http://127.0.0.1:9/second']);
+  registrar.disconnect();
+  finder.disconnect();
 });
 
 test('watch(): a cancelled watch hears nothing more; cancelWatcher asks Kontrol', { timeout: TEST_TIMEOUT }, async () => {
