@@ -10,7 +10,9 @@
 //!   every environment). Go Kontrol's etcd backend refused such gaps while its PostgreSQL
 //!   backend accepted them, and Go's own clients send them (`math-client` asks for username and
 //!   name only), so ours accepts them, the same on every storage. Storages look candidates up by
-//!   the leading fields that are set ([`Matcher::prefix`]) and check the rest.
+//!   the exact fields that are set ([`Matcher::exact`]: SQL `WHERE` and indexes, the embedded
+//!   store's index) or by the leading ones (etcd's key prefix, [`Matcher::prefix`]) and check
+//!   the rest.
 //! - `version` may be a constraint (`>= 1.0, < 2`, `~> 1.1`, `!= 1.3.0`); a plain version must
 //!   equal the kite's version string.
 //!
@@ -114,6 +116,30 @@ impl Matcher {
                 break;
             }
             out.push(v);
+        }
+        out
+    }
+
+    /// Every field the query sets to one exact value, by position in the seven
+    /// (`username, environment, name, version, region, hostname, id`): what a storage can look
+    /// kites up by (SQL `WHERE`, an index). A version constraint or a version of blanks is not
+    /// one (it is checked by [`Matcher::matches`]); an id-only query has only the id.
+    ///
+    /// ```
+    /// use kite_native::core::KontrolQuery;
+    /// use kontrol::query::Matcher;
+    ///
+    /// let q = KontrolQuery { username: "alice".into(), name: "math".into(), ..Default::default() };
+    /// let m = Matcher::new(&q).unwrap();
+    /// assert_eq!(m.exact(), [Some("alice"), None, Some("math"), None, None, None, None]);
+    /// ```
+    pub fn exact(&self) -> [Option<&str>; 7] {
+        let mut out = [None; 7];
+        for (i, v) in self.query.values().into_iter().enumerate() {
+            let exact = !v.is_empty() && (i != 3 || matches!(self.version, VersionRule::Exact(_)));
+            if exact {
+                out[i] = Some(v);
+            }
         }
         out
     }
@@ -239,6 +265,38 @@ mod tests {
         // (found by the identity fuzz target: such a query lost every kite on prefix storages).
         let m = Matcher::new(&q("/alice/prod/math/ /eu")).unwrap();
         assert_eq!(m.prefix(), ["alice", "prod", "math"]);
+        assert_eq!(
+            m.exact(),
+            [
+                Some("alice"),
+                Some("prod"),
+                Some("math"),
+                None,
+                Some("eu"),
+                None,
+                None
+            ]
+        );
+        // Every exact field, gaps or not; never a constraint.
+        let m = Matcher::new(&q("/alice//math/~> 1.1//h1")).unwrap();
+        assert_eq!(
+            m.exact(),
+            [
+                Some("alice"),
+                None,
+                Some("math"),
+                None,
+                None,
+                Some("h1"),
+                None
+            ]
+        );
+        let m = Matcher::new(&KontrolQuery {
+            id: "k1".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(m.exact(), [None, None, None, None, None, None, Some("k1")]);
         assert!(m.matches(&kite("/alice/prod/math/0.2/eu/h/k1")));
     }
 

@@ -1,15 +1,67 @@
 //! [`EmbeddedStorage`]: registrations in one file on disk (redb), Kontrol's default store.
+//!
+//! Besides the registrations by id, the file holds an index (a redb multimap table) from each
+//! `(field, username, value)` to the ids of the kites with that value: the username alone, and
+//! the username with each of environment, name, version, region and hostname. A query reads the
+//! smallest id set among its exact fields (its length is known without reading it) and checks
+//! each of those kites against the [`Matcher`], so finding one kite among 100,000 reads a handful
+//! of entries, not the table. Index entries are written in the transaction that writes the
+//! registration; a stale one (a kite re-registered under other fields) only costs a lookup.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use kite_native::core::Kite;
+use redb::{Database, MultimapTable, MultimapTableDefinition, ReadableTable, TableDefinition};
 
 use super::{Registration, Storage, StorageError, now_ms};
 use crate::query::Matcher;
 
 /// Registrations by kite id, as JSON.
 const KITES: TableDefinition<&str, &[u8]> = TableDefinition::new("kites");
+
+/// Kite ids by `(field, username, value)`: field 0 (value empty) is every kite of the user,
+/// fields 1 to 5 are environment, name, version, region and hostname.
+const INDEX: MultimapTableDefinition<(u8, &str, &str), &str> =
+    MultimapTableDefinition::new("kites-by-field");
+
+/// Facts about the file: `index` (1 once [`INDEX`] holds every registration).
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The index keys of `kite`.
+fn index_keys(kite: &Kite) -> [(u8, &str, &str); 6] {
+    let u = kite.username.as_str();
+    [
+        (0, u, ""),
+        (1, u, kite.environment.as_str()),
+        (2, u, kite.name.as_str()),
+        (3, u, kite.version.as_str()),
+        (4, u, kite.region.as_str()),
+        (5, u, kite.hostname.as_str()),
+    ]
+}
+
+/// Adds `r`'s index entries.
+fn index_add(
+    index: &mut MultimapTable<(u8, &str, &str), &str>,
+    kite: &Kite,
+) -> Result<(), StorageError> {
+    for key in index_keys(kite) {
+        index.insert(key, kite.id.as_str()).map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// Removes `kite`'s index entries.
+fn index_remove(
+    index: &mut MultimapTable<(u8, &str, &str), &str>,
+    kite: &Kite,
+) -> Result<(), StorageError> {
+    for key in index_keys(kite) {
+        index.remove(key, kite.id.as_str()).map_err(unavailable)?;
+    }
+    Ok(())
+}
 
 /// Registrations in a single redb file. A Kontrol restarted on the same file finds every
 /// registration that has not expired. One process opens a file at a time.
@@ -53,7 +105,22 @@ impl EmbeddedStorage {
         let db = Database::create(&path)
             .map_err(|e| StorageError::Unavailable(format!("{}: {e}", path.display())))?;
         let tx = db.begin_write().map_err(unavailable)?;
-        tx.open_table(KITES).map_err(unavailable)?;
+        {
+            let kites = tx.open_table(KITES).map_err(unavailable)?;
+            let mut index = tx.open_multimap_table(INDEX).map_err(unavailable)?;
+            let mut meta = tx.open_table(META).map_err(unavailable)?;
+            // A file written before the index: index what it holds, once.
+            let indexed = meta.get("index").map_err(unavailable)?.map(|v| v.value());
+            if indexed != Some(1) {
+                for entry in kites.iter().map_err(unavailable)? {
+                    let (_, v) = entry.map_err(unavailable)?;
+                    if let Ok(r) = decode(v.value()) {
+                        index_add(&mut index, &r.kite)?;
+                    }
+                }
+                meta.insert("index", 1).map_err(unavailable)?;
+            }
+        }
         tx.commit().map_err(unavailable)?;
         Ok(EmbeddedStorage {
             db: Arc::new(db),
@@ -95,20 +162,25 @@ impl Storage for EmbeddedStorage {
             let tx = db.begin_write().map_err(unavailable)?;
             {
                 let mut t = tx.open_table(KITES).map_err(unavailable)?;
+                let mut index = tx.open_multimap_table(INDEX).map_err(unavailable)?;
                 let current = t
                     .get(r.kite.id.as_str())
                     .map_err(unavailable)?
                     .map(|v| decode(v.value()));
                 // An unreadable entry belongs to nobody: it is replaced.
-                if let Some(Ok(current)) = current
-                    && !current.yields_to(r.owner(), now_ms())
-                {
-                    drop(t);
-                    tx.abort().map_err(unavailable)?;
-                    return Err(StorageError::owned_by_another(&r.kite.id));
+                if let Some(Ok(current)) = &current {
+                    if !current.yields_to(r.owner(), now_ms()) {
+                        drop((t, index));
+                        tx.abort().map_err(unavailable)?;
+                        return Err(StorageError::owned_by_another(&r.kite.id));
+                    }
+                    if current.kite != r.kite {
+                        index_remove(&mut index, &current.kite)?;
+                    }
                 }
                 t.insert(r.kite.id.as_str(), encode(&r).as_slice())
                     .map_err(unavailable)?;
+                index_add(&mut index, &r.kite)?;
             }
             tx.commit().map_err(unavailable)
         })
@@ -157,16 +229,18 @@ impl Storage for EmbeddedStorage {
             let tx = db.begin_write().map_err(unavailable)?;
             let removed = {
                 let mut t = tx.open_table(KITES).map_err(unavailable)?;
+                let mut index = tx.open_multimap_table(INDEX).map_err(unavailable)?;
                 let current = t
                     .get(id.as_str())
                     .map_err(unavailable)?
                     .map(|v| decode(v.value()));
-                if let Some(Ok(r)) = current
-                    && !r.yields_to(&owner, now_ms())
-                {
-                    drop(t);
-                    tx.abort().map_err(unavailable)?;
-                    return Err(StorageError::owned_by_another(&id));
+                if let Some(Ok(r)) = &current {
+                    if !r.yields_to(&owner, now_ms()) {
+                        drop((t, index));
+                        tx.abort().map_err(unavailable)?;
+                        return Err(StorageError::owned_by_another(&id));
+                    }
+                    index_remove(&mut index, &r.kite)?;
                 }
                 t.remove(id.as_str()).map_err(unavailable)?.is_some()
             };
@@ -191,12 +265,37 @@ impl Storage for EmbeddedStorage {
                     None => Vec::new(),
                 });
             }
+            let exact = matcher.exact();
+            let Some(username) = exact[0] else {
+                // Not a query Matcher::new lets through.
+                return Ok(Vec::new());
+            };
+            let index = tx.open_multimap_table(INDEX).map_err(unavailable)?;
+            // The smallest id set among the exact fields (the user's kites at worst).
+            let mut ids = index.get((0, username, "")).map_err(unavailable)?;
+            for (field, value) in (1u8..=5).zip(&exact[1..6]) {
+                if let Some(value) = value {
+                    let these = index.get((field, username, *value)).map_err(unavailable)?;
+                    if these.len() < ids.len() {
+                        ids = these;
+                    }
+                }
+            }
             let mut out = Vec::new();
-            for entry in t.iter().map_err(unavailable)? {
-                let (_, v) = entry.map_err(unavailable)?;
-                let r = decode(v.value())?;
-                if !r.expired(now) && matcher.matches(&r.kite) {
-                    out.push(r);
+            let mut check = |id: &str| -> Result<(), StorageError> {
+                if let Some(v) = t.get(id).map_err(unavailable)? {
+                    let r = decode(v.value())?;
+                    if !r.expired(now) && matcher.matches(&r.kite) {
+                        out.push(r);
+                    }
+                }
+                Ok(())
+            };
+            if let Some(id) = exact[6] {
+                check(id)?;
+            } else {
+                for id in ids {
+                    check(id.map_err(unavailable)?.value())?;
                 }
             }
             Ok(out)
@@ -210,14 +309,72 @@ impl Storage for EmbeddedStorage {
             let tx = db.begin_write().map_err(unavailable)?;
             let n = {
                 let mut t = tx.open_table(KITES).map_err(unavailable)?;
-                let before = t.len().map_err(unavailable)?;
-                t.retain(|_, v| decode(v).is_ok_and(|r| !r.expired(now)))
-                    .map_err(unavailable)?;
-                before - t.len().map_err(unavailable)?
+                let mut index = tx.open_multimap_table(INDEX).map_err(unavailable)?;
+                let mut gone = Vec::new();
+                for entry in t.iter().map_err(unavailable)? {
+                    let (k, v) = entry.map_err(unavailable)?;
+                    match decode(v.value()) {
+                        Ok(r) if !r.expired(now) => {}
+                        Ok(r) => gone.push((k.value().to_owned(), Some(r.kite))),
+                        Err(_) => gone.push((k.value().to_owned(), None)),
+                    }
+                }
+                for (id, kite) in &gone {
+                    t.remove(id.as_str()).map_err(unavailable)?;
+                    if let Some(kite) = kite {
+                        index_remove(&mut index, kite)?;
+                    }
+                }
+                gone.len() as u64
             };
             tx.commit().map_err(unavailable)?;
             Ok(usize::try_from(n).unwrap_or(usize::MAX))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::storage::tests::{ids, kite, matcher};
+
+    /// A file written before the index (registrations only) is indexed when opened, so its kites
+    /// are found by every query, and only once.
+    #[tokio::test]
+    async fn a_file_from_before_the_index_is_indexed_on_open() {
+        let dir = std::env::temp_dir().join(format!("kontrol-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kontrol.db");
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut t = tx.open_table(KITES).unwrap();
+                for path in [
+                    "/alice/prod/math/1.0.0/eu/h1/k1",
+                    "/alice/dev/db/1.0.0/eu/h2/k2",
+                ] {
+                    let r =
+                        Registration::new(kite(path), "http://x", "key1", Duration::from_secs(60));
+                    t.insert(r.kite.id.as_str(), encode(&r).as_slice()).unwrap();
+                }
+            }
+            tx.commit().unwrap();
+        }
+        let s = EmbeddedStorage::open(&path).unwrap();
+        assert_eq!(ids(s.get(&matcher("/alice")).await.unwrap()), ["k1", "k2"]);
+        assert_eq!(ids(s.get(&matcher("/alice//math")).await.unwrap()), ["k1"]);
+        assert_eq!(ids(s.get(&matcher("/alice/////h2")).await.unwrap()), ["k2"]);
+        drop(s);
+        // Opened again: indexed once (each id once under the user).
+        let s = EmbeddedStorage::open(&path).unwrap();
+        let tx = s.db.begin_read().unwrap();
+        let index = tx.open_multimap_table(INDEX).unwrap();
+        assert_eq!(index.get((0, "alice", "")).unwrap().len(), 2);
+        drop((index, tx, s));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -115,7 +115,7 @@ impl EtcdOptions {
 /// Values carry the expiry and every read checks it, so a registration is never returned past
 /// its expiry, even in the moments before etcd fires its lease.
 ///
-/// Queries read the candidates under the key prefix the query names exactly
+/// Queries read the candidates under the key prefix the leading exact fields name
 /// ([`Matcher::prefix`]), or through the id index for an id-only query (which finds the
 /// registration only if the value at the key the index names is that id's, at its own key), and
 /// then apply [`Matcher::matches`] and the expiry here, so every backend finds the same kites.

@@ -20,8 +20,9 @@
 //! delete statements' `WHERE` on the same condition (PostgreSQL re-checks it on the newest
 //! version of a row another transaction changed meanwhile), so there is no check-then-write race.
 //!
-//! Queries select candidates in SQL (by `id`, or by the exact leading fields of
-//! [`Matcher::prefix`]) and then apply [`Matcher::matches`] and expiry in Rust, so this backend
+//! Queries select candidates in SQL (by `id`, or by every exact field of [`Matcher::exact`],
+//! served by indexes on `(username, environment, kitename)`, `(username, kitename)` and
+//! `(username, hostname)`) and then apply [`Matcher::matches`] and expiry in Rust, so this backend
 //! answers exactly as the others do.
 //!
 //! The connection is made again when it drops. While the server is unreachable every operation
@@ -30,6 +31,7 @@
 //! server is back reconnects. PostgreSQL text cannot hold NUL characters: registering a kite with
 //! one in a field fails, and looking one up finds nothing.
 
+use std::collections::HashMap;
 use std::error::Error as _;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -76,6 +78,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
         );
         CREATE INDEX kite_key_deleted_at_public_idx
             ON kite.key (deleted_at DESC NULLS FIRST, public);",
+    ),
+    (
+        "kite.kite: indexes for queries with gaps (username and name, username and hostname)",
+        "CREATE INDEX kite_kite_username_kitename_idx ON kite.kite (username, kitename, version);
+        CREATE INDEX kite_kite_username_hostname_idx ON kite.kite (username, hostname);",
     ),
 ];
 
@@ -293,8 +300,36 @@ struct Conn {
     delete: Statement,
     purge: Statement,
     by_id: Statement,
-    /// By the first `n + 1` path fields.
-    by_prefix: Vec<Statement>,
+    /// By the set of exact query fields (bit `i` for [`PATH_COLUMNS`]`[i]`), prepared the first
+    /// time a query of that shape comes (at most 64 with the username required, plus id-only).
+    by_fields: Mutex<HashMap<u8, Statement>>,
+}
+
+impl Conn {
+    /// The statement selecting live rows by the fields of `mask`, in [`PATH_COLUMNS`] order,
+    /// then the time; prepared once per connection.
+    async fn by_fields(&self, mask: u8) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(st) = self.by_fields.lock().expect("statements").get(&mask) {
+            return Ok(st.clone());
+        }
+        let mut clause = Vec::new();
+        for (i, column) in PATH_COLUMNS.iter().enumerate() {
+            if mask & (1 << i) != 0 {
+                clause.push(format!("{column} = ${}", clause.len() + 1));
+            }
+        }
+        let sql = format!(
+            "{SELECT} WHERE {} AND expires_at > ${}::timestamptz",
+            clause.join(" AND "),
+            clause.len() + 1
+        );
+        let st = self.client.prepare(&sql).await?;
+        self.by_fields
+            .lock()
+            .expect("statements")
+            .insert(mask, st.clone());
+        Ok(st)
+    }
 }
 
 impl std::fmt::Debug for PostgresStorage {
@@ -463,16 +498,6 @@ impl Conn {
             let select_live = |clause: &str, now: usize| {
                 format!("{SELECT} WHERE {clause} AND expires_at > ${now}::timestamptz")
             };
-            let mut by_prefix = Vec::with_capacity(PATH_COLUMNS.len());
-            for n in 1..=PATH_COLUMNS.len() {
-                let clause = PATH_COLUMNS[..n]
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| format!("{c} = ${}", i + 1))
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
-                by_prefix.push(client.prepare(&select_live(&clause, n + 1)).await?);
-            }
             Ok::<_, tokio_postgres::Error>(Conn {
                 upsert: client
                     .prepare(
@@ -516,7 +541,7 @@ impl Conn {
                     .prepare("DELETE FROM kite.kite WHERE expires_at <= $1::timestamptz")
                     .await?,
                 by_id: client.prepare(&select_live("id = $1", 2)).await?,
-                by_prefix,
+                by_fields: Mutex::default(),
                 client,
             })
         };
@@ -761,22 +786,31 @@ impl Storage for PostgresStorage {
             })
             .await?
         } else {
-            let prefix = matcher.prefix();
-            if prefix.is_empty() || prefix.len() > PATH_COLUMNS.len() {
+            // Every exact field is in the WHERE (the indexes of migration 3 serve the common
+            // shapes), not only the leading ones: `{username, name}` reads that kite's rows.
+            let exact = matcher.exact();
+            let mut mask = 0u8;
+            let mut values = Vec::with_capacity(7);
+            for (i, v) in exact.iter().enumerate() {
+                if let Some(v) = v {
+                    mask |= 1 << i;
+                    values.push(*v);
+                }
+            }
+            if exact[0].is_none() {
                 // Not a query Matcher::new lets through; nothing to select by.
                 return Ok(Vec::new());
             }
-            if prefix.iter().any(|v| has_nul(v)) {
+            if values.iter().any(|v| has_nul(v)) {
                 return Ok(Vec::new());
             }
-            let prefix = &prefix;
+            let values = &values;
             self.run("get", |c| async move {
+                let st = c.by_fields(mask).await?;
                 let mut params: Vec<&(dyn ToSql + Sync)> =
-                    prefix.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+                    values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
                 params.push(&now);
-                c.client
-                    .query(&c.by_prefix[prefix.len() - 1], &params)
-                    .await
+                c.client.query(&st, &params).await
             })
             .await?
         };
@@ -1192,7 +1226,7 @@ mod tests {
                 .map(|((d, _), v)| (v, d.to_string()))
                 .collect::<Vec<_>>()
         );
-        assert_eq!(PostgresStorage::SCHEMA_VERSION, 2);
+        assert_eq!(PostgresStorage::SCHEMA_VERSION, 3);
         // Go's shape: the columns of kite.kite and kite.key.
         let columns = |table: &'static str| {
             let raw = &raw;

@@ -67,6 +67,7 @@ pub(crate) async fn behaves(s: &dyn Storage) {
         ["k3"]
     );
     assert!(s.get(&matcher("/carol")).await.unwrap().is_empty());
+    gaps(s).await;
     let by_id = Matcher::new(&KontrolQuery {
         id: "k5".into(),
         ..Default::default()
@@ -122,6 +123,43 @@ pub(crate) async fn behaves(s: &dyn Storage) {
     );
 
     owned(s).await;
+}
+
+/// Queries with empty fields between set ones (Go's clients ask for username and name only),
+/// which storages answer through their indexes: the same kites as the rule says, and a kite that
+/// moves to another name, host or version is found under the new ones only. Leaves the five
+/// kites of [`behaves`] as they were.
+async fn gaps(s: &dyn Storage) {
+    let hour = Duration::from_secs(3600);
+    let found = |q: &'static str| async move { ids(s.get(&matcher(q)).await.unwrap()) };
+    assert_eq!(found("/alice//math").await, ["k1", "k2", "k3", "k4"]);
+    assert_eq!(found("/alice//math/1.2.3").await, ["k2", "k4"]);
+    assert_eq!(found("/alice////eu").await, ["k1", "k2", "k4"]);
+    assert_eq!(found("/alice/////h1").await, ["k1", "k4"]);
+    assert_eq!(found("/alice//math//eu/h1").await, ["k1", "k4"]);
+    assert_eq!(found("/alice///1.2.3").await, ["k2", "k4"]);
+    assert_eq!(found("/alice//math/~> 1.1//h2").await, ["k2"]);
+    assert_eq!(found("/alice//math//us/h1").await, Vec::<String>::new());
+    assert_eq!(found("/alice//db").await, Vec::<String>::new());
+    assert_eq!(found("/bob//math").await, ["k5"]);
+    assert_eq!(found("/alice//math/1.2.3//h1/k4").await, ["k4"]);
+    // The username is part of every lookup: bob's kites are not alice's.
+    assert_eq!(found("/alice/////h1/k5").await, Vec::<String>::new());
+
+    // k4 moves (same id, new name, version and host): only its new fields find it.
+    let moved = |path: &str| Registration::new(kite(path), "http://moved", "key1", hour);
+    s.upsert(&moved("/alice/dev/db/3.0.0/eu/h9/k4"))
+        .await
+        .unwrap();
+    assert_eq!(found("/alice//math").await, ["k1", "k2", "k3"]);
+    assert_eq!(found("/alice/////h1").await, ["k1"]);
+    assert_eq!(found("/alice//db/3.0.0").await, ["k4"]);
+    assert_eq!(found("/alice/////h9").await, ["k4"]);
+    s.upsert(&moved("/alice/dev/math/1.2.3/eu/h1/k4"))
+        .await
+        .unwrap();
+    assert_eq!(found("/alice//math/1.2.3//h1").await, ["k4"]);
+    assert_eq!(found("/alice//db").await, Vec::<String>::new());
 }
 
 /// `Err(OwnedByAnother)` for `id`, else a panic naming `what`.
