@@ -168,19 +168,24 @@ impl Storage for EmbeddedStorage {
                     .map_err(unavailable)?
                     .map(|v| decode(v.value()));
                 // An unreadable entry belongs to nobody: it is replaced.
-                if let Some(Ok(current)) = &current {
-                    if !current.yields_to(r.owner(), now_ms()) {
-                        drop((t, index));
-                        tx.abort().map_err(unavailable)?;
-                        return Err(StorageError::owned_by_another(&r.kite.id));
-                    }
-                    if current.kite != r.kite {
-                        index_remove(&mut index, &current.kite)?;
-                    }
+                if let Some(Ok(current)) = &current
+                    && !current.yields_to(r.owner(), now_ms())
+                {
+                    drop((t, index));
+                    tx.abort().map_err(unavailable)?;
+                    return Err(StorageError::owned_by_another(&r.kite.id));
                 }
                 t.insert(r.kite.id.as_str(), encode(&r).as_slice())
                     .map_err(unavailable)?;
-                index_add(&mut index, &r.kite)?;
+                // The index changes only when the kite's fields do (a new URL or key keeps it).
+                match &current {
+                    Some(Ok(current)) if current.kite == r.kite => {}
+                    Some(Ok(current)) => {
+                        index_remove(&mut index, &current.kite)?;
+                        index_add(&mut index, &r.kite)?;
+                    }
+                    _ => index_add(&mut index, &r.kite)?,
+                }
             }
             tx.commit().map_err(unavailable)
         })
@@ -270,17 +275,6 @@ impl Storage for EmbeddedStorage {
                 // Not a query Matcher::new lets through.
                 return Ok(Vec::new());
             };
-            let index = tx.open_multimap_table(INDEX).map_err(unavailable)?;
-            // The smallest id set among the exact fields (the user's kites at worst).
-            let mut ids = index.get((0, username, "")).map_err(unavailable)?;
-            for (field, value) in (1u8..=5).zip(&exact[1..6]) {
-                if let Some(value) = value {
-                    let these = index.get((field, username, *value)).map_err(unavailable)?;
-                    if these.len() < ids.len() {
-                        ids = these;
-                    }
-                }
-            }
             let mut out = Vec::new();
             let mut check = |id: &str| -> Result<(), StorageError> {
                 if let Some(v) = t.get(id).map_err(unavailable)? {
@@ -294,6 +288,17 @@ impl Storage for EmbeddedStorage {
             if let Some(id) = exact[6] {
                 check(id)?;
             } else {
+                let index = tx.open_multimap_table(INDEX).map_err(unavailable)?;
+                // The smallest id set among the exact fields (the user's kites at worst).
+                let mut ids = index.get((0, username, "")).map_err(unavailable)?;
+                for (field, value) in (1u8..=5).zip(&exact[1..6]) {
+                    if let Some(value) = value {
+                        let these = index.get((field, username, *value)).map_err(unavailable)?;
+                        if these.len() < ids.len() {
+                            ids = these;
+                        }
+                    }
+                }
                 for id in ids {
                     check(id.map_err(unavailable)?.value())?;
                 }
@@ -325,10 +330,10 @@ impl Storage for EmbeddedStorage {
                         index_remove(&mut index, kite)?;
                     }
                 }
-                gone.len() as u64
+                gone.len()
             };
             tx.commit().map_err(unavailable)?;
-            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+            Ok(n)
         })
         .await
     }

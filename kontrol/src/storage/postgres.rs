@@ -21,8 +21,8 @@
 //! version of a row another transaction changed meanwhile), so there is no check-then-write race.
 //!
 //! Queries select candidates in SQL (by `id`, or by every exact field of [`Matcher::exact`],
-//! served by indexes on `(username, environment, kitename)`, `(username, kitename)` and
-//! `(username, hostname)`) and then apply [`Matcher::matches`] and expiry in Rust, so this backend
+//! served by indexes on `(username, environment, kitename)`, `(username, kitename, version)`
+//! and `(username, hostname)`) and then apply [`Matcher::matches`] and expiry in Rust, so this backend
 //! answers exactly as the others do.
 //!
 //! The connection is made again when it drops. While the server is unreachable every operation
@@ -110,6 +110,11 @@ const PATH_COLUMNS: [&str; 7] = [
 
 const SELECT: &str = "SELECT username, environment, kitename, version, region, hostname, id, \
                       url, key_id, NULLIF(expires_at, 'infinity') FROM kite.kite";
+
+/// The select of the live rows meeting `clause`, whose parameter `$now` is the time.
+fn select_live(clause: &str, now: usize) -> String {
+    format!("{SELECT} WHERE {clause} AND expires_at > ${now}::timestamptz")
+}
 
 /// Where and how to reach the database. `Debug` does not show the password.
 #[derive(Clone, PartialEq, Eq)]
@@ -318,11 +323,7 @@ impl Conn {
                 clause.push(format!("{column} = ${}", clause.len() + 1));
             }
         }
-        let sql = format!(
-            "{SELECT} WHERE {} AND expires_at > ${}::timestamptz",
-            clause.join(" AND "),
-            clause.len() + 1
-        );
+        let sql = select_live(&clause.join(" AND "), clause.len() + 1);
         let st = self.client.prepare(&sql).await?;
         self.by_fields
             .lock()
@@ -495,9 +496,6 @@ impl Conn {
             message
         })?;
         let prepare = async {
-            let select_live = |clause: &str, now: usize| {
-                format!("{SELECT} WHERE {clause} AND expires_at > ${now}::timestamptz")
-            };
             Ok::<_, tokio_postgres::Error>(Conn {
                 upsert: client
                     .prepare(
