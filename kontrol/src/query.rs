@@ -91,6 +91,18 @@ impl Matcher {
         })
     }
 
+    /// The query for the kite `id` alone (what `getKites` with only an id asks).
+    pub fn by_id(id: &str) -> Matcher {
+        Matcher {
+            query: KontrolQuery {
+                id: id.to_owned(),
+                ..KontrolQuery::default()
+            },
+            id_only: true,
+            version: VersionRule::Any,
+        }
+    }
+
     /// The query.
     pub fn query(&self) -> &KontrolQuery {
         &self.query

@@ -255,6 +255,87 @@ impl Storage for EmbeddedStorage {
         .await
     }
 
+    async fn delete_written(
+        &self,
+        id: &str,
+        owner: &str,
+        expires_at_ms: u64,
+    ) -> Result<bool, StorageError> {
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            let removed = {
+                let mut t = tx.open_table(KITES).map_err(unavailable)?;
+                let current = match t.get(id.as_str()).map_err(unavailable)? {
+                    Some(v) => Some(decode(v.value())?),
+                    None => None,
+                };
+                match current {
+                    Some(r) if r.owner() == owner && r.expires_at_ms == expires_at_ms => {
+                        let mut index = tx.open_multimap_table(INDEX).map_err(unavailable)?;
+                        index_remove(&mut index, &r.kite)?;
+                        t.remove(id.as_str()).map_err(unavailable)?;
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            tx.commit().map_err(unavailable)?;
+            Ok(removed)
+        })
+        .await
+    }
+
+    /// One write transaction (one sync to disk) for all of them.
+    async fn refresh_many(
+        &self,
+        items: &[(String, String)],
+        expires_at_ms: u64,
+    ) -> Vec<Result<bool, StorageError>> {
+        let n = items.len();
+        let items = items.to_vec();
+        let done = self
+            .blocking(move |db| {
+                let tx = db.begin_write().map_err(unavailable)?;
+                let mut out = Vec::with_capacity(items.len());
+                {
+                    let mut t = tx.open_table(KITES).map_err(unavailable)?;
+                    let now = now_ms();
+                    for (id, owner) in &items {
+                        let current = match t.get(id.as_str()).map_err(unavailable)? {
+                            Some(v) => decode(v.value()).map(Some),
+                            None => Ok(None),
+                        };
+                        out.push(match current {
+                            Err(e) => Err(e),
+                            Ok(Some(r)) if !r.expired(now) && r.owner() != owner => {
+                                Err(StorageError::owned_by_another(id))
+                            }
+                            Ok(Some(mut r)) if !r.expired(now) => {
+                                r.expires_at_ms = expires_at_ms;
+                                t.insert(id.as_str(), encode(&r).as_slice())
+                                    .map_err(unavailable)?;
+                                Ok(true)
+                            }
+                            Ok(_) => Ok(false),
+                        });
+                    }
+                }
+                tx.commit().map_err(unavailable)?;
+                Ok(out)
+            })
+            .await;
+        match done {
+            Ok(out) => out,
+            Err(e) => {
+                let message = e.to_string();
+                (0..n)
+                    .map(|_| Err(StorageError::Unavailable(message.clone())))
+                    .collect()
+            }
+        }
+    }
+
     async fn get(&self, matcher: &Matcher) -> Result<Vec<Registration>, StorageError> {
         let matcher = matcher.clone();
         self.blocking(move |db| {

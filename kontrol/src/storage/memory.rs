@@ -65,6 +65,19 @@ impl Storage for MemoryStorage {
         }
     }
 
+    async fn delete_written(
+        &self,
+        id: &str,
+        owner: &str,
+        expires_at_ms: u64,
+    ) -> Result<bool, StorageError> {
+        let mut kites = self.lock();
+        let written = kites
+            .get(id)
+            .is_some_and(|r| r.owner() == owner && r.expires_at_ms == expires_at_ms);
+        Ok(written && kites.remove(id).is_some())
+    }
+
     async fn get(&self, matcher: &Matcher) -> Result<Vec<Registration>, StorageError> {
         let now = now_ms();
         let kites = self.lock();

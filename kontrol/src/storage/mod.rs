@@ -153,6 +153,47 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// registration belongs to another user.
     async fn delete(&self, id: &str, owner: &str) -> Result<bool, StorageError>;
 
+    /// Removes the registration of kite `id` only if it is still the one `owner` last wrote,
+    /// with expiry `expires_at_ms` (see [`Storage::upsert`] and [`Storage::refresh`]); `false`
+    /// if it is gone or has been written since (by this Kontrol or another sharing the
+    /// backend), which is then left as it is. Kontrol calls it when the kite it keeps alive
+    /// goes away, so that a kite that has moved to another Kontrol is never deleted.
+    ///
+    /// The default reads the registration and then deletes it: a write between the two is
+    /// lost. Backends that can decide both in one step override it.
+    async fn delete_written(
+        &self,
+        id: &str,
+        owner: &str,
+        expires_at_ms: u64,
+    ) -> Result<bool, StorageError> {
+        let by_id = Matcher::by_id(id);
+        let current = self.get(&by_id).await?;
+        match current.first() {
+            Some(r) if r.owner() == owner && r.expires_at_ms == expires_at_ms => {
+                self.delete(id, owner).await
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// [`Storage::refresh`] of several registrations, each `(id, owner)`, to one expiry: one
+    /// result per item, in order. Kontrol gathers the refreshes heartbeats make due and writes
+    /// them with this. The default runs the refreshes concurrently; backends that can write
+    /// them in one step (the embedded store: one transaction) override it.
+    async fn refresh_many(
+        &self,
+        items: &[(String, String)],
+        expires_at_ms: u64,
+    ) -> Vec<Result<bool, StorageError>> {
+        futures_util::future::join_all(
+            items
+                .iter()
+                .map(|(id, owner)| self.refresh(id, owner, expires_at_ms)),
+        )
+        .await
+    }
+
     /// The live registrations `matcher` matches, in no particular order.
     async fn get(&self, matcher: &Matcher) -> Result<Vec<Registration>, StorageError>;
 

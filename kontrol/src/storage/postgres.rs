@@ -303,6 +303,7 @@ struct Conn {
     upsert: Statement,
     refresh: Statement,
     delete: Statement,
+    delete_written: Statement,
     purge: Statement,
     by_id: Statement,
     /// By the set of exact query fields (bit `i` for [`PATH_COLUMNS`]`[i]`), prepared the first
@@ -533,6 +534,12 @@ impl Conn {
                          SELECT EXISTS (SELECT 1 FROM gone), \
                                 EXISTS (SELECT 1 FROM kite.kite WHERE id = $1 \
                                     AND username <> $2 AND expires_at > $3::timestamptz)",
+                    )
+                    .await?,
+                delete_written: client
+                    .prepare(
+                        "DELETE FROM kite.kite WHERE id = $1 AND username = $2 \
+                            AND expires_at = COALESCE($3::timestamptz, 'infinity')",
                     )
                     .await?,
                 purge: client
@@ -771,6 +778,26 @@ impl Storage for PostgresStorage {
             })
             .await?;
         owned_outcome(&row, id)
+    }
+
+    async fn delete_written(
+        &self,
+        id: &str,
+        owner: &str,
+        expires_at_ms: u64,
+    ) -> Result<bool, StorageError> {
+        if has_nul(id) || has_nul(owner) {
+            return Ok(false);
+        }
+        let expires = timestamp(expires_at_ms);
+        let n = self
+            .run("delete", |c| async move {
+                c.client
+                    .execute(&c.delete_written, &[&id, &owner, &expires])
+                    .await
+            })
+            .await?;
+        Ok(n > 0)
     }
 
     async fn get(&self, matcher: &Matcher) -> Result<Vec<Registration>, StorageError> {

@@ -122,7 +122,67 @@ pub(crate) async fn behaves(s: &dyn Storage) {
         ["k2", "k3"]
     );
 
+    written(s).await;
     owned(s).await;
+}
+
+/// `refresh_many` and `delete_written`, what Kontrol's heartbeats and deregistrations use:
+/// one result per item, and a delete that leaves a registration written since alone. Leaves
+/// nothing behind.
+async fn written(s: &dyn Storage) {
+    let hour = Duration::from_secs(3600);
+    let reg = |path: &str| Registration::new(kite(path), "http://w", "key1", hour);
+    let (a, b) = (
+        reg("/alice/prod/w/1.0.0/eu/h1/w1"),
+        reg("/alice/prod/w/1.0.0/eu/h1/w2"),
+    );
+    s.upsert(&a).await.unwrap();
+    s.upsert(&b).await.unwrap();
+    s.upsert(&reg("/bob/prod/w/1.0.0/eu/h1/w3")).await.unwrap();
+    let later = now_ms() + 7_200_000;
+    let items: Vec<(String, String)> = [
+        ("w1", "alice"),
+        ("nope", "alice"),
+        ("w3", "alice"),
+        ("w2", "alice"),
+    ]
+    .iter()
+    .map(|(i, o)| ((*i).to_owned(), (*o).to_owned()))
+    .collect();
+    let out = s.refresh_many(&items, later).await;
+    assert_eq!(out.len(), 4);
+    assert!(matches!(out[0], Ok(true)), "{:?}", out[0]);
+    assert!(matches!(out[1], Ok(false)), "{:?}", out[1]);
+    assert!(
+        matches!(&out[2], Err(StorageError::OwnedByAnother { id }) if id == "w3"),
+        "{:?}",
+        out[2]
+    );
+    assert!(matches!(out[3], Ok(true)), "{:?}", out[3]);
+    assert!(s.refresh_many(&[], later).await.is_empty());
+    let w = |id: &'static str| async move { s.get(&by_id(id)).await.unwrap() };
+    assert_eq!(w("w1").await[0].expires_at_ms, later);
+    assert_ne!(
+        w("w3").await[0].expires_at_ms,
+        later,
+        "bob's is not alice's to refresh"
+    );
+
+    // Deleted only as last written: not with the expiry before the refresh, not by another
+    // user, yes with the expiry now stored.
+    assert!(
+        !s.delete_written("w1", "alice", a.expires_at_ms)
+            .await
+            .unwrap()
+    );
+    assert!(!s.delete_written("w1", "bob", later).await.unwrap());
+    assert!(!s.delete_written("nope", "alice", later).await.unwrap());
+    assert_eq!(w("w1").await.len(), 1);
+    assert!(s.delete_written("w1", "alice", later).await.unwrap());
+    assert!(w("w1").await.is_empty());
+    assert!(!s.delete_written("w1", "alice", later).await.unwrap());
+    assert!(s.delete("w2", "alice").await.unwrap());
+    assert!(s.delete("w3", "bob").await.unwrap());
 }
 
 /// Queries with empty fields between set ones (Go's clients ask for username and name only),
