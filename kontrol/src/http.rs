@@ -161,7 +161,8 @@ impl Kontrol {
             Err(Refusal::Owned) => return error(StatusCode::FORBIDDEN, owned_message(&kite.id)),
             Err(Refusal::Limit(m)) => return error(StatusCode::TOO_MANY_REQUESTS, m),
         };
-        let registration = Registration::new(kite.clone(), &url, &o.key_id, o.registration_ttl);
+        let registration =
+            Registration::new(kite.clone(), &url, &o.key_id, self.inner().lifetime());
         match self.storage().upsert(&registration).await {
             Ok(()) => {}
             Err(StorageError::OwnedByAnother { .. }) => {
@@ -177,7 +178,13 @@ impl Kontrol {
                 );
             }
         }
-        let committed = ledger.commit(reservation, kite.clone(), via, now_ms());
+        let committed = ledger.commit(
+            reservation,
+            kite.clone(),
+            via,
+            now_ms(),
+            registration.expires_at_ms,
+        );
         if let Some(old) = committed.replaced {
             self.inner().notify("DEREGISTER", &old, "");
         }

@@ -56,7 +56,32 @@ struct Entry {
     key: String,
     via: Via,
     last_seen_ms: u64,
+    /// When the heartbeat that asked for the last storage refresh came (0: refresh on the next).
     refreshed_ms: u64,
+    /// The expiry this Kontrol last wrote to the storage for it (what
+    /// [`crate::storage::Storage::delete_written`] is given when it goes).
+    written_ms: u64,
+}
+
+/// A registration the ledger let go (its connection ended, or it went stale): the storage
+/// entry to delete, and whether its watchers hear `DEREGISTER`.
+#[derive(Debug)]
+pub(crate) struct Gone {
+    pub(crate) kite: KiteIdentity,
+    /// The expiry last written for it.
+    pub(crate) written_ms: u64,
+    /// It came over dnode (HTTP registrations are not announced).
+    pub(crate) announced: bool,
+}
+
+impl Gone {
+    fn of(e: Entry) -> Gone {
+        Gone {
+            announced: matches!(e.via, Via::Dnode(_)),
+            kite: e.kite,
+            written_ms: e.written_ms,
+        }
+    }
 }
 
 struct Conn {
@@ -202,19 +227,31 @@ impl Ledger {
         (serial, true)
     }
 
-    /// The connection `serial` ended: its registration slots and its watchers go (its
-    /// registrations stay until they go stale: the kite may come back on another connection).
-    pub(crate) fn disconnected(&self, serial: u64) {
+    /// The connection `serial` ended: its watchers go, and so do the registrations it kept
+    /// alive (a kite that comes back registers again), which are returned.
+    pub(crate) fn disconnected(&self, serial: u64) -> Vec<Gone> {
         let mut st = self.lock();
-        if let Some(conn) = st.conns.remove(&serial)
-            && let Some(serials) = st.sessions.get_mut(&conn.session)
-        {
-            serials.retain(|s| *s != serial);
-            if serials.is_empty() {
-                st.sessions.remove(&conn.session);
+        let mut gone = Vec::new();
+        if let Some(conn) = st.conns.remove(&serial) {
+            if let Some(serials) = st.sessions.get_mut(&conn.session) {
+                serials.retain(|s| *s != serial);
+                if serials.is_empty() {
+                    st.sessions.remove(&conn.session);
+                }
+            }
+            for id in &conn.ids {
+                if st
+                    .kites
+                    .get(id)
+                    .is_some_and(|e| e.via == Via::Dnode(serial))
+                    && let Some(e) = Self::remove(&mut st, id)
+                {
+                    gone.push(Gone::of(e));
+                }
             }
         }
         st.watchers.retain(|w| w.conn != serial);
+        gone
     }
 
     /// Checks that `kite` (owned by its username) may be registered with kite key `key` the
@@ -312,14 +349,15 @@ impl Ledger {
         }
     }
 
-    /// Records the registration of `kite` the storage accepted, replacing what the ledger held
-    /// for its id.
+    /// Records the registration of `kite` the storage accepted (with expiry `written_ms`),
+    /// replacing what the ledger held for its id.
     pub(crate) fn commit(
         &self,
         r: Reservation,
         kite: KiteIdentity,
         via: Via,
         now_ms: u64,
+        written_ms: u64,
     ) -> Committed {
         let mut st = self.lock();
         let st = &mut *st;
@@ -360,6 +398,7 @@ impl Ledger {
                 via,
                 last_seen_ms: now_ms,
                 refreshed_ms: now_ms,
+                written_ms,
             },
         );
         committed
@@ -380,6 +419,30 @@ impl Ledger {
         }
         e.refreshed_ms = now_ms;
         Heard::Refresh(e.kite.username.clone())
+    }
+
+    /// The storage refresh of `id` kept `via` wrote expiry `written_ms`; `false` if the ledger
+    /// no longer holds the id at all (it went while the write was on its way: the caller deletes
+    /// what it wrote).
+    pub(crate) fn refreshed(&self, id: &str, via: Via, written_ms: u64) -> bool {
+        let mut st = self.lock();
+        match st.kites.get_mut(id) {
+            Some(e) if e.via == via => {
+                e.written_ms = e.written_ms.max(written_ms);
+                true
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// The storage refresh of `id` kept `via` failed: the next heartbeat asks for another.
+    pub(crate) fn refresh_failed(&self, id: &str, via: Via) {
+        if let Some(e) = self.lock().kites.get_mut(id)
+            && e.via == via
+        {
+            e.refreshed_ms = 0;
+        }
     }
 
     fn remove(st: &mut State, id: &str) -> Option<Entry> {
@@ -406,9 +469,8 @@ impl Ledger {
             .map(|e| e.kite)
     }
 
-    /// Drops the registrations not heard of for the registration TTL; the dnode ones, whose
-    /// watchers hear `DEREGISTER`.
-    pub(crate) fn sweep(&self, now_ms: u64) -> Vec<KiteIdentity> {
+    /// Drops the registrations not heard of for the registration TTL, and returns them.
+    pub(crate) fn sweep(&self, now_ms: u64) -> Vec<Gone> {
         let mut st = self.lock();
         let stale: Vec<String> = st
             .kites
@@ -419,8 +481,7 @@ impl Ledger {
         stale
             .iter()
             .filter_map(|id| Self::remove(&mut st, id))
-            .filter(|e| matches!(e.via, Via::Dnode(_)))
-            .map(|e| e.kite)
+            .map(Gone::of)
             .collect()
     }
 
@@ -531,7 +592,7 @@ mod tests {
         now: u64,
     ) -> Result<Committed, Refusal> {
         let r = l.reserve(k, key, via, now)?;
-        Ok(l.commit(r, k.clone(), via, now))
+        Ok(l.commit(r, k.clone(), via, now, now + 1_000))
     }
 
     const HERE: Via = Via::Http(None);
@@ -578,7 +639,13 @@ mod tests {
             l.heard("b", Via::Http(Some([127, 0, 0, 2].into())), 550),
             Heard::Unknown
         );
-        assert!(l.sweep(1_200).is_empty(), "HTTP ones are not announced");
+        let swept = l.sweep(1_200);
+        assert_eq!(swept.len(), 3);
+        assert!(
+            swept.iter().all(|g| !g.announced),
+            "HTTP ones are not announced"
+        );
+        assert_eq!(swept[0].written_ms, 1_000);
         assert_eq!(l.counts().registrations, 1);
         // After expiry another user may take the id; it replaces the stale entry.
         register(&l, &kite("o", "b"), "k3", HERE, 1_600).unwrap();
@@ -637,17 +704,31 @@ mod tests {
         l.watch(c1, m.clone(), "w".into(), cb()).unwrap();
         assert_eq!(l.counts().watchers, 2);
 
-        // The connection ends: its watchers and slots go, its registrations stay until stale.
-        l.disconnected(c1);
+        // The connection ends: its watchers, slots and the registrations it kept go at once.
+        let mut gone: Vec<String> = l.disconnected(c1).into_iter().map(|g| g.kite.id).collect();
+        gone.sort();
+        assert_eq!(gone, ["b", "c"]);
         assert!(l.watch(c1, m, "w".into(), cb()).is_ok());
         let counts = l.counts();
         assert_eq!(
             (counts.connections, counts.watchers, counts.registrations),
-            (1, 0, 3)
+            (1, 0, 1)
         );
-        assert_eq!(l.sweep(1_100).len(), 2);
-        l.disconnected(c2);
-        l.sweep(10_000);
+        assert!(l.sweep(1_100).is_empty(), "a was heard at 200");
+        // A write on its way when the id went: the caller is told to delete it.
+        assert!(l.refreshed("a", Via::Dnode(c2), 5_000));
+        assert!(!l.refreshed("b", Via::Dnode(c1), 5_000));
+        l.refresh_failed("a", Via::Dnode(c2));
+        assert_eq!(
+            l.heard("a", Via::Dnode(c2), 210),
+            Heard::Refresh("m".into()),
+            "a failed refresh is asked for again at once"
+        );
+        let gone = l.disconnected(c2);
+        assert_eq!(
+            (gone.len(), gone[0].written_ms, gone[0].announced),
+            (1, 5_000, true)
+        );
         assert_eq!(l.counts(), Counts::default());
     }
 }

@@ -32,7 +32,23 @@
 //! sharing a storage each count what was registered through them) and are kept up to date as
 //! registrations come and go, never by scanning the storage. A slot is freed when its
 //! registration is replaced, or goes stale (no heartbeat for `registration_ttl`, noticed within
-//! half of it more), and a connection's slots and watchers when the connection ends.
+//! a tenth of it more, at most a second), and a connection's slots and watchers when the
+//! connection ends.
+//!
+//! # Liveness
+//!
+//! A kite registered over dnode is alive while it answers heartbeats. Heartbeats touch this
+//! process's memory only; the storage is written once per
+//! [`KontrolOptions::storage_refresh_interval`] per kite (batched), with an expiry far enough
+//! ahead that no live kite expires between writes. A kite goes, is deleted from the storage and
+//! its watchers hear `DEREGISTER`:
+//! - at once when the connection it registered over ends (a kite that reconnects registers
+//!   again; Go Kontrol waits for the TTL);
+//! - `registration_ttl` after its last heartbeat otherwise.
+//!
+//! The delete is conditional: it removes the registration only as this Kontrol last wrote it,
+//! so a kite that has meanwhile registered through another Kontrol sharing the storage stays.
+//! The Kontrol also registers itself (Go's `registerSelf`; [`KontrolOptions::register_self`]).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -79,6 +95,24 @@ pub struct KontrolOptions {
     pub registration_ttl: Duration,
     /// How often registered kites are asked to ping back (Go: 10 s).
     pub heartbeat_interval: Duration,
+    /// How often a heartbeating kite's registration is written to the storage (default 45 s,
+    /// and at most half of `registration_ttl`; Go's `UpdateInterval` is 60 s). Each write
+    /// stores an expiry `registration_ttl` plus this interval ahead, so a live kite never
+    /// expires between writes, and heartbeats in between touch only this process's memory.
+    /// The writes heartbeats make due are gathered and written together.
+    ///
+    /// Liveness stays exact: a kite that stops heartbeating (or whose connection ends) is
+    /// deleted from the storage by this Kontrol `registration_ttl` after its last heartbeat
+    /// (within a second, at once when the connection ends), and its watchers hear
+    /// `DEREGISTER`. Only if this Kontrol is gone too does the registration live on in a shared
+    /// storage until its stored expiry, at most `registration_ttl` plus this interval after the
+    /// last write.
+    pub storage_refresh_interval: Duration,
+    /// Whether the Kontrol keeps a registration of itself (its own kite, at `kontrol_url`) in the
+    /// storage, as Go's `registerSelf` does, so that `getKites` for name `kontrol` finds every
+    /// Kontrol serving the registry (default on; a Kontrol without a `kontrol_url` has nothing
+    /// to register).
+    pub register_self: bool,
     /// Decides who may get a kite key through `registerMachine` (what `kitectl register`
     /// calls); `None` (the default, as Go) turns the method off.
     pub machine_authenticator: Option<MachineAuthenticator>,
@@ -141,6 +175,8 @@ impl KontrolOptions {
             token_leeway: Duration::from_secs(300),
             registration_ttl: Duration::from_secs(90),
             heartbeat_interval: Duration::from_secs(10),
+            storage_refresh_interval: Duration::from_secs(45),
+            register_self: true,
             machine_authenticator: None,
             max_registrations_per_user: 10_000,
             max_registrations_per_key: 1_000,
@@ -199,6 +235,24 @@ pub(crate) struct Inner {
     pub(crate) ledger: Ledger,
     /// Tokens by (audience, username, key id), with when they stop being handed out.
     tokens: Mutex<HashMap<TokenKey, (String, u64)>>,
+    /// Storage refreshes heartbeats made due, to be written together: (id, owner, way).
+    due: Mutex<Vec<(String, String, Via)>>,
+    /// Wakes the writer of `due`.
+    due_added: Arc<tokio::sync::Notify>,
+}
+
+/// The most refreshes written in one storage call.
+const REFRESH_BATCH: usize = 1_000;
+
+/// The most deletes of registrations that went sent to the storage at once.
+const DELETE_BATCH: usize = 256;
+
+/// How long the refresh writer waits after the first due refresh for more to join it.
+const REFRESH_GATHER: Duration = Duration::from_millis(100);
+
+/// The interval between storage writes of a heartbeating kite's registration.
+fn refresh_gap(o: &KontrolOptions) -> Duration {
+    o.storage_refresh_interval.min(o.registration_ttl / 2)
 }
 
 /// A cached token's key: audience, username, key pair id.
@@ -249,18 +303,45 @@ impl Kontrol {
                 watchers_per_connection: options.max_watchers_per_connection,
             },
             millis(options.registration_ttl),
-            millis(options.heartbeat_interval / 2),
+            millis(refresh_gap(&options)),
         );
         let inner = Arc::new(Inner {
             options,
             storage,
             tokens: Mutex::default(),
             ledger,
+            due: Mutex::default(),
+            due_added: Arc::default(),
         });
         let k = Kontrol { kite, inner };
         k.install();
         k.install_http();
         Ok(k)
+    }
+
+    /// Keeps this Kontrol's own registration (Go's `registerSelf`): written now, and again
+    /// every storage refresh interval, retried every second while the storage fails; it goes
+    /// when the Kontrol does (stays until its stored expiry).
+    fn keep_self_registered(&self) {
+        let inner = Arc::downgrade(&self.inner);
+        let kite = self.kite.identity().clone();
+        tokio::spawn(async move {
+            loop {
+                let Some(inner) = inner.upgrade() else { return };
+                let o = &inner.options;
+                let registration =
+                    Registration::new(kite.clone(), &o.kontrol_url, &o.key_id, inner.lifetime());
+                let wait = match inner.storage.upsert(&registration).await {
+                    Ok(()) => refresh_gap(o),
+                    Err(e) => {
+                        warn!(error = %e, "registering the Kontrol itself failed");
+                        Duration::from_secs(1)
+                    }
+                };
+                drop(inner);
+                tokio::time::sleep(wait).await;
+            }
+        });
     }
 
     /// The kite serving Kontrol's methods (run it with [`Kite::run`]).
@@ -363,20 +444,49 @@ impl Kontrol {
             let inner = inner.clone();
             async move { inner.get_key(&req) }
         });
-        // Registrations whose heartbeats stopped: their slots go, their watchers hear it.
+        // Registrations whose heartbeats stopped: deleted, their slots go, their watchers hear
+        // it.
         let inner = Arc::downgrade(&self.inner);
-        let every = (self.inner.options.registration_ttl / 2).max(Duration::from_millis(10));
+        let every = (self.inner.options.registration_ttl / 10)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 let Some(inner) = inner.upgrade() else { return };
-                for kite in inner.ledger.sweep(now_ms()) {
-                    info!(kite = %kite, "no heartbeats: deregistered");
-                    inner.notify("DEREGISTER", &kite, "");
+                let gone = inner.ledger.sweep(now_ms());
+                if !gone.is_empty() {
+                    info!(count = gone.len(), "no heartbeats: deregistering");
+                    inner.deregister(gone).await;
                 }
             }
         });
+        // The storage refreshes heartbeats made due.
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                let Some(strong) = inner.upgrade() else {
+                    return;
+                };
+                let notify = strong.due_added.clone();
+                drop(strong);
+                // Woken by a due refresh, or every few seconds to notice the Kontrol has gone.
+                let added = notify.notified();
+                if tokio::time::timeout(Duration::from_secs(5), added)
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
+                tokio::time::sleep(REFRESH_GATHER).await;
+                let Some(inner) = inner.upgrade() else { return };
+                inner.write_due().await;
+            }
+        });
+        if self.inner.options.register_self && !self.inner.options.kontrol_url.is_empty() {
+            self.keep_self_registered();
+        }
         // Expired registrations are invisible already; this keeps the store small.
         let inner = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
@@ -441,7 +551,7 @@ impl Inner {
             .ledger
             .reserve(&kite, &key, via, now_ms())
             .map_err(|r| refusal(&kite.id, r))?;
-        let registration = Registration::new(kite.clone(), &url, &o.key_id, o.registration_ttl);
+        let registration = Registration::new(kite.clone(), &url, &o.key_id, self.lifetime());
         if let Err(e) = self.storage.upsert(&registration).await {
             self.ledger.release(reservation);
             return Err(match e {
@@ -449,7 +559,13 @@ impl Inner {
                 e => internal("register", e),
             });
         }
-        let committed = self.ledger.commit(reservation, kite.clone(), via, now_ms());
+        let committed = self.ledger.commit(
+            reservation,
+            kite.clone(),
+            via,
+            now_ms(),
+            registration.expires_at_ms,
+        );
         info!(kite = %kite, %url, "registered");
         if let Some(old) = committed.replaced {
             self.notify("DEREGISTER", &old, "");
@@ -476,7 +592,14 @@ impl Inner {
             tokio::spawn(async move {
                 client.disconnected().await;
                 if let Some(inner) = weak.upgrade() {
-                    inner.ledger.disconnected(conn);
+                    let gone = inner.ledger.disconnected(conn);
+                    if !gone.is_empty() {
+                        info!(
+                            count = gone.len(),
+                            "connection closed: deregistering its kites"
+                        );
+                        inner.deregister(gone).await;
+                    }
                 }
             });
         }
@@ -544,21 +667,80 @@ impl Inner {
         }
     }
 
-    /// A ping for kite `id` came over `via`: noted; a due refresh runs in a task of its own (at
-    /// most one per registration per half heartbeat interval, however often the peer pings).
+    /// A ping for kite `id` came over `via`: noted; a due refresh joins the ones the refresh
+    /// writer stores together (at most one per registration per storage refresh interval,
+    /// however often the peer pings).
     fn heard(self: &Arc<Self>, id: &str, via: Via) {
         if let Heard::Refresh(owner) = self.ledger.heard(id, via, now_ms()) {
-            let (inner, id) = (self.clone(), id.to_owned());
-            tokio::spawn(async move { inner.refresh(&id, &owner, via).await });
+            lock(&self.due).push((id.to_owned(), owner, via));
+            self.due_added.notify_one();
+        }
+    }
+
+    /// How long a registration written now lives in the storage.
+    pub(crate) fn lifetime(&self) -> Duration {
+        self.options.registration_ttl + refresh_gap(&self.options)
+    }
+
+    /// Writes the refreshes due, in batches.
+    async fn write_due(self: &Arc<Self>) {
+        loop {
+            let batch: Vec<(String, String, Via)> = {
+                let mut due = lock(&self.due);
+                let n = due.len().min(REFRESH_BATCH);
+                due.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                return;
+            }
+            let items: Vec<(String, String)> = batch
+                .iter()
+                .map(|(id, owner, _)| (id.clone(), owner.clone()))
+                .collect();
+            let expires = expires_in(self.lifetime());
+            let results = self.storage.refresh_many(&items, expires).await;
+            let mut failed = 0;
+            for ((id, owner, via), result) in batch.into_iter().zip(results) {
+                if !self.refreshed(&id, &owner, via, expires, result).await {
+                    failed += 1;
+                }
+            }
+            if failed > 0 {
+                debug!(failed, "registrations not refreshed");
+            }
         }
     }
 
     /// Pushes the expiry of `owner`'s registration of `id` kept `via`; whether it is still
-    /// registered. One the storage says is another user's now is dropped from the ledger.
+    /// registered.
     async fn refresh(self: &Arc<Self>, id: &str, owner: &str, via: Via) -> bool {
-        let ttl = self.options.registration_ttl;
-        match self.storage.refresh(id, owner, expires_in(ttl)).await {
-            Ok(true) => true,
+        let expires = expires_in(self.lifetime());
+        let result = self.storage.refresh(id, owner, expires).await;
+        self.refreshed(id, owner, via, expires, result).await
+    }
+
+    /// What a storage refresh of `owner`'s registration of `id` kept `via`, to `expires`, came
+    /// to; whether it is still registered. One the storage says is another user's now is
+    /// dropped from the ledger; one that failed is tried again on the next heartbeat; one the
+    /// ledger let go while the write was on its way is deleted again.
+    async fn refreshed(
+        self: &Arc<Self>,
+        id: &str,
+        owner: &str,
+        via: Via,
+        expires: u64,
+        result: Result<bool, StorageError>,
+    ) -> bool {
+        match result {
+            Ok(true) => {
+                if self.ledger.refreshed(id, via, expires) {
+                    return true;
+                }
+                if let Err(e) = self.storage.delete_written(id, owner, expires).await {
+                    debug!(%id, error = %e, "deleting a registration that went failed");
+                }
+                false
+            }
             Ok(false) => {
                 debug!(%id, "heartbeat from a kite no longer registered");
                 false
@@ -572,7 +754,31 @@ impl Inner {
             }
             Err(e) => {
                 warn!(%id, error = %e, "refreshing a registration failed");
+                self.ledger.refresh_failed(id, via);
                 false
+            }
+        }
+    }
+
+    /// Deletes the registrations the ledger let go from the storage (each only if it is still
+    /// as this Kontrol last wrote it: the kite may have registered again elsewhere), and tells
+    /// the dnode ones' watchers.
+    pub(crate) async fn deregister(self: &Arc<Self>, gone: Vec<crate::ledger::Gone>) {
+        for chunk in gone.chunks(DELETE_BATCH) {
+            let deletes = chunk.iter().map(|g| {
+                self.storage
+                    .delete_written(&g.kite.id, &g.kite.username, g.written_ms)
+            });
+            for (g, result) in chunk
+                .iter()
+                .zip(futures_util::future::join_all(deletes).await)
+            {
+                if let Err(e) = result {
+                    debug!(kite = %g.kite, error = %e, "deleting a registration that went failed");
+                }
+                if g.announced {
+                    self.notify("DEREGISTER", &g.kite, "");
+                }
             }
         }
     }

@@ -3,25 +3,23 @@
 //! dnode and over HTTP, and through heartbeats), and to make the Kontrol hold unbounded
 //! registrations, keep-alive tasks and watchers (one key, one user, one connection).
 //!
-//! The floods speak dnode by hand on a SockJS websocket ([`Raw`]): a peer picks its kite
+//! The floods speak dnode by hand on a SockJS websocket ([`RawPeer`]): a peer picks its kite
 //! identity per message and need not answer Kontrol's `kite.heartbeat`.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use kite_native::auth::KeyPair;
 use kite_native::core::KontrolQuery;
 use kite_native::{ErrorKind, Kite};
 use kite_test_kit::kites::{local_config, serve as start};
+use kite_test_kit::raw::{RawPeer, identity};
 use kite_test_kit::within;
 use kontrol::query::Matcher;
 use kontrol::server::{Kontrol, KontrolOptions};
 use kontrol::storage::{EmbeddedStorage, MemoryStorage, Storage};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 
 /// The budgets per user and per kite key these tests set.
 fn budgets(o: &mut KontrolOptions, per_user: usize, per_key: usize) {
@@ -87,12 +85,6 @@ fn by_id(id: &str) -> KontrolQuery {
     }
 }
 
-/// A kite identity as JSON, as a peer writes it in its messages.
-fn identity(username: &str, name: &str, id: &str) -> Value {
-    json!({"username": username, "environment": "test", "name": name, "version": "1.0.0",
-           "region": "r", "hostname": "h", "id": id})
-}
-
 /// The live tasks of this test's runtime (the Kontrol runs in it).
 fn alive_tasks() -> usize {
     tokio::runtime::Handle::current()
@@ -114,140 +106,6 @@ async fn tasks_settle_to(most: usize, what: &str) {
         );
         // Task counts announce nothing: poll, bounded.
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A hand-written dnode peer on one SockJS websocket: it sends whatever kite identity it likes
-/// in each call and never answers Kontrol's `kite.heartbeat`.
-struct Raw {
-    ws: Ws,
-    next: u64,
-    /// Answers by callback id (`{"error": ..., "result": ...}`).
-    answers: HashMap<u64, Value>,
-    /// Calls Kontrol made to our callbacks, by callback id.
-    called: HashMap<u64, usize>,
-    /// `kite.heartbeat` requests Kontrol sent.
-    heartbeats: usize,
-}
-
-impl Raw {
-    async fn connect(addr: SocketAddr) -> Raw {
-        let url = format!(
-            "ws://{addr}/kite/0/{}/websocket",
-            uuid::Uuid::new_v4().simple()
-        );
-        let (mut ws, _) = within("connect", tokio_tungstenite::connect_async(url))
-            .await
-            .unwrap();
-        match within("open frame", ws.next()).await {
-            Some(Ok(Message::Text(t))) if t.as_str() == "o" => {}
-            other => panic!("no open frame: {other:?}"),
-        }
-        Raw {
-            ws,
-            next: 0,
-            answers: HashMap::new(),
-            called: HashMap::new(),
-            heartbeats: 0,
-        }
-    }
-
-    fn id(&mut self) -> u64 {
-        self.next += 1;
-        self.next
-    }
-
-    /// Sends a call of `method` as `kite` with kite key `key`; `extra` callbacks are paths in
-    /// `withArgs`. Returns the response callback's id.
-    async fn send(
-        &mut self,
-        method: &str,
-        kite: &Value,
-        key: &str,
-        args: Value,
-        extra: &[(u64, Value)],
-    ) -> u64 {
-        let response = self.id();
-        let mut callbacks = serde_json::Map::new();
-        callbacks.insert(response.to_string(), json!([0, "responseCallback"]));
-        for (id, path) in extra {
-            callbacks.insert(id.to_string(), path.clone());
-        }
-        let message = json!({
-            "method": method,
-            "arguments": [{
-                "kite": kite,
-                "authentication": {"type": "kiteKey", "key": key},
-                "withArgs": args,
-                "responseCallback": "[Function]",
-            }],
-            "callbacks": callbacks,
-            "links": [],
-        });
-        let frame = serde_json::to_string(&[message.to_string()]).unwrap();
-        self.ws.send(Message::text(frame)).await.unwrap();
-        response
-    }
-
-    /// `register` of `kite` at a URL of its own.
-    async fn register(&mut self, kite: &Value, key: &str) -> u64 {
-        let url = format!("http://127.0.0.1:9/{}", kite["id"].as_str().unwrap());
-        self.send("register", kite, key, json!([{ "url": url }]), &[])
-            .await
-    }
-
-    /// `getKites` of `query` with a `watchCallback`: (response id, watch callback id).
-    async fn watch(&mut self, kite: &Value, key: &str, query: Value) -> (u64, u64) {
-        let watch = self.id();
-        let args = json!([{ "query": query, "watchCallback": "[Function]" }]);
-        let path = json!([0, "withArgs", 0, "watchCallback"]);
-        let response = self
-            .send("getKites", kite, key, args, &[(watch, path)])
-            .await;
-        (response, watch)
-    }
-
-    /// Reads frames until the answer to callback `id` is in.
-    async fn answer(&mut self, id: u64) -> Value {
-        while !self.answers.contains_key(&id) {
-            let frame = match within("a frame from Kontrol", self.ws.next()).await {
-                Some(Ok(Message::Text(t))) => t.to_string(),
-                Some(Ok(_)) => continue,
-                other => panic!("connection ended: {other:?}"),
-            };
-            let Some(batch) = frame.strip_prefix('a') else {
-                continue;
-            };
-            for m in serde_json::from_str::<Vec<String>>(batch).unwrap() {
-                let m: Value = serde_json::from_str(&m).unwrap();
-                match &m["method"] {
-                    Value::Number(n) => {
-                        let n = n.as_u64().unwrap();
-                        if self.answers.contains_key(&n) || n > self.next {
-                            panic!("unexpected call {m}");
-                        }
-                        // A watch callback is called with `{"result": event}`; an answer with
-                        // `{"error", "result"}` — ours are response callbacks, called once.
-                        let args = m["arguments"][0].clone();
-                        if args.get("error").is_some() {
-                            self.answers.insert(n, args);
-                        } else {
-                            *self.called.entry(n).or_default() += 1;
-                        }
-                    }
-                    Value::String(s) if s == "kite.heartbeat" => self.heartbeats += 1,
-                    _ => {}
-                }
-            }
-        }
-        self.answers[&id].clone()
-    }
-
-    async fn close(mut self) {
-        let _ = self.ws.close(None).await;
     }
 }
 
@@ -310,7 +168,7 @@ async fn mallory_cannot_take_alices_kite_id_over_dnode() {
     );
     assert!(!err.message.contains(&alice_url), "{err}");
     // Writing alice's username into her kite identity changes nothing: the key says who she is.
-    let mut raw = Raw::connect(s.addr).await;
+    let mut raw = RawPeer::connect(s.addr).await;
     let call = raw
         .register(&identity("alice", "math", &id), &mallory.kite_key())
         .await;
@@ -527,7 +385,7 @@ async fn a_registration_flood_on_one_connection_stops_at_its_budget() {
     // The default budgets: 16 kite ids per connection.
     let s = kontrol(false, |_| {}).await;
     let key = s.kontrol.kite_key_for("mallory").unwrap();
-    let mut raw = Raw::connect(s.addr).await;
+    let mut raw = RawPeer::connect(s.addr).await;
     for i in 0..16 {
         let call = raw
             .register(&identity("mallory", "flood", &format!("f{i}")), &key)
@@ -572,7 +430,7 @@ async fn a_registration_flood_on_one_connection_stops_at_its_budget() {
     .unwrap();
     assert_eq!(found.len(), 16);
     // Another connection has a budget of its own.
-    let mut other = Raw::connect(s.addr).await;
+    let mut other = RawPeer::connect(s.addr).await;
     let call = other
         .register(&identity("mallory", "flood", "g0"), &key)
         .await;
@@ -598,7 +456,7 @@ async fn a_registration_flood_with_one_key_or_one_user_stops_at_its_budget() {
     let mut conns = Vec::new();
     let mut calls = Vec::new();
     for c in 0..3 {
-        let mut raw = Raw::connect(s.addr).await;
+        let mut raw = RawPeer::connect(s.addr).await;
         for i in 0..10 {
             let kite = identity("mallory", "flood", &format!("k1-{c}-{i}"));
             calls.push((c, raw.register(&kite, &key1).await));
@@ -641,7 +499,7 @@ async fn a_registration_flood_with_one_key_or_one_user_stops_at_its_budget() {
         "{body}"
     );
     // Another key of the same user: only up to the user's budget.
-    let mut fourth = Raw::connect(s.addr).await;
+    let mut fourth = RawPeer::connect(s.addr).await;
     let mut calls = Vec::new();
     for i in 0..10 {
         let kite = identity("mallory", "flood", &format!("k2-{i}"));
@@ -671,7 +529,7 @@ async fn a_registration_flood_with_one_key_or_one_user_stops_at_its_budget() {
         raw.close().await;
     }
     fourth.close().await;
-    let mut raw = Raw::connect(s.addr).await;
+    let mut raw = RawPeer::connect(s.addr).await;
     within("the key's budget comes back", async {
         for i in 0.. {
             let kite = identity("mallory", "flood", &format!("again-{i}"));
@@ -695,7 +553,7 @@ async fn a_watcher_flood_on_one_connection_stops_at_its_budget() {
     let s = kontrol(false, |_| {}).await;
     let key = s.kontrol.kite_key_for("mallory").unwrap();
     let me = identity("mallory", "watcher", "w");
-    let mut raw = Raw::connect(s.addr).await;
+    let mut raw = RawPeer::connect(s.addr).await;
     let mut calls = Vec::new();
     for _ in 0..120 {
         calls.push(raw.watch(&me, &key, json!({"username": "alice"})).await);
@@ -736,7 +594,7 @@ async fn a_watcher_flood_on_one_connection_stops_at_its_budget() {
     heard.sort_unstable();
     assert_eq!(heard, watching);
     // Another connection has a budget of its own.
-    let mut other = Raw::connect(s.addr).await;
+    let mut other = RawPeer::connect(s.addr).await;
     let (call, _) = other.watch(&me, &key, json!({"username": "alice"})).await;
     assert!(ok(&other.answer(call).await));
     alice.close();
@@ -754,7 +612,7 @@ async fn what_kontrol_holds_for_a_peer_is_bounded_and_returned() {
     .await;
     let key = s.kontrol.kite_key_for("mallory").unwrap();
     let me = identity("mallory", "math", "same");
-    let mut raw = Raw::connect(s.addr).await;
+    let mut raw = RawPeer::connect(s.addr).await;
     let call = raw.register(&me, &key).await;
     assert!(ok(&raw.answer(call).await));
     tasks_settle_to(alive_tasks(), "after one").await;

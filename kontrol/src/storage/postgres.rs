@@ -862,212 +862,23 @@ impl Storage for PostgresStorage {
 
 #[cfg(test)]
 mod tests {
-    use std::ffi::OsString;
-    use std::os::unix::fs::MetadataExt;
-    use std::path::{Path, PathBuf};
-    use std::process::Command;
-
     use kite_native::core::KontrolQuery;
+    use kite_test_kit::servers::Postgres;
 
     use super::*;
     use crate::storage::tests::{behaves, ids, kite, matcher};
 
-    /// The directory holding `initdb` and `pg_ctl`: the newest under /usr/lib/postgresql/*/bin
-    /// (Debian), else the one on `PATH`.
-    fn pg_bin() -> Option<PathBuf> {
-        let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
-        let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let version = e.file_name().to_str()?.parse::<u32>().ok()?;
-                let bin = e.path().join("bin");
-                has_tools(&bin).then_some((version, bin))
-            })
-            .collect();
-        debian.sort();
-        debian.pop().map(|(_, bin)| bin).or_else(|| {
-            std::env::split_paths(&std::env::var_os("PATH")?).find(|dir| has_tools(dir))
-        })
-    }
-
-    fn is_root() -> bool {
-        std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-    }
-
-    fn shell_quote(s: &std::ffi::OsStr) -> String {
-        format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"))
-    }
-
-    /// A PostgreSQL server of its own on 127.0.0.1 in a temporary directory, stopped and
-    /// removed on drop. As root (which `initdb` refuses) the server runs as `postgres`.
-    struct PgServer {
-        bin: PathBuf,
-        dir: PathBuf,
-        port: u16,
-        as_postgres: bool,
-    }
-
-    impl PgServer {
-        /// A running server, or `None` (after saying why) where PostgreSQL is not installed;
-        /// with `CI=true` a missing PostgreSQL fails instead.
-        fn start() -> Option<PgServer> {
-            let Some(bin) = pg_bin() else {
-                let why = "PostgreSQL is not installed (no initdb and pg_ctl under \
-                           /usr/lib/postgresql/*/bin or on PATH; scripts/setup installs it)";
-                kite_test_kit::skip(why);
-                return None;
-            };
-            let dir = std::env::temp_dir().join(format!("kontrol-pg-{}", uuid::Uuid::new_v4()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let as_postgres = is_root();
-            let mut server = PgServer {
-                bin,
-                dir,
-                port: 0,
-                as_postgres,
-            };
-            if as_postgres {
-                server.run(Command::new("chown").arg("postgres").arg(&server.dir));
-            }
-            let data = server.data();
-            server.tool(&[
-                "initdb".into(),
-                "-D".into(),
-                data.into(),
-                "-U".into(),
-                "postgres".into(),
-                "--auth=trust".into(),
-                "-E".into(),
-                "UTF8".into(),
-                "--no-locale".into(),
-                "-N".into(),
-            ]);
-            // A free port can be taken between our look and the server's bind: try a few.
-            for attempt in 0.. {
-                server.port = std::net::TcpListener::bind("127.0.0.1:0")
-                    .unwrap()
-                    .local_addr()
-                    .unwrap()
-                    .port();
-                match server.try_start() {
-                    Ok(()) => break,
-                    Err(e) if attempt < 3 => eprintln!("retrying on another port: {e}"),
-                    Err(e) => panic!("{e}"),
-                }
-            }
-            Some(server)
-        }
-
-        fn data(&self) -> PathBuf {
-            self.dir.join("data")
-        }
-
-        /// Runs `cmd`, panicking with its output if it fails.
-        fn run(&self, cmd: &mut Command) -> String {
-            let out = cmd.output().unwrap();
-            assert!(
-                out.status.success(),
-                "{cmd:?}: {}\n{}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        }
-
-        /// The command running the PostgreSQL tool `args[0]` as the data directory's owner.
-        fn tool_command(&self, args: &[OsString]) -> Command {
-            let program = self.bin.join(&args[0]);
-            if self.as_postgres {
-                let line = std::iter::once(program.as_os_str())
-                    .chain(args[1..].iter().map(|a| a.as_os_str()))
-                    .map(shell_quote)
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                let mut cmd = Command::new("su");
-                cmd.args(["postgres", "-s", "/bin/sh", "-c", &line]);
-                cmd
-            } else {
-                let mut cmd = Command::new(program);
-                cmd.args(&args[1..]);
-                cmd
-            }
-        }
-
-        fn tool(&self, args: &[OsString]) -> String {
-            self.run(&mut self.tool_command(args))
-        }
-
-        fn pg_ctl(&self, action: &[&str]) -> Command {
-            let mut args: Vec<OsString> = vec!["pg_ctl".into(), "-D".into(), self.data().into()];
-            args.extend(action.iter().map(OsString::from));
-            self.tool_command(&args)
-        }
-
-        fn try_start(&self) -> Result<(), String> {
-            let options = format!(
-                "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off \
-                 -c synchronous_commit=off -c full_page_writes=off",
-                self.port,
-                self.dir.display()
-            );
-            let log = self.dir.join("log").display().to_string();
-            let out = self
-                .pg_ctl(&["-l", &log, "-o", &options, "-w", "-t", "30", "start"])
-                .output()
-                .unwrap();
-            if out.status.success() {
-                return Ok(());
-            }
-            Err(format!(
-                "pg_ctl start on port {}: {}\n{}",
-                self.port,
-                String::from_utf8_lossy(&out.stderr),
-                std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
-            ))
-        }
-
-        /// Starts it again (same data directory and port) after [`PgServer::stop`].
-        fn restart(&self) {
-            self.try_start().unwrap();
-        }
-
-        /// Stops it (fast shutdown: clients are disconnected).
-        fn stop(&self) {
-            self.run(&mut self.pg_ctl(&["-m", "fast", "-w", "-t", "30", "stop"]));
-        }
-
-        /// A new database `name` and the configuration to reach it.
-        fn database(&self, name: &str) -> PostgresConfig {
-            let port = self.port.to_string();
-            let createdb = self.bin.join("createdb");
-            self.run(Command::new(createdb).args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "postgres",
-                name,
-            ]));
-            PostgresConfig {
-                host: "127.0.0.1".into(),
-                port: self.port,
-                user: "postgres".into(),
-                dbname: name.into(),
-                connect_timeout: Duration::from_secs(5),
-                query_timeout: Duration::from_secs(5),
-                ..PostgresConfig::default()
-            }
-        }
-    }
-
-    impl Drop for PgServer {
-        fn drop(&mut self) {
-            let _ = self.pg_ctl(&["-m", "immediate", "-w", "stop"]).output();
-            let _ = std::fs::remove_dir_all(&self.dir);
+    /// A new database `name` on `pg` and the configuration to reach it.
+    fn database(pg: &Postgres, name: &str) -> PostgresConfig {
+        pg.create_database(name);
+        PostgresConfig {
+            host: "127.0.0.1".into(),
+            port: pg.port(),
+            user: "postgres".into(),
+            dbname: name.into(),
+            connect_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(5),
+            ..PostgresConfig::default()
         }
     }
 
@@ -1086,8 +897,8 @@ mod tests {
 
     #[tokio::test]
     async fn postgres_storage_behaves_and_a_restart_loses_nothing() {
-        let Some(pg) = PgServer::start() else { return };
-        let config = pg.database("kontrol");
+        let Some(pg) = Postgres::start() else { return };
+        let config = database(&pg, "kontrol");
         {
             let s = PostgresStorage::connect(config.clone()).await.unwrap();
             behaves(&s).await;
@@ -1103,11 +914,11 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_kontrols_on_one_database_see_each_other() {
-        let Some(pg) = PgServer::start() else { return };
-        let config = pg.database("shared");
+        let Some(pg) = Postgres::start() else { return };
+        let config = database(&pg, "shared");
         // One over TCP, one over the server's Unix socket (a host that is a directory).
         let over_socket = PostgresConfig {
-            host: pg.dir.display().to_string(),
+            host: pg.dir().display().to_string(),
             ..config.clone()
         };
         let (a, b) = tokio::join!(
@@ -1216,8 +1027,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn schema_migration_is_idempotent_and_safe_when_kontrols_start_together() {
-        let Some(pg) = PgServer::start() else { return };
-        let config = pg.database("migrations");
+        let Some(pg) = Postgres::start() else { return };
+        let config = database(&pg, "migrations");
         // Four Kontrols start at once on an empty database.
         let mut starts = tokio::task::JoinSet::new();
         for _ in 0..4 {
@@ -1290,7 +1101,7 @@ mod tests {
             ["id", "public", "private", "created_at", "deleted_at"]
         );
         // A database holding Go Kontrol's tables is refused with a clear error, untouched.
-        let go = pg.database("go");
+        let go = database(&pg, "go");
         let go_raw = raw_client(&go).await;
         go_raw
             .batch_execute(
@@ -1336,8 +1147,8 @@ mod tests {
 
     #[tokio::test]
     async fn storage_down_and_back() {
-        let Some(pg) = PgServer::start() else { return };
-        let config = pg.database("flaky");
+        let Some(pg) = Postgres::start() else { return };
+        let config = database(&pg, "flaky");
         let s = PostgresStorage::connect(config.clone()).await.unwrap();
         s.upsert(&reg("/alice/prod/math/1.0.0/eu/h1/k1", HOUR))
             .await
@@ -1349,7 +1160,7 @@ mod tests {
         let unavailable = |what: &str, r: Result<(), StorageError>, took: Duration| match r {
             Err(StorageError::Unavailable(m)) => {
                 assert!(took < quick, "{what} took {took:?}");
-                assert!(m.contains(&format!("127.0.0.1:{}", pg.port)), "{m}");
+                assert!(m.contains(&format!("127.0.0.1:{}", pg.port())), "{m}");
             }
             other => panic!("{what} while the server is down: {other:?}"),
         };
@@ -1417,8 +1228,8 @@ mod tests {
 
     #[tokio::test]
     async fn bad_input_never_panics() {
-        let Some(pg) = PgServer::start() else { return };
-        let config = pg.database("bad");
+        let Some(pg) = Postgres::start() else { return };
+        let config = database(&pg, "bad");
         let s = PostgresStorage::connect(config).await.unwrap();
         let by_id = |id: &str| {
             Matcher::new(&KontrolQuery {

@@ -1,6 +1,7 @@
 //! What the workspace's tests share, so that each helper is written once: a deadline for
 //! futures ([`within`]), free ports and temporary directories ([`net`]), the binaries of
-//! examples ([`bin`]), a skip that says so ([`skip()`]), the `square`/`echo` test kites
+//! examples ([`bin`]), a skip that says so ([`skip()`]), real etcd and PostgreSQL servers
+//! ([`servers`]), a hand-written dnode peer (module `raw`, feature `kites`), the `square`/`echo` test kites
 //! (module `kites`, feature `kites`) and a Kontrol to test against (module `kontrol`, feature
 //! `kontrol`; it turns on `kites`).
 //!
@@ -37,6 +38,9 @@ pub mod kites;
 #[cfg(feature = "kontrol")]
 pub mod kontrol;
 pub mod net;
+#[cfg(feature = "kites")]
+pub mod raw;
+pub mod servers;
 mod skip;
 pub mod time;
 
