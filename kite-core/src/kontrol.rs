@@ -86,6 +86,10 @@ pub struct GetKitesResult {
     /// The kites found, in random order.
     #[serde(default)]
     pub kites: Vec<KiteWithToken>,
+    /// For a `getKites` with a `watchCallback`: the watch's id, which `cancelWatcher` takes
+    /// (Kite.js's `watcherID`; absent otherwise, and from Go Kontrol).
+    #[serde(rename = "watcherID", default, skip_serializing_if = "Option::is_none")]
+    pub watcher_id: Option<String>,
 }
 
 /// `getToken`'s argument: the query's fields, flattened, and `force`.

@@ -485,19 +485,20 @@ impl Ledger {
             .collect()
     }
 
-    /// Adds a watcher of `matcher` on connection `conn`, within its budget. A connection that
-    /// has ended already gets none (and no error: nobody is there to hear it).
+    /// Adds a watcher of `matcher` on connection `conn`, within its budget, and returns its
+    /// id. A connection that has ended already gets none (and no error: nobody is there to
+    /// hear it).
     pub(crate) fn watch(
         &self,
         conn: u64,
         matcher: Matcher,
         username: String,
         callback: Callback,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Option<u64>, Refusal> {
         let mut st = self.lock();
         let st = &mut *st;
         let Some(c) = st.conns.get_mut(&conn) else {
-            return Ok(());
+            return Ok(None);
         };
         if c.watchers >= self.budgets.watchers_per_connection {
             return Err(Refusal::Limit(format!(
@@ -514,7 +515,26 @@ impl Ledger {
             username,
             callback,
         });
-        Ok(())
+        Ok(Some(st.next_watcher))
+    }
+
+    /// Ends the watcher `id` if connection `conn` started it (no connection can end another's
+    /// watch); whether it did.
+    pub(crate) fn cancel_watch(&self, conn: u64, id: u64) -> bool {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let Some(at) = st
+            .watchers
+            .iter()
+            .position(|w| w.id == id && w.conn == conn)
+        else {
+            return false;
+        };
+        st.watchers.remove(at);
+        if let Some(c) = st.conns.get_mut(&conn) {
+            c.watchers = c.watchers.saturating_sub(1);
+        }
+        true
     }
 
     /// The watchers whose query matches `kite`.
@@ -701,6 +721,12 @@ mod tests {
             .take(1)
             .collect();
         l.unwatch(&gone);
+        let third = l.watch(c1, m.clone(), "w".into(), cb()).unwrap().unwrap();
+        assert_eq!(l.counts().watchers, 2);
+        // Only its own connection cancels a watch, once.
+        assert!(!l.cancel_watch(c2, third));
+        assert!(l.cancel_watch(c1, third));
+        assert!(!l.cancel_watch(c1, third));
         l.watch(c1, m.clone(), "w".into(), cb()).unwrap();
         assert_eq!(l.counts().watchers, 2);
 

@@ -1,4 +1,5 @@
-//! The Kontrol kite: `register`, `getKites`, `getToken` and `getKey` over any [`Storage`].
+//! The Kontrol kite: `register`, `getKites` (with watches, and Kite.js's `cancelWatcher`),
+//! `getToken` and `getKey` over any [`Storage`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -440,6 +441,11 @@ impl Kontrol {
             })
             .disable_authentication();
         let inner = self.inner.clone();
+        self.kite.handle("cancelWatcher", move |req: Request| {
+            let inner = inner.clone();
+            async move { inner.cancel_watcher(&req) }
+        });
+        let inner = self.inner.clone();
         self.kite.handle("getKey", move |req: Request| {
             let inner = inner.clone();
             async move { inner.get_key(&req) }
@@ -854,12 +860,15 @@ impl Inner {
         let watch = req
             .args
             .callback_at(&[0.into(), kite_native::core::kontrol::WATCH_CALLBACK.into()]);
+        let mut watcher_id = None;
         if let Some(callback) = watch {
-            // The watch ends with the caller's connection.
+            // The watch ends with the caller's connection, or `cancelWatcher`.
             let conn = self.connection(&req.client);
-            self.ledger
+            watcher_id = self
+                .ledger
                 .watch(conn, matcher.clone(), req.username.clone(), callback)
-                .map_err(|r| refusal("", r))?;
+                .map_err(|r| refusal("", r))?
+                .map(|id| id.to_string());
         }
         let mut found = self
             .storage
@@ -879,7 +888,7 @@ impl Inner {
                 })
             })
             .collect::<Result<Vec<_>, KiteError>>()?;
-        Ok(GetKitesResult { kites })
+        Ok(GetKitesResult { kites, watcher_id })
     }
 
     async fn get_token(self: Arc<Self>, req: Request) -> Result<String, KiteError> {
@@ -895,6 +904,20 @@ impl Inner {
             [] => Err(KiteError::generic("no kites found")),
             [r] => self.token(&audience(&args.query, &r.kite), &req.username, args.force),
             _ => Err(KiteError::generic("query matches more than one kite")),
+        }
+    }
+
+    /// `cancelWatcher(id)` (Kite.js's): ends the watch `id` that a `getKites` on the caller's
+    /// connection started.
+    fn cancel_watcher(self: &Arc<Self>, req: &Request) -> Result<(), KiteError> {
+        let id: String = req.arg()?;
+        if id.is_empty() {
+            return Err(KiteError::argument("watcherID is not passed"));
+        }
+        let conn = self.connection(&req.client);
+        match id.parse::<u64>() {
+            Ok(n) if self.ledger.cancel_watch(conn, n) => Ok(()),
+            _ => Err(KiteError::generic("watcher does not exist")),
         }
     }
 

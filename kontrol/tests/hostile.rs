@@ -649,3 +649,78 @@ async fn what_kontrol_holds_for_a_peer_is_bounded_and_returned() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_watch_is_cancelled_by_its_own_connection_only() {
+    let s = kontrol(false, |_| {}).await;
+    let key = s.kontrol.kite_key_for("bob").unwrap();
+    let me = identity("bob", "watcher", "w");
+    let mut raw = RawPeer::connect(s.addr).await;
+    let (call, watch) = raw.watch(&me, &key, json!({"username": "alice"})).await;
+    let answer = raw.answer(call).await;
+    assert!(ok(&answer), "{answer}");
+    let id = answer["result"]["watcherID"]
+        .as_str()
+        .expect("a watcherID")
+        .to_owned();
+
+    // Mallory, on her own connection, names bob's watcher: it does not exist for her.
+    let mut mallory = RawPeer::connect(s.addr).await;
+    let mkey = s.kontrol.kite_key_for("mallory").unwrap();
+    let call = mallory
+        .send(
+            "cancelWatcher",
+            &identity("mallory", "x", "m"),
+            &mkey,
+            json!([id]),
+            &[],
+        )
+        .await;
+    let (kind, message) = error_of(&mallory.answer(call).await);
+    assert_eq!(
+        (kind.as_str(), message.as_str()),
+        ("genericError", "watcher does not exist")
+    );
+    assert_eq!(s.kontrol.stats().watchers, 1);
+
+    // Bob cancels it (once), and hears nothing of alice's registration.
+    for (id, want) in [
+        (id.as_str(), None),
+        (
+            id.as_str(),
+            Some(("genericError", "watcher does not exist")),
+        ),
+        ("", Some(("argumentError", "watcherID is not passed"))),
+    ] {
+        let call = raw.send("cancelWatcher", &me, &key, json!([id]), &[]).await;
+        let answer = raw.answer(call).await;
+        match want {
+            None => assert!(ok(&answer), "{answer}"),
+            Some((kind, message)) => {
+                assert_eq!(error_of(&answer), (kind.to_owned(), message.to_owned()))
+            }
+        }
+    }
+    assert_eq!(s.kontrol.stats().watchers, 0);
+    let alice = kite_for(&s, "math", "alice", None);
+    within("alice registers", alice.register("http://127.0.0.1:9/a"))
+        .await
+        .unwrap();
+    // The answer to a later call comes after every event Kontrol sent before it.
+    let call = raw
+        .send(
+            "getKites",
+            &me,
+            &key,
+            json!([{"query": {"username": "alice"}}]),
+            &[],
+        )
+        .await;
+    raw.answer(call).await;
+    assert!(
+        !raw.called.contains_key(&watch),
+        "a cancelled watch was called"
+    );
+    mallory.close().await;
+    raw.close().await;
+}

@@ -124,13 +124,18 @@ impl KiteWithToken {
 }
 
 impl GetKitesResult {
-    /// Reads a `getKites` answer: `{"kites": [...]}` (a missing list is empty).
+    /// Reads a `getKites` answer: `{"kites": [...], "watcherID"?}` (a missing list is empty).
     pub fn from_tree<T: Tree>(node: &T) -> Result<GetKitesResult, String> {
         if !node.is_object() {
             return Err("expected an object {kites}".into());
         }
+        // Optional information: anything but a string is no id.
+        let watcher_id = node.get("watcherID").and_then(|v| v.as_str());
         let Some(list) = node.get("kites").filter(|k| !k.is_null()) else {
-            return Ok(GetKitesResult::default());
+            return Ok(GetKitesResult {
+                watcher_id,
+                ..GetKitesResult::default()
+            });
         };
         let len = list.list_len().ok_or("kites is not a list")?;
         let kites = (0..len)
@@ -140,7 +145,7 @@ impl GetKitesResult {
                     .and_then(|k| KiteWithToken::from_tree(&k))
             })
             .collect::<Result<_, _>>()?;
-        Ok(GetKitesResult { kites })
+        Ok(GetKitesResult { kites, watcher_id })
     }
 }
 

@@ -217,7 +217,7 @@ test('Kontrol#register again: one re-registration, at the latest URL, when Kontr
   finder.disconnect();
 });
 
-test('watch(): a cancelled watch hears nothing more; cancelWatcher asks Kontrol', { timeout: TEST_TIMEOUT }, async () => {
+test('watch(): a cancelled watch hears nothing more; cancelWatcher ends it on Kontrol', { timeout: TEST_TIMEOUT }, async () => {
   const key = await kiteKey();
   const kontrol = new Kontrol({ url: fx.kontrol, auth: { type: 'kiteKey', key }, timeout: 15_000, logLevel: 'none' });
   opened.push(kontrol.kite);
@@ -226,10 +226,14 @@ test('watch(): a cancelled watch hears nothing more; cancelWatcher asks Kontrol'
   const cancelled = [];
   const stopped = await kontrol.watch(query, (event) => cancelled.push(event));
   assert.deepEqual(stopped.kites, []);
-  // Our Kontrol (as Go's) answers no watcherID: cancel() stops delivery here, asks nothing.
-  assert.equal(stopped.watcherID, undefined);
+  // Our Kontrol answers a watcherID (as Kite.js's did; Go's answers none): cancel() stops
+  // delivery here and ends the watch on Kontrol, once.
+  assert.equal(typeof stopped.watcherID, 'string');
   await stopped.cancel();
   await stopped.cancel();
+  const again = await rejection(kontrol.cancelWatcher(stopped.watcherID));
+  assert.ok(again instanceof KiteError);
+  assert.equal(again.message, 'watcher does not exist');
   let heard;
   const witness = new Promise((resolve) => {
     heard = resolve;
@@ -249,10 +253,12 @@ test('watch(): a cancelled watch hears nothing more; cancelWatcher asks Kontrol'
     await control('POST', `/kontrol/kill?id=${encodeURIComponent(spawned.id)}`);
     await live.cancel();
   }
-  // cancelWatcher is Kite.js's call of that name on Kontrol: ours has no such method.
+  // cancelWatcher is Kite.js's call of that name on Kontrol; an id this connection did not
+  // start is no watcher.
   const e = await rejection(kontrol.cancelWatcher('some-id'));
   assert.ok(e instanceof KiteError);
-  assert.equal(e.type, 'methodNotFound');
+  assert.equal(e.type, 'genericError');
+  assert.equal(e.message, 'watcher does not exist');
   kontrol.disconnect();
 });
 
