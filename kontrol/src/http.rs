@@ -186,7 +186,8 @@ impl Kontrol {
             registration.expires_at_ms,
         );
         if let Some(old) = committed.replaced {
-            self.inner().notify("DEREGISTER", &old, "");
+            self.inner()
+                .announce(crate::storage::events::Action::Deregister, &old, "");
         }
         tracing::info!(kite = %kite, %url, "registered over HTTP");
         let result = RegisterResult {

@@ -69,6 +69,7 @@ use tracing::{debug, info, warn};
 
 use crate::ledger::{Budgets, Heard, Ledger, Refusal, Via};
 use crate::query::{Matcher, audience};
+use crate::storage::events::{Action, Change};
 use crate::storage::{Registration, Storage, StorageError, expires_in, millis, now_ms};
 
 /// How a Kontrol runs: who it is, the key pair it signs with, and its timings.
@@ -240,6 +241,8 @@ pub(crate) struct Inner {
     due: Mutex<Vec<(String, String, Via)>>,
     /// Wakes the writer of `due`.
     due_added: Arc<tokio::sync::Notify>,
+    /// This Kontrol's kite id: the origin of the watch events it publishes.
+    origin: String,
 }
 
 /// The most refreshes written in one storage call.
@@ -313,6 +316,7 @@ impl Kontrol {
             ledger,
             due: Mutex::default(),
             due_added: Arc::default(),
+            origin: kite.identity().id.clone(),
         });
         let k = Kontrol { kite, inner };
         k.install();
@@ -490,6 +494,26 @@ impl Kontrol {
                 inner.write_due().await;
             }
         });
+        // What other Kontrols on the storage announce, for the watchers here.
+        if let Some(mut changes) = self.inner.storage.subscribe() {
+            let inner = Arc::downgrade(&self.inner);
+            tokio::spawn(async move {
+                loop {
+                    let change = match changes.recv().await {
+                        Ok(change) => change,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            warn!(missed = n, "watch events from other Kontrols were missed");
+                            continue;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    };
+                    let Some(inner) = inner.upgrade() else { return };
+                    if change.origin != inner.origin {
+                        inner.notify(change.action.as_str(), &change.kite, &change.url);
+                    }
+                }
+            });
+        }
         if self.inner.options.register_self && !self.inner.options.kontrol_url.is_empty() {
             self.keep_self_registered();
         }
@@ -574,12 +598,12 @@ impl Inner {
         );
         info!(kite = %kite, %url, "registered");
         if let Some(old) = committed.replaced {
-            self.notify("DEREGISTER", &old, "");
+            self.announce(Action::Deregister, &old, "");
         }
         if !committed.already_kept {
             self.clone().keep_alive(&req, conn, kite.id.clone());
         }
-        self.notify("REGISTER", &kite, &url);
+        self.announce(Action::Register, &kite, &url);
         Ok(RegisterResult {
             url,
             heartbeat_interval: 0,
@@ -754,7 +778,7 @@ impl Inner {
             Err(StorageError::OwnedByAnother { .. }) => {
                 info!(%id, "the kite id is registered by another user now");
                 if let Some(kite) = self.ledger.forget(id, via) {
-                    self.notify("DEREGISTER", &kite, "");
+                    self.announce(Action::Deregister, &kite, "");
                 }
                 false
             }
@@ -783,10 +807,28 @@ impl Inner {
                     debug!(kite = %g.kite, error = %e, "deleting a registration that went failed");
                 }
                 if g.announced {
-                    self.notify("DEREGISTER", &g.kite, "");
+                    self.announce(Action::Deregister, &g.kite, "");
                 }
             }
         }
+    }
+
+    /// Tells this Kontrol's watchers whose query matches `kite` that it registered or went
+    /// away, and the other Kontrols on the storage (in a task of its own).
+    pub(crate) fn announce(self: &Arc<Self>, action: Action, kite: &KiteIdentity, url: &str) {
+        self.notify(action.as_str(), kite, url);
+        let change = Change {
+            action,
+            kite: kite.clone(),
+            url: url.to_owned(),
+            origin: self.origin.clone(),
+        };
+        let inner = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = inner.storage.publish(&change).await {
+                debug!(error = %e, "telling the other Kontrols failed");
+            }
+        });
     }
 
     /// Tells the watchers whose query matches `kite` that it registered or went away.

@@ -389,3 +389,92 @@ async fn kontrol_registers_itself() {
     asker.close();
     k.kite().close();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_on_one_kontrol_hears_kites_of_another_on_every_backend() {
+    let key = KeyPair::generate(2048).unwrap();
+    for b in backends().await {
+        let what = b.name;
+        let (a, a_addr) = kontrol(&key, b.first.clone(), |_| {}).await;
+        let (other, other_addr) = kontrol(&key, b.second.clone(), |_| {}).await;
+        let name = format!("elsewhere-{what}");
+        let watcher = kite_of(&a, a_addr, "watcher", "bob");
+        let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        within(
+            "watch",
+            watcher.watch_kites(&query("alice", &name), move |e| {
+                let _ = events_tx.send(e);
+            }),
+        )
+        .await
+        .unwrap();
+        // The second Kontrol's kite registers there; the watcher on the first hears it. (A
+        // Kontrol that has just started may not be listening yet: register again until the
+        // first event arrives.)
+        let far = kite_of(&other, other_addr, &name, "alice");
+        let heard = within("REGISTER from the other Kontrol", async {
+            loop {
+                far.register("http://127.0.0.1:9/far").await.unwrap();
+                let wait = tokio::time::timeout(Duration::from_millis(500), events.recv());
+                if let Ok(Some(e)) = wait.await {
+                    break e;
+                }
+            }
+        })
+        .await;
+        assert_eq!(
+            (
+                heard.action.as_str(),
+                heard.kite.id.as_str(),
+                heard.url.as_str()
+            ),
+            (
+                "REGISTER",
+                far.identity().id.as_str(),
+                "http://127.0.0.1:9/far"
+            ),
+            "{what}"
+        );
+        assert!(!heard.token.is_empty(), "{what}: the first Kontrol's token");
+        // Its connection ends: the other Kontrol deregisters it, the watcher here hears that.
+        far.close();
+        let gone = within("DEREGISTER from the other Kontrol", async {
+            loop {
+                let e = events.recv().await.unwrap();
+                if e.action == "DEREGISTER" {
+                    break e;
+                }
+            }
+        })
+        .await;
+        assert_eq!(gone.kite.id, far.identity().id, "{what}");
+        // A kite of another name is nobody's business here.
+        let stranger = kite_of(&other, other_addr, "stranger", "alice");
+        within("register", stranger.register("http://127.0.0.1:9/s"))
+            .await
+            .unwrap();
+        let mine = kite_of(&other, other_addr, &name, "alice");
+        within("register", mine.register("http://127.0.0.1:9/mine"))
+            .await
+            .unwrap();
+        let next = within("the next event", async {
+            loop {
+                let e = events.recv().await.unwrap();
+                if e.action == "REGISTER" && e.kite.id != far.identity().id {
+                    break e;
+                }
+            }
+        })
+        .await;
+        assert_eq!(
+            next.kite.id,
+            mine.identity().id,
+            "{what}: only matching kites"
+        );
+        for k in [watcher, stranger, mine] {
+            k.close();
+        }
+        a.kite().close();
+        other.kite().close();
+    }
+}

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use kite_native::core::Kite;
 use redb::{Database, MultimapTable, MultimapTableDefinition, ReadableTable, TableDefinition};
 
+use super::events::{Bus, Change};
 use super::{Registration, Storage, StorageError, now_ms};
 use crate::query::Matcher;
 
@@ -69,6 +70,9 @@ fn index_remove(
 pub struct EmbeddedStorage {
     db: Arc<Database>,
     path: PathBuf,
+    /// Watch events between the Kontrols sharing this storage object (the file is one
+    /// process's).
+    changes: Bus,
 }
 
 impl std::fmt::Debug for EmbeddedStorage {
@@ -125,6 +129,7 @@ impl EmbeddedStorage {
         Ok(EmbeddedStorage {
             db: Arc::new(db),
             path,
+            changes: Bus::default(),
         })
     }
 
@@ -417,6 +422,15 @@ impl Storage for EmbeddedStorage {
             Ok(n)
         })
         .await
+    }
+
+    async fn publish(&self, change: &Change) -> Result<(), StorageError> {
+        self.changes.publish(change.clone());
+        Ok(())
+    }
+
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        Some(self.changes.subscribe())
     }
 }
 

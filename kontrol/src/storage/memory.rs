@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::events::{Bus, Change};
 use super::{Registration, Storage, StorageError, now_ms};
 use crate::query::Matcher;
 
@@ -10,6 +11,8 @@ use crate::query::Matcher;
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
     kites: Mutex<HashMap<String, Registration>>,
+    /// Watch events between the Kontrols sharing this storage object.
+    changes: Bus,
 }
 
 impl MemoryStorage {
@@ -102,5 +105,14 @@ impl Storage for MemoryStorage {
         let before = kites.len();
         kites.retain(|_, r| !r.expired(now));
         Ok(before - kites.len())
+    }
+
+    async fn publish(&self, change: &Change) -> Result<(), StorageError> {
+        self.changes.publish(change.clone());
+        Ok(())
+    }
+
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        Some(self.changes.subscribe())
     }
 }

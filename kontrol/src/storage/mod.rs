@@ -27,6 +27,7 @@
 mod embedded;
 #[cfg(feature = "etcd")]
 mod etcd;
+pub mod events;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -199,6 +200,20 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
     /// Removes expired registrations; how many went.
     async fn purge_expired(&self) -> Result<usize, StorageError>;
+
+    /// Tells every Kontrol subscribed to this storage about `change` (see [`events`]). The
+    /// default, for a storage no other Kontrol can share, does nothing.
+    async fn publish(&self, change: &events::Change) -> Result<(), StorageError> {
+        let _ = change;
+        Ok(())
+    }
+
+    /// The changes published through this storage, by every Kontrol on it (this one's own
+    /// included: the subscriber skips them by their origin); `None` where there is nothing to
+    /// share. A subscriber that falls behind by more than a few thousand misses some.
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<events::Change>> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -37,10 +37,13 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::StreamExt;
 use kite_native::core::Kite;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Row, Statement};
+use tracing::debug;
 
+use super::events::{Bus, Change, MAX_CHANGE_BYTES};
 use super::{Registration, Storage, StorageError, now_ms};
 use crate::query::Matcher;
 
@@ -290,6 +293,67 @@ struct Inner {
     current: Mutex<Option<Arc<Conn>>>,
     /// Held while connecting; holds the last failed attempt.
     connecting: tokio::sync::Mutex<Option<Failure>>,
+    /// Watch events heard on [`CHANGES_CHANNEL`], for the subscribers.
+    changes: Bus,
+    /// The task listening on its own connection, once there is a subscriber; ended with the
+    /// storage.
+    listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self.listener.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
+    }
+}
+
+/// The `NOTIFY` channel carrying watch events between Kontrols on one database.
+const CHANGES_CHANNEL: &str = "kontrol_watch";
+
+/// Aborts the task when dropped (the listener's connection driver ends with the listener).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Listens for watch events on a connection of its own, reconnecting (every second) when it
+/// drops, and hands each well-formed one to `bus`.
+async fn listen(config: tokio_postgres::Config, bus: Bus) {
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let heard = bus.clone();
+                let mut driver = AbortOnDrop(tokio::spawn(async move {
+                    let mut messages =
+                        futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    while let Some(Ok(message)) = messages.next().await {
+                        if let AsyncMessage::Notification(n) = message
+                            && let Some(change) = Change::decode(n.payload())
+                        {
+                            heard.publish(change);
+                        }
+                    }
+                }));
+                match client
+                    .batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))
+                    .await
+                {
+                    // Until the connection ends.
+                    Ok(()) => {
+                        let _ = (&mut driver.0).await;
+                    }
+                    Err(e) => debug!(error = %e, "LISTEN for watch events failed"),
+                }
+            }
+            Err(e) => debug!(error = %e, "connecting to listen for watch events failed"),
+        }
+        // Events sent while no connection listens are missed: come back soon.
+        tokio::time::sleep(RETRY_PAUSE.max(Duration::from_secs(1))).await;
+    }
 }
 
 struct Failure {
@@ -363,6 +427,8 @@ impl PostgresStorage {
                 config,
                 current: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(None),
+                changes: Bus::default(),
+                listener: Mutex::new(None),
             }),
         }
     }
@@ -706,6 +772,45 @@ fn decode(row: &Row) -> Result<Registration, StorageError> {
 
 #[async_trait::async_trait]
 impl Storage for PostgresStorage {
+    /// `NOTIFY kontrol_watch` with the encoded change, heard by every Kontrol on the database.
+    async fn publish(&self, change: &Change) -> Result<(), StorageError> {
+        let payload = change.encode();
+        if payload.len() > MAX_CHANGE_BYTES {
+            return Err(StorageError::Corrupt(format!(
+                "a watch event of {} bytes is more than NOTIFY carries",
+                payload.len()
+            )));
+        }
+        self.run("publish", |c| {
+            let payload = payload.clone();
+            async move {
+                c.client
+                    .execute("SELECT pg_notify($1, $2)", &[&CHANGES_CHANNEL, &payload])
+                    .await
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Starts listening (a connection of its own) with the first subscriber.
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        let receiver = self.inner.changes.subscribe();
+        let mut listener = self
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if listener.is_none() {
+            let (config, bus) = (
+                self.inner.config.client_config(),
+                self.inner.changes.clone(),
+            );
+            *listener = Some(tokio::spawn(listen(config, bus)));
+        }
+        Some(receiver)
+    }
+
     async fn upsert(&self, registration: &Registration) -> Result<(), StorageError> {
         let r = registration;
         let k = &r.kite;
