@@ -11,8 +11,8 @@
 //!   backend accepted them, and Go's own clients send them (`math-client` asks for username and
 //!   name only), so ours accepts them, the same on every storage. Storages look candidates up by
 //!   the exact fields that are set ([`Matcher::exact`]: SQL `WHERE` and indexes, the embedded
-//!   store's index) or by the leading ones (etcd's key prefix, [`Matcher::prefix`]) and check
-//!   the rest.
+//!   store's and etcd's field indexes) or by the leading ones (etcd's key prefix,
+//!   [`Matcher::prefix`], when that is the tightest) and check the rest.
 //! - `version` may be a constraint (`>= 1.0, < 2`, `~> 1.1`, `!= 1.3.0`); a plain version must
 //!   equal the kite's version string.
 //!

@@ -2,6 +2,7 @@
 //! cluster and key prefix; the layout is described on the type.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -34,6 +35,16 @@ const GRPC_UNAVAILABLE: i32 = 14;
 /// The longest lease etcd grants, in seconds.
 const MAX_LEASE_TTL: i64 = 9_000_000_000;
 
+/// The most operations etcd takes in one transaction (its `--max-txn-ops` default).
+const MAX_TXN_OPS: usize = 128;
+
+/// How many registrations building the field index on connect reads at a time.
+const INDEX_PAGE: i64 = 512;
+
+/// How many registrations one transaction of the index build indexes (each in a nested
+/// transaction of its own).
+const INDEX_BATCH: usize = 64;
+
 /// Where etcd is and how long to wait for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdOptions {
@@ -41,8 +52,9 @@ pub struct EtcdOptions {
     /// Requests go to one of them and move to the next when it cannot be reached (as Go's etcd
     /// client does); the last one that answered is tried first.
     pub endpoints: Vec<String>,
-    /// The key prefix of the registrations (default `/kites`); the id index lives under the same
-    /// prefix followed by `-by-id` (`/kites-by-id`). Kontrols and tests sharing one etcd keep
+    /// The key prefix of the registrations (default `/kites`); the id index, the field index and
+    /// the marker that the field index is built live under the same prefix followed by `-by-id`,
+    /// `-by-field` and `-meta` (`/kites-by-id`, ...). Kontrols and tests sharing one etcd keep
     /// apart with different prefixes. A trailing `/` is ignored; an empty prefix means the
     /// default.
     pub prefix: String,
@@ -103,25 +115,48 @@ impl EtcdOptions {
 ///   [`Registration`] as JSON (the kite, its URL, its key id and `expires_at_ms`);
 /// - `/kites-by-id/<id>` → the full key above. (Go Kontrol's etcd backend stored the value under
 ///   `/kites/<id>` and then looked it up as if it were a key, so its id lookup never worked.)
+/// - `/kites-by-field/<field>/<username>/<value>/<id>` → the full key above, for each of the
+///   fields 1 `environment`, 2 `name`, 3 `version`, 4 `region` and 5 `hostname` (numbered by
+///   their place in the key; the username needs no entry, `/kites/<username>/` is its range):
+///   the field index, so that a query finds the kites with one field's value without reading
+///   every kite of the user.
+/// - `/kites-meta/index` → `1` once every registration has its field index entries (see below).
 ///
 /// A `/` or `%` inside a field is written `%2F` or `%25`, so every key has exactly seven segments
-/// and no two kites share one.
+/// and no two kites share one (and the index keys exactly five).
 ///
-/// Both keys of a registration are attached to one lease whose TTL is the registration's
+/// All seven keys of a registration are attached to one lease whose TTL is the registration's
 /// remaining lifetime, rounded up to whole seconds (etcd raises it to its minimum, 2 s with the
 /// default election timeout): etcd deletes them itself when no Kontrol refreshes them, even if
-/// every Kontrol is gone. [`Storage::refresh`] moves both keys to a new lease with the new
+/// every Kontrol is gone. [`Storage::refresh`] moves all of them to a new lease with the new
 /// expiry and revokes the old one (a keep-alive could only restart the lease's original TTL).
 /// Values carry the expiry and every read checks it, so a registration is never returned past
-/// its expiry, even in the moments before etcd fires its lease.
+/// its expiry, even in the moments before etcd fires its lease. Every write of a registration
+/// writes its index entries in the same transaction: a kite that registers again under other
+/// fields loses the entries of its old ones there too.
 ///
-/// Queries read the candidates under the key prefix the leading exact fields name
-/// ([`Matcher::prefix`]), or through the id index for an id-only query (which finds the
-/// registration only if the value at the key the index names is that id's, at its own key), and
-/// then apply [`Matcher::matches`] and the expiry here, so every backend finds the same kites.
+/// Queries: an id-only query, or one that names an id, reads through the id index (which finds
+/// the registration only if the value at the key the index names is that id's, at its own key);
+/// a query of all seven fields reads that one key; a query whose exact fields
+/// ([`Matcher::exact`]) are all leading ones reads their key prefix ([`Matcher::prefix`]). Any
+/// other query counts, in one transaction, the key prefix of its leading fields (unless that is
+/// the username alone, every kite of the user) and the field index range of each further exact
+/// field, and reads the smallest: the prefix at once, or the index entries and then the
+/// registrations they name (up to 128 a transaction). Whatever is read goes through
+/// [`Matcher::matches`] and the expiry here, so every backend finds the same kites.
+///
 /// Writes are transactions conditioned on the revisions just read (retried on conflict; writes of
 /// one id through one `EtcdStorage` take turns), so two Kontrols writing the same kite leave
-/// exactly one registration with its index entry.
+/// exactly one registration with its index entries.
+///
+/// Data from before the field index (an older Kontrol's): [`EtcdStorage::connect`] finds no
+/// `/kites-meta/index`, writes the index entries of every registration there is (on its lease,
+/// if it has not changed since read) and then the marker; a failed build fails the connect and
+/// is done again by the next one. Registrations an older Kontrol still writes after that (while
+/// Kontrols sharing the prefix are upgraded one by one) lack entries, or lose them when it
+/// moves them to a new lease: they are found by username, leading fields and id, but not by
+/// the other fields, until their next refresh or registration through a newer Kontrol writes
+/// the entries again.
 ///
 /// Ownership: an upsert, refresh or delete first reads the id index entry and the registration
 /// it names, refuses ([`StorageError::OwnedByAnother`]) if that one is live and another user's,
@@ -147,10 +182,18 @@ pub struct EtcdStorage {
     kites: String,
     /// `<prefix>-by-id/`: the id index.
     index: String,
+    /// `<prefix>-by-field/`: the field index.
+    by_field: String,
+    /// `<prefix>-meta/index`: there once the field index holds every registration.
+    indexed_marker: String,
     request_timeout: Duration,
     /// Writes of one kite id through this storage (and its clones) take turns: conditional
     /// transactions then only ever race other Kontrols.
     locks: Arc<[tokio::sync::Mutex<()>]>,
+    /// How many keys with values this storage has read (for the tests' check that a query reads
+    /// only its candidates).
+    #[cfg(test)]
+    keys_read: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for EtcdStorage {
@@ -232,10 +275,28 @@ fn revoke_later(client: &Client, lease: i64, timeout: Duration) {
     });
 }
 
+/// Where a query's candidates are read from.
+enum Source {
+    /// Every registration under this key prefix.
+    Prefix(String),
+    /// The registrations the field index entries under this key prefix name.
+    Index(String),
+}
+
+impl Source {
+    /// The key prefix it reads.
+    fn range(&self) -> &str {
+        match self {
+            Source::Prefix(range) | Source::Index(range) => range,
+        }
+    }
+}
+
 impl EtcdStorage {
     /// Connects to etcd and checks that it answers within `options.connect_timeout`: a Kontrol
     /// pointed at a dead etcd fails at start ([`StorageError::Unavailable`]) rather than at its
-    /// first registration.
+    /// first registration. Then, once per prefix, writes the field index entries of the
+    /// registrations an older Kontrol wrote without them (see the type's docs).
     pub async fn connect(options: EtcdOptions) -> Result<EtcdStorage, StorageError> {
         let EtcdOptions {
             endpoints,
@@ -280,9 +341,13 @@ impl EtcdStorage {
             preferred: Arc::new(AtomicUsize::new(0)),
             kites: format!("{prefix}/"),
             index: format!("{prefix}-by-id/"),
+            by_field: format!("{prefix}-by-field/"),
+            indexed_marker: format!("{prefix}-meta/index"),
             endpoints: endpoints.clone(),
             request_timeout,
             locks: (0..LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            #[cfg(test)]
+            keys_read: Arc::default(),
         };
         let probe = storage.range(
             &storage.kites,
@@ -296,6 +361,7 @@ impl EtcdStorage {
                     format!("no answer within {connect_timeout:?}"),
                 )
             })??;
+        storage.build_index().await?;
         Ok(storage)
     }
 
@@ -319,6 +385,51 @@ impl EtcdStorage {
     /// The etcd key of the id index entry of `id`.
     fn index_key(&self, id: &str) -> String {
         format!("{}{}", self.index, escape(id))
+    }
+
+    /// The key prefix of the field index entries of `field` (1 to 5: environment, name, version,
+    /// region, hostname) with `value` among `username`'s kites; both already escaped.
+    fn field_range(&self, field: usize, username: &str, value: &str) -> String {
+        format!("{}{field}/{username}/{value}/", self.by_field)
+    }
+
+    /// The field index keys of the registration at `kite_key` (fields 1 to 5 in order); none if
+    /// `kite_key` is not a registration key of this prefix.
+    fn field_keys(&self, kite_key: &[u8]) -> Vec<String> {
+        let Some(path) = std::str::from_utf8(kite_key)
+            .ok()
+            .and_then(|key| key.strip_prefix(self.kites.as_str()))
+        else {
+            return Vec::new();
+        };
+        let segments: Vec<&str> = path.split('/').collect();
+        let [username, environment, name, version, region, hostname, id] = segments[..] else {
+            return Vec::new();
+        };
+        [environment, name, version, region, hostname]
+            .into_iter()
+            .zip(1..)
+            .map(|(value, field)| format!("{}{id}", self.field_range(field, username, value)))
+            .collect()
+    }
+
+    /// Puts of the field index keys `fields`, each naming `kite_key`, on `lease`.
+    fn field_puts(fields: &[String], kite_key: &[u8], lease: i64) -> Vec<TxnOp> {
+        fields
+            .iter()
+            .map(|field| {
+                let on_lease = PutOptions::new().with_lease(lease);
+                TxnOp::put(field.as_str(), kite_key, Some(on_lease))
+            })
+            .collect()
+    }
+
+    /// Counts `n` keys read with their values (in tests; nothing otherwise).
+    fn note_read(&self, n: usize) {
+        #[cfg(test)]
+        self.keys_read.fetch_add(n, Ordering::Relaxed);
+        #[cfg(not(test))]
+        let _ = n;
     }
 
     /// Runs `op` within the request timeout.
@@ -371,13 +482,21 @@ impl EtcdStorage {
     }
 
     /// The key-values of a read of `key` with `options`.
-    async fn range(&self, key: &str, options: GetOptions) -> Result<Vec<KeyValue>, StorageError> {
-        self.call(|mut c| {
-            let (key, options) = (key.to_owned(), options.clone());
-            async move { c.get(key, Some(options)).await }
-        })
-        .await
-        .map(|mut resp| resp.take_kvs())
+    async fn range(
+        &self,
+        key: impl AsRef<[u8]>,
+        options: GetOptions,
+    ) -> Result<Vec<KeyValue>, StorageError> {
+        let key = key.as_ref();
+        let kvs = self
+            .call(|mut c| {
+                let (key, options) = (key.to_vec(), options.clone());
+                async move { c.get(key, Some(options)).await }
+            })
+            .await
+            .map(|mut resp| resp.take_kvs())?;
+        self.note_read(kvs.len());
+        Ok(kvs)
     }
 
     /// The key-value of `key`, if it exists.
@@ -440,12 +559,13 @@ impl EtcdStorage {
         let _one_writer = self.lock(id).await;
         let key = self.kite_key(&r.kite);
         let index = self.index_key(id);
+        let fields = self.field_keys(key.as_bytes());
         let value = encode(r);
         let (mut current, lease) =
             tokio::try_join!(self.get_one(&index), self.grant(r.expires_at_ms))?;
         for attempt in 0..MAX_TRIES {
             backoff(attempt).await;
-            let mut ops = Vec::with_capacity(3);
+            let mut ops = Vec::with_capacity(8 + 2 * fields.len());
             let mut unchanged = Vec::with_capacity(2);
             match &current {
                 Some(at) => {
@@ -459,8 +579,15 @@ impl EtcdStorage {
                         return Err(StorageError::owned_by_another(id));
                     }
                     if at.value() != key.as_bytes() {
-                        // Registered elsewhere before (another host or URL path): move it.
+                        // Registered elsewhere before (another host or URL path): move it, with
+                        // the index entries of the fields that changed (the others are put
+                        // again below).
                         ops.push(TxnOp::delete(at.value(), None));
+                        for old in self.field_keys(at.value()) {
+                            if !fields.contains(&old) {
+                                ops.push(TxnOp::delete(old, None));
+                            }
+                        }
                     }
                     unchanged.push(Compare::mod_revision(
                         index.as_str(),
@@ -478,6 +605,7 @@ impl EtcdStorage {
             let put = || Some(PutOptions::new().with_lease(lease));
             ops.push(TxnOp::put(key.as_str(), value.clone(), put()));
             ops.push(TxnOp::put(index.as_str(), key.as_str(), put()));
+            ops.extend(Self::field_puts(&fields, key.as_bytes(), lease));
             let txn = Txn::new()
                 .when(unchanged)
                 .and_then(ops)
@@ -532,15 +660,22 @@ impl EtcdStorage {
             }
             r.expires_at_ms = expires_at_ms;
             let put = || Some(PutOptions::new().with_lease(lease));
+            // Every key of the registration moves to the new lease: the old one is revoked.
+            let mut ops = vec![
+                TxnOp::put(key.as_str(), encode(&r), put()),
+                TxnOp::put(index.as_str(), key.as_str(), put()),
+            ];
+            ops.extend(Self::field_puts(
+                &self.field_keys(key.as_bytes()),
+                key.as_bytes(),
+                lease,
+            ));
             let txn = Txn::new()
                 .when([
                     Compare::mod_revision(index.as_str(), CompareOp::Equal, at.mod_revision()),
                     Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision()),
                 ])
-                .and_then([
-                    TxnOp::put(key.as_str(), encode(&r), put()),
-                    TxnOp::put(index.as_str(), key.as_str(), put()),
-                ])
+                .and_then(ops)
                 .or_else([TxnOp::get(index.as_str(), None)]);
             let resp = self.txn(txn).await?;
             if resp.succeeded() {
@@ -568,15 +703,22 @@ impl EtcdStorage {
             {
                 return Err(StorageError::owned_by_another(id));
             }
+            // The registration first: its answer says whether there was one.
+            let mut ops = vec![
+                TxnOp::delete(at.value(), None),
+                TxnOp::delete(index.as_str(), None),
+            ];
+            ops.extend(
+                self.field_keys(at.value())
+                    .into_iter()
+                    .map(|field| TxnOp::delete(field, None)),
+            );
             let txn = Txn::new()
                 .when([
                     Compare::mod_revision(index.as_str(), CompareOp::Equal, at.mod_revision()),
                     same,
                 ])
-                .and_then([
-                    TxnOp::delete(at.value(), None),
-                    TxnOp::delete(index.as_str(), None),
-                ])
+                .and_then(ops)
                 .or_else([TxnOp::get(index.as_str(), None)]);
             let resp = self.txn(txn).await?;
             if resp.succeeded() {
@@ -592,37 +734,128 @@ impl EtcdStorage {
         Err(self.contention(id))
     }
 
+    /// The registration the id index names for `id`, only if it is that id's at its own key: the
+    /// index and the kite key agree, or nothing is found.
+    async fn by_id(&self, id: &str) -> Result<Vec<KeyValue>, StorageError> {
+        let Some(entry) = self.get_one(&self.index_key(id)).await? else {
+            return Ok(Vec::new());
+        };
+        let key = String::from_utf8_lossy(entry.value()).into_owned();
+        Ok(self
+            .get_one(&key)
+            .await?
+            .filter(|kv| self.holder(kv, id).is_some())
+            .into_iter()
+            .collect())
+    }
+
+    /// The candidates of a query that is not id-only, read from the fewest keys its exact
+    /// fields allow (see the type's docs).
+    async fn candidates(&self, matcher: &Matcher) -> Result<Vec<KeyValue>, StorageError> {
+        let leading = matcher.prefix();
+        let mut prefix = self.kites.clone();
+        for field in &leading {
+            prefix.push_str(&escape(field));
+            prefix.push('/');
+        }
+        if leading.len() == 7 {
+            // The whole key: this one kite only (not also ids it is a prefix of).
+            prefix.pop();
+            return self.range(&prefix, GetOptions::new()).await;
+        }
+        let exact = matcher.exact();
+        if let Some(id) = exact[6] {
+            return self.by_id(id).await;
+        }
+        let Some(username) = exact[0] else {
+            // Not a query Matcher::new lets through.
+            return Ok(Vec::new());
+        };
+        // The index ranges of the exact fields after the leading ones (those of the leading
+        // ones hold no fewer kites than the leading prefix)...
+        let username = escape(username);
+        let mut sources: Vec<Source> = (leading.len().max(1)..6)
+            .filter_map(|field| {
+                let value = escape(exact[field]?);
+                Some(Source::Index(self.field_range(field, &username, &value)))
+            })
+            .collect();
+        // ...and the leading prefix, first (it wins a tie: one read), unless it is the username
+        // alone: every kite of the user, no fewer than any index range.
+        if leading.len() > 1 || sources.is_empty() {
+            sources.insert(0, Source::Prefix(prefix.clone()));
+        }
+        let all = || GetOptions::new().with_prefix();
+        match self.smallest(sources).await? {
+            None => Ok(Vec::new()),
+            Some(Source::Prefix(prefix)) => self.range(&prefix, all()).await,
+            Some(Source::Index(range)) => {
+                let entries = self.range(&range, all()).await?;
+                let keys = entries
+                    .iter()
+                    .map(KeyValue::value)
+                    .filter(|key| key.starts_with(self.kites.as_bytes()))
+                    .map(<[u8]>::to_vec)
+                    .collect();
+                self.fetch(keys).await
+            }
+        }
+    }
+
+    /// Of `sources`, the one with the fewest keys (the first of those), counted in one
+    /// transaction when there are several; `None` if it has none or there are no sources.
+    async fn smallest(&self, mut sources: Vec<Source>) -> Result<Option<Source>, StorageError> {
+        if sources.len() < 2 {
+            return Ok(sources.pop());
+        }
+        let count = || GetOptions::new().with_prefix().with_count_only();
+        let counts: Vec<TxnOp> = sources
+            .iter()
+            .map(|source| TxnOp::get(source.range(), Some(count())))
+            .collect();
+        let resp = self.txn(Txn::new().and_then(counts)).await?;
+        let counts: Vec<i64> = resp
+            .op_responses()
+            .iter()
+            .map(|op| match op {
+                TxnOpResponse::Get(got) => got.count(),
+                _ => i64::MAX,
+            })
+            .collect();
+        let Some((best, &fewest)) = counts
+            .iter()
+            .enumerate()
+            .min_by_key(|&(i, count)| (*count, i))
+        else {
+            return Ok(sources.into_iter().next());
+        };
+        Ok((fewest > 0).then(|| sources.swap_remove(best)))
+    }
+
+    /// The key-values at `keys` that exist, read in transactions of up to [`MAX_TXN_OPS`] reads.
+    async fn fetch(&self, keys: BTreeSet<Vec<u8>>) -> Result<Vec<KeyValue>, StorageError> {
+        let keys: Vec<Vec<u8>> = keys.into_iter().collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(MAX_TXN_OPS) {
+            let reads: Vec<TxnOp> = batch
+                .iter()
+                .map(|key| TxnOp::get(key.as_slice(), None))
+                .collect();
+            let resp = self.txn(Txn::new().and_then(reads)).await?;
+            for op in resp.op_responses() {
+                if let TxnOpResponse::Get(mut got) = op {
+                    out.extend(got.take_kvs());
+                }
+            }
+        }
+        self.note_read(out.len());
+        Ok(out)
+    }
+
     async fn get_inner(&self, matcher: &Matcher) -> Result<Vec<Registration>, StorageError> {
         let kvs = match matcher.id() {
-            // The registration the index names, only if it is that id's at its own key: the
-            // index and the kite key agree, or nothing is found.
-            Some(id) => match self.get_one(&self.index_key(id)).await? {
-                Some(entry) => {
-                    let key = String::from_utf8_lossy(entry.value()).into_owned();
-                    self.get_one(&key)
-                        .await?
-                        .filter(|kv| self.holder(kv, id).is_some())
-                        .into_iter()
-                        .collect()
-                }
-                None => Vec::new(),
-            },
-            None => {
-                let fields = matcher.prefix();
-                let mut key = self.kites.clone();
-                for field in &fields {
-                    key.push_str(&escape(field));
-                    key.push('/');
-                }
-                let options = if fields.len() == 7 {
-                    // The whole key: this one kite only (not also ids it is a prefix of).
-                    key.pop();
-                    GetOptions::new()
-                } else {
-                    GetOptions::new().with_prefix()
-                };
-                self.range(&key, options).await?
-            }
+            Some(id) => self.by_id(id).await?,
+            None => self.candidates(matcher).await?,
         };
         let now = now_ms();
         Ok(kvs
@@ -651,27 +884,91 @@ impl EtcdStorage {
             }
             let same = Compare::mod_revision(kv.key(), CompareOp::Equal, kv.mod_revision());
             let index = self.index_key(&r.kite.id);
-            // The key and its index entry, if the index still points at this key...
+            let fields = self.field_keys(kv.key());
+            // The key and its index entries, if the id index still points at this key...
+            let mut ops = vec![
+                TxnOp::delete(kv.key(), None),
+                TxnOp::delete(index.as_str(), None),
+            ];
+            ops.extend(fields.iter().map(|f| TxnOp::delete(f.as_str(), None)));
             let both = Txn::new()
                 .when([
                     same.clone(),
                     Compare::value(index.as_str(), CompareOp::Equal, kv.key()),
                 ])
-                .and_then([
-                    TxnOp::delete(kv.key(), None),
-                    TxnOp::delete(index.as_str(), None),
-                ]);
-            // ...else the key alone, if nobody refreshed it meanwhile.
+                .and_then(ops);
+            // ...else the key alone, if nobody refreshed it meanwhile, with those of its field
+            // index entries that still name it (the id may be registered again elsewhere).
             let alone = || {
-                Txn::new()
-                    .when([same.clone()])
-                    .and_then([TxnOp::delete(kv.key(), None)])
+                let mut ops = vec![TxnOp::delete(kv.key(), None)];
+                ops.extend(fields.iter().map(|f| {
+                    TxnOp::txn(
+                        Txn::new()
+                            .when([Compare::value(f.as_str(), CompareOp::Equal, kv.key())])
+                            .and_then([TxnOp::delete(f.as_str(), None)]),
+                    )
+                }));
+                Txn::new().when([same.clone()]).and_then(ops)
             };
             if self.txn(both).await?.succeeded() || self.txn(alone()).await?.succeeded() {
                 purged += 1;
             }
         }
         Ok(purged)
+    }
+
+    /// Writes the field index entries of registrations written before it (by an older
+    /// Kontrol), unless the marker says it is done: every registration's entries on its lease,
+    /// each only if the registration is as read, and then the marker.
+    async fn build_index(&self) -> Result<(), StorageError> {
+        if self.get_one(&self.indexed_marker).await?.is_some() {
+            return Ok(());
+        }
+        // `<prefix>/` up to `<prefix>0`: every registration key and nothing else.
+        let mut end = self.kites.clone().into_bytes();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let mut from = self.kites.clone().into_bytes();
+        loop {
+            let page = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(INDEX_PAGE);
+            let kvs = self.range(&from, page).await?;
+            for batch in kvs.chunks(INDEX_BATCH) {
+                let each: Vec<TxnOp> = batch
+                    .iter()
+                    .map(|kv| TxnOp::txn(self.index_one(kv)))
+                    .collect();
+                self.txn(Txn::new().and_then(each)).await?;
+            }
+            match kvs.last() {
+                Some(last) if kvs.len() == usize::try_from(INDEX_PAGE).unwrap_or(0) => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        self.txn(Txn::new().and_then([TxnOp::put(self.indexed_marker.as_str(), "1", None)]))
+            .await?;
+        Ok(())
+    }
+
+    /// A transaction that puts the field index entries of the registration `kv` on its lease,
+    /// if it is still as read (else whoever changed it wrote them, or it is gone).
+    fn index_one(&self, kv: &KeyValue) -> Txn {
+        Txn::new()
+            .when([Compare::mod_revision(
+                kv.key(),
+                CompareOp::Equal,
+                kv.mod_revision(),
+            )])
+            .and_then(Self::field_puts(
+                &self.field_keys(kv.key()),
+                kv.key(),
+                kv.lease(),
+            ))
     }
 }
 
@@ -718,12 +1015,13 @@ mod tests {
     use std::process::{Child, Command, Stdio};
     use std::time::Instant;
 
-    use etcd_client::{EventType, WatchOptions};
+    use etcd_client::{DeleteOptions, EventType, WatchOptions};
+    use futures_util::StreamExt;
     use kite_native::core::{Kite, KontrolQuery};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-    use crate::storage::tests::{behaves, kite, matcher};
+    use crate::storage::tests::{behaves, ids, kite, matcher};
 
     const HOUR: Duration = Duration::from_secs(3600);
 
@@ -911,6 +1209,29 @@ mod tests {
             .collect()
     }
 
+    /// Every key under `prefix` with its value and lease.
+    async fn entries(raw: &mut Client, prefix: &str) -> Vec<(String, String, i64)> {
+        let resp = raw
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        resp.kvs()
+            .iter()
+            .map(|kv| {
+                let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                (text(kv.key()), text(kv.value()), kv.lease())
+            })
+            .collect()
+    }
+
+    /// The value at `key`, if there is one.
+    async fn get_value(raw: &mut Client, key: &str) -> Option<String> {
+        let resp = raw.get(key, None).await.unwrap();
+        resp.kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+    }
+
     #[test]
     fn machines_and_escaping() {
         let o = EtcdOptions::from_machines(" http://a:2379, b:2379 ,,");
@@ -954,8 +1275,33 @@ mod tests {
             .unwrap()
             .ttl();
         assert!((3590..=3600).contains(&ttl), "{ttl}");
-        // What `behaves` left: k2..k5, each with its index entry; k1 (deleted) and k6 (expired,
-        // purged) are gone.
+        // Its field index entries name the kite path, on the same lease.
+        let fields = entries(&mut raw, "/kites-by-field/").await;
+        let k2: Vec<&(String, String, i64)> =
+            fields.iter().filter(|(k, ..)| k.ends_with("/k2")).collect();
+        assert_eq!(
+            k2.iter().map(|(k, ..)| k.as_str()).collect::<Vec<_>>(),
+            [
+                "/kites-by-field/1/alice/prod/k2",
+                "/kites-by-field/2/alice/math/k2",
+                "/kites-by-field/3/alice/1.2.3/k2",
+                "/kites-by-field/4/alice/eu/k2",
+                "/kites-by-field/5/alice/h2/k2",
+            ]
+        );
+        assert!(k2.iter().all(|(_, v, l)| v == path && *l == kv.lease()));
+        // What `behaves` left: k2..k5, each with its index entries (k4 under its last fields
+        // only); k1 (deleted) and k6 (expired, purged) are gone.
+        assert_eq!(fields.len(), 4 * 5, "{fields:?}");
+        assert!(
+            fields
+                .iter()
+                .any(|(k, ..)| k == "/kites-by-field/5/alice/h1/k4")
+        );
+        assert_eq!(
+            get_value(&mut raw, "/kites-meta/index").await.as_deref(),
+            Some("1")
+        );
         assert_eq!(keys(&mut raw, "/kites/").await.len(), 4);
         assert_eq!(
             keys(&mut raw, "/kites-by-id/").await,
@@ -992,13 +1338,227 @@ mod tests {
         })
         .unwrap();
         assert_eq!(urls(s.get(&exact).await.unwrap()), ["http://odd"]);
+        let odd_path = "/kites/carol/prod/db/1.0.0/eu/rack%2F7/50%25%2Fx";
+        let odd_fields = |fields: Vec<(String, String, i64)>| -> Vec<(String, String, i64)> {
+            fields
+                .into_iter()
+                .filter(|(k, ..)| k.contains("/carol/"))
+                .collect()
+        };
+        let before = odd_fields(entries(&mut raw, "/kites-by-field/").await);
+        assert_eq!(before[4].0, "/kites-by-field/5/carol/rack%2F7/50%25%2Fx");
+        let host = Matcher::new(&KontrolQuery {
+            username: "carol".into(),
+            hostname: "rack/7".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(urls(s.get(&host).await.unwrap()), ["http://odd"]);
+        // A refresh moves the field index entries to the new lease with the registration.
         assert!(
             s.refresh("50%/x", "carol", now_ms() + 60_000)
                 .await
                 .unwrap()
         );
+        let lease = raw.get(odd_path, None).await.unwrap().kvs()[0].lease();
+        let after = odd_fields(entries(&mut raw, "/kites-by-field/").await);
+        assert_eq!(after.len(), 5);
+        assert!(
+            after
+                .iter()
+                .zip(&before)
+                .all(|(a, b)| a.0 == b.0 && a.1 == odd_path && a.2 == lease && b.2 != lease),
+            "{before:?} then {after:?}"
+        );
+        assert_eq!(urls(s.get(&host).await.unwrap()), ["http://odd"]);
         assert!(s.delete("50%/x", "carol").await.unwrap());
         assert!(keys(&mut raw, "/kites/carol/").await.is_empty());
+        assert!(odd_fields(entries(&mut raw, "/kites-by-field/").await).is_empty());
+    }
+
+    /// Among 2,000 kites of one user, a query by username and name reads the name's 5 index
+    /// entries and their 5 registrations, not the user's 2,000; a field after the leading ones
+    /// reads the smaller of its index range and the leading prefix.
+    #[tokio::test]
+    async fn a_query_by_name_reads_its_kites_not_every_kite_of_the_user() {
+        let Some(etcd) = Etcd::start().await else {
+            return;
+        };
+        let options = EtcdOptions {
+            request_timeout: Duration::from_secs(10),
+            ..etcd.options()
+        };
+        let s = EtcdStorage::connect(options).await.unwrap();
+        let paths: Vec<String> = (0..2000)
+            .map(|i| {
+                let name = if i % 400 == 7 { "needle" } else { "hay" };
+                format!("/alice/prod/{name}/1.0.0/eu/h{}/k{i}", i % 3)
+            })
+            .collect();
+        futures_util::stream::iter(&paths)
+            .for_each_concurrent(16, |path| {
+                let s = &s;
+                async move {
+                    let r = Registration::new(kite(path), "http://x", "key1", HOUR);
+                    s.upsert(&r).await.unwrap();
+                }
+            })
+            .await;
+        // What a query found and how many keys it read with their values.
+        let get = |q: &'static str| {
+            let s = &s;
+            async move {
+                let before = s.keys_read.load(Ordering::Relaxed);
+                let found = s.get(&matcher(q)).await.unwrap();
+                (ids(found), s.keys_read.load(Ordering::Relaxed) - before)
+            }
+        };
+        let needles = ["k1207", "k1607", "k407", "k7", "k807"];
+        assert_eq!(
+            get("/alice//needle").await,
+            (needles.map(String::from).into(), 10)
+        );
+        // The leading fields name them all: their prefix alone.
+        assert_eq!(
+            get("/alice/prod/needle").await,
+            (needles.map(String::from).into(), 5)
+        );
+        // The leading prefix (5) is smaller than the region's index range (2,000).
+        assert_eq!(get("/alice/prod/needle//eu").await.1, 5);
+        // The host's index range (667) is smaller than the leading prefix (2,000) and the
+        // version's range (2,000): its entries and registrations, fetched in batches.
+        let (found, read) = get("/alice/prod//1.0.0//h1").await;
+        assert_eq!((found.len(), read), (667, 2 * 667));
+        assert_eq!(get("/alice//none").await, (Vec::new(), 0));
+        assert_eq!(get("/alice").await.1, 2000);
+
+        // The same kites unindexed (as an older Kontrol left them): indexed on connect, page by
+        // page.
+        let mut raw = etcd.raw().await;
+        let prefix = || Some(DeleteOptions::new().with_prefix());
+        raw.delete("/kites-by-field/", prefix()).await.unwrap();
+        raw.delete("/kites-meta/", prefix()).await.unwrap();
+        let s = EtcdStorage::connect(etcd.options()).await.unwrap();
+        assert_eq!(
+            keys(&mut raw, "/kites-by-field/").await.len(),
+            5 * paths.len()
+        );
+        let found = s.get(&matcher("/alice//needle")).await.unwrap();
+        assert_eq!(ids(found), needles);
+    }
+
+    /// Purging an expired registration the id index no longer names (its id registered again
+    /// elsewhere) takes its own field index entries, not those that name the other key.
+    #[tokio::test]
+    async fn purge_leaves_the_index_entries_of_another_key() {
+        let Some(etcd) = Etcd::start().await else {
+            return;
+        };
+        let s = EtcdStorage::connect(etcd.options()).await.unwrap();
+        let mut stale = Registration::new(
+            kite("/alice/prod/math/1.0.0/eu/h1/k9"),
+            "http://old",
+            "key1",
+            HOUR,
+        );
+        stale.expires_at_ms = now_ms() - 1;
+        s.upsert(&stale).await.unwrap();
+        // As if k9 were registered again on host h2 without this key being deleted.
+        let mut raw = etcd.raw().await;
+        let other = "/kites/alice/prod/math/1.0.0/eu/h2/k9";
+        raw.put("/kites-by-id/k9", other, None).await.unwrap();
+        raw.put("/kites-by-field/1/alice/prod/k9", other, None)
+            .await
+            .unwrap();
+        assert_eq!(s.purge_expired().await.unwrap(), 1);
+        assert!(keys(&mut raw, "/kites/").await.is_empty());
+        assert_eq!(
+            entries(&mut raw, "/kites-by-field/").await,
+            [(
+                "/kites-by-field/1/alice/prod/k9".to_owned(),
+                other.to_owned(),
+                0
+            )]
+        );
+    }
+
+    /// Registrations an older Kontrol wrote (no field index entries, no marker) are indexed
+    /// when a Kontrol connects, each entry on its registration's lease, and only once; one an
+    /// older Kontrol writes afterwards is found by its other fields once a newer Kontrol
+    /// refreshes it.
+    #[tokio::test]
+    async fn an_etcd_from_before_the_index_is_indexed_on_connect() {
+        let Some(etcd) = Etcd::start().await else {
+            return;
+        };
+        let old = EtcdStorage::connect(etcd.options()).await.unwrap();
+        for path in [
+            "/alice/prod/math/1.0.0/eu/h1/k1",
+            "/alice/dev/db/1.0.0/eu/h2/k2",
+        ] {
+            let r = Registration::new(kite(path), "http://x", "key1", HOUR);
+            old.upsert(&r).await.unwrap();
+        }
+        let mut raw = etcd.raw().await;
+        let prefix = || Some(DeleteOptions::new().with_prefix());
+        raw.delete("/kites-by-field/", prefix()).await.unwrap();
+        raw.delete("/kites-meta/", prefix()).await.unwrap();
+        // Unindexed, only the username, the leading fields and the id find them.
+        assert!(old.get(&matcher("/alice//math")).await.unwrap().is_empty());
+        assert_eq!(ids(old.get(&matcher("/alice/prod")).await.unwrap()), ["k1"]);
+
+        let s = EtcdStorage::connect(etcd.options()).await.unwrap();
+        assert_eq!(ids(s.get(&matcher("/alice")).await.unwrap()), ["k1", "k2"]);
+        assert_eq!(ids(s.get(&matcher("/alice//math")).await.unwrap()), ["k1"]);
+        assert_eq!(ids(s.get(&matcher("/alice/////h2")).await.unwrap()), ["k2"]);
+        let fields = entries(&mut raw, "/kites-by-field/").await;
+        assert_eq!(fields.len(), 10, "{fields:?}");
+        for (key, path, lease) in &fields {
+            let kv = raw.get(path.as_str(), None).await.unwrap().kvs()[0].clone();
+            assert!(*lease != 0 && *lease == kv.lease(), "{key}");
+            let id = path.rsplit('/').next().unwrap();
+            assert!(key.ends_with(&format!("/{id}")), "{key}: {path}");
+        }
+        assert_eq!(
+            get_value(&mut raw, "/kites-meta/index").await.as_deref(),
+            Some("1")
+        );
+        // Connecting again writes nothing: the marker says it is done.
+        let revision = |raw: &mut Client| {
+            let mut raw = raw.clone();
+            async move {
+                let resp = raw.get("/kites-meta/index", None).await.unwrap();
+                resp.header().unwrap().revision()
+            }
+        };
+        let before = revision(&mut raw).await;
+        drop(EtcdStorage::connect(etcd.options()).await.unwrap());
+        assert_eq!(revision(&mut raw).await, before);
+
+        // An older Kontrol registers k3 meanwhile (no entries): found by the user, not by name,
+        // until a newer Kontrol refreshes it.
+        let k3 = Registration::new(
+            kite("/alice/prod/math/1.0.0/eu/h3/k3"),
+            "http://x",
+            "key1",
+            HOUR,
+        );
+        s.upsert(&k3).await.unwrap();
+        for (key, ..) in entries(&mut raw, "/kites-by-field/").await {
+            if key.ends_with("/k3") {
+                raw.delete(key, None).await.unwrap();
+            }
+        }
+        assert_eq!(
+            ids(s.get(&matcher("/alice")).await.unwrap()),
+            ["k1", "k2", "k3"]
+        );
+        assert_eq!(ids(s.get(&matcher("/alice//math")).await.unwrap()), ["k1"]);
+        assert!(s.refresh("k3", "alice", now_ms() + 60_000).await.unwrap());
+        assert_eq!(
+            ids(s.get(&matcher("/alice//math")).await.unwrap()),
+            ["k1", "k3"]
+        );
     }
 
     #[tokio::test]
@@ -1091,6 +1651,10 @@ mod tests {
         assert_eq!(b.get(&by_id("k1")).await.unwrap(), all);
         let mut raw = etcd.raw().await;
         assert_eq!(keys(&mut raw, "/kites/").await.len(), 1);
+        // Its field index entries: five, all naming the winner's key (the moves took the rest).
+        let fields = entries(&mut raw, "/kites-by-field/").await;
+        assert_eq!(fields.len(), 5, "{fields:?}");
+        assert!(fields.iter().all(|(_, v, _)| *v == s_key(&a, &all[0])));
 
         // Two users race for one free id through both Kontrols: one owner wins, every write of
         // the other is refused, and the id index and the kite key agree on the winner.
@@ -1160,7 +1724,7 @@ mod tests {
         assert!(a.delete("k1", "alice").await.unwrap());
         assert!(b.get(&by_id("k1")).await.unwrap().is_empty());
         assert!(!b.delete("k1", "alice").await.unwrap());
-        assert!(keys(&mut raw, "/kites").await.is_empty());
+        assert_eq!(keys(&mut raw, "/kites").await, ["/kites-meta/index"]);
     }
 
     #[tokio::test]
@@ -1189,7 +1753,7 @@ mod tests {
         assert!(s.get(&by_id("old")).await.unwrap().is_empty());
         assert!(!s.refresh("old", "alice", now_ms() + 60_000).await.unwrap());
 
-        // One second of life, and no purge: etcd deletes both keys of both registrations itself.
+        // One second of life, and no purge: etcd deletes every key of both registrations itself.
         let started = Instant::now();
         let short = Registration::new(
             kite("/alice/prod/math/1.0.0/eu/h1/short"),
@@ -1204,7 +1768,7 @@ mod tests {
         );
         let mut deleted = BTreeSet::new();
         tokio::time::timeout(Duration::from_secs(10), async {
-            while deleted.len() < 4 {
+            while deleted.len() < 14 {
                 let resp = watch.message().await.unwrap().expect("watch ended");
                 for event in resp.events() {
                     if event.event_type() == EventType::Delete {
@@ -1219,17 +1783,17 @@ mod tests {
         let took = started.elapsed();
         eprintln!("etcd expired a 1 s registration after {took:?}");
         assert!(took >= Duration::from_secs(1), "{took:?}");
-        assert_eq!(
-            deleted.into_iter().collect::<Vec<_>>(),
-            [
-                "/kites-by-id/old",
-                "/kites-by-id/short",
-                "/kites/alice/prod/math/1.0.0/eu/h1/old",
-                "/kites/alice/prod/math/1.0.0/eu/h1/short",
-            ]
-        );
+        let mut want = BTreeSet::new();
+        for id in ["old", "short"] {
+            want.insert(format!("/kites-by-id/{id}"));
+            want.insert(format!("/kites/alice/prod/math/1.0.0/eu/h1/{id}"));
+            for (field, value) in (1..).zip(["prod", "math", "1.0.0", "eu", "h1"]) {
+                want.insert(format!("/kites-by-field/{field}/alice/{value}/{id}"));
+            }
+        }
+        assert_eq!(deleted, want);
         assert!(s.get(&by_id("short")).await.unwrap().is_empty());
-        assert!(keys(&mut raw, "/kites").await.is_empty());
+        assert_eq!(keys(&mut raw, "/kites").await, ["/kites-meta/index"]);
     }
 
     #[tokio::test]

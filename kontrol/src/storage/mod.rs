@@ -16,7 +16,8 @@
 //! - [`EmbeddedStorage`]: one file on disk (redb), the default: a Kontrol restarted on the same
 //!   file loses nothing that has not expired.
 //! - [`EtcdStorage`]: etcd (v3 API), shared by several Kontrols; etcd leases expire
-//!   registrations by themselves, and an id index finds a kite by id.
+//!   registrations by themselves, an id index finds a kite by id and a field index by any exact
+//!   field of a query.
 //! - [`PostgresStorage`]: a PostgreSQL database (tokio-postgres), shared by several Kontrols;
 //!   Kontrol creates and migrates its schema itself and reconnects when the server comes back.
 
