@@ -241,6 +241,15 @@ def hand_made(corpus):
         corpus.add("webrtc_signal", text)
     corpus.add("webrtc_signal", b"R" + bytes([4, 9, 8, 13, 0, 21, 6, 3, 2, 1]))
 
+    # watch_change: watch events between Kontrols, as NOTIFY payloads or etcd values carry them.
+    for text in (
+        '{"action":"REGISTER","kite":{"username":"alice","environment":"prod","name":"math","version":"1.0.0","region":"eu","hostname":"h","id":"k1"},"url":"http://127.0.0.1:9/kite","origin":"kontrol-1"}',
+        '{"action":"DEREGISTER","kite":{"username":"alice","environment":"prod","name":"math","version":"1.0.0","region":"eu","hostname":"h","id":"k1"},"origin":"o"}',
+        '{"action":"REGISTER","kite":{"username":"","environment":"","name":"","version":"","region":"","hostname":"","id":""},"origin":""}',
+        '{"action":"HELLO"}',
+    ):
+        corpus.add("watch_change", text)
+
     now = 1_800_000_000
     token = signed_jwt({"aud": "/alice/prod/math", "exp": 4_102_444_800, "iat": now, "iss": "kontrol",
                         "jti": "j1", "nbf": now, "sub": "bob"})

@@ -10,12 +10,69 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
-    TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue, PutOptions, Txn,
+    TxnOp, TxnOpResponse, WatchOptions,
 };
+use tracing::debug;
 
+use super::events::{Bus, Change, MAX_CHANGE_BYTES};
 use super::{Registration, Storage, StorageError, now_ms};
 use crate::query::Matcher;
+
+/// How long a watch event stays in etcd (seconds): long enough for every watching Kontrol to
+/// have been told, short enough that they do not pile up.
+const EVENT_TTL: i64 = 10;
+
+/// The task watching for watch events; aborted when the last storage clone holding it goes.
+#[derive(Debug, Default)]
+struct Listener(std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>);
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
+    }
+}
+
+/// Watches `prefix` for new watch events, on each endpoint in turn while one fails (every
+/// second), and hands each well-formed one to `bus`. Events put while no watch is open are
+/// missed.
+async fn listen(clients: Arc<[Client]>, prefix: String, bus: Bus) {
+    for at in (0..clients.len()).cycle() {
+        let mut client = clients[at].clone();
+        match client
+            .watch(prefix.as_str(), Some(WatchOptions::new().with_prefix()))
+            .await
+        {
+            Ok(mut stream) => loop {
+                match stream.message().await {
+                    Ok(Some(response)) => {
+                        for event in response.events() {
+                            if event.event_type() != EventType::Put {
+                                continue;
+                            }
+                            if let Some(change) = event
+                                .kv()
+                                .and_then(|kv| kv.value_str().ok())
+                                .and_then(Change::decode)
+                            {
+                                bus.publish(change);
+                            }
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        debug!(error = %e, "the watch for watch events ended");
+                        break;
+                    }
+                }
+            },
+            Err(e) => debug!(error = %e, "watching for watch events failed"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
 
 /// The endpoint Go Kontrol uses when none is given.
 const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
@@ -186,6 +243,13 @@ pub struct EtcdStorage {
     by_field: String,
     /// `<prefix>-meta/index`: there once the field index holds every registration.
     indexed_marker: String,
+    /// `<prefix>-events/`: watch events between Kontrols, each a key of its own on a short
+    /// lease ([`EVENT_TTL`]), which every subscribed storage watches.
+    events: String,
+    /// The events heard, for this storage's subscribers.
+    changes: Bus,
+    /// The task watching `events`, once there is a subscriber; ended with the last clone.
+    listener: Arc<Listener>,
     request_timeout: Duration,
     /// Writes of one kite id through this storage (and its clones) take turns: conditional
     /// transactions then only ever race other Kontrols.
@@ -343,6 +407,9 @@ impl EtcdStorage {
             index: format!("{prefix}-by-id/"),
             by_field: format!("{prefix}-by-field/"),
             indexed_marker: format!("{prefix}-meta/index"),
+            events: format!("{prefix}-events/"),
+            changes: Bus::default(),
+            listener: Arc::default(),
             endpoints: endpoints.clone(),
             request_timeout,
             locks: (0..LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
@@ -974,6 +1041,46 @@ impl EtcdStorage {
 
 #[async_trait::async_trait]
 impl Storage for EtcdStorage {
+    /// Puts the change under `<prefix>-events/<uuid>` on a lease of [`EVENT_TTL`] seconds.
+    async fn publish(&self, change: &Change) -> Result<(), StorageError> {
+        let payload = change.encode();
+        if payload.len() > MAX_CHANGE_BYTES {
+            return Err(StorageError::Corrupt(format!(
+                "a watch event of {} bytes is too long",
+                payload.len()
+            )));
+        }
+        let lease = self
+            .call(|mut c| async move { c.lease_grant(EVENT_TTL, None).await })
+            .await?
+            .id();
+        let key = format!("{}{}", self.events, uuid::Uuid::new_v4().simple());
+        self.call(|mut c| {
+            let (key, payload) = (key.clone(), payload.clone());
+            async move {
+                c.put(key, payload, Some(PutOptions::new().with_lease(lease)))
+                    .await
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Starts watching `<prefix>-events/` with the first subscriber.
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        let receiver = self.changes.subscribe();
+        let mut task = self.listener.0.lock().unwrap_or_else(|e| e.into_inner());
+        if task.is_none() {
+            let (clients, prefix, bus) = (
+                self.clients.clone(),
+                self.events.clone(),
+                self.changes.clone(),
+            );
+            *task = Some(tokio::spawn(listen(clients, prefix, bus)));
+        }
+        Some(receiver)
+    }
+
     async fn upsert(&self, registration: &Registration) -> Result<(), StorageError> {
         self.bounded("upsert", self.upsert_inner(registration))
             .await
@@ -1011,151 +1118,27 @@ mod tests {
     //! under CI).
 
     use std::collections::BTreeSet;
-    use std::path::PathBuf;
-    use std::process::{Child, Command, Stdio};
     use std::time::Instant;
 
-    use etcd_client::{DeleteOptions, EventType, WatchOptions};
+    use etcd_client::DeleteOptions;
     use futures_util::StreamExt;
     use kite_native::core::{Kite, KontrolQuery};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use kite_test_kit::servers::Etcd;
 
     use super::*;
     use crate::storage::tests::{behaves, ids, kite, matcher};
 
     const HOUR: Duration = Duration::from_secs(3600);
 
-    /// The `etcd` on `PATH`. Without one the test is skipped on a developer machine and fails
-    /// under CI (`CI=true`), which must have it: `scripts/setup` installs Debian's
-    /// `etcd-server`.
-    fn etcd_binary() -> Option<PathBuf> {
-        let found = std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join("etcd"))
-                .find(|p| p.is_file())
-        });
-        if found.is_none() {
-            kite_test_kit::skip("no etcd on PATH (scripts/setup installs it: Debian etcd-server)");
-        }
-        found
+    /// What these tests ask of the kit's etcd beyond running it.
+    trait EtcdExt {
+        /// Options for a storage on it, with short timeouts.
+        fn options(&self) -> EtcdOptions;
+        /// A plain client, to look at the keys.
+        async fn raw(&self) -> Client;
     }
 
-    /// A real etcd on 127.0.0.1 (free client and peer ports) with its data in a temporary
-    /// directory; killed and the directory removed on drop.
-    struct Etcd {
-        bin: PathBuf,
-        dir: PathBuf,
-        client_port: u16,
-        peer_port: u16,
-        child: Option<Child>,
-    }
-
-    impl Etcd {
-        /// A running, healthy etcd; `None` when there is no etcd to run.
-        async fn start() -> Option<Etcd> {
-            let bin = etcd_binary()?;
-            let dir = std::env::temp_dir().join(format!("kontrol-etcd-{}", uuid::Uuid::new_v4()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let client = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let mut etcd = Etcd {
-                bin,
-                dir,
-                client_port: client.local_addr().unwrap().port(),
-                peer_port: peer.local_addr().unwrap().port(),
-                child: None,
-            };
-            drop((client, peer));
-            etcd.run().await;
-            Some(etcd)
-        }
-
-        fn url(&self) -> String {
-            format!("http://127.0.0.1:{}", self.client_port)
-        }
-
-        /// Starts etcd on this one's ports and data directory, and waits until it is healthy.
-        async fn run(&mut self) {
-            let log = std::fs::File::options()
-                .create(true)
-                .append(true)
-                .open(self.dir.join("etcd.log"))
-                .unwrap();
-            let client = self.url();
-            let peer = format!("http://127.0.0.1:{}", self.peer_port);
-            let cluster = format!("kontrol-test={peer}");
-            let data = self.dir.join("data");
-            let child = Command::new(&self.bin)
-                .args(["--name", "kontrol-test", "--data-dir"])
-                .arg(&data)
-                .args(["--listen-client-urls", &client])
-                .args(["--advertise-client-urls", &client])
-                .args(["--listen-peer-urls", &peer])
-                .args(["--initial-advertise-peer-urls", &peer])
-                .args(["--initial-cluster", &cluster])
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            self.child = Some(child);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while !self.healthy().await {
-                if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                    panic!("etcd exited ({status}):\n{}", self.log());
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "etcd not healthy within 15 s:\n{}",
-                    self.log()
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-
-        /// Whether etcd answers `GET /health` with `"health":"true"`.
-        async fn healthy(&self) -> bool {
-            let probe = async {
-                let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.client_port))
-                    .await
-                    .ok()?;
-                s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-                    .await
-                    .ok()?;
-                let mut answer = String::new();
-                s.read_to_string(&mut answer).await.ok()?;
-                Some(answer.contains(r#""health":"true""#))
-            };
-            tokio::time::timeout(Duration::from_secs(1), probe)
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or(false)
-        }
-
-        fn kill(&mut self) {
-            if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-
-        /// Sends `SIG<name>` to etcd.
-        fn signal(&self, name: &str) {
-            let pid = self.child.as_ref().unwrap().id().to_string();
-            let status = Command::new("kill")
-                .args([&format!("-{name}"), &pid])
-                .status()
-                .unwrap();
-            assert!(status.success(), "kill -{name} {pid}: {status}");
-        }
-
-        fn log(&self) -> String {
-            let log = std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            lines[lines.len().saturating_sub(30)..].join("\n")
-        }
-
+    impl EtcdExt for Etcd {
         fn options(&self) -> EtcdOptions {
             EtcdOptions {
                 connect_timeout: Duration::from_secs(1),
@@ -1166,13 +1149,6 @@ mod tests {
 
         async fn raw(&self) -> Client {
             Client::connect([self.url()], None).await.unwrap()
-        }
-    }
-
-    impl Drop for Etcd {
-        fn drop(&mut self) {
-            self.kill();
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 

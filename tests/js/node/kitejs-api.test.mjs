@@ -225,7 +225,7 @@ test('watch(): a cancelled watch hears nothing more; cancelWatcher ends it on Ko
   const query = { query: { username: 'fixture', name } };
   const cancelled = [];
   const stopped = await kontrol.watch(query, (event) => cancelled.push(event));
-  assert.deepEqual(stopped.kites, []);
+  assert.deepEqual([...stopped.kites], []);
   // Our Kontrol answers a watcherID (as Kite.js's did; Go's answers none): cancel() stops
   // delivery here and ends the watch on Kontrol, once.
   assert.equal(typeof stopped.watcherID, 'string');

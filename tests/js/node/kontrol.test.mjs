@@ -88,8 +88,9 @@ test('watchKites hears REGISTER for a kite spawned after the watch started', { t
     events.push(event);
     if (event.action === 'REGISTER') heard(event);
   });
-  // Nothing registered under that name yet.
-  assert.deepEqual(initial, []);
+  // Nothing registered under that name yet; the list carries the watch's id (Kite.js's).
+  assert.deepEqual([...initial], []);
+  assert.equal(typeof initial.watcherID, 'string');
   assert.deepEqual(events, []);
   const spawned = JSON.parse(await control('POST', `/kontrol/spawn?name=${name}`));
   try {
