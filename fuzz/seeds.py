@@ -250,6 +250,13 @@ def hand_made(corpus):
     ):
         corpus.add("watch_change", text)
 
+    # etcd_v2_dump: Go Kontrol's etcd v2 registry as `GET /v2/keys/kites?recursive=true` answers.
+    value = '{\\"url\\":\\"http://10.0.0.1:6000/kite\\",\\"key_id\\":\\"kp1\\"}'
+    corpus.add("etcd_v2_dump", '{"action":"get","node":{"key":"/kites","dir":true,"nodes":['
+               '{"key":"/kites/alice/prod/math/1.0.0/eu/h1/k1","value":"' + value + '","ttl":90},'
+               '{"key":"/kites/k1","value":"' + value + '"}]}}')
+    corpus.add("etcd_v2_dump", '{"node":{"key":"/kites/a/b/c/1.0.0/r/h%2F1/i","value":"{}"}}')
+
     now = 1_800_000_000
     token = signed_jwt({"aud": "/alice/prod/math", "exp": 4_102_444_800, "iat": now, "iss": "kontrol",
                         "jti": "j1", "nbf": now, "sub": "bob"})

@@ -5,6 +5,7 @@
 //! `kitectl` follow.
 
 mod http;
+pub mod import;
 mod ledger;
 pub mod query;
 pub mod server;

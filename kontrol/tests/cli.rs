@@ -291,3 +291,112 @@ fn kontrol_makes_its_home_private() {
     assert!(other.join("kite.key").exists());
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `s` as `application/x-www-form-urlencoded` writes it.
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn kontrol_import_reads_a_go_registry_out_of_etcd_v2() {
+    // A real etcd serving the v2 keys API, written as Go Kontrol writes it (G:kontrol/etcd.go):
+    // each kite at its seven-field key and at /kites/<id>, with Go's {url, key_id} value.
+    let Some(etcd) = kite_test_kit::servers::Etcd::start_with(&["--enable-v2"]).await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let kites = [
+        (
+            "alice/prod/math/1.0.0/eu/h1",
+            uuid::Uuid::new_v4(),
+            "http://10.0.0.1:6000/kite",
+        ),
+        (
+            "alice/prod/math/1.1.0/us/h2",
+            uuid::Uuid::new_v4(),
+            "http://10.0.0.2:6000/kite",
+        ),
+        (
+            "bob/dev/db/0.1.0/eu/h3",
+            uuid::Uuid::new_v4(),
+            "http://10.0.0.3:6000/kite",
+        ),
+    ];
+    for (path, id, url) in &kites {
+        let value = format!(r#"{{"url":"{url}","key_id":"7e5b0f3a-0000-4000-8000-000000000001"}}"#);
+        for key in [format!("kites/{path}/{id}"), format!("kites/{id}")] {
+            let r = http
+                .put(format!("{}/v2/keys/{key}", etcd.url()))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("value={}&ttl=90", form_encode(&value)))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "PUT {key}: {}", r.status());
+        }
+    }
+    let dump = http
+        .get(format!("{}/v2/keys/kites?recursive=true", etcd.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dir = temp_dir("kontrol-import");
+    std::fs::write(dir.join("dump.json"), &dump).unwrap();
+    let db = dir.join("kontrol.db");
+    let out = run(kontrol(&dir)
+        .args(["--storage", "embedded", "--data-file"])
+        .arg(&db)
+        .arg("import")
+        .arg(dir.join("dump.json")));
+    assert_eq!(out.trim(), "imported 3 kites (0 skipped)", "{dump}");
+    // Importing again replaces them (the same owners): nothing is lost or doubled.
+    let again = run(kontrol(&dir)
+        .args(["--storage", "embedded", "--data-file"])
+        .arg(&db)
+        .args(["import", "-"])
+        .stdin(std::fs::File::open(dir.join("dump.json")).unwrap()));
+    assert_eq!(again.trim(), "imported 3 kites (0 skipped)");
+
+    let storage = kontrol::storage::EmbeddedStorage::open(&db).unwrap();
+    use kontrol::storage::Storage;
+    let query = kite_native::core::KontrolQuery {
+        username: "alice".into(),
+        name: "math".into(),
+        ..Default::default()
+    };
+    let mut found = storage
+        .get(&kontrol::query::Matcher::new(&query).unwrap())
+        .await
+        .unwrap();
+    found.sort_by(|a, b| a.url.cmp(&b.url));
+    let got: Vec<(String, String)> = found
+        .iter()
+        .map(|r| (r.kite.to_string(), r.url.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                format!("/{}/{}", kites[0].0, kites[0].1),
+                kites[0].2.to_owned()
+            ),
+            (
+                format!("/{}/{}", kites[1].0, kites[1].1),
+                kites[1].2.to_owned()
+            ),
+        ]
+    );
+    assert_eq!(found[0].key_id, "7e5b0f3a-0000-4000-8000-000000000001");
+    drop(storage);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -13,6 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use kite_native::auth::KeyPair;
@@ -95,6 +96,25 @@ struct Args {
     /// TLS private key (PEM).
     #[arg(long, env = "KONTROL_TLSKEYFILE", requires = "tls_cert_file")]
     tls_key_file: Option<PathBuf>,
+    /// Instead of serving, one task on the storage.
+    #[command(subcommand)]
+    command: Option<Task>,
+}
+
+/// What `kontrol` does instead of serving.
+#[derive(Debug, clap::Subcommand)]
+enum Task {
+    /// Registers the kites of a Go Kontrol's etcd v2 registry in the storage: FILE is what
+    /// `curl -s 'http://ETCD:2379/v2/keys/kites?recursive=true'` answers (the storage flags
+    /// go before `import`).
+    Import {
+        /// The dump (`-` for standard input).
+        file: PathBuf,
+        /// How long the imported registrations live unless their kites register again (Go's
+        /// KeyTTL).
+        #[arg(long, default_value_t = 90)]
+        ttl_secs: u64,
+    },
 }
 
 /// Reads a PEM file of Kontrol's key pair, saying which one is missing and how to make it.
@@ -145,9 +165,13 @@ fn make_private_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-async fn run(args: Args) -> Result<(), String> {
+async fn run(mut args: Args) -> Result<(), String> {
     let home = kontrol_home(args.kite_home.clone())?;
     make_private_dir(&home)?;
+    if let Some(Task::Import { file, ttl_secs }) = args.command.take() {
+        let storage = open_storage(&args, &home).await?;
+        return import(storage.as_ref(), &file, Duration::from_secs(ttl_secs)).await;
+    }
     let public_key_file = args
         .public_key_file
         .clone()
@@ -200,17 +224,51 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     config.ip = args.ip;
     config.port = args.port;
-    if let (Some(cert_path), Some(key_path)) = (args.tls_cert_file, args.tls_key_file) {
+    if let (Some(cert_path), Some(key_path)) =
+        (args.tls_cert_file.clone(), args.tls_key_file.clone())
+    {
         config.tls = Some(kite_native::config::TlsConfig {
             cert_path,
             key_path,
         });
     }
-    let storage: Arc<dyn Storage> = match args.storage {
+    let storage: Arc<dyn Storage> = if args.initial {
         // `--initial` only signs a kite key: it needs no registry, and creates no store.
-        _ if args.initial => Arc::new(MemoryStorage::new()),
+        Arc::new(MemoryStorage::new())
+    } else {
+        open_storage(&args, &home).await?
+    };
+    let kontrol = Kontrol::new(config, options, storage).map_err(|e| e.to_string())?;
+    if args.initial {
+        let key = kontrol.kite_key_for(&username).map_err(|e| e.to_string())?;
+        kite_native::kitekey::write_to(&kite_key_path, &key)
+            .map_err(|e| format!("cannot write Kontrol's kite.key: {e}"))?;
+        println!(
+            "kite.key for {username} written to {}",
+            kite_key_path.display()
+        );
+        return Ok(());
+    }
+    let kite = kontrol.kite().clone();
+    let server = kite.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        server.close();
+    });
+    let (ip, port) = (kite.config().ip, kite.config().port);
+    kite.run()
+        .await
+        .map_err(|e| format!("cannot serve on {ip}:{port}: {e}"))
+}
+
+/// The storage the flags name (an etcd that is not up yet is waited for).
+async fn open_storage(args: &Args, home: &Path) -> Result<Arc<dyn Storage>, String> {
+    Ok(match args.storage {
         StorageKind::Embedded => {
-            let path = args.data_file.unwrap_or_else(|| home.join("kontrol.db"));
+            let path = args
+                .data_file
+                .clone()
+                .unwrap_or_else(|| home.join("kontrol.db"));
             Arc::new(
                 EmbeddedStorage::open(&path)
                     .map_err(|e| format!("cannot open the embedded store: {e}"))?,
@@ -254,28 +312,40 @@ async fn run(args: Args) -> Result<(), String> {
             let config = kontrol::storage::PostgresConfig::from_env().map_err(|e| e.to_string())?;
             Arc::new(kontrol::storage::PostgresStorage::new(config))
         }
+    })
+}
+
+/// `kontrol import`: the kites of the Go etcd v2 dump `file`, registered in `storage`.
+async fn import(storage: &dyn Storage, file: &Path, ttl: Duration) -> Result<(), String> {
+    let text = if file == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| format!("cannot read the dump from standard input: {e}"))?;
+        text
+    } else {
+        std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read the dump {}: {e}", file.display()))?
     };
-    let kontrol = Kontrol::new(config, options, storage).map_err(|e| e.to_string())?;
-    if args.initial {
-        let key = kontrol.kite_key_for(&username).map_err(|e| e.to_string())?;
-        kite_native::kitekey::write_to(&kite_key_path, &key)
-            .map_err(|e| format!("cannot write Kontrol's kite.key: {e}"))?;
-        println!(
-            "kite.key for {username} written to {}",
-            kite_key_path.display()
-        );
-        return Ok(());
+    let dump = kontrol::import::parse_etcd_v2(&text, ttl).map_err(|e| e.to_string())?;
+    let (mut imported, mut refused) = (0, 0);
+    for r in &dump.registrations {
+        match storage.upsert(r).await {
+            Ok(()) => imported += 1,
+            Err(kontrol::storage::StorageError::OwnedByAnother { .. }) => {
+                eprintln!("skipped {}: its id is registered by another user", r.kite);
+                refused += 1;
+            }
+            Err(e) => return Err(format!("cannot register {}: {e}", r.kite)),
+        }
     }
-    let kite = kontrol.kite().clone();
-    let server = kite.clone();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        server.close();
-    });
-    let (ip, port) = (kite.config().ip, kite.config().port);
-    kite.run()
-        .await
-        .map_err(|e| format!("cannot serve on {ip}:{port}: {e}"))
+    for (key, why) in &dump.skipped {
+        eprintln!("skipped {key}: {why}");
+    }
+    println!(
+        "imported {imported} kites ({} skipped)",
+        refused + dump.skipped.len()
+    );
+    Ok(())
 }
 
 #[tokio::main]

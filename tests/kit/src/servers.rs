@@ -32,12 +32,18 @@ pub struct Etcd {
     dir: PathBuf,
     client_port: u16,
     peer_port: u16,
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
 impl Etcd {
     /// A running, healthy etcd; `None` when there is no etcd to run.
     pub async fn start() -> Option<Etcd> {
+        Etcd::start_with(&[]).await
+    }
+
+    /// [`Etcd::start`] with `extra` arguments (`--enable-v2`, to serve Go Kontrol's v2 API).
+    pub async fn start_with(extra: &[&str]) -> Option<Etcd> {
         let bin = etcd_binary()?;
         let dir = crate::net::temp_dir("etcd");
         let client = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -47,6 +53,7 @@ impl Etcd {
             dir,
             client_port: client.local_addr().unwrap().port(),
             peer_port: peer.local_addr().unwrap().port(),
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
             child: None,
         };
         drop((client, peer));
@@ -79,6 +86,7 @@ impl Etcd {
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &cluster])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
