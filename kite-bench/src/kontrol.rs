@@ -400,6 +400,13 @@ async fn one(
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let kontrol_rss_kib = kontrol.rss_kib().ok_or("the Kontrol has exited")?;
+    eprintln!(
+        "  registered {} of {n} in {:.1} s ({} errors), {heartbeat_requests} heartbeat requests, RSS {:.1} MiB",
+        registers.calls,
+        registers.seconds,
+        registers.errors,
+        kontrol_rss_kib as f64 / 1024.0
+    );
 
     // One-kite lookups, one at a time on a connection of its own.
     let lookup_conn = KontrolConn::dial(&url).await?;
@@ -443,6 +450,14 @@ async fn one(
         lookups.push(lookup);
     }
 
+    eprintln!(
+        "  one-kite lookups done: {}",
+        lookups
+            .iter()
+            .map(|l| format!("{} p50 {:.2} ms", l.query, l.p50_ms))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     // The Kontrol's CPU while the kites only heartbeat.
     let load = load_average();
     let pings_before: u64 = conns.iter().map(|c| c.pings()).sum();
@@ -461,6 +476,11 @@ async fn one(
         _ => None,
     };
 
+    eprintln!(
+        "  idle: CPU {:.1} % of a core, {:.0} heartbeats/s",
+        percent(cpu_after.saturating_sub(cpu_before)),
+        pings_after.saturating_sub(pings_before) as f64 / idle_secs
+    );
     // getKites of every kite.
     let all_calls = options
         .all_lookups
