@@ -10,12 +10,18 @@
 //! kite-bench serve --system kite --addr 127.0.0.1:6000                # a server to target
 //! kite-bench idle --connections 10000
 //! kite-bench soak --calls 1000000
+//! kite-bench kontrol --storage memory,embedded,etcd,postgres --kites 1000,10000   # issue 21
+//! kite-bench kontrol --smoke          # a few seconds: 200 kites, memory and embedded (CI)
 //! ```
 //!
 //! Servers run as child processes of `run` (so their RSS is theirs), on 127.0.0.1. See
 //! `docs/BENCHMARKS.md` for what each scenario does and the latest figures.
 
 mod child;
+mod databases;
+mod kontrol;
+mod kontrol_client;
+mod kontrol_server;
 mod load;
 mod memory;
 mod report;
@@ -31,6 +37,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use kite_native::transport::Transport;
 
+use crate::kontrol::KontrolBenchOptions;
+use crate::kontrol_server::{KontrolServeArgs, StorageKind};
 use crate::load::{Payload, Target};
 use crate::stats::Window;
 use crate::suite::{Group, SuiteOptions};
@@ -169,6 +177,45 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// Kontrol with N kites registered and heartbeating, per storage: registers/s, getKites
+    /// latency, Kontrol RSS and idle CPU (issue 21). Prints a Markdown table (and JSON with
+    /// --json).
+    Kontrol {
+        /// 200 kites over 2 connections, memory and embedded only, 2 s idle: shows it works.
+        #[arg(long)]
+        smoke: bool,
+        /// Storages, in run order (default: memory, embedded, etcd, postgres; etcd and
+        /// PostgreSQL are started by the bench in a temporary directory).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        storage: Vec<StorageKind>,
+        /// Kite counts (default 1000,10000).
+        #[arg(long, value_delimiter = ',')]
+        kites: Vec<usize>,
+        /// Websocket connections the kites register and heartbeat over (default 50).
+        #[arg(long)]
+        connections: Option<usize>,
+        /// Registers in flight per connection (default 64).
+        #[arg(long)]
+        in_flight: Option<usize>,
+        /// getKites calls per one-kite query (default 200).
+        #[arg(long)]
+        lookups: Option<usize>,
+        /// getKites calls of every kite (default 5; 3 from 100,000 kites).
+        #[arg(long)]
+        all_lookups: Option<usize>,
+        /// Seconds of heartbeats only, over which Kontrol's CPU is measured (default 30).
+        #[arg(long)]
+        idle_secs: Option<u64>,
+        /// The heartbeat interval Kontrol asks for, s (default 10, as Go).
+        #[arg(long)]
+        heartbeat_secs: Option<u64>,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// The Kontrol that `kontrol` measures, printing `listening <addr>` first.
+    #[command(hide = true)]
+    KontrolServe(KontrolServeArgs),
 }
 
 fn parse_payload(s: &str) -> Result<Payload, String> {
@@ -344,6 +391,49 @@ async fn run(command: Command) -> Result<(), String> {
             );
             Ok(())
         }
+        Command::Kontrol {
+            smoke,
+            storage,
+            kites,
+            connections,
+            in_flight,
+            lookups,
+            all_lookups,
+            idle_secs,
+            heartbeat_secs,
+            json,
+        } => {
+            let mut options = if smoke {
+                KontrolBenchOptions::smoke()
+            } else {
+                KontrolBenchOptions::full()
+            };
+            if !storage.is_empty() {
+                options.storages = storage;
+            }
+            if !kites.is_empty() {
+                options.kites = kites;
+            }
+            options.connections = connections.unwrap_or(options.connections).max(1);
+            options.in_flight = in_flight.unwrap_or(options.in_flight).max(1);
+            options.lookups = lookups.unwrap_or(options.lookups);
+            options.all_lookups = all_lookups.or(options.all_lookups);
+            if let Some(secs) = idle_secs {
+                options.idle = Duration::from_secs(secs);
+            }
+            options.heartbeat_secs = heartbeat_secs.unwrap_or(options.heartbeat_secs).max(1);
+            let report = kontrol::run(options).await?;
+            println!("{}", kontrol::markdown(&report));
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+                std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            match report.errors() {
+                0 => Ok(()),
+                n => Err(format!("{n} calls or messages failed")),
+            }
+        }
+        Command::KontrolServe(args) => kontrol_server::serve(args).await,
         Command::Soak { calls, concurrency } => {
             let r = memory::soak(calls, concurrency).await?;
             println!(

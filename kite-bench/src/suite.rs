@@ -331,7 +331,8 @@ pub struct Machine {
 }
 
 impl Machine {
-    fn read() -> Machine {
+    /// Reads them from `/proc`.
+    pub fn read() -> Machine {
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|s| {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use kite_native::Kite;
-use kite_native::auth::TokenVerifier;
+use kite_native::auth::{KeyPair, TokenVerifier};
+use kite_native::core::auth::Claims;
 
 /// The issuer of the bench's tokens.
 const ISSUER: &str = "kite-bench-kontrol";
@@ -48,6 +49,41 @@ impl TestKeys {
             EncodingKey::from_rsa_pem(self.private_pem.as_bytes()).map_err(|e| e.to_string())?;
         jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key)
             .map_err(|e| e.to_string())
+    }
+}
+
+impl TestKeys {
+    /// The pair as kite-native's [`KeyPair`]: what the bench's Kontrol signs with.
+    pub fn key_pair(&self) -> KeyPair {
+        KeyPair {
+            private_pem: self.private_pem.clone(),
+            public_pem: self.public_pem.clone(),
+        }
+    }
+
+    /// A kite key for `username` from Kontrol `issuer` at `kontrol_url`, with the claims
+    /// `Kontrol::kite_key_for` gives one (no expiry, a fresh `jti`, the Kontrol's URL and
+    /// public key), so the bench's kites register without asking the Kontrol for keys.
+    pub fn kite_key(
+        &self,
+        issuer: &str,
+        username: &str,
+        kontrol_url: &str,
+    ) -> Result<String, String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| e.to_string())?
+            .as_secs();
+        let claims = Claims {
+            iss: issuer.to_owned(),
+            sub: username.to_owned(),
+            iat: i64::try_from(now).ok().map(|n| n - 300),
+            jti: uuid::Uuid::new_v4().to_string(),
+            kontrol_url: kontrol_url.to_owned(),
+            kontrol_key: self.public_pem.trim().to_owned(),
+            ..Claims::default()
+        };
+        self.key_pair().sign(&claims).map_err(|e| e.to_string())
     }
 }
 
