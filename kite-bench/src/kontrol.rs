@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 
 use kite_core::kontrol::{GetKitesArgs, GetKitesResult, RegisterArgs, RegisterResult};
 use kite_core::{Auth, Kite, KontrolQuery, RequestHead, Value};
+use kite_test_kit::servers::{Etcd, Postgres};
 use serde::Serialize;
 
 use crate::child::{ServerProcess, USER_HZ, cpu_ticks, tree_cpu_ticks};
-use crate::databases::{EtcdServer, PgServer, temp_dir};
+
 use crate::kontrol_client::KontrolConn;
 use crate::kontrol_server::{KONTROL_USERNAME, StorageKind};
 use crate::stats::{Recorder, Summary};
@@ -243,28 +244,31 @@ enum Backing {
     /// The embedded store's directory.
     Dir(PathBuf),
     /// etcd.
-    Etcd(EtcdServer),
+    Etcd(Etcd),
     /// PostgreSQL.
-    Postgres(PgServer),
+    Postgres(Postgres),
 }
 
 impl Backing {
     /// Starts what `storage` needs and says how `kontrol-serve` reaches it.
-    fn start(storage: StorageKind) -> Result<(Backing, Vec<String>), String> {
+    async fn start(storage: StorageKind) -> Result<(Backing, Vec<String>), String> {
         Ok(match storage {
             StorageKind::Memory => (Backing::None, Vec::new()),
             StorageKind::Embedded => {
-                let dir = temp_dir("embedded")?;
+                let dir = kite_test_kit::net::temp_dir("kite-bench-embedded");
                 let file = dir.join("kontrol.db").display().to_string();
                 (Backing::Dir(dir), vec!["--data-file".into(), file])
             }
             StorageKind::Etcd => {
-                let etcd = EtcdServer::start()?;
+                let etcd = Etcd::start()
+                    .await
+                    .ok_or("etcd is not installed (scripts/setup installs etcd-server)")?;
                 let url = etcd.url();
                 (Backing::Etcd(etcd), vec!["--etcd-url".into(), url])
             }
             StorageKind::Postgres => {
-                let pg = PgServer::start()?;
+                let pg = Postgres::start()
+                    .ok_or("PostgreSQL is not installed (scripts/setup installs it)")?;
                 let port = pg.port().to_string();
                 (Backing::Postgres(pg), vec!["--postgres-port".into(), port])
             }
@@ -274,7 +278,7 @@ impl Backing {
     /// The storage server's process, if it has one.
     fn pid(&self) -> Option<u32> {
         match self {
-            Backing::Etcd(e) => Some(e.pid()),
+            Backing::Etcd(e) => e.pid(),
             Backing::Postgres(p) => p.pid(),
             Backing::None | Backing::Dir(_) => None,
         }
@@ -309,7 +313,7 @@ async fn one(
     n: usize,
     options: &KontrolBenchOptions,
 ) -> Result<KontrolRow, String> {
-    let (backing, mut args) = Backing::start(storage)?;
+    let (backing, mut args) = Backing::start(storage).await?;
     args.splice(
         0..0,
         [

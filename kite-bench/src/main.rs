@@ -18,7 +18,6 @@
 //! `docs/BENCHMARKS.md` for what each scenario does and the latest figures.
 
 mod child;
-mod databases;
 mod kontrol;
 mod kontrol_client;
 mod kontrol_server;

@@ -47,6 +47,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::query::Matcher;
 
+/// How many refreshes [`Storage::refresh_many`]'s default has on their way at once (etcd
+/// answers a flood of concurrent requests by closing the connection).
+pub const REFRESH_CONCURRENCY: usize = 32;
+
 /// A registered kite: who it is, where to reach it, and which key pair signed its kite key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
@@ -182,18 +186,21 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// [`Storage::refresh`] of several registrations, each `(id, owner)`, to one expiry: one
     /// result per item, in order. Kontrol gathers the refreshes heartbeats make due and writes
     /// them with this. The default runs the refreshes concurrently; backends that can write
-    /// them in one step (the embedded store: one transaction) override it.
+    /// them in one step (the embedded store: one transaction; PostgreSQL: one statement)
+    /// override it; the default runs [`REFRESH_CONCURRENCY`] at a time.
     async fn refresh_many(
         &self,
         items: &[(String, String)],
         expires_at_ms: u64,
     ) -> Vec<Result<bool, StorageError>> {
-        futures_util::future::join_all(
-            items
+        let mut out = Vec::with_capacity(items.len());
+        for chunk in items.chunks(REFRESH_CONCURRENCY) {
+            let refreshes = chunk
                 .iter()
-                .map(|(id, owner)| self.refresh(id, owner, expires_at_ms)),
-        )
-        .await
+                .map(|(id, owner)| self.refresh(id, owner, expires_at_ms));
+            out.extend(futures_util::future::join_all(refreshes).await);
+        }
+        out
     }
 
     /// The live registrations `matcher` matches, in no particular order.

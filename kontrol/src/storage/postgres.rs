@@ -736,15 +736,24 @@ fn now() -> (u64, SystemTime) {
     (ms, UNIX_EPOCH + Duration::from_millis(ms))
 }
 
+fn warn_corrupt(e: &tokio_postgres::Error) {
+    debug!(error = %e, "kite.kite: an unreadable row in a refresh");
+}
+
 fn has_nul(s: &str) -> bool {
     s.contains('\0')
 }
 
 /// The answer of the refresh and delete statements: `(done, owned by another)`.
 fn owned_outcome(row: &Row, id: &str) -> Result<bool, StorageError> {
+    owned_outcome_at(row, 0, id)
+}
+
+/// [`owned_outcome`] of the two columns from `at` on.
+fn owned_outcome_at(row: &Row, at: usize, id: &str) -> Result<bool, StorageError> {
     let corrupt = |e: tokio_postgres::Error| StorageError::Corrupt(format!("kite.kite: {e}"));
-    let done: bool = row.try_get(0).map_err(corrupt)?;
-    let other: bool = row.try_get(1).map_err(corrupt)?;
+    let done: bool = row.try_get(at).map_err(corrupt)?;
+    let other: bool = row.try_get(at + 1).map_err(corrupt)?;
     if !done && other {
         return Err(StorageError::owned_by_another(id));
     }
@@ -883,6 +892,77 @@ impl Storage for PostgresStorage {
             })
             .await?;
         owned_outcome(&row, id)
+    }
+
+    /// One statement for the whole batch (the ids and owners as arrays).
+    async fn refresh_many(
+        &self,
+        items: &[(String, String)],
+        expires_at_ms: u64,
+    ) -> Vec<Result<bool, StorageError>> {
+        let asked: Vec<&(String, String)> = items
+            .iter()
+            .filter(|(id, owner)| !has_nul(id) && !has_nul(owner))
+            .collect();
+        let ids: Vec<&str> = asked.iter().map(|(id, _)| id.as_str()).collect();
+        let owners: Vec<&str> = asked.iter().map(|(_, owner)| owner.as_str()).collect();
+        let expires = timestamp(expires_at_ms);
+        let (_, now) = now();
+        let rows = if ids.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.run("refresh", |c| {
+                let (ids, owners) = (&ids, &owners);
+                async move {
+                    c.client
+                        .query(
+                            "WITH items AS (SELECT * FROM unnest($1::text[], $2::text[]) \
+                                 AS u(id, owner)), \
+                             done AS (UPDATE kite.kite k \
+                                 SET expires_at = COALESCE($3::timestamptz, 'infinity'), \
+                                     updated_at = now() \
+                                 FROM items WHERE k.id = items.id \
+                                     AND k.username = items.owner \
+                                     AND k.expires_at > $4::timestamptz \
+                                 RETURNING k.id) \
+                             SELECT items.id, \
+                                 EXISTS (SELECT 1 FROM done WHERE done.id = items.id), \
+                                 EXISTS (SELECT 1 FROM kite.kite k WHERE k.id = items.id \
+                                     AND k.username <> items.owner \
+                                     AND k.expires_at > $4::timestamptz) \
+                             FROM items",
+                            &[ids, owners, &expires, &now],
+                        )
+                        .await
+                }
+            })
+            .await
+        };
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                let message = e.to_string();
+                return items
+                    .iter()
+                    .map(|_| Err(StorageError::Unavailable(message.clone())))
+                    .collect();
+            }
+        };
+        let mut outcome: HashMap<String, Result<bool, StorageError>> = HashMap::new();
+        for row in &rows {
+            match row.try_get::<_, String>(0) {
+                Ok(id) => {
+                    let result = owned_outcome_at(row, 1, &id);
+                    outcome.insert(id, result);
+                }
+                Err(e) => warn_corrupt(&e),
+            }
+        }
+        // An id asked twice is answered once (the second time as not refreshed).
+        items
+            .iter()
+            .map(|(id, _)| outcome.remove(id).unwrap_or(Ok(false)))
+            .collect()
     }
 
     async fn delete_written(

@@ -128,6 +128,11 @@ impl Etcd {
             .unwrap_or(false)
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills it (its data stays for [`Etcd::run`]).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -249,6 +254,12 @@ impl Postgres {
     /// Its port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The postmaster's process id (the first line of `postmaster.pid`), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.data().join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
     }
 
     /// Its temporary directory (the data directory is `data` inside it).
