@@ -49,6 +49,19 @@
 //! The delete is conditional: it removes the registration only as this Kontrol last wrote it,
 //! so a kite that has meanwhile registered through another Kontrol sharing the storage stays.
 //! The Kontrol also registers itself (Go's `registerSelf`; [`KontrolOptions::register_self`]).
+//!
+//! # Key pairs
+//!
+//! The pairs Kontrol signs and trusts with are its storage's ([`crate::keys`] says which one
+//! signs and when they are read again). The configured [`KontrolOptions::key`] is stored on
+//! start unless it is there. Kite keys of live pairs are accepted as they are; those of deleted
+//! pairs (and [`KontrolOptions::retired_keys`]) are accepted too, and `register` answers them
+//! with a new kite key of the current pair, `getKey` with the current public key. Tokens for a
+//! kite are signed by the pair of its registration while that pair is live, else by the current
+//! one; every JWT names its pair in the header's `kid`. `listKeyPairs`, `addKeyPair` and
+//! `deleteKeyPair` ([`crate::keys::AddKeyPairArgs`], [`crate::keys::DeleteKeyPairArgs`],
+//! answered with [`crate::keys::KeyPairInfo`]) are for the Kontrol's own user
+//! ([`KontrolOptions::username`]); anyone else gets an `authenticationError`.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
