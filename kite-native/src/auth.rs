@@ -528,6 +528,13 @@ impl KeyPair {
     pub fn sign(&self, claims: &Claims) -> Result<String, KeyError> {
         sign(&self.private_pem, claims)
     }
+
+    /// Signs `claims` with RS256, naming the pair `kid` in the JWT header (`"kid"`), as Kontrol
+    /// does when it holds several pairs. Verifiers ignore the header field; it tells which pair
+    /// signed.
+    pub fn sign_with_kid(&self, claims: &Claims, kid: &str) -> Result<String, KeyError> {
+        sign_with_kid(&self.private_pem, claims, kid)
+    }
 }
 
 /// Signs `claims` with RS256 and the PEM private key `private_pem` (PKCS#1 or PKCS#8).
@@ -536,6 +543,17 @@ pub fn sign(private_pem: &str, claims: &Claims) -> Result<String, KeyError> {
         .map_err(|e| KeyError(e.to_string()))?;
     jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::RS256), claims, &key)
         .map_err(|e| KeyError(e.to_string()))
+}
+
+/// [`sign`], with the JWT header's `kid` set to `kid` (the id of the signing key pair).
+pub fn sign_with_kid(private_pem: &str, claims: &Claims, kid: &str) -> Result<String, KeyError> {
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(private_pem.trim().as_bytes())
+        .map_err(|e| KeyError(e.to_string()))?;
+    let header = jsonwebtoken::Header {
+        kid: Some(kid.to_owned()),
+        ..jsonwebtoken::Header::new(Algorithm::RS256)
+    };
+    jsonwebtoken::encode(&header, claims, &key).map_err(|e| KeyError(e.to_string()))
 }
 
 #[cfg(test)]
@@ -564,6 +582,29 @@ mod tests {
         });
         let key = EncodingKey::from_rsa_pem(KONTROL_PEM.as_bytes()).unwrap();
         jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap()
+    }
+
+    #[test]
+    fn sign_with_kid_names_the_pair_and_verifies_as_before() {
+        let pair = KeyPair {
+            private_pem: KONTROL_PEM.to_owned(),
+            public_pem: KONTROL_PUB.to_owned(),
+        };
+        let claims = Claims {
+            iss: "kontrol".into(),
+            sub: "alice".into(),
+            aud: "/u/e/n".into(),
+            exp: Some(unix_now() + 60),
+            ..Claims::default()
+        };
+        let token = pair.sign_with_kid(&claims, "pair-7").unwrap();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.kid.as_deref(), Some("pair-7"));
+        assert_eq!(header.alg, Algorithm::RS256);
+        assert_eq!(verifier().verify(&token).unwrap(), "alice");
+        // Without a kid, as before.
+        let plain = pair.sign(&claims).unwrap();
+        assert_eq!(jsonwebtoken::decode_header(&plain).unwrap().kid, None);
     }
 
     #[test]

@@ -89,6 +89,13 @@ impl Request {
         self.args.args()
     }
 
+    /// The verifier of `kiteKey` credentials of the kite serving this request (what
+    /// [`crate::Kite::kite_key_verifier`] answers), for an authenticator
+    /// ([`crate::Kite::authenticator`]) of kite keys that delegates to it.
+    pub fn kite_key_verifier(&self) -> Option<Arc<crate::auth::KiteKeyVerifier>> {
+        self.client.0.kite.kite_key_verifier()
+    }
+
     /// Stores a value for later handlers of the same call (Go passes values down the chain
     /// through `Request.Context`).
     pub fn insert<T: Any + Send + Sync>(&self, value: T) {

@@ -142,12 +142,13 @@ impl Kontrol {
                 format!("invalid register URL: {e}"),
             );
         }
-        let Some(verifier) = self.kite().kite_key_verifier() else {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "no key to verify with");
-        };
-        match verifier.verify(&auth.key) {
+        match self
+            .inner()
+            .verify_kite_key(&auth.key, self.kite().kite_key_verifier())
+            .await
+        {
             Ok(username) => kite.username = username,
-            Err(e) => return error(StatusCode::UNAUTHORIZED, e.to_string()),
+            Err(e) => return error(StatusCode::UNAUTHORIZED, e),
         }
         if let Err(e) = kite.validate() {
             return error(StatusCode::BAD_REQUEST, format!("invalid kite: {e}"));
@@ -161,8 +162,15 @@ impl Kontrol {
             Err(Refusal::Owned) => return error(StatusCode::FORBIDDEN, owned_message(&kite.id)),
             Err(Refusal::Limit(m)) => return error(StatusCode::TOO_MANY_REQUESTS, m),
         };
-        let registration =
-            Registration::new(kite.clone(), &url, &o.key_id, self.inner().lifetime());
+        // A kite key of a deleted or retired pair is re-keyed, as over dnode.
+        let (kite_key, public_key, key_id) = match self.inner().key_for_register(&auth.key) {
+            Ok(k) => k,
+            Err(e) => {
+                ledger.release(reservation);
+                return error(StatusCode::INTERNAL_SERVER_ERROR, e.message);
+            }
+        };
+        let registration = Registration::new(kite.clone(), &url, &key_id, self.inner().lifetime());
         match self.storage().upsert(&registration).await {
             Ok(()) => {}
             Err(StorageError::OwnedByAnother { .. }) => {
@@ -187,14 +195,14 @@ impl Kontrol {
         );
         if let Some(old) = committed.replaced {
             self.inner()
-                .announce(crate::storage::events::Action::Deregister, &old, "");
+                .announce(crate::storage::events::Action::Deregister, &old, "", "");
         }
         tracing::info!(kite = %kite, %url, "registered over HTTP");
         let result = RegisterResult {
             url,
             heartbeat_interval: o.heartbeat_interval.as_secs().max(1),
-            kite_key: String::new(),
-            public_key: String::new(),
+            kite_key,
+            public_key,
         };
         let body = serde_json::to_string(&result).unwrap_or_default() + "\n";
         (

@@ -1,11 +1,12 @@
 //! Kontrol, the Kite registry and key authority, built on [`kite_native`].
 //!
-//! This crate grows in steps: the query rule and version constraints every storage shares are
-//! here ([`query`], [`version`]); the Kontrol kite, its storages (embedded, etcd, PostgreSQL) and
-//! `kitectl` follow.
+//! The query rule and version constraints every storage shares ([`query`], [`version`]), the
+//! Kontrol kite ([`server`]), its storages ([`storage`]: embedded, etcd, PostgreSQL) and its key
+//! pairs ([`keys`]); the `kontrol` and `kitectl` binaries.
 
 mod http;
 pub mod import;
+pub mod keys;
 mod ledger;
 pub mod query;
 pub mod server;

@@ -50,13 +50,26 @@
 //! The delete is conditional: it removes the registration only as this Kontrol last wrote it,
 //! so a kite that has meanwhile registered through another Kontrol sharing the storage stays.
 //! The Kontrol also registers itself (Go's `registerSelf`; [`KontrolOptions::register_self`]).
+//!
+//! # Key pairs
+//!
+//! The pairs Kontrol signs and trusts with are its storage's ([`crate::keys`] says which one
+//! signs and when they are read again). The configured [`KontrolOptions::key`] is stored on
+//! start unless it is there. Kite keys of live pairs are accepted as they are; those of deleted
+//! pairs (and [`KontrolOptions::retired_keys`]) are accepted too, and `register` answers them
+//! with a new kite key of the current pair, `getKey` with the current public key. Tokens for a
+//! kite are signed by the pair of its registration while that pair is live, else by the current
+//! one; every JWT names its pair in the header's `kid`. `listKeyPairs`, `addKeyPair` and
+//! `deleteKeyPair` ([`crate::keys::AddKeyPairArgs`], [`crate::keys::DeleteKeyPairArgs`],
+//! answered with [`crate::keys::KeyPairInfo`]) are for the Kontrol's own user
+//! ([`KontrolOptions::username`]); anyone else gets an `authenticationError`.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kite_native::auth::KeyPair;
+use kite_native::auth::{KeyPair, KiteKeyVerifier};
 use kite_native::core::Kite as KiteIdentity;
 use kite_native::core::auth::Claims;
 use kite_native::core::kontrol::{
@@ -67,10 +80,11 @@ use kite_native::{Args, Callback, Config, ErrorKind, Kite, KiteError, Request};
 use rand::seq::SliceRandom;
 use tracing::{debug, info, warn};
 
+use crate::keys::{AddKeyPairArgs, DeleteKeyPairArgs, KeyPairInfo, KeyRing, Standing, check_pair};
 use crate::ledger::{Budgets, Heard, Ledger, Refusal, Via};
 use crate::query::{Matcher, audience};
 use crate::storage::events::{Action, Change};
-use crate::storage::{Registration, Storage, StorageError, expires_in, millis, now_ms};
+use crate::storage::{KeyRecord, Registration, Storage, StorageError, expires_in, millis, now_ms};
 
 /// How a Kontrol runs: who it is, the key pair it signs with, and its timings.
 #[derive(Clone)]
@@ -80,14 +94,24 @@ pub struct KontrolOptions {
     pub username: String,
     /// The URL kites reach this Kontrol at (written into kite keys as `kontrolURL`).
     pub kontrol_url: String,
-    /// The key pair kite keys and tokens are signed with.
+    /// The configured key pair. On start it is added to the storage's key pairs under
+    /// `key_id`, to sign ([`crate::storage::KeyRecord::signing`]), unless its public key is
+    /// stored already; the pair that signs kite keys and tokens is then the newest live signing
+    /// pair of the storage (see [`crate::keys`]), which is this one until another is added to
+    /// sign. It signs too while the storage's pairs cannot be read.
     pub key: KeyPair,
-    /// The id stored with registrations signed by `key`.
+    /// The id `key` is stored under (default `default`; if a different pair is stored under
+    /// it, `key` is stored under a new UUID).
     pub key_id: String,
-    /// Public keys (PEM) of key pairs rotated out: kite keys they signed are still accepted by
-    /// `register`, which answers with a new kite key signed by `key` (and the new public key),
-    /// so their holders move to the new pair; nothing else trusts them.
+    /// Public keys (PEM) of key pairs rotated out that the storage does not hold: kite keys
+    /// they signed are accepted as those of a deleted pair are: `register` answers with a new
+    /// kite key signed by the current pair (and the new public key), so their holders move to
+    /// it, and `getKey` answers the current public key.
     pub retired_keys: Vec<String>,
+    /// How often the key pairs are read from the storage again, so that pairs added or deleted
+    /// through another Kontrol sharing it are used here (default 5 s). A kite key naming a
+    /// public key this Kontrol does not know makes it read them at once, before refusing it.
+    pub key_reload_interval: Duration,
     /// How long a token is valid (Go: 48 h).
     pub token_ttl: Duration,
     /// Clock skew allowed: tokens start this much in the past and end this much later (Go:
@@ -173,6 +197,7 @@ impl KontrolOptions {
             key,
             key_id: "default".to_owned(),
             retired_keys: Vec::new(),
+            key_reload_interval: Duration::from_secs(5),
             token_ttl: Duration::from_secs(48 * 3600),
             token_leeway: Duration::from_secs(300),
             registration_ttl: Duration::from_secs(90),
@@ -232,6 +257,11 @@ impl std::fmt::Debug for Kontrol {
 pub(crate) struct Inner {
     options: KontrolOptions,
     storage: Arc<dyn Storage>,
+    /// The key pairs, read from the storage.
+    pub(crate) keys: Arc<KeyRing>,
+    /// Checks kite keys' signatures (trusting the ring's pairs, live or deleted, and the
+    /// retired keys) and remembers the keys it accepted.
+    verifier: Arc<KiteKeyVerifier>,
     /// The registrations made through this Kontrol, its connections and watchers, and the
     /// budgets.
     pub(crate) ledger: Ledger,
@@ -284,21 +314,22 @@ impl Kontrol {
         // Nobody types at a Kontrol's terminal: `kite.prompt` and `kite.getPass` are not served.
         config.serve_prompts = false;
         let kite = Kite::with_config("kontrol", env!("CARGO_PKG_VERSION"), config)?;
-        // Kite keys of the retired pairs are accepted too, so that `register` can re-key them.
-        let trusted: Vec<String> = std::iter::once(&options.key.public_pem)
-            .chain(&options.retired_keys)
-            .map(|k| k.trim().to_owned())
-            .collect();
-        kite.set_kite_key_verifier(
-            kite_native::auth::KiteKeyVerifier::with_trust(Arc::new(move |key: &str| {
-                if trusted.iter().any(|t| t == key) {
-                    Ok(())
-                } else {
-                    Err("kontrol key is not trusted".into())
-                }
-            }))
-            .with_ttl(kite.config().verify_ttl),
-        );
+        let keys = Arc::new(KeyRing::new(
+            &options.key,
+            &options.key_id,
+            &options.retired_keys,
+        ));
+        // Kite keys of every pair the ring holds are accepted, deleted and retired ones too, so
+        // that `register` can re-key them. (The `kiteKey` authenticator reads the storage again
+        // before a key the ring does not know gets here.)
+        let ring = keys.clone();
+        let verifier = KiteKeyVerifier::with_trust(Arc::new(move |key: &str| {
+            match ring.state().standing(key) {
+                Standing::Unknown => Err("kontrol key is not trusted".into()),
+                _ => Ok(()),
+            }
+        }))
+        .with_ttl(kite.config().verify_ttl);
         let ledger = Ledger::new(
             Budgets {
                 per_user: options.max_registrations_per_user,
@@ -309,9 +340,15 @@ impl Kontrol {
             millis(options.registration_ttl),
             millis(refresh_gap(&options)),
         );
+        kite.set_kite_key_verifier(verifier);
+        let verifier = kite
+            .kite_key_verifier()
+            .expect("the kite key verifier was just set");
         let inner = Arc::new(Inner {
             options,
             storage,
+            keys,
+            verifier,
             tokens: Mutex::default(),
             ledger,
             due: Mutex::default(),
@@ -334,8 +371,10 @@ impl Kontrol {
             loop {
                 let Some(inner) = inner.upgrade() else { return };
                 let o = &inner.options;
+                inner.keys.ready(&*inner.storage).await;
+                let key_id = inner.keys.state().signer.id.clone();
                 let registration =
-                    Registration::new(kite.clone(), &o.kontrol_url, &o.key_id, inner.lifetime());
+                    Registration::new(kite.clone(), &o.kontrol_url, &key_id, inner.lifetime());
                 let wait = match inner.storage.upsert(&registration).await {
                     Ok(()) => refresh_gap(o),
                     Err(e) => {
@@ -381,22 +420,55 @@ impl Kontrol {
     }
 
     /// Signs a kite key for `username` (what `registerMachine` and `kontrol --initial` hand
-    /// out): no expiry, the Kontrol's URL and public key inside.
+    /// out): no expiry, the Kontrol's URL and the current public key inside, the current pair's
+    /// id in the header (`kid`). The current pair is the one of the key pairs last read (the
+    /// configured pair before they are read).
     pub fn kite_key_for(&self, username: &str) -> Result<String, KiteError> {
         let o = &self.inner.options;
         let now = unix_now();
+        let signer = self.inner.keys.state().signer.clone();
         let claims = Claims {
             iss: o.username.clone(),
             sub: username.to_owned(),
             iat: Some(now - to_secs(o.token_leeway)),
             jti: uuid::Uuid::new_v4().to_string(),
             kontrol_url: o.kontrol_url.clone(),
-            kontrol_key: o.key.public_pem.trim().to_owned(),
+            kontrol_key: signer.public_pem.clone(),
             ..Claims::default()
         };
-        o.key
-            .sign(&claims)
-            .map_err(|e| internal("sign kite key", e))
+        sign(&signer, &claims).map_err(|e| internal("sign kite key", e))
+    }
+
+    /// The key pairs (deleted ones too, oldest first) as last read from the storage, and which
+    /// one signs.
+    pub async fn key_pairs(&self) -> Vec<KeyPairInfo> {
+        let inner = &self.inner;
+        inner.keys.ready(&*inner.storage).await;
+        inner.keys.state().list()
+    }
+
+    /// Reads the key pairs from the storage again now (this Kontrol also does every
+    /// [`KontrolOptions::key_reload_interval`]).
+    pub async fn reload_key_pairs(&self) -> Result<(), StorageError> {
+        let inner = &self.inner;
+        inner.keys.ready(&*inner.storage).await;
+        inner.keys.reload(&*inner.storage).await
+    }
+
+    /// Adds a key pair (Go's `AddKeyPair`): the one given, or a new 2048-bit one, under the id
+    /// given or a new UUID; with `current` it becomes the signing pair, here at once and on the
+    /// other Kontrols of the storage when they next read it. What `addKeyPair` does for the
+    /// Kontrol's user.
+    pub async fn add_key_pair(&self, args: AddKeyPairArgs) -> Result<KeyPairInfo, KiteError> {
+        self.inner.add_key_pair(args).await
+    }
+
+    /// Deletes key pair `id` (Go's `DeleteKeyPair`, a soft delete): kite keys it signed are
+    /// re-keyed on `register`, tokens for kites registered with it are signed by the current
+    /// pair. The signing pair cannot be deleted (add another with `current` first). What
+    /// `deleteKeyPair` does for the Kontrol's user.
+    pub async fn delete_key_pair(&self, id: &str) -> Result<KeyPairInfo, KiteError> {
+        self.inner.delete_key_pair(id).await
     }
 
     /// `registerMachine`: a kite key for the caller-declared username, if the machine
@@ -452,7 +524,84 @@ impl Kontrol {
         let inner = self.inner.clone();
         self.kite.handle("getKey", move |req: Request| {
             let inner = inner.clone();
-            async move { inner.get_key(&req) }
+            async move { inner.get_key(&req).await }
+        });
+        // Kite keys: checked against the ring, read again first when it does not know the key.
+        let weak = Arc::downgrade(&self.inner);
+        self.kite.authenticator("kiteKey", move |req: Request| {
+            let weak = weak.clone();
+            async move {
+                let Some(inner) = weak.upgrade() else {
+                    return Err(KiteError::generic("kontrol is closed"));
+                };
+                let key = req
+                    .auth
+                    .as_deref()
+                    .map(|a| a.key.clone())
+                    .unwrap_or_default();
+                inner
+                    .verify_kite_key(&key, req.kite_key_verifier())
+                    .await
+                    .map_err(|m| KiteError::new(ErrorKind::Authentication, m))
+            }
+        });
+        // Key pair management, for the Kontrol's own user.
+        let inner = self.inner.clone();
+        self.kite.handle("listKeyPairs", move |req: Request| {
+            let inner = inner.clone();
+            async move {
+                inner.require_owner(&req)?;
+                inner.keys.ready(&*inner.storage).await;
+                if let Err(e) = inner.keys.reload(&*inner.storage).await {
+                    return Err(internal("listKeyPairs", e));
+                }
+                Ok::<_, KiteError>(inner.keys.state().list())
+            }
+        });
+        let inner = self.inner.clone();
+        self.kite.handle("addKeyPair", move |req: Request| {
+            let inner = inner.clone();
+            async move {
+                inner.require_owner(&req)?;
+                let given: Vec<serde_json::Value> = req.args()?;
+                let args: AddKeyPairArgs = match given.into_iter().next() {
+                    None | Some(serde_json::Value::Null) => AddKeyPairArgs::default(),
+                    Some(v) => serde_json::from_value(v)
+                        .map_err(|e| KiteError::argument(format!("addKeyPair: {e}")))?,
+                };
+                inner.add_key_pair(args).await
+            }
+        });
+        let inner = self.inner.clone();
+        self.kite.handle("deleteKeyPair", move |req: Request| {
+            let inner = inner.clone();
+            async move {
+                inner.require_owner(&req)?;
+                let args: DeleteKeyPairArgs = req.arg()?;
+                inner.delete_key_pair(&args.id).await
+            }
+        });
+        // The key pairs, read again every reload interval (the first read right away).
+        let inner = Arc::downgrade(&self.inner);
+        let every = self
+            .inner
+            .options
+            .key_reload_interval
+            .max(Duration::from_millis(10));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut first = true;
+            loop {
+                tick.tick().await;
+                let Some(inner) = inner.upgrade() else { return };
+                inner.keys.ready(&*inner.storage).await;
+                if !std::mem::take(&mut first)
+                    && let Err(e) = inner.keys.reload(&*inner.storage).await
+                {
+                    debug!(error = %e, "reading the key pairs failed");
+                }
+            }
         });
         // Registrations whose heartbeats stopped: deleted, their slots go, their watchers hear
         // it.
@@ -509,7 +658,12 @@ impl Kontrol {
                     };
                     let Some(inner) = inner.upgrade() else { return };
                     if change.origin != inner.origin {
-                        inner.notify(change.action.as_str(), &change.kite, &change.url);
+                        inner.notify(
+                            change.action.as_str(),
+                            &change.kite,
+                            &change.url,
+                            &change.key_id,
+                        );
                     }
                 }
             });
@@ -567,9 +721,13 @@ impl Inner {
         let kite = (*req.caller).clone();
         kite.validate()
             .map_err(|e| KiteError::argument(format!("invalid kite: {e}")))?;
-        let o = &self.options;
-        // A kite key signed by a retired pair: the same claims, signed by the current pair.
-        let (kite_key, public_key) = self.rekey(&req)?;
+        // A kite key of a deleted or retired pair: the same claims, signed by the current pair.
+        let auth_key = req
+            .auth
+            .as_deref()
+            .map(|a| a.key.clone())
+            .unwrap_or_default();
+        let (kite_key, public_key, key_id) = self.key_for_register(&auth_key)?;
         let key = req
             .auth
             .as_deref()
@@ -581,7 +739,7 @@ impl Inner {
             .ledger
             .reserve(&kite, &key, via, now_ms())
             .map_err(|r| refusal(&kite.id, r))?;
-        let registration = Registration::new(kite.clone(), &url, &o.key_id, self.lifetime());
+        let registration = Registration::new(kite.clone(), &url, &key_id, self.lifetime());
         if let Err(e) = self.storage.upsert(&registration).await {
             self.ledger.release(reservation);
             return Err(match e {
@@ -598,12 +756,12 @@ impl Inner {
         );
         info!(kite = %kite, %url, "registered");
         if let Some(old) = committed.replaced {
-            self.announce(Action::Deregister, &old, "");
+            self.announce(Action::Deregister, &old, "", "");
         }
         if !committed.already_kept {
             self.clone().keep_alive(&req, conn, kite.id.clone());
         }
-        self.announce(Action::Register, &kite, &url);
+        self.announce(Action::Register, &kite, &url, &key_id);
         Ok(RegisterResult {
             url,
             heartbeat_interval: 0,
@@ -636,33 +794,171 @@ impl Inner {
         conn
     }
 
-    /// For a caller whose kite key names a retired Kontrol key: a new kite key with the same
-    /// claims signed by the current pair, and the current public key; else (the current key,
-    /// or another key the Kontrol's verifier trusts) two empty strings.
-    fn rekey(&self, req: &Request) -> Result<(String, String), KiteError> {
-        let Some(auth) = req.auth.as_deref() else {
-            return Ok((String::new(), String::new()));
-        };
-        let mut claims = jsonwebtoken::dangerous::insecure_decode::<Claims>(&auth.key)
+    /// The authenticated username of kite key `key`, or why it is refused (the peer is told
+    /// `kiteKey: <why>`, as the built-in check says it), checked by `verifier`, the Kontrol
+    /// kite's (this Kontrol's own unless one was set with [`Kite::set_kite_key_verifier`]). A
+    /// key naming a public key the ring does not know makes the ring read the storage first
+    /// (pairs added through another Kontrol); one it still does not know is refused here when
+    /// the verifier is this Kontrol's own (so it never remembers a refusal that a later read
+    /// could overturn), and left to a verifier set from outside otherwise.
+    pub(crate) async fn verify_kite_key(
+        &self,
+        key: &str,
+        verifier: Option<Arc<KiteKeyVerifier>>,
+    ) -> Result<String, String> {
+        let verifier = verifier.unwrap_or_else(|| self.verifier.clone());
+        let own = Arc::ptr_eq(&verifier, &self.verifier);
+        if !own && let Ok(username) = verifier.verify(key) {
+            return Ok(username);
+        }
+        self.keys.ready(&*self.storage).await;
+        let named = jsonwebtoken::dangerous::insecure_decode::<Claims>(key)
+            .map(|t| t.claims.kontrol_key)
+            .unwrap_or_default();
+        let named = named.trim();
+        if !named.is_empty() && self.keys.state().standing(named) == Standing::Unknown {
+            if let Err(e) = self.keys.reload(&*self.storage).await {
+                debug!(error = %e, "reading the key pairs for an unknown kite key failed");
+            }
+            if own && self.keys.state().standing(named) == Standing::Unknown {
+                return Err("kontrol key is not trusted".to_owned());
+            }
+        }
+        verifier.verify(key).map_err(|e| e.to_string())
+    }
+
+    /// What a kite key (already authenticated) comes to on `register`: for a live pair's, no
+    /// new key and that pair's id; for a deleted or retired pair's, a new kite key with the
+    /// same claims signed by the current pair, the current public key and the current pair's
+    /// id (Go's `getOrUpdateKeyPub`); for another key (one a verifier set from outside
+    /// trusts), no new key and the current pair's id.
+    pub(crate) fn key_for_register(
+        &self,
+        key: &str,
+    ) -> Result<(String, String, String), KiteError> {
+        let mut claims = jsonwebtoken::dangerous::insecure_decode::<Claims>(key)
             .map_err(|e| KiteError::argument(format!("kite key: {e}")))?
             .claims;
-        let current = self.options.key.public_pem.trim();
-        let retired = self
-            .options
-            .retired_keys
-            .iter()
-            .any(|k| k.trim() == claims.kontrol_key.trim());
-        if !retired {
-            return Ok((String::new(), String::new()));
+        let state = self.keys.state();
+        let signer = &state.signer;
+        match state.standing(&claims.kontrol_key) {
+            Standing::Live(pair) => return Ok((String::new(), String::new(), pair.id.clone())),
+            Standing::Unknown => return Ok((String::new(), String::new(), signer.id.clone())),
+            Standing::Gone => {}
         }
-        claims.kontrol_key = current.to_owned();
-        let key = self
-            .options
-            .key
-            .sign(&claims)
-            .map_err(|e| internal("re-sign kite key", e))?;
-        info!(username = %claims.sub, "kite key re-signed with the current key pair");
-        Ok((key, current.to_owned()))
+        claims.kontrol_key.clone_from(&signer.public_pem);
+        let new_key = sign(signer, &claims).map_err(|e| internal("re-sign kite key", e))?;
+        info!(username = %claims.sub, key_id = %signer.id, "kite key re-signed with the current key pair");
+        Ok((new_key, signer.public_pem.clone(), signer.id.clone()))
+    }
+
+    /// Refuses everyone but the Kontrol's own user.
+    fn require_owner(&self, req: &Request) -> Result<(), KiteError> {
+        if req.username == self.options.username {
+            Ok(())
+        } else {
+            Err(KiteError::new(
+                ErrorKind::Authentication,
+                format!(
+                    "{}: key pairs are managed by the Kontrol's user only",
+                    req.method
+                ),
+            ))
+        }
+    }
+
+    async fn add_key_pair(&self, args: AddKeyPairArgs) -> Result<KeyPairInfo, KiteError> {
+        let pair = match (args.public_key, args.private_key) {
+            (Some(public_pem), Some(private_pem)) => {
+                let pair = KeyPair {
+                    private_pem,
+                    public_pem,
+                };
+                check_pair(&pair)
+                    .map_err(|e| KiteError::argument(format!("invalid key pair: {e}")))?;
+                pair
+            }
+            (None, None) => tokio::task::spawn_blocking(|| KeyPair::generate(2048))
+                .await
+                .map_err(|e| internal("generate a key pair", e))?
+                .map_err(|e| internal("generate a key pair", e))?,
+            _ => {
+                return Err(KiteError::argument(
+                    "give both publicKey and privateKey, or neither",
+                ));
+            }
+        };
+        let id = args
+            .id
+            .map(|i| i.trim().to_owned())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        if id.is_empty() || id.len() > 256 || id.contains(['\0', '/']) {
+            return Err(KiteError::argument(
+                "a key pair id is 1 to 256 characters, without '/' or NUL",
+            ));
+        }
+        let record = KeyRecord::new(&id, &pair, args.current);
+        self.keys.ready(&*self.storage).await;
+        let added = self
+            .storage
+            .add_key(&record)
+            .await
+            .map_err(|e| internal("add key pair", e))?;
+        if !added {
+            return Err(KiteError::generic(format!(
+                "a key pair with id {id:?} or with that public key exists"
+            )));
+        }
+        info!(%id, current = args.current, "key pair added");
+        if let Err(e) = self.keys.reload(&*self.storage).await {
+            warn!(error = %e, "reading the key pairs after adding one failed");
+        }
+        let state = self.keys.state();
+        Ok(state.info(state.find(&id).unwrap_or(&record)))
+    }
+
+    async fn delete_key_pair(&self, id: &str) -> Result<KeyPairInfo, KiteError> {
+        self.keys.ready(&*self.storage).await;
+        // Decided on the pairs as stored now.
+        self.keys
+            .reload(&*self.storage)
+            .await
+            .map_err(|e| internal("delete key pair", e))?;
+        let state = self.keys.state();
+        let Some(record) = state.find(id) else {
+            return Err(KiteError::generic(format!("no key pair {id:?}")));
+        };
+        if !record.live() {
+            return Err(KiteError::generic(format!(
+                "key pair {id:?} is deleted already"
+            )));
+        }
+        if state.signer.id == id {
+            return Err(KiteError::generic(format!(
+                "key pair {id:?} is the signing pair and cannot be deleted: add another with \
+                 current: true first"
+            )));
+        }
+        let deleted = self
+            .storage
+            .delete_key(id)
+            .await
+            .map_err(|e| internal("delete key pair", e))?;
+        if !deleted {
+            return Err(KiteError::generic(format!(
+                "key pair {id:?} is deleted already"
+            )));
+        }
+        info!(%id, "key pair deleted");
+        if let Err(e) = self.keys.reload(&*self.storage).await {
+            warn!(error = %e, "reading the key pairs after deleting one failed");
+        }
+        let state = self.keys.state();
+        let record = state.find(id).cloned().unwrap_or_else(|| KeyRecord {
+            deleted_ms: Some(now_ms()),
+            ..record.clone()
+        });
+        Ok(state.info(&record))
     }
 
     /// Asks the kite to ping back every heartbeat interval on connection `conn`; each ping
@@ -778,7 +1074,7 @@ impl Inner {
             Err(StorageError::OwnedByAnother { .. }) => {
                 info!(%id, "the kite id is registered by another user now");
                 if let Some(kite) = self.ledger.forget(id, via) {
-                    self.announce(Action::Deregister, &kite, "");
+                    self.announce(Action::Deregister, &kite, "", "");
                 }
                 false
             }
@@ -807,7 +1103,7 @@ impl Inner {
                     debug!(kite = %g.kite, error = %e, "deleting a registration that went failed");
                 }
                 if g.announced {
-                    self.announce(Action::Deregister, &g.kite, "");
+                    self.announce(Action::Deregister, &g.kite, "", "");
                 }
             }
         }
@@ -815,12 +1111,19 @@ impl Inner {
 
     /// Tells this Kontrol's watchers whose query matches `kite` that it registered or went
     /// away, and the other Kontrols on the storage (in a task of its own).
-    pub(crate) fn announce(self: &Arc<Self>, action: Action, kite: &KiteIdentity, url: &str) {
-        self.notify(action.as_str(), kite, url);
+    pub(crate) fn announce(
+        self: &Arc<Self>,
+        action: Action,
+        kite: &KiteIdentity,
+        url: &str,
+        key_id: &str,
+    ) {
+        self.notify(action.as_str(), kite, url, key_id);
         let change = Change {
             action,
             kite: kite.clone(),
             url: url.to_owned(),
+            key_id: key_id.to_owned(),
             origin: self.origin.clone(),
         };
         let inner = self.clone();
@@ -831,13 +1134,15 @@ impl Inner {
         });
     }
 
-    /// Tells the watchers whose query matches `kite` that it registered or went away.
-    pub(crate) fn notify(&self, action: &str, kite: &KiteIdentity, url: &str) {
+    /// Tells the watchers whose query matches `kite` that it registered (with key pair
+    /// `key_id`) or went away.
+    pub(crate) fn notify(&self, action: &str, kite: &KiteIdentity, url: &str, key_id: &str) {
         let watchers = self.ledger.watchers_of(kite);
         let mut gone = Vec::new();
         for (id, aud, callback, username) in watchers {
             let token = if action == "REGISTER" {
-                self.token(&aud, &username, false).unwrap_or_default()
+                self.token(&aud, &username, key_id, false)
+                    .unwrap_or_default()
             } else {
                 String::new()
             };
@@ -859,9 +1164,21 @@ impl Inner {
         }
     }
 
-    fn token(&self, aud: &str, username: &str, force: bool) -> Result<String, KiteError> {
+    /// A token for `username` to call kites of audience `aud` registered with key pair
+    /// `key_id`: signed by that pair if it is live, else by the current one (Go's
+    /// `getOrUpdateKeyID`), its id in the header (`kid`); the same token again while it has
+    /// more than the leeway to live, unless `force`.
+    fn token(
+        &self,
+        aud: &str,
+        username: &str,
+        key_id: &str,
+        force: bool,
+    ) -> Result<String, KiteError> {
         let o = &self.options;
-        let key = (aud.to_owned(), username.to_owned(), o.key_id.clone());
+        let state = self.keys.state();
+        let pair = state.live(key_id).unwrap_or(&state.signer);
+        let key = (aud.to_owned(), username.to_owned(), pair.id.clone());
         let now = now_ms();
         if !force
             && let Some((token, until)) = lock(&self.tokens).get(&key)
@@ -881,7 +1198,7 @@ impl Inner {
             jti: uuid::Uuid::new_v4().to_string(),
             ..Claims::default()
         };
-        let token = o.key.sign(&claims).map_err(|e| internal("sign token", e))?;
+        let token = sign(pair, &claims).map_err(|e| internal("sign token", e))?;
         let reuse_for = o.token_ttl.saturating_sub(o.token_leeway);
         let mut tokens = lock(&self.tokens);
         if tokens.len() > 100_000 {
@@ -921,7 +1238,8 @@ impl Inner {
         let kites = found
             .into_iter()
             .map(|r| {
-                let token = self.token(&audience(&query, &r.kite), &req.username, false)?;
+                let token =
+                    self.token(&audience(&query, &r.kite), &req.username, &r.key_id, false)?;
                 Ok(KiteWithToken {
                     kite: r.kite,
                     url: r.url,
@@ -944,7 +1262,12 @@ impl Inner {
             .map_err(|e| internal("getToken", e))?;
         match found.as_slice() {
             [] => Err(KiteError::generic("no kites found")),
-            [r] => self.token(&audience(&args.query, &r.kite), &req.username, args.force),
+            [r] => self.token(
+                &audience(&args.query, &r.kite),
+                &req.username,
+                &r.key_id,
+                args.force,
+            ),
             _ => Err(KiteError::generic("query matches more than one kite")),
         }
     }
@@ -963,9 +1286,22 @@ impl Inner {
         }
     }
 
-    fn get_key(&self, req: &Request) -> Result<String, KiteError> {
+    /// `getKey`: the public key of the caller's kite key if its pair is live, else (a deleted
+    /// or retired pair's) the current public key.
+    async fn get_key(&self, req: &Request) -> Result<String, KiteError> {
         Self::require_kite_key(req)?;
-        Ok(self.options.key.public_pem.trim().to_owned())
+        self.keys.ready(&*self.storage).await;
+        let named = req
+            .auth
+            .as_deref()
+            .and_then(|a| jsonwebtoken::dangerous::insecure_decode::<Claims>(&a.key).ok())
+            .map(|t| t.claims.kontrol_key)
+            .unwrap_or_default();
+        let state = self.keys.state();
+        Ok(match state.standing(&named) {
+            Standing::Live(pair) => pair.public_pem.clone(),
+            _ => state.signer.public_pem.clone(),
+        })
     }
 }
 
@@ -995,6 +1331,11 @@ pub(crate) fn refusal(id: &str, r: Refusal) -> KiteError {
 /// What a user is told when the kite id is another user's.
 pub(crate) fn owned_message(id: &str) -> String {
     format!("kite id {id:?} is registered by another user")
+}
+
+/// Signs `claims` with `pair`, its id in the header.
+fn sign(pair: &KeyRecord, claims: &Claims) -> Result<String, kite_native::auth::KeyError> {
+    kite_native::auth::sign_with_kid(&pair.private_pem, claims, &pair.id)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -1,7 +1,7 @@
 //! The `kontrol` and `kitectl` binaries, as a user runs them: `kontrol --initial` writes
 //! Kontrol's kite.key; `kontrol` serves on the embedded store; `kitectl register` gets a kite
 //! key for a user; a kite of that user registers; `kitectl showkey`, `query`, `tell` and
-//! `ping` see and call it.
+//! `ping` see and call it; `kitectl keys` lists, adds and deletes Kontrol's key pairs.
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -143,6 +143,52 @@ async fn kontrol_and_kitectl_from_the_shell() {
     assert_eq!(answer.trim(), "16");
     let pong = run(kitectl(&user_home).args(["ping", &first_url]));
     assert!(pong.starts_with("pong"), "{pong}");
+
+    // Key pairs, managed with Kontrol's own kite.key (its home's): the configured pair signs.
+    let own = kontrol_home.join("kontrol");
+    let table = run(kitectl(&own).args(["keys", "list"]));
+    assert!(table.contains("* default"), "{table}");
+    let out = run(kitectl(&own).args(["keys", "add", "--id", "second", "--current"]));
+    assert!(out.contains("key pair second added, signing now"), "{out}");
+    let out = run(kitectl(&own).args([
+        "keys",
+        "add",
+        "--id",
+        "given",
+        "--public-key-file",
+        &format!("{KEYS}/other.pub.pem"),
+        "--private-key-file",
+        &format!("{KEYS}/other.pem"),
+    ]));
+    assert!(out.contains("key pair given added"), "{out}");
+    let json = run(kitectl(&own).args(["keys", "list", "--json"]));
+    let pairs: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let current: Vec<&str> = pairs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["current"] == true)
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(current, ["second"], "{json}");
+    assert_eq!(pairs.as_array().unwrap().len(), 3, "{json}");
+    let out = run(kitectl(&own).args(["keys", "delete", "default"]));
+    assert!(out.contains("key pair default deleted"), "{out}");
+    // The signing pair stays; alice is not Kontrol's user.
+    for (home, args, says) in [
+        (&own, ["keys", "delete", "second"], "signing pair"),
+        (&user_home, ["keys", "list", ""], "Kontrol's user"),
+    ] {
+        let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
+        let bad = kitectl(home).args(&args).output().unwrap();
+        assert!(!bad.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // alice's kite key, of the deleted pair, still works: Kontrol re-keys it.
+    let table =
+        run(kitectl(&user_home).args(["query", "--environment", "test", "--name", "first"]));
+    assert!(table.contains(&first_url), "{table}");
 
     // Errors are clear and exit non-zero.
     let bad = kitectl(&user_home)

@@ -18,8 +18,8 @@ use kite_test_kit::within;
 use kontrol::query::Matcher;
 use kontrol::server::{Kontrol, KontrolOptions};
 use kontrol::storage::{
-    EmbeddedStorage, EtcdOptions, EtcdStorage, MemoryStorage, PostgresConfig, PostgresStorage,
-    Registration, Storage, StorageError,
+    EmbeddedStorage, EtcdOptions, EtcdStorage, KeyRecord, MemoryStorage, PostgresConfig,
+    PostgresStorage, Registration, Storage, StorageError,
 };
 
 /// One registry backend, and what keeps it running.
@@ -180,6 +180,18 @@ impl Storage for Counting {
 
     async fn purge_expired(&self) -> Result<usize, StorageError> {
         self.inner.purge_expired().await
+    }
+
+    async fn add_key(&self, key: &KeyRecord) -> Result<bool, StorageError> {
+        self.inner.add_key(key).await
+    }
+
+    async fn delete_key(&self, id: &str) -> Result<bool, StorageError> {
+        self.inner.delete_key(id).await
+    }
+
+    async fn keys(&self) -> Result<Vec<KeyRecord>, StorageError> {
+        self.inner.keys().await
     }
 }
 

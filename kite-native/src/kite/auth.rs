@@ -144,6 +144,11 @@ impl Kite {
 }
 
 impl KiteInner {
+    /// The verifier of `kiteKey` credentials, if the kite trusts a Kontrol key.
+    pub(crate) fn kite_key_verifier(&self) -> Option<Arc<KiteKeyVerifier>> {
+        read(&self.credentials).kite_key_verifier.clone()
+    }
+
     /// The authenticated username of a request: a user-supplied authenticator for its
     /// `authentication.type` if there is one, else the built-in `token` check.
     pub(super) async fn authenticate(&self, req: &Request) -> Result<String, KiteError> {

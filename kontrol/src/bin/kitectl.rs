@@ -6,6 +6,9 @@
 //! kitectl query --username alice --environment prod --name math
 //! kitectl tell http://127.0.0.1:6000/kite square 4
 //! kitectl ping http://127.0.0.1:6000/kite
+//! KITE_HOME=~/.kite/kontrol kitectl keys list       # with a kite.key of Kontrol's own user
+//! KITE_HOME=~/.kite/kontrol kitectl keys add --current
+//! KITE_HOME=~/.kite/kontrol kitectl keys delete default
 //! ```
 
 use std::process::ExitCode;
@@ -14,6 +17,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use kite_native::core::KontrolQuery;
 use kite_native::{Auth, Config, Kite};
+use kontrol::keys::{AddKeyPairArgs, DeleteKeyPairArgs, KeyPairInfo};
 use serde_json::Value;
 
 /// Talk to Kontrol and to kites.
@@ -63,6 +67,45 @@ enum Command {
         /// The kite's URL.
         url: String,
     },
+    /// Manages Kontrol's key pairs (`listKeyPairs`, `addKeyPair`, `deleteKeyPair`): only for a
+    /// kite.key of the Kontrol's own user, such as the one `kontrol --initial` writes.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+        /// The Kontrol's URL (default: the kite.key's).
+        #[arg(long, global = true)]
+        kontrol_url: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Lists the key pairs, deleted ones too; `*` marks the one that signs.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Adds a key pair: a new 2048-bit one, or the one in the PEM files given.
+    Add {
+        /// The pair's id (default: a new UUID).
+        #[arg(long)]
+        id: Option<String>,
+        /// Make it the pair that signs kite keys and tokens.
+        #[arg(long)]
+        current: bool,
+        /// The public key (PEM), with --private-key-file.
+        #[arg(long, requires = "private_key_file")]
+        public_key_file: Option<std::path::PathBuf>,
+        /// The private key (PEM), with --public-key-file.
+        #[arg(long, requires = "public_key_file")]
+        private_key_file: Option<std::path::PathBuf>,
+    },
+    /// Deletes key pair ID (a soft delete; the signing pair cannot be deleted).
+    Delete {
+        /// The pair's id.
+        id: String,
+    },
 }
 
 /// The seven query fields.
@@ -82,6 +125,60 @@ struct QueryArgs {
     hostname: String,
     #[arg(long, default_value = "")]
     id: String,
+}
+
+/// Prints key pairs as a table.
+fn print_keys(keys: &[KeyPairInfo]) {
+    println!(
+        "  {:<38} {:<8} {:<14} {:<14} PUBLIC KEY",
+        "ID", "SIGNING", "CREATED", "DELETED"
+    );
+    for k in keys {
+        // The base64 line of the key, shortened: enough to tell keys apart.
+        let body: String = k
+            .public_key
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let tail = &body[body.len().saturating_sub(16)..];
+        println!(
+            "{} {:<38} {:<8} {:<14} {:<14} ...{tail}",
+            if k.current { "*" } else { " " },
+            k.id,
+            if k.signing { "yes" } else { "no" },
+            k.created_ms,
+            k.deleted_ms
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+}
+
+/// Calls Kontrol's key pair `method` with `arg`, as the kite.key's user.
+async fn keys_call<T: serde::de::DeserializeOwned>(
+    kontrol_url: Option<String>,
+    method: &str,
+    arg: Value,
+    limit: Duration,
+) -> Result<T, String> {
+    let kite = local_kite(true)?;
+    let url = kontrol_url.unwrap_or_else(|| kite.config().kontrol_url.clone());
+    if url.is_empty() {
+        return Err("no Kontrol URL: pass --kontrol-url".into());
+    }
+    let client = kite.new_client(&url);
+    client.set_auth(Some(Auth::new("kiteKey", kite.kite_key())));
+    tokio::time::timeout(limit, client.dial())
+        .await
+        .map_err(|_| format!("dial: no answer in {limit:?}"))?
+        .map_err(|e| e.kite_error().to_string())?;
+    let answer = tokio::time::timeout(limit, client.call::<T>(method, (arg,)))
+        .await
+        .map_err(|_| format!("{method}: no answer in {limit:?}"))?
+        .map_err(|e| e.kite_error().to_string());
+    client.close();
+    kite.close();
+    answer
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -233,6 +330,69 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("{pong} from {url} in {:?}", start.elapsed());
             client.close();
         }
+        Command::Keys {
+            command,
+            kontrol_url,
+        } => match command {
+            KeysCommand::List { json } => {
+                let keys: Vec<KeyPairInfo> =
+                    keys_call(kontrol_url, "listKeyPairs", Value::Null, limit).await?;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&keys).unwrap_or_default()
+                    );
+                } else {
+                    print_keys(&keys);
+                }
+            }
+            KeysCommand::Add {
+                id,
+                current,
+                public_key_file,
+                private_key_file,
+            } => {
+                let args = match (public_key_file, private_key_file) {
+                    (Some(public), Some(private)) => {
+                        let read = |p: &std::path::Path| {
+                            std::fs::read_to_string(p)
+                                .map_err(|e| format!("cannot read {}: {e}", p.display()))
+                        };
+                        let pair = kite_native::auth::KeyPair {
+                            public_pem: read(&public)?,
+                            private_pem: read(&private)?,
+                        };
+                        AddKeyPairArgs::with_pair(id.as_deref(), &pair, current)
+                    }
+                    _ => {
+                        let mut args = AddKeyPairArgs::generated(current);
+                        args.id = id;
+                        args
+                    }
+                };
+                let arg = serde_json::to_value(&args).map_err(|e| e.to_string())?;
+                // Making a pair takes a moment on the Kontrol.
+                let added: KeyPairInfo = keys_call(
+                    kontrol_url,
+                    "addKeyPair",
+                    arg,
+                    limit.max(Duration::from_secs(30)),
+                )
+                .await?;
+                println!(
+                    "key pair {} added{}",
+                    added.id,
+                    if added.current { ", signing now" } else { "" }
+                );
+            }
+            KeysCommand::Delete { id } => {
+                let arg =
+                    serde_json::to_value(DeleteKeyPairArgs::new(&id)).map_err(|e| e.to_string())?;
+                let deleted: KeyPairInfo =
+                    keys_call(kontrol_url, "deleteKeyPair", arg, limit).await?;
+                println!("key pair {} deleted", deleted.id);
+            }
+        },
     }
     Ok(())
 }

@@ -7,6 +7,9 @@
 //! each of those kites against the [`Matcher`], so finding one kite among 100,000 reads a handful
 //! of entries, not the table. Index entries are written in the transaction that writes the
 //! registration; a stale one (a kite re-registered under other fields) only costs a lookup.
+//!
+//! Kontrol's key pairs are a table of their own (`keys`, by id, as JSON), created when a file is
+//! opened, so files written before it open as they did.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +18,7 @@ use kite_native::core::Kite;
 use redb::{Database, MultimapTable, MultimapTableDefinition, ReadableTable, TableDefinition};
 
 use super::events::{Bus, Change};
-use super::{Registration, Storage, StorageError, now_ms};
+use super::{KeyRecord, Registration, Storage, StorageError, now_ms};
 use crate::query::Matcher;
 
 /// Registrations by kite id, as JSON.
@@ -25,6 +28,9 @@ const KITES: TableDefinition<&str, &[u8]> = TableDefinition::new("kites");
 /// fields 1 to 5 are environment, name, version, region and hostname.
 const INDEX: MultimapTableDefinition<(u8, &str, &str), &str> =
     MultimapTableDefinition::new("kites-by-field");
+
+/// Kontrol's key pairs by id, as JSON ([`KeyRecord`]).
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 
 /// Facts about the file: `index` (1 once [`INDEX`] holds every registration).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -113,6 +119,8 @@ impl EmbeddedStorage {
             let kites = tx.open_table(KITES).map_err(unavailable)?;
             let mut index = tx.open_multimap_table(INDEX).map_err(unavailable)?;
             let mut meta = tx.open_table(META).map_err(unavailable)?;
+            // Created here if the file predates key pairs, so that reads find it.
+            tx.open_table(KEYS).map_err(unavailable)?;
             // A file written before the index: index what it holds, once.
             let indexed = meta.get("index").map_err(unavailable)?.map(|v| v.value());
             if indexed != Some(1) {
@@ -156,6 +164,20 @@ fn decode(bytes: &[u8]) -> Result<Registration, StorageError> {
 
 fn encode(r: &Registration) -> Vec<u8> {
     serde_json::to_vec(r).unwrap_or_default()
+}
+
+/// Every key pair in `t` (an unreadable entry is an error: it may be a pair Kontrol needs).
+fn read_keys(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Vec<KeyRecord>, StorageError> {
+    let mut out = Vec::new();
+    for entry in t.iter().map_err(unavailable)? {
+        let (_, v) = entry.map_err(unavailable)?;
+        out.push(
+            serde_json::from_slice(v.value()).map_err(|e| StorageError::Corrupt(e.to_string()))?,
+        );
+    }
+    Ok(out)
 }
 
 #[async_trait::async_trait]
@@ -432,6 +454,68 @@ impl Storage for EmbeddedStorage {
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
         Some(self.changes.subscribe())
     }
+
+    async fn add_key(&self, key: &KeyRecord) -> Result<bool, StorageError> {
+        let key = key.clone();
+        self.blocking(move |db| {
+            // The check and the write are one write transaction.
+            let tx = db.begin_write().map_err(unavailable)?;
+            let added = {
+                let mut t = tx.open_table(KEYS).map_err(unavailable)?;
+                let taken = read_keys(&t)?
+                    .iter()
+                    .any(|k| k.id == key.id || k.public_pem == key.public_pem);
+                if !taken {
+                    let bytes = serde_json::to_vec(&key).unwrap_or_default();
+                    t.insert(key.id.as_str(), bytes.as_slice())
+                        .map_err(unavailable)?;
+                }
+                !taken
+            };
+            tx.commit().map_err(unavailable)?;
+            Ok(added)
+        })
+        .await
+    }
+
+    async fn delete_key(&self, id: &str) -> Result<bool, StorageError> {
+        let id = id.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            let deleted = {
+                let mut t = tx.open_table(KEYS).map_err(unavailable)?;
+                let current: Option<KeyRecord> = match t.get(id.as_str()).map_err(unavailable)? {
+                    Some(v) => Some(
+                        serde_json::from_slice(v.value())
+                            .map_err(|e| StorageError::Corrupt(e.to_string()))?,
+                    ),
+                    None => None,
+                };
+                match current {
+                    Some(mut k) if k.live() => {
+                        k.deleted_ms = Some(now_ms().max(k.created_ms));
+                        let bytes = serde_json::to_vec(&k).unwrap_or_default();
+                        t.insert(id.as_str(), bytes.as_slice())
+                            .map_err(unavailable)?;
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            tx.commit().map_err(unavailable)?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn keys(&self) -> Result<Vec<KeyRecord>, StorageError> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let t = tx.open_table(KEYS).map_err(unavailable)?;
+            read_keys(&t)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -442,7 +526,7 @@ mod tests {
     use crate::storage::tests::{ids, kite, matcher};
 
     /// A file written before the index (registrations only) is indexed when opened, so its kites
-    /// are found by every query, and only once.
+    /// are found by every query, and only once; it gets the key pair table too.
     #[tokio::test]
     async fn a_file_from_before_the_index_is_indexed_on_open() {
         let dir = std::env::temp_dir().join(format!("kontrol-test-{}", uuid::Uuid::new_v4()));
@@ -465,6 +549,14 @@ mod tests {
             tx.commit().unwrap();
         }
         let s = EmbeddedStorage::open(&path).unwrap();
+        // A file from before key pairs: none stored, and they can be added.
+        assert!(s.keys().await.unwrap().is_empty());
+        let pair = kite_native::auth::KeyPair {
+            private_pem: "private".into(),
+            public_pem: "public".into(),
+        };
+        assert!(s.add_key(&KeyRecord::new("k", &pair, true)).await.unwrap());
+        assert_eq!(s.keys().await.unwrap().len(), 1);
         assert_eq!(ids(s.get(&matcher("/alice")).await.unwrap()), ["k1", "k2"]);
         assert_eq!(ids(s.get(&matcher("/alice//math")).await.unwrap()), ["k1"]);
         assert_eq!(ids(s.get(&matcher("/alice/////h2")).await.unwrap()), ["k2"]);

@@ -16,7 +16,7 @@ use etcd_client::{
 use tracing::debug;
 
 use super::events::{Bus, Change, MAX_CHANGE_BYTES};
-use super::{Registration, Storage, StorageError, now_ms};
+use super::{KeyRecord, Registration, Storage, StorageError, now_ms};
 use crate::query::Matcher;
 
 /// How long a watch event stays in etcd (seconds): long enough for every watching Kontrol to
@@ -170,6 +170,8 @@ impl EtcdOptions {
 ///
 /// - `/kites/<username>/<environment>/<name>/<version>/<region>/<hostname>/<id>` → the
 ///   [`Registration`] as JSON (the kite, its URL, its key id and `expires_at_ms`);
+/// - `/kites-keys/<id>` → one of Kontrol's key pairs ([`KeyRecord`] as JSON), without a lease
+///   (a deleted pair stays, marked deleted);
 /// - `/kites-by-id/<id>` → the full key above. (Go Kontrol's etcd backend stored the value under
 ///   `/kites/<id>` and then looked it up as if it were a key, so its id lookup never worked.)
 /// - `/kites-by-field/<field>/<username>/<value>/<id>` → the full key above, for each of the
@@ -1039,6 +1041,109 @@ impl EtcdStorage {
     }
 }
 
+/// Kontrol's key pairs, under `<prefix>-keys/<id>` (no lease).
+impl EtcdStorage {
+    /// `<prefix>-keys/`: the key pairs.
+    fn keys_prefix(&self) -> String {
+        format!("{}-keys/", self.prefix())
+    }
+
+    /// The etcd key of key pair `id`.
+    fn key_pair_key(&self, id: &str) -> String {
+        format!("{}{}", self.keys_prefix(), escape(id))
+    }
+
+    /// Every key pair and the revision they were read at.
+    async fn read_keys(&self) -> Result<(Vec<KeyRecord>, i64), StorageError> {
+        let prefix = self.keys_prefix();
+        let mut resp = self
+            .call(|mut c| {
+                let prefix = prefix.clone();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let keys = resp
+            .take_kvs()
+            .iter()
+            .map(decode_key)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((keys, revision))
+    }
+
+    /// Adds `key` if neither its id nor its public key is taken: a transaction that the key
+    /// pairs are unchanged since they were read (every key under the prefix older than the
+    /// read), tried again when another Kontrol changed them in between.
+    async fn add_key_inner(&self, key: &KeyRecord) -> Result<bool, StorageError> {
+        let prefix = self.keys_prefix();
+        let at = self.key_pair_key(&key.id);
+        let value = serde_json::to_vec(key).unwrap_or_default();
+        for attempt in 0..MAX_TRIES {
+            backoff(attempt).await;
+            let (keys, revision) = self.read_keys().await?;
+            if keys
+                .iter()
+                .any(|k| k.id == key.id || k.public_pem == key.public_pem)
+            {
+                return Ok(false);
+            }
+            let txn = Txn::new()
+                .when([
+                    Compare::mod_revision(prefix.as_str(), CompareOp::Less, revision + 1)
+                        .with_prefix(),
+                    Compare::create_revision(at.as_str(), CompareOp::Equal, 0),
+                ])
+                .and_then([TxnOp::put(at.as_str(), value.clone(), None)]);
+            if self.txn(txn).await?.succeeded() {
+                return Ok(true);
+            }
+        }
+        Err(StorageError::Unavailable(format!(
+            "etcd: the key pairs kept changing under {MAX_TRIES} tries"
+        )))
+    }
+
+    /// Marks key pair `id` deleted, if it is live, unless it changed since it was read (then
+    /// read again).
+    async fn delete_key_inner(&self, id: &str) -> Result<bool, StorageError> {
+        let at = self.key_pair_key(id);
+        for attempt in 0..MAX_TRIES {
+            backoff(attempt).await;
+            let Some(kv) = self.get_one(&at).await? else {
+                return Ok(false);
+            };
+            let mut key = decode_key(&kv)?;
+            if !key.live() || key.id != id {
+                return Ok(false);
+            }
+            key.deleted_ms = Some(now_ms().max(key.created_ms));
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    at.as_str(),
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                )])
+                .and_then([TxnOp::put(
+                    at.as_str(),
+                    serde_json::to_vec(&key).unwrap_or_default(),
+                    None,
+                )]);
+            if self.txn(txn).await?.succeeded() {
+                return Ok(true);
+            }
+        }
+        Err(StorageError::Unavailable(format!(
+            "etcd: key pair {id} kept changing under {MAX_TRIES} tries"
+        )))
+    }
+}
+
+/// A key pair stored at `kv`.
+fn decode_key(kv: &KeyValue) -> Result<KeyRecord, StorageError> {
+    serde_json::from_slice(kv.value())
+        .map_err(|e| StorageError::Corrupt(format!("{}: {e}", String::from_utf8_lossy(kv.key()))))
+}
+
 #[async_trait::async_trait]
 impl Storage for EtcdStorage {
     /// Puts the change under `<prefix>-events/<uuid>` on a lease of [`EVENT_TTL`] seconds.
@@ -1109,6 +1214,19 @@ impl Storage for EtcdStorage {
     /// (leases do the rest, so this usually finds nothing; Kontrol need not call it).
     async fn purge_expired(&self) -> Result<usize, StorageError> {
         self.bounded("purge", self.purge_inner()).await
+    }
+
+    async fn add_key(&self, key: &KeyRecord) -> Result<bool, StorageError> {
+        self.bounded("add key", self.add_key_inner(key)).await
+    }
+
+    async fn delete_key(&self, id: &str) -> Result<bool, StorageError> {
+        self.bounded("delete key", self.delete_key_inner(id)).await
+    }
+
+    async fn keys(&self) -> Result<Vec<KeyRecord>, StorageError> {
+        self.bounded("keys", async { Ok(self.read_keys().await?.0) })
+            .await
     }
 }
 

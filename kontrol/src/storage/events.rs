@@ -49,6 +49,10 @@ pub struct Change {
     /// Its URL (empty for a deregistration).
     #[serde(default)]
     pub url: String,
+    /// The id of the key pair its registration names (tokens for it are signed with that pair
+    /// while it is live); empty for a deregistration.
+    #[serde(default)]
+    pub key_id: String,
     /// The kite id of the Kontrol that published it (which has told its own watchers).
     pub origin: String,
 }
@@ -109,6 +113,7 @@ mod tests {
             action: Action::Register,
             kite,
             url: "http://x/kite".into(),
+            key_id: "kp1".into(),
             origin: "kontrol-1".into(),
         };
         let text = change.encode();

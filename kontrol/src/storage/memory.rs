@@ -1,18 +1,20 @@
-//! [`MemoryStorage`]: registrations in a map, gone with the process.
+//! [`MemoryStorage`]: registrations and key pairs in maps, gone with the process.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::events::{Bus, Change};
-use super::{Registration, Storage, StorageError, now_ms};
+use super::{KeyRecord, Registration, Storage, StorageError, now_ms};
 use crate::query::Matcher;
 
-/// Registrations held in memory.
+/// Registrations and key pairs held in memory.
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
     kites: Mutex<HashMap<String, Registration>>,
     /// Watch events between the Kontrols sharing this storage object.
     changes: Bus,
+    /// The key pairs.
+    keys: Mutex<Vec<KeyRecord>>,
 }
 
 impl MemoryStorage {
@@ -114,5 +116,32 @@ impl Storage for MemoryStorage {
 
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
         Some(self.changes.subscribe())
+    }
+
+    async fn add_key(&self, key: &KeyRecord) -> Result<bool, StorageError> {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if keys
+            .iter()
+            .any(|k| k.id == key.id || k.public_pem == key.public_pem)
+        {
+            return Ok(false);
+        }
+        keys.push(key.clone());
+        Ok(true)
+    }
+
+    async fn delete_key(&self, id: &str) -> Result<bool, StorageError> {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        match keys.iter_mut().find(|k| k.id == id && k.live()) {
+            Some(k) => {
+                k.deleted_ms = Some(now_ms().max(k.created_ms));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn keys(&self) -> Result<Vec<KeyRecord>, StorageError> {
+        Ok(self.keys.lock().unwrap_or_else(|e| e.into_inner()).clone())
     }
 }

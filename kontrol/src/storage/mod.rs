@@ -22,6 +22,10 @@
 //!   Kontrol creates and migrates its schema itself and reconnects when the server comes back.
 
 //!
+//! Every backend also keeps Kontrol's key pairs ([`KeyRecord`]): added, soft-deleted (the record
+//! stays, marked with when it was deleted, as Go's `deleted_at`) and listed, so every Kontrol
+//! sharing a backend signs and trusts the same pairs (see [`crate::server`]).
+//!
 //! The etcd and PostgreSQL backends are the Cargo features `etcd` and `postgres` (both on by
 //! default); without them Kontrol builds without etcd-client (and protoc) or tokio-postgres.
 
@@ -90,6 +94,77 @@ impl Registration {
     /// expired.
     pub fn yields_to(&self, owner: &str, now_ms: u64) -> bool {
         self.owner() == owner || self.expired(now_ms)
+    }
+}
+
+/// One of Kontrol's key pairs as the storage keeps it (Go's `KeyPair` and its `kite.key` row).
+///
+/// A pair is *live* until it is deleted; deleting only sets [`KeyRecord::deleted_ms`], so that
+/// Kontrol still recognises kite keys the pair signed (and re-keys them). Which live pair signs
+/// is decided from the records alone (see [`KeyRecord::signs_before`]), so Kontrols sharing a
+/// backend agree. `Debug` leaves the private key out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// The pair's id: registrations name it (`key_id`), and JWTs it signs carry it in their
+    /// header (`kid`).
+    pub id: String,
+    /// The public key (PEM, trimmed), what kite keys carry as `kontrolKey`.
+    pub public_pem: String,
+    /// The private key (PEM, trimmed).
+    pub private_pem: String,
+    /// When the pair was added, in milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// When the pair was deleted, in milliseconds since the Unix epoch; `None` while it is live.
+    pub deleted_ms: Option<u64>,
+    /// Whether the pair was added to sign: the newest live pair with this set is the one
+    /// Kontrol signs kite keys and new tokens with. A pair without it is trusted (its kite keys
+    /// are accepted, tokens for kites registered with it are signed by it) but never the
+    /// signing pair.
+    pub signing: bool,
+}
+
+impl std::fmt::Debug for KeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRecord")
+            .field("id", &self.id)
+            .field("public_pem", &self.public_pem)
+            .field("created_ms", &self.created_ms)
+            .field("deleted_ms", &self.deleted_ms)
+            .field("signing", &self.signing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyRecord {
+    /// A live record of `pair` under `id`, added now (the PEMs trimmed).
+    pub fn new(id: &str, pair: &kite_native::auth::KeyPair, signing: bool) -> KeyRecord {
+        KeyRecord {
+            id: id.to_owned(),
+            public_pem: pair.public_pem.trim().to_owned(),
+            private_pem: pair.private_pem.trim().to_owned(),
+            created_ms: now_ms(),
+            deleted_ms: None,
+            signing,
+        }
+    }
+
+    /// Whether the pair has not been deleted.
+    pub fn live(&self) -> bool {
+        self.deleted_ms.is_none()
+    }
+
+    /// The pair, to sign with.
+    pub fn key_pair(&self) -> kite_native::auth::KeyPair {
+        kite_native::auth::KeyPair {
+            private_pem: self.private_pem.clone(),
+            public_pem: self.public_pem.clone(),
+        }
+    }
+
+    /// The order that decides the signing pair: `true` if `self` was added later than `other`
+    /// (by [`KeyRecord::created_ms`], then by id), so it signs in preference.
+    pub fn signs_before(&self, other: &KeyRecord) -> bool {
+        (self.created_ms, &self.id) > (other.created_ms, &other.id)
     }
 }
 
@@ -222,6 +297,19 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<events::Change>> {
         None
     }
+
+    /// Stores the key pair `key` (as given, [`KeyRecord::deleted_ms`] included), unless a pair
+    /// with its id or its public key is stored already (live or deleted): then nothing changes
+    /// and the answer is `false`. The check and the write are one atomic step.
+    async fn add_key(&self, key: &KeyRecord) -> Result<bool, StorageError>;
+
+    /// Soft-deletes the live key pair `id`: its [`KeyRecord::deleted_ms`] becomes now (never
+    /// before its `created_ms`) and the record stays. `false` if there is no such pair or it
+    /// was deleted already (nothing changes).
+    async fn delete_key(&self, id: &str) -> Result<bool, StorageError>;
+
+    /// Every stored key pair, deleted ones included, in no particular order.
+    async fn keys(&self) -> Result<Vec<KeyRecord>, StorageError>;
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@
 //!   year 10000 on), where Go deletes rows 90 s after `updated_at`. The table is logged (Go's is
 //!   `UNLOGGED`), so a server crash loses no registration.
 //! - `kite.key`, Kontrol's key pairs as Go keeps them (`id, public, private, created_at,
-//!   deleted_at`), for the key-pair storage; the [`Storage`] trait does not use it.
+//!   deleted_at`: a deleted pair keeps its row, with `deleted_at` set), and `signing` (added by
+//!   migration 4: whether the pair was added to sign, see [`crate::storage::KeyRecord`]).
 //!
 //! Ownership is decided by the database in the statement that writes: the upsert's
 //! `ON CONFLICT (id) DO UPDATE ... WHERE` the stored `username` is the new one's or the row has
@@ -44,7 +45,7 @@ use tokio_postgres::{AsyncMessage, Client, NoTls, Row, Statement};
 use tracing::debug;
 
 use super::events::{Bus, Change, MAX_CHANGE_BYTES};
-use super::{Registration, Storage, StorageError, now_ms};
+use super::{KeyRecord, Registration, Storage, StorageError, now_ms};
 use crate::query::Matcher;
 
 /// The schema migrations, applied in order; a migration's version is its place in the list,
@@ -86,6 +87,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "kite.kite: indexes for queries with gaps (username and name, username and hostname)",
         "CREATE INDEX kite_kite_username_kitename_idx ON kite.kite (username, kitename, version);
         CREATE INDEX kite_kite_username_hostname_idx ON kite.kite (username, hostname);",
+    ),
+    (
+        "kite.key: which pairs were added to sign",
+        "ALTER TABLE kite.key ADD COLUMN signing BOOLEAN NOT NULL DEFAULT false;",
     ),
 ];
 
@@ -760,6 +765,26 @@ fn owned_outcome_at(row: &Row, at: usize, id: &str) -> Result<bool, StorageError
     Ok(done)
 }
 
+/// `ms` since the Unix epoch as a timestamp.
+fn at_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// A `kite.key` row: `id, public, private, created_at, deleted_at, signing`.
+fn decode_key(row: &Row) -> Result<KeyRecord, StorageError> {
+    let corrupt = |e: tokio_postgres::Error| StorageError::Corrupt(format!("kite.key: {e}"));
+    let created: SystemTime = row.try_get(3).map_err(corrupt)?;
+    let deleted: Option<SystemTime> = row.try_get(4).map_err(corrupt)?;
+    Ok(KeyRecord {
+        id: row.try_get(0).map_err(corrupt)?,
+        public_pem: row.try_get(1).map_err(corrupt)?,
+        private_pem: row.try_get(2).map_err(corrupt)?,
+        created_ms: millis(Some(created)),
+        deleted_ms: deleted.map(|d| millis(Some(d))),
+        signing: row.try_get(5).map_err(corrupt)?,
+    })
+}
+
 fn decode(row: &Row) -> Result<Registration, StorageError> {
     let corrupt = |e: tokio_postgres::Error| StorageError::Corrupt(format!("kite.kite: {e}"));
     let text = |i: usize| row.try_get::<_, String>(i).map_err(corrupt);
@@ -1043,6 +1068,63 @@ impl Storage for PostgresStorage {
             .await?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
+
+    /// One `INSERT ... ON CONFLICT DO NOTHING`: the primary key and the unique public key
+    /// decide atomically.
+    async fn add_key(&self, key: &KeyRecord) -> Result<bool, StorageError> {
+        let created = at_ms(key.created_ms);
+        let deleted = key.deleted_ms.map(at_ms);
+        let n = self
+            .run("add key", |c| async move {
+                c.client
+                    .execute(
+                        "INSERT INTO kite.key (id, public, private, created_at, deleted_at, \
+                         signing) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                        &[
+                            &key.id,
+                            &key.public_pem,
+                            &key.private_pem,
+                            &created,
+                            &deleted,
+                            &key.signing,
+                        ],
+                    )
+                    .await
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn delete_key(&self, id: &str) -> Result<bool, StorageError> {
+        let (_, now) = now();
+        let n = self
+            .run("delete key", |c| async move {
+                c.client
+                    .execute(
+                        "UPDATE kite.key SET deleted_at = GREATEST($2::timestamptz, created_at) \
+                         WHERE id = $1 AND deleted_at IS NULL",
+                        &[&id, &now],
+                    )
+                    .await
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn keys(&self) -> Result<Vec<KeyRecord>, StorageError> {
+        let rows = self
+            .run("keys", |c| async move {
+                c.client
+                    .query(
+                        "SELECT id, public, private, created_at, deleted_at, signing \
+                         FROM kite.key",
+                        &[],
+                    )
+                    .await
+            })
+            .await?;
+        rows.iter().map(decode_key).collect()
+    }
 }
 
 #[cfg(test)]
@@ -1247,8 +1329,8 @@ mod tests {
                 .map(|((d, _), v)| (v, d.to_string()))
                 .collect::<Vec<_>>()
         );
-        assert_eq!(PostgresStorage::SCHEMA_VERSION, 3);
-        // Go's shape: the columns of kite.kite and kite.key.
+        assert_eq!(PostgresStorage::SCHEMA_VERSION, 4);
+        // Go's shape: the columns of kite.kite and kite.key (with `signing` after Go's).
         let columns = |table: &'static str| {
             let raw = &raw;
             async move {
@@ -1283,7 +1365,14 @@ mod tests {
         );
         assert_eq!(
             columns("key").await,
-            ["id", "public", "private", "created_at", "deleted_at"]
+            [
+                "id",
+                "public",
+                "private",
+                "created_at",
+                "deleted_at",
+                "signing"
+            ]
         );
         // A database holding Go Kontrol's tables is refused with a clear error, untouched.
         let go = database(&pg, "go");

@@ -124,6 +124,88 @@ pub(crate) async fn behaves(s: &dyn Storage) {
 
     written(s).await;
     owned(s).await;
+    key_pairs(s).await;
+}
+
+/// A key record of made-up PEMs (the storage never parses them).
+fn key_record(id: &str, created_ms: u64, signing: bool) -> KeyRecord {
+    KeyRecord {
+        id: id.to_owned(),
+        public_pem: format!("-----BEGIN PUBLIC KEY-----\n{id}\n-----END PUBLIC KEY-----"),
+        private_pem: format!("-----BEGIN PRIVATE KEY-----\n{id}\n-----END PRIVATE KEY-----"),
+        created_ms,
+        deleted_ms: None,
+        signing,
+    }
+}
+
+fn sorted_keys(mut keys: Vec<KeyRecord>) -> Vec<KeyRecord> {
+    keys.sort_by(|a, b| a.id.cmp(&b.id));
+    keys
+}
+
+/// Key pairs: added once per id and per public key, listed with every field as written,
+/// soft-deleted once (the record stays, with its deletion time), and nothing else changes.
+async fn key_pairs(s: &dyn Storage) {
+    let created = now_ms() - 1_000;
+    let first = key_record("pair-1", created, true);
+    let second = key_record("pair/2", created + 1, false);
+    assert!(s.keys().await.unwrap().is_empty(), "no pairs to begin with");
+    assert!(s.add_key(&first).await.unwrap());
+    assert!(s.add_key(&second).await.unwrap());
+    assert_eq!(
+        sorted_keys(s.keys().await.unwrap()),
+        [first.clone(), second.clone()]
+    );
+    // The id or the public key taken: refused, nothing changed.
+    let same_id = KeyRecord {
+        public_pem: "another public".into(),
+        private_pem: "another private".into(),
+        ..first.clone()
+    };
+    assert!(!s.add_key(&same_id).await.unwrap());
+    let same_public = KeyRecord {
+        id: "pair-3".into(),
+        private_pem: "another private".into(),
+        ..first.clone()
+    };
+    assert!(!s.add_key(&same_public).await.unwrap());
+    assert_eq!(s.keys().await.unwrap().len(), 2);
+
+    // A soft delete: the record stays, deleted now (not before it was created).
+    let before = now_ms();
+    assert!(s.delete_key("pair-1").await.unwrap());
+    let after = now_ms();
+    let keys = sorted_keys(s.keys().await.unwrap());
+    assert_eq!(keys.len(), 2);
+    let deleted = keys[0].deleted_ms.expect("pair-1 is marked deleted");
+    assert!(
+        (before..=after).contains(&deleted),
+        "{before} <= {deleted} <= {after}"
+    );
+    assert!(!keys[0].live() && keys[1].live());
+    assert_eq!(
+        KeyRecord {
+            deleted_ms: None,
+            ..keys[0].clone()
+        },
+        first
+    );
+    assert_eq!(keys[1], second);
+    // Deleted already, or never there: nothing to do.
+    assert!(!s.delete_key("pair-1").await.unwrap());
+    assert!(!s.delete_key("nope").await.unwrap());
+    // A deleted pair's id and public key stay taken.
+    assert!(!s.add_key(&first).await.unwrap());
+    // Registrations are not key pairs, and the other way round.
+    assert!(s.get(&matcher("/pair-1")).await.unwrap().is_empty());
+    // A record may be stored deleted, as given.
+    let old = KeyRecord {
+        deleted_ms: Some(created + 5),
+        ..key_record("pair-0", created, true)
+    };
+    assert!(s.add_key(&old).await.unwrap());
+    assert!(sorted_keys(s.keys().await.unwrap()).contains(&old));
 }
 
 /// `refresh_many` and `delete_written`, what Kontrol's heartbeats and deregistrations use:
