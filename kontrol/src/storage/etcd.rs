@@ -1146,7 +1146,7 @@ fn decode_key(kv: &KeyValue) -> Result<KeyRecord, StorageError> {
 
 #[async_trait::async_trait]
 impl Storage for EtcdStorage {
-    /// Puts the change under `<prefix>-events/<uuid>` on a lease of [`EVENT_TTL`] seconds.
+    /// Puts the change under `<prefix>-events/<uuid>` on a lease of ten seconds.
     async fn publish(&self, change: &Change) -> Result<(), StorageError> {
         let payload = change.encode();
         if payload.len() > MAX_CHANGE_BYTES {
