@@ -12,96 +12,11 @@ use kite_native::auth::KeyPair;
 use kite_native::core::KontrolQuery;
 use kite_native::{ErrorKind, Kite, KiteError};
 use kite_test_kit::kites::{local_config, serve};
-use kite_test_kit::servers::{Etcd, Postgres};
+use kite_test_kit::kontrol::backends;
 use kite_test_kit::within;
 use kontrol::keys::{AddKeyPairArgs, DeleteKeyPairArgs, KeyPairInfo};
 use kontrol::server::{Kontrol, KontrolOptions};
-use kontrol::storage::{
-    EmbeddedStorage, EtcdOptions, EtcdStorage, MemoryStorage, PostgresConfig, PostgresStorage,
-    Storage,
-};
-
-/// One registry backend: storages for three Kontrols on it (their own connections where the
-/// backend has connections), and what keeps it running.
-struct Backend {
-    name: &'static str,
-    storages: [Arc<dyn Storage>; 3],
-    _etcd: Option<Etcd>,
-    _pg: Option<Postgres>,
-    dir: Option<std::path::PathBuf>,
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-/// Every backend this machine has (etcd and PostgreSQL are skipped, saying so, where they are
-/// not installed; under `CI=true` that fails).
-async fn backends() -> Vec<Backend> {
-    let mut out = Vec::new();
-    let memory: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-    out.push(Backend {
-        name: "memory",
-        storages: [memory.clone(), memory.clone(), memory],
-        _etcd: None,
-        _pg: None,
-        dir: None,
-    });
-    let dir = kite_test_kit::net::temp_dir("kontrol-keys");
-    let embedded: Arc<dyn Storage> =
-        Arc::new(EmbeddedStorage::open(dir.join("kontrol.db")).unwrap());
-    out.push(Backend {
-        name: "embedded",
-        storages: [embedded.clone(), embedded.clone(), embedded],
-        _etcd: None,
-        _pg: None,
-        dir: Some(dir),
-    });
-    if let Some(etcd) = Etcd::start().await {
-        let open = || async {
-            let s: Arc<dyn Storage> = Arc::new(
-                EtcdStorage::connect(EtcdOptions::new([etcd.url()]))
-                    .await
-                    .unwrap(),
-            );
-            s
-        };
-        out.push(Backend {
-            name: "etcd",
-            storages: [open().await, open().await, open().await],
-            _etcd: Some(etcd),
-            _pg: None,
-            dir: None,
-        });
-    }
-    if let Some(pg) = Postgres::start() {
-        pg.create_database("kontrol");
-        let config = PostgresConfig {
-            host: "127.0.0.1".into(),
-            port: pg.port(),
-            user: "postgres".into(),
-            dbname: "kontrol".into(),
-            ..PostgresConfig::default()
-        };
-        let open = || async {
-            let s: Arc<dyn Storage> =
-                Arc::new(PostgresStorage::connect(config.clone()).await.unwrap());
-            s
-        };
-        out.push(Backend {
-            name: "postgres",
-            storages: [open().await, open().await, open().await],
-            _etcd: None,
-            _pg: Some(pg),
-            dir: None,
-        });
-    }
-    out
-}
+use kontrol::storage::{MemoryStorage, Storage};
 
 /// A Kontrol on `storage` with the configured pair `key` (id `default`), reading the pairs
 /// again every `reload`, serving on 127.0.0.1.
@@ -174,7 +89,7 @@ async fn call<T: serde::de::DeserializeOwned>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kontrols_sharing_a_backend_share_key_pairs_on_every_backend() {
     let configured = KeyPair::generate(2048).unwrap();
-    for b in backends().await {
+    for b in backends(3).await {
         let what = b.name;
         // A and B read the pairs only when they meet a key they do not know (the interval is
         // longer than the test); C reads them every 200 ms.

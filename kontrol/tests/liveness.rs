@@ -12,95 +12,12 @@ use kite_native::Kite;
 use kite_native::auth::KeyPair;
 use kite_native::core::KontrolQuery;
 use kite_test_kit::kites::{local_config, serve};
+use kite_test_kit::kontrol::backends;
 use kite_test_kit::raw::{RawPeer, identity};
-use kite_test_kit::servers::{Etcd, Postgres};
 use kite_test_kit::within;
 use kontrol::query::Matcher;
 use kontrol::server::{Kontrol, KontrolOptions};
-use kontrol::storage::{
-    EmbeddedStorage, EtcdOptions, EtcdStorage, KeyRecord, MemoryStorage, PostgresConfig,
-    PostgresStorage, Registration, Storage, StorageError,
-};
-
-/// One registry backend, and what keeps it running.
-struct Backend {
-    name: &'static str,
-    /// The storage of the first Kontrol.
-    first: Arc<dyn Storage>,
-    /// The storage of a second Kontrol on the same backend (its own connection where the
-    /// backend has connections).
-    second: Arc<dyn Storage>,
-    _etcd: Option<Etcd>,
-    _pg: Option<Postgres>,
-    dir: Option<std::path::PathBuf>,
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-/// Every backend this machine has (etcd and PostgreSQL are skipped, saying so, where they are
-/// not installed; under `CI=true` that fails).
-async fn backends() -> Vec<Backend> {
-    let mut out = Vec::new();
-    let memory: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-    out.push(Backend {
-        name: "memory",
-        first: memory.clone(),
-        second: memory,
-        _etcd: None,
-        _pg: None,
-        dir: None,
-    });
-    let dir = kite_test_kit::net::temp_dir("kontrol-liveness");
-    let embedded: Arc<dyn Storage> =
-        Arc::new(EmbeddedStorage::open(dir.join("kontrol.db")).unwrap());
-    out.push(Backend {
-        name: "embedded",
-        first: embedded.clone(),
-        second: embedded,
-        _etcd: None,
-        _pg: None,
-        dir: Some(dir),
-    });
-    if let Some(etcd) = Etcd::start().await {
-        let open = || async { EtcdStorage::connect(EtcdOptions::new([etcd.url()])).await };
-        let (first, second) = (open().await.unwrap(), open().await.unwrap());
-        out.push(Backend {
-            name: "etcd",
-            first: Arc::new(first),
-            second: Arc::new(second),
-            _etcd: Some(etcd),
-            _pg: None,
-            dir: None,
-        });
-    }
-    if let Some(pg) = Postgres::start() {
-        pg.create_database("kontrol");
-        let config = PostgresConfig {
-            host: "127.0.0.1".into(),
-            port: pg.port(),
-            user: "postgres".into(),
-            dbname: "kontrol".into(),
-            ..PostgresConfig::default()
-        };
-        let first = PostgresStorage::connect(config.clone()).await.unwrap();
-        let second = PostgresStorage::connect(config).await.unwrap();
-        out.push(Backend {
-            name: "postgres",
-            first: Arc::new(first),
-            second: Arc::new(second),
-            _etcd: None,
-            _pg: Some(pg),
-            dir: None,
-        });
-    }
-    out
-}
+use kontrol::storage::{KeyRecord, MemoryStorage, Registration, Storage, StorageError};
 
 /// A storage that counts the writes Kontrol makes through it and reports deletes.
 #[derive(Debug)]
@@ -229,12 +146,12 @@ fn query(username: &str, name: &str) -> KontrolQuery {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kite_whose_connection_ends_is_deregistered_at_once_on_every_backend() {
     let key = KeyPair::generate(2048).unwrap();
-    for b in backends().await {
+    for b in backends(2).await {
         let what = b.name;
         // A TTL far longer than the test: only the closed connection can remove the kite.
         let long = |o: &mut KontrolOptions| o.registration_ttl = Duration::from_secs(600);
-        let (a, a_addr) = kontrol(&key, b.first.clone(), long).await;
-        let (other, other_addr) = kontrol(&key, b.second.clone(), long).await;
+        let (a, a_addr) = kontrol(&key, b.storages[0].clone(), long).await;
+        let (other, other_addr) = kontrol(&key, b.storages[1].clone(), long).await;
         let name = format!("gone-{what}");
         let watcher = kite_of(&a, a_addr, "watcher", "bob");
         let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
@@ -285,9 +202,9 @@ async fn heartbeats_write_rarely_and_no_live_kite_ever_expires_on_every_backend(
     let ttl = Duration::from_secs(1);
     let run = Duration::from_secs(6);
     let key = KeyPair::generate(2048).unwrap();
-    for b in backends().await {
+    for b in backends(2).await {
         let what = b.name;
-        let (storage, mut deleted) = Counting::new(b.first.clone());
+        let (storage, mut deleted) = Counting::new(b.storages[0].clone());
         let (k, addr) = kontrol(&key, storage.clone(), |o| {
             o.registration_ttl = ttl;
             o.heartbeat_interval = Duration::from_millis(100);
@@ -312,7 +229,7 @@ async fn heartbeats_write_rarely_and_no_live_kite_ever_expires_on_every_backend(
         let until = Instant::now() + run;
         let mut looks = 0;
         while Instant::now() < until {
-            let n = b.second.get(&everyone).await.unwrap().len();
+            let n = b.storages[1].get(&everyone).await.unwrap().len();
             assert_eq!(
                 n, KITES,
                 "{what}: a live kite went missing after {looks} looks"
@@ -349,7 +266,7 @@ async fn heartbeats_write_rarely_and_no_live_kite_ever_expires_on_every_backend(
             .await;
         assert!(raw.answer(call).await["error"].is_null());
         let by_id = Matcher::by_id(&id);
-        assert_eq!(b.second.get(&by_id).await.unwrap().len(), 1, "{what}");
+        assert_eq!(b.storages[1].get(&by_id).await.unwrap().len(), 1, "{what}");
         within("the silent kite deleted", async {
             loop {
                 let (gone, removed) = deleted.recv().await.unwrap();
@@ -360,7 +277,10 @@ async fn heartbeats_write_rarely_and_no_live_kite_ever_expires_on_every_backend(
             }
         })
         .await;
-        assert!(b.second.get(&by_id).await.unwrap().is_empty(), "{what}");
+        assert!(
+            b.storages[1].get(&by_id).await.unwrap().is_empty(),
+            "{what}"
+        );
         raw.close().await;
         for kite in kites {
             kite.close();
@@ -407,10 +327,10 @@ async fn kontrol_registers_itself() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_on_one_kontrol_hears_kites_of_another_on_every_backend() {
     let key = KeyPair::generate(2048).unwrap();
-    for b in backends().await {
+    for b in backends(2).await {
         let what = b.name;
-        let (a, a_addr) = kontrol(&key, b.first.clone(), |_| {}).await;
-        let (other, other_addr) = kontrol(&key, b.second.clone(), |_| {}).await;
+        let (a, a_addr) = kontrol(&key, b.storages[0].clone(), |_| {}).await;
+        let (other, other_addr) = kontrol(&key, b.storages[1].clone(), |_| {}).await;
         let name = format!("elsewhere-{what}");
         let watcher = kite_of(&a, a_addr, "watcher", "bob");
         let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();

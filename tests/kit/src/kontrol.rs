@@ -59,3 +59,95 @@ impl TestKontrol {
         Kite::with_config(name, "1.0.0", self.config_for(base, username)).unwrap()
     }
 }
+
+/// One registry backend for Kontrol tests: storages for `replicas` Kontrols sharing it (each
+/// its own connection where the backend has connections), and what keeps it running (a real
+/// etcd or PostgreSQL server, a temporary directory) until it is dropped. Feature `backends`.
+#[cfg(feature = "backends")]
+#[derive(Debug)]
+pub struct Backend {
+    /// `memory`, `embedded`, `etcd` or `postgres`.
+    pub name: &'static str,
+    /// One storage per Kontrol; the in-process stores hand every Kontrol the same one.
+    pub storages: Vec<Arc<dyn Storage>>,
+    _etcd: Option<crate::servers::Etcd>,
+    _pg: Option<crate::servers::Postgres>,
+    dir: Option<std::path::PathBuf>,
+}
+
+#[cfg(feature = "backends")]
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Every backend this machine has, each with storages for `replicas` Kontrols: memory,
+/// embedded (a file in a new temporary directory), and real etcd and PostgreSQL servers
+/// started for the caller. etcd and PostgreSQL are skipped, saying so, where they are not
+/// installed; under `CI=true` that fails (see [`crate::skip()`]). Feature `backends`.
+#[cfg(feature = "backends")]
+pub async fn backends(replicas: usize) -> Vec<Backend> {
+    use kontrol::storage::{
+        EmbeddedStorage, EtcdOptions, EtcdStorage, PostgresConfig, PostgresStorage,
+    };
+
+    let shared = |s: Arc<dyn Storage>| vec![s; replicas];
+    let mut out = vec![Backend {
+        name: "memory",
+        storages: shared(Arc::new(MemoryStorage::new())),
+        _etcd: None,
+        _pg: None,
+        dir: None,
+    }];
+    let dir = crate::net::temp_dir("kontrol-backend");
+    let embedded = EmbeddedStorage::open(dir.join("kontrol.db")).unwrap();
+    out.push(Backend {
+        name: "embedded",
+        storages: shared(Arc::new(embedded)),
+        _etcd: None,
+        _pg: None,
+        dir: Some(dir),
+    });
+    if let Some(etcd) = crate::servers::Etcd::start().await {
+        let mut storages: Vec<Arc<dyn Storage>> = Vec::with_capacity(replicas);
+        for _ in 0..replicas {
+            let s = EtcdStorage::connect(EtcdOptions::new([etcd.url()]))
+                .await
+                .unwrap();
+            storages.push(Arc::new(s));
+        }
+        out.push(Backend {
+            name: "etcd",
+            storages,
+            _etcd: Some(etcd),
+            _pg: None,
+            dir: None,
+        });
+    }
+    if let Some(pg) = crate::servers::Postgres::start() {
+        pg.create_database("kontrol");
+        let config = PostgresConfig {
+            host: "127.0.0.1".into(),
+            port: pg.port(),
+            user: "postgres".into(),
+            dbname: "kontrol".into(),
+            ..PostgresConfig::default()
+        };
+        let mut storages: Vec<Arc<dyn Storage>> = Vec::with_capacity(replicas);
+        for _ in 0..replicas {
+            let s = PostgresStorage::connect(config.clone()).await.unwrap();
+            storages.push(Arc::new(s));
+        }
+        out.push(Backend {
+            name: "postgres",
+            storages,
+            _etcd: None,
+            _pg: Some(pg),
+            dir: None,
+        });
+    }
+    out
+}
