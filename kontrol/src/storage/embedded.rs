@@ -225,34 +225,12 @@ impl Storage for EmbeddedStorage {
         owner: &str,
         expires_at_ms: u64,
     ) -> Result<bool, StorageError> {
-        let (id, owner) = (id.to_owned(), owner.to_owned());
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(unavailable)?;
-            let found = {
-                let mut t = tx.open_table(KITES).map_err(unavailable)?;
-                let current = match t.get(id.as_str()).map_err(unavailable)? {
-                    Some(v) => Some(decode(v.value())?),
-                    None => None,
-                };
-                match current {
-                    Some(r) if !r.expired(now_ms()) && r.owner() != owner => {
-                        drop(t);
-                        tx.abort().map_err(unavailable)?;
-                        return Err(StorageError::owned_by_another(&id));
-                    }
-                    Some(mut r) if !r.expired(now_ms()) => {
-                        r.expires_at_ms = expires_at_ms;
-                        t.insert(id.as_str(), encode(&r).as_slice())
-                            .map_err(unavailable)?;
-                        true
-                    }
-                    _ => false,
-                }
-            };
-            tx.commit().map_err(unavailable)?;
-            Ok(found)
-        })
-        .await
+        // One refresh is a batch of one: the same transaction and the same owner check.
+        let items = [(id.to_owned(), owner.to_owned())];
+        self.refresh_many(&items, expires_at_ms)
+            .await
+            .pop()
+            .unwrap_or(Ok(false))
     }
 
     async fn delete(&self, id: &str, owner: &str) -> Result<bool, StorageError> {
