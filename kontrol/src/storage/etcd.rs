@@ -16,12 +16,21 @@ use etcd_client::{
 use tracing::debug;
 
 use super::events::{Bus, Change, MAX_CHANGE_BYTES};
-use super::{KeyRecord, Registration, Storage, StorageError, now_ms};
+use super::{KeyRecord, REFRESH_CONCURRENCY, Registration, Storage, StorageError, now_ms};
 use crate::query::Matcher;
 
 /// How long a watch event stays in etcd (seconds): long enough for every watching Kontrol to
 /// have been told, short enough that they do not pile up.
 const EVENT_TTL: i64 = 10;
+
+/// How long one event lease takes new events: the first half of its life, so that every event
+/// stays at least `EVENT_TTL / 2` seconds.
+const EVENT_LEASE_REUSE: Duration = Duration::from_secs(EVENT_TTL.unsigned_abs() / 2);
+
+/// The lease the watch events of the moment are put on, and when it was granted: one grant
+/// serves every event of [`EVENT_LEASE_REUSE`], not one per event.
+#[derive(Debug, Default)]
+struct EventLease(tokio::sync::Mutex<Option<(i64, tokio::time::Instant)>>);
 
 /// The task watching for watch events; aborted when the last storage clone holding it goes.
 #[derive(Debug, Default)]
@@ -188,7 +197,11 @@ impl EtcdOptions {
 /// remaining lifetime, rounded up to whole seconds (etcd raises it to its minimum, 2 s with the
 /// default election timeout): etcd deletes them itself when no Kontrol refreshes them, even if
 /// every Kontrol is gone. [`Storage::refresh`] moves all of them to a new lease with the new
-/// expiry and revokes the old one (a keep-alive could only restart the lease's original TTL).
+/// expiry (a keep-alive could only restart the lease's original TTL);
+/// [`Storage::refresh_many`] moves every kite of the batch to one lease granted for it, so a
+/// refresh costs no lease of its own. Leases are therefore shared, and none that once held a
+/// registration is revoked: a lease left without keys expires by itself (a revoke would delete
+/// the other kites still on it). Only leases granted and never used are revoked.
 /// Values carry the expiry and every read checks it, so a registration is never returned past
 /// its expiry, even in the moments before etcd fires its lease. Every write of a registration
 /// writes its index entries in the same transaction: a kite that registers again under other
@@ -252,6 +265,8 @@ pub struct EtcdStorage {
     changes: Bus,
     /// The task watching `events`, once there is a subscriber; ended with the last clone.
     listener: Arc<Listener>,
+    /// The lease this storage puts its watch events on.
+    event_lease: Arc<EventLease>,
     request_timeout: Duration,
     /// Writes of one kite id through this storage (and its clones) take turns: conditional
     /// transactions then only ever race other Kontrols.
@@ -412,6 +427,7 @@ impl EtcdStorage {
             events: format!("{prefix}-events/"),
             changes: Bus::default(),
             listener: Arc::default(),
+            event_lease: Arc::default(),
             endpoints: endpoints.clone(),
             request_timeout,
             locks: (0..LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
@@ -573,6 +589,25 @@ impl EtcdStorage {
         Ok(self.range(key, GetOptions::new()).await?.into_iter().next())
     }
 
+    /// The lease to put a watch event on: the one granted less than [`EVENT_LEASE_REUSE`] ago,
+    /// or (then, or when `fresh`) a new one of [`EVENT_TTL`].
+    async fn event_lease(&self, fresh: bool) -> Result<i64, StorageError> {
+        let mut current = self.event_lease.0.lock().await;
+        if let Some((lease, granted)) = *current
+            && !fresh
+            && granted.elapsed() < EVENT_LEASE_REUSE
+        {
+            return Ok(lease);
+        }
+        let granted = tokio::time::Instant::now();
+        let lease = self
+            .call(|mut c| async move { c.lease_grant(EVENT_TTL, None).await })
+            .await?
+            .id();
+        *current = Some((lease, granted));
+        Ok(lease)
+    }
+
     /// A new lease lasting until `expires_at_ms` (see [`lease_ttl`]).
     async fn grant(&self, expires_at_ms: u64) -> Result<i64, StorageError> {
         let ttl = lease_ttl(expires_at_ms);
@@ -681,10 +716,7 @@ impl EtcdStorage {
                 .or_else([TxnOp::get(index.as_str(), None)]);
             let resp = self.txn(txn).await?;
             if resp.succeeded() {
-                let old = current.map_or(0, |kv| kv.lease());
-                if old != lease {
-                    revoke_later(self.client(), old, self.request_timeout);
-                }
+                // The old lease is left to expire: other kites may share it.
                 return Ok(());
             }
             // Another Kontrol wrote the kite meanwhile: go again from what it wrote.
@@ -700,17 +732,31 @@ impl EtcdStorage {
         owner: &str,
         expires_at_ms: u64,
     ) -> Result<bool, StorageError> {
+        let lease = self.grant(expires_at_ms).await?;
+        let done = self.refresh_on(id, owner, expires_at_ms, lease).await;
+        if !matches!(done, Ok(true)) {
+            revoke_later(self.client(), lease, self.request_timeout);
+        }
+        done
+    }
+
+    /// Moves the live registration of `id` (which `owner` holds) to `lease`, which ends at
+    /// `expires_at_ms`; whether there was one. Revokes nothing: the caller owns `lease`, and
+    /// the old lease may hold other kites.
+    async fn refresh_on(
+        &self,
+        id: &str,
+        owner: &str,
+        expires_at_ms: u64,
+        lease: i64,
+    ) -> Result<bool, StorageError> {
         let _one_writer = self.lock(id).await;
         let index = self.index_key(id);
-        let (mut entry, lease) = tokio::try_join!(self.get_one(&index), self.grant(expires_at_ms))?;
-        let give_up = |found| {
-            revoke_later(self.client(), lease, self.request_timeout);
-            found
-        };
+        let mut entry = self.get_one(&index).await?;
         for attempt in 0..MAX_TRIES {
             backoff(attempt).await;
             let Some(at) = entry.take() else {
-                return give_up(Ok(false));
+                return Ok(false);
             };
             let key = String::from_utf8_lossy(at.value()).into_owned();
             let Some(kv) = self.get_one(&key).await? else {
@@ -722,14 +768,14 @@ impl EtcdStorage {
                 continue;
             };
             let Some(mut r) = self.holder(&kv, id).filter(|r| !r.expired(now_ms())) else {
-                return give_up(Ok(false));
+                return Ok(false);
             };
             if r.owner() != owner {
-                return give_up(Err(StorageError::owned_by_another(id)));
+                return Err(StorageError::owned_by_another(id));
             }
             r.expires_at_ms = expires_at_ms;
             let put = || Some(PutOptions::new().with_lease(lease));
-            // Every key of the registration moves to the new lease: the old one is revoked.
+            // Every key of the registration moves to the new lease.
             let mut ops = vec![
                 TxnOp::put(key.as_str(), encode(&r), put()),
                 TxnOp::put(index.as_str(), key.as_str(), put()),
@@ -748,12 +794,10 @@ impl EtcdStorage {
                 .or_else([TxnOp::get(index.as_str(), None)]);
             let resp = self.txn(txn).await?;
             if resp.succeeded() {
-                revoke_later(self.client(), kv.lease(), self.request_timeout);
                 return Ok(true);
             }
             entry = first_got(resp);
         }
-        revoke_later(self.client(), lease, self.request_timeout);
         Err(self.contention(id))
     }
 
@@ -791,7 +835,7 @@ impl EtcdStorage {
                 .or_else([TxnOp::get(index.as_str(), None)]);
             let resp = self.txn(txn).await?;
             if resp.succeeded() {
-                revoke_later(self.client(), at.lease(), self.request_timeout);
+                // The lease is left to expire: other kites may share it.
                 let deleted = resp
                     .op_responses()
                     .first()
@@ -1146,7 +1190,8 @@ fn decode_key(kv: &KeyValue) -> Result<KeyRecord, StorageError> {
 
 #[async_trait::async_trait]
 impl Storage for EtcdStorage {
-    /// Puts the change under `<prefix>-events/<uuid>` on a lease of ten seconds.
+    /// Puts the change under `<prefix>-events/<uuid>` on a lease of ten seconds that the
+    /// events of five seconds share.
     async fn publish(&self, change: &Change) -> Result<(), StorageError> {
         let payload = change.encode();
         if payload.len() > MAX_CHANGE_BYTES {
@@ -1155,19 +1200,26 @@ impl Storage for EtcdStorage {
                 payload.len()
             )));
         }
-        let lease = self
-            .call(|mut c| async move { c.lease_grant(EVENT_TTL, None).await })
-            .await?
-            .id();
         let key = format!("{}{}", self.events, uuid::Uuid::new_v4().simple());
-        self.call(|mut c| {
-            let (key, payload) = (key.clone(), payload.clone());
-            async move {
-                c.put(key, payload, Some(PutOptions::new().with_lease(lease)))
-                    .await
+        // The lease of the moment, or a new one; once more with a new one if etcd no longer
+        // knows the lease (it restarted, or the clock jumped).
+        for fresh in [false, true] {
+            let lease = self.event_lease(fresh).await?;
+            let put = self
+                .call(|mut c| {
+                    let (key, payload) = (key.clone(), payload.clone());
+                    async move {
+                        c.put(key, payload, Some(PutOptions::new().with_lease(lease)))
+                            .await
+                    }
+                })
+                .await;
+            match put {
+                Ok(_) => return Ok(()),
+                Err(e) if fresh => return Err(e),
+                Err(_) => {}
             }
-        })
-        .await?;
+        }
         Ok(())
     }
 
@@ -1191,7 +1243,7 @@ impl Storage for EtcdStorage {
             .await
     }
 
-    /// Moves the kite's keys to a new lease that ends at `expires_at_ms` and revokes the old one.
+    /// Moves the kite's keys to a new lease that ends at `expires_at_ms`.
     async fn refresh(
         &self,
         id: &str,
@@ -1200,6 +1252,35 @@ impl Storage for EtcdStorage {
     ) -> Result<bool, StorageError> {
         self.bounded("refresh", self.refresh_inner(id, owner, expires_at_ms))
             .await
+    }
+
+    /// Moves the keys of every kite of the batch to one new lease that ends at `expires_at_ms`
+    /// (one grant for the batch), [`REFRESH_CONCURRENCY`] kites at a time.
+    async fn refresh_many(
+        &self,
+        items: &[(String, String)],
+        expires_at_ms: u64,
+    ) -> Vec<Result<bool, StorageError>> {
+        let lease = match self.bounded("refresh", self.grant(expires_at_ms)).await {
+            Ok(lease) => lease,
+            Err(e) => {
+                return items
+                    .iter()
+                    .map(|_| Err(StorageError::Unavailable(e.to_string())))
+                    .collect();
+            }
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for chunk in items.chunks(REFRESH_CONCURRENCY) {
+            let refreshes = chunk.iter().map(|(id, owner)| {
+                self.bounded("refresh", self.refresh_on(id, owner, expires_at_ms, lease))
+            });
+            out.extend(futures_util::future::join_all(refreshes).await);
+        }
+        if !out.iter().any(|done| matches!(done, Ok(true))) {
+            revoke_later(self.client(), lease, self.request_timeout);
+        }
+        out
     }
 
     async fn delete(&self, id: &str, owner: &str) -> Result<bool, StorageError> {
@@ -1652,6 +1733,58 @@ mod tests {
         assert_eq!(
             ids(s.get(&matcher("/alice//math")).await.unwrap()),
             ["k1", "k3"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_refreshes_shares_one_lease_that_outlives_its_first_kite() {
+        let Some(etcd) = Etcd::start().await else {
+            return;
+        };
+        let s = EtcdStorage::connect(etcd.options()).await.unwrap();
+        let mut raw = etcd.raw().await;
+        for id in ["k1", "k2"] {
+            let path = format!("/alice/prod/math/1.0.0/eu/h1/{id}");
+            let r = Registration::new(kite(&path), "http://one", "key1", HOUR);
+            s.upsert(&r).await.unwrap();
+        }
+        let later = now_ms() + 7_200_000;
+        let batch = [
+            ("k1".to_owned(), "alice".to_owned()),
+            ("k2".to_owned(), "alice".to_owned()),
+        ];
+        let done = s.refresh_many(&batch, later).await;
+        assert!(done.iter().all(|d| matches!(d, Ok(true))), "{done:?}");
+        // Every key of both kites is on one lease, granted for the batch.
+        let keys = [
+            entries(&mut raw, "/kites/").await,
+            entries(&mut raw, "/kites-by-").await,
+        ];
+        let leases: BTreeSet<i64> = keys.iter().flatten().map(|(_, _, lease)| *lease).collect();
+        assert_eq!(leases.len(), 1, "{keys:?}");
+        let lease = *leases.first().unwrap();
+
+        // k1 goes, registers again, is refreshed alone and goes again: k2 keeps the lease (a
+        // revoke of the old lease would take k2 with it).
+        assert!(s.delete("k1", "alice").await.unwrap());
+        let again = Registration::new(
+            kite("/alice/prod/math/1.0.0/eu/h1/k1"),
+            "http://one",
+            "key1",
+            HOUR,
+        );
+        s.upsert(&again).await.unwrap();
+        assert!(s.refresh("k1", "alice", later).await.unwrap());
+        assert!(s.delete("k1", "alice").await.unwrap());
+        // A request after each of those has been answered: etcd has seen any revoke by now.
+        s.get(&by_id("k2")).await.unwrap();
+        let ttl = raw.lease_time_to_live(lease, None).await.unwrap().ttl();
+        assert!(ttl > 0, "the batch's lease is gone: {ttl}");
+        assert_eq!(urls(s.get(&by_id("k2")).await.unwrap()), ["http://one"]);
+        assert_eq!(
+            s.get(&matcher("/alice")).await.unwrap().len(),
+            1,
+            "k2 alone is left"
         );
     }
 
