@@ -177,6 +177,10 @@ impl Kontrol {
                 ledger.release(reservation);
                 return error(StatusCode::FORBIDDEN, owned_message(&kite.id));
             }
+            Err(StorageError::Rejected(why)) => {
+                ledger.release(reservation);
+                return error(StatusCode::BAD_REQUEST, format!("register: {why}"));
+            }
             Err(e) => {
                 ledger.release(reservation);
                 tracing::warn!(error = %e, "HTTP register");

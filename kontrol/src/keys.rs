@@ -9,6 +9,9 @@
 //! newest live pair signs; when there is no live pair at all (or the storage cannot be read),
 //! the configured pair ([`crate::server::KontrolOptions::key`]) does.
 //!
+//! The configured pair is stored under its configured id, or under a new UUID when that id names
+//! another stored pair or the storage refuses it (Go's PostgreSQL schema takes UUIDs only).
+//!
 //! # Keeping up with other Kontrols
 //!
 //! The ring is read from the storage when the Kontrol starts (after adding the configured pair
@@ -272,7 +275,24 @@ impl KeyRing {
                         "the configured key pair's id names another stored pair: storing it under a new id"
                     );
                 }
-                storage.add_key(&record).await?;
+                match storage.add_key(&record).await {
+                    // A storage that takes UUIDs only (Go's PostgreSQL schema): a new one.
+                    Err(StorageError::Rejected(why))
+                        if uuid::Uuid::try_parse(&record.id).is_err() =>
+                    {
+                        record.id = uuid::Uuid::new_v4().to_string();
+                        warn!(
+                            configured = %self.configured.id,
+                            id = %record.id,
+                            %why,
+                            "the storage refuses the configured key pair's id: storing it under a new id"
+                        );
+                        storage.add_key(&record).await?;
+                    }
+                    other => {
+                        other?;
+                    }
+                }
                 records = storage.keys().await?;
             }
             self.stored.store(has(&records), Ordering::SeqCst);

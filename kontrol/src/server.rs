@@ -744,6 +744,7 @@ impl Inner {
             self.ledger.release(reservation);
             return Err(match e {
                 StorageError::OwnedByAnother { .. } => refusal(&kite.id, Refusal::Owned),
+                StorageError::Rejected(why) => KiteError::argument(format!("register: {why}")),
                 e => internal("register", e),
             });
         }
@@ -899,11 +900,10 @@ impl Inner {
         }
         let record = KeyRecord::new(&id, &pair, args.current);
         self.keys.ready(&*self.storage).await;
-        let added = self
-            .storage
-            .add_key(&record)
-            .await
-            .map_err(|e| internal("add key pair", e))?;
+        let added = self.storage.add_key(&record).await.map_err(|e| match e {
+            StorageError::Rejected(why) => KiteError::argument(format!("addKeyPair: {why}")),
+            e => internal("add key pair", e),
+        })?;
         if !added {
             return Err(KiteError::generic(format!(
                 "a key pair with id {id:?} or with that public key exists"

@@ -31,6 +31,15 @@ enum StorageKind {
     Postgres,
 }
 
+/// Whose tables the PostgreSQL storage uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PostgresTables {
+    /// Ours, created and migrated by Kontrol.
+    Ours,
+    /// Go Kontrol's kite.kite and kite.key, shared with Go Kontrols on the same database.
+    Go,
+}
+
 /// The Kite registry and key authority.
 #[derive(Debug, Parser)]
 #[command(name = "kontrol", version)]
@@ -71,6 +80,14 @@ struct Args {
         default_value = "embedded"
     )]
     storage: StorageKind,
+    /// With `--storage postgres`: whose tables, ours or Go Kontrol's (default: ours, or
+    /// KONTROL_POSTGRES_SCHEMA).
+    #[arg(long, value_enum, ignore_case = true)]
+    postgres_schema: Option<PostgresTables>,
+    /// With `--postgres-schema go`: create Go's tables in a database that has none (also
+    /// KONTROL_POSTGRES_CREATEGOSCHEMA=true).
+    #[arg(long)]
+    postgres_create_go_schema: bool,
     /// The embedded store's file (default: kontrol.db in Kontrol's home).
     #[arg(long, env = "KONTROL_DATAFILE")]
     data_file: Option<PathBuf>,
@@ -309,7 +326,17 @@ async fn open_storage(args: &Args, home: &Path) -> Result<Arc<dyn Storage>, Stri
         StorageKind::Postgres => {
             // KONTROL_POSTGRES_HOST, _PORT, _USERNAME, _PASSWORD, _DBNAME, _CONNECTTIMEOUT; a
             // database that is down is connected to on first use, and again after failures.
-            let config = kontrol::storage::PostgresConfig::from_env().map_err(|e| e.to_string())?;
+            // KONTROL_POSTGRES_SCHEMA, _CREATEGOSCHEMA, or the flags: Go Kontrol's tables.
+            let mut config =
+                kontrol::storage::PostgresConfig::from_env().map_err(|e| e.to_string())?;
+            match args.postgres_schema {
+                Some(PostgresTables::Ours) => {
+                    config.schema = kontrol::storage::PostgresSchema::Ours;
+                }
+                Some(PostgresTables::Go) => config.schema = kontrol::storage::PostgresSchema::Go,
+                None => {}
+            }
+            config.create_go_schema |= args.postgres_create_go_schema;
             Arc::new(kontrol::storage::PostgresStorage::new(config))
         }
     })
@@ -333,6 +360,10 @@ async fn import(storage: &dyn Storage, file: &Path, ttl: Duration) -> Result<(),
             Ok(()) => imported += 1,
             Err(kontrol::storage::StorageError::OwnedByAnother { .. }) => {
                 eprintln!("skipped {}: its id is registered by another user", r.kite);
+                refused += 1;
+            }
+            Err(kontrol::storage::StorageError::Rejected(why)) => {
+                eprintln!("skipped {}: {why}", r.kite);
                 refused += 1;
             }
             Err(e) => return Err(format!("cannot register {}: {e}", r.kite)),

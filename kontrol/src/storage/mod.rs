@@ -20,6 +20,8 @@
 //!   field of a query.
 //! - [`PostgresStorage`]: a PostgreSQL database (tokio-postgres), shared by several Kontrols;
 //!   Kontrol creates and migrates its schema itself and reconnects when the server comes back.
+//!   With [`PostgresSchema::Go`] it uses Go Kontrol's tables as they are instead, so that a Go
+//!   Kontrol and ours serve one registry from one database.
 
 //!
 //! Every backend also keeps Kontrol's key pairs ([`KeyRecord`]): added, soft-deleted (the record
@@ -42,7 +44,7 @@ pub use embedded::EmbeddedStorage;
 pub use etcd::{EtcdOptions, EtcdStorage};
 pub use memory::MemoryStorage;
 #[cfg(feature = "postgres")]
-pub use postgres::{PostgresConfig, PostgresConfigError, PostgresStorage};
+pub use postgres::{PostgresConfig, PostgresConfigError, PostgresSchema, PostgresStorage};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -194,6 +196,11 @@ pub enum StorageError {
     /// Stored data could not be read.
     #[error("corrupt storage entry: {0}")]
     Corrupt(String),
+    /// The backend cannot hold what was asked, and asking again will not help: a value its
+    /// schema does not take, such as a kite id that is not a UUID in Go Kontrol's PostgreSQL
+    /// schema. Nothing changed. The message says what and why, for the one who asked.
+    #[error("refused by the storage: {0}")]
+    Rejected(String),
     /// The kite id has a live registration owned by another user, which was left as it was.
     #[error("kite id {id:?} is registered by another user")]
     OwnedByAnother {
