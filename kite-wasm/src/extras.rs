@@ -35,6 +35,14 @@ extern "C" {
         method: &str,
     ) -> js_sys::Object;
 
+    /// A pending promise for a call of `Kite#request`, settled by [`settle_call`].
+    #[wasm_bindgen(js_name = newCall)]
+    pub(crate) fn new_call() -> js_sys::Promise;
+
+    /// Resolves (`ok`) or rejects `promise`, one of [`new_call`]'s, with `value`; once.
+    #[wasm_bindgen(js_name = settleCall)]
+    pub(crate) fn settle_call(promise: &js_sys::Promise, ok: bool, value: &JsValue);
+
     /// Defines the composed methods on the prototypes of `Kite` and `Kontrol`.
     #[wasm_bindgen(js_name = defineExtras)]
     pub(crate) fn define_extras(kite: &JsValue, kontrol: &JsValue);

@@ -56,7 +56,44 @@ struct Call {
     args: Option<Wire>,
     /// Its response callback on the current connection, once sent.
     response: Option<u64>,
-    done: oneshot::Sender<Result<JsValue, KiteError>>,
+    done: Done,
+}
+
+/// Who hears how a call ended.
+enum Done {
+    /// A future of the module's own (Kontrol's calls, `ping`).
+    Future(Option<oneshot::Sender<Result<JsValue, KiteError>>>),
+    /// The promise `Kite#request` returned ([`extras::new_call`]), settled directly.
+    Promise(Option<Promise>),
+}
+
+impl Done {
+    fn settle(mut self, result: Result<JsValue, KiteError>) {
+        match &mut self {
+            Done::Future(tx) => {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(result);
+                }
+            }
+            Done::Promise(promise) => {
+                if let Some(promise) = promise.take() {
+                    match result {
+                        Ok(value) => extras::settle_call(&promise, true, &value),
+                        Err(e) => extras::settle_call(&promise, false, &error::to_js(&e)),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Done {
+    /// A call dropped unsettled (its kite freed) fails with `disconnect`, as its future did.
+    fn drop(&mut self) {
+        if let Done::Promise(Some(promise)) = self {
+            extras::settle_call(promise, false, &error::to_js(&KiteError::disconnect()));
+        }
+    }
 }
 
 /// The state behind a `Kite` object: the session (kite-core's, which decides), the transport
@@ -580,6 +617,29 @@ impl Inner {
         timeout_ms: u32,
     ) -> impl Future<Output = Result<JsValue, KiteError>> + 'static {
         let (tx, rx) = oneshot::channel();
+        self.start_call(method, args, timeout_ms, Done::Future(Some(tx)));
+        async move { rx.await.unwrap_or_else(|_| Err(KiteError::disconnect())) }
+    }
+
+    /// Calls `method` as [`Inner::call`] does, for `Kite#request`: the promise it returns is
+    /// settled directly when the call ends.
+    pub(crate) fn call_promise(
+        self: &Rc<Self>,
+        method: &str,
+        args: Wire,
+        timeout_ms: u32,
+    ) -> Promise {
+        let promise = extras::new_call();
+        self.start_call(
+            method,
+            args,
+            timeout_ms,
+            Done::Promise(Some(promise.clone())),
+        );
+        promise
+    }
+
+    fn start_call(self: &Rc<Self>, method: &str, args: Wire, timeout_ms: u32, done: Done) {
         let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms.into()));
         let id = self.session.borrow_mut().call(now(), method, timeout);
         self.calls.borrow_mut().insert(
@@ -588,11 +648,10 @@ impl Inner {
                 method: method.to_owned(),
                 args: Some(args),
                 response: None,
-                done: tx,
+                done,
             },
         );
         self.drive();
-        async move { rx.await.unwrap_or_else(|_| Err(KiteError::disconnect())) }
     }
 
     /// The message of call `id`, which the session sends now; `None` when the connection
@@ -643,7 +702,7 @@ impl Inner {
             }
             cancelled.push_back(response);
         }
-        let _ = call.done.send(result);
+        call.done.settle(result);
     }
 
     /// Whether something can renew the token: a renewer, or a `tokenExpired` listener.
@@ -904,8 +963,7 @@ impl Kite {
             Ok(s) => s,
             Err(e) => return Promise::reject(&error::to_js(&e)),
         };
-        let call = self.inner.call(&method, scrubbed, timeout);
-        crate::promise(async move { call.await.map_err(|e| error::to_js(&e)) })
+        self.inner.call_promise(&method, scrubbed, timeout)
     }
 
     /// `kite.ping` on the remote kite: resolves with `"pong"`.

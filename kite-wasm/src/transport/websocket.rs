@@ -11,13 +11,15 @@ use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
 use super::frame::{self, Read};
 
-#[wasm_bindgen]
+#[wasm_bindgen(module = "/js/kite-extras.js")]
 extern "C" {
     /// A WebSocket seen only as something to send JavaScript strings on (web-sys's
     /// `send_with_str` takes a Rust string, which would be one more copy of every frame).
     type Sender;
-    #[wasm_bindgen(method, catch, js_name = send)]
-    fn send(this: &Sender, data: &JsValue) -> Result<(), JsValue>;
+    /// `ws.send(data)`, with Node's socket corked until the next tick (`sendFrame` in
+    /// kite-extras.js): the frames of one turn leave in one write.
+    #[wasm_bindgen(catch, js_name = sendFrame)]
+    fn send(ws: &Sender, data: &JsValue) -> Result<(), JsValue>;
 }
 use super::{Event, Handler, TransportKind, failure};
 
@@ -166,9 +168,9 @@ impl Socket {
         }
         let ws: &Sender = self.ws.unchecked_ref();
         let sent = if self.shared.kind == TransportKind::RawWebSocket {
-            msgs.iter().try_for_each(|m| ws.send(m))
+            msgs.iter().try_for_each(|m| send(ws, m))
         } else {
-            ws.send(&frame::client_frame(&msgs))
+            send(ws, &frame::client_frame(&msgs))
         };
         if sent.is_err() {
             self.shared.finish(1006, "websocket send failed".into());
