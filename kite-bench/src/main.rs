@@ -145,7 +145,8 @@ enum Command {
         /// Where to listen.
         #[arg(long, default_value = "127.0.0.1:6000")]
         addr: SocketAddr,
-        /// Echo servers: tungstenite read buffer size (default: tungstenite's 128 KiB).
+        /// Tungstenite read buffer size (echo servers: default tungstenite's 128 KiB; the kite:
+        /// `SockJsOptions::read_buffer_size`'s default).
         #[arg(long)]
         read_buffer: Option<usize>,
         /// Kite: require tokens verified with this PEM public key.
@@ -166,6 +167,9 @@ enum Command {
         /// How many.
         #[arg(long, default_value_t = 10_000)]
         connections: usize,
+        /// The server's websocket read buffer (echo servers: 4 KiB; the kite: its default).
+        #[arg(long)]
+        read_buffer: Option<usize>,
     },
     /// Makes many calls on one connection to a fresh kite and reports RSS along the way.
     Soak {
@@ -376,9 +380,10 @@ async fn run(command: Command) -> Result<(), String> {
         Command::Idle {
             system,
             connections,
+            read_buffer,
         } => {
-            let read_buffer =
-                (system != System::Kite && system != System::Jsonrpsee).then_some(4096);
+            let read_buffer = read_buffer
+                .or((system != System::Kite && system != System::Jsonrpsee).then_some(4096));
             let serve = server::ServeOptions {
                 read_buffer,
                 token_public_key: None,

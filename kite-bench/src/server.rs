@@ -15,7 +15,8 @@ use crate::System;
 /// Options of a served system.
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
-    /// For the echo servers: tungstenite's read buffer size (`None`: its default, 128 KiB).
+    /// Tungstenite's read buffer size (`None`: the echo servers take tungstenite's default of
+    /// 128 KiB, the kite `SockJsOptions::read_buffer_size`'s default).
     pub read_buffer: Option<usize>,
     /// For the kite: require tokens and accept those verified with this PEM public key.
     pub token_public_key: Option<String>,
@@ -61,6 +62,9 @@ async fn serve_kite(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut config = Config::default();
     config.disable_authentication = options.token_public_key.is_none();
+    if let Some(size) = options.read_buffer {
+        config.sockjs.read_buffer_size = size;
+    }
     // Every benchmark client comes from 127.0.0.1: one address may use the whole budgets.
     let limits = &mut config.limits;
     limits.max_connections_per_ip = limits.max_connections;
