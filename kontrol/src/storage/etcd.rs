@@ -16,7 +16,7 @@ use etcd_client::{
 use tracing::debug;
 
 use super::events::{Bus, Change, MAX_CHANGE_BYTES};
-use super::{KeyRecord, REFRESH_CONCURRENCY, Registration, Storage, StorageError, now_ms};
+use super::{KeyRecord, Registration, Storage, StorageError, now_ms};
 use crate::query::Matcher;
 
 /// How long a watch event stays in etcd (seconds): long enough for every watching Kontrol to
@@ -1255,7 +1255,8 @@ impl Storage for EtcdStorage {
     }
 
     /// Moves the keys of every kite of the batch to one new lease that ends at `expires_at_ms`
-    /// (one grant for the batch), [`REFRESH_CONCURRENCY`] kites at a time.
+    /// (one grant for the batch), [`REFRESH_CONCURRENCY`](super::REFRESH_CONCURRENCY) kites at a
+    /// time.
     async fn refresh_many(
         &self,
         items: &[(String, String)],
@@ -1263,20 +1264,12 @@ impl Storage for EtcdStorage {
     ) -> Vec<Result<bool, StorageError>> {
         let lease = match self.bounded("refresh", self.grant(expires_at_ms)).await {
             Ok(lease) => lease,
-            Err(e) => {
-                return items
-                    .iter()
-                    .map(|_| Err(StorageError::Unavailable(e.to_string())))
-                    .collect();
-            }
+            Err(e) => return items.iter().map(|_| Err(e.clone())).collect(),
         };
-        let mut out = Vec::with_capacity(items.len());
-        for chunk in items.chunks(REFRESH_CONCURRENCY) {
-            let refreshes = chunk.iter().map(|(id, owner)| {
-                self.bounded("refresh", self.refresh_on(id, owner, expires_at_ms, lease))
-            });
-            out.extend(futures_util::future::join_all(refreshes).await);
-        }
+        let out = super::in_chunks(items, |id, owner| {
+            self.bounded("refresh", self.refresh_on(id, owner, expires_at_ms, lease))
+        })
+        .await;
         if !out.iter().any(|done| matches!(done, Ok(true))) {
             revoke_later(self.client(), lease, self.request_timeout);
         }

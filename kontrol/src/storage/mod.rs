@@ -187,8 +187,26 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// `refresh(id, owner)` of every item, [`REFRESH_CONCURRENCY`] at a time, the answers in the
+/// items' order (the default [`Storage::refresh_many`], and etcd's on its batch lease).
+pub(crate) async fn in_chunks<'a, F, Fut>(
+    items: &'a [(String, String)],
+    refresh: F,
+) -> Vec<Result<bool, StorageError>>
+where
+    F: Fn(&'a str, &'a str) -> Fut,
+    Fut: std::future::Future<Output = Result<bool, StorageError>>,
+{
+    let mut out = Vec::with_capacity(items.len());
+    for chunk in items.chunks(REFRESH_CONCURRENCY) {
+        let refreshes = chunk.iter().map(|(id, owner)| refresh(id, owner));
+        out.extend(futures_util::future::join_all(refreshes).await);
+    }
+    out
+}
+
 /// Why a storage operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     /// The backend is unreachable or failed; the operation may succeed later.
     #[error("storage unavailable: {0}")]
@@ -275,14 +293,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         items: &[(String, String)],
         expires_at_ms: u64,
     ) -> Vec<Result<bool, StorageError>> {
-        let mut out = Vec::with_capacity(items.len());
-        for chunk in items.chunks(REFRESH_CONCURRENCY) {
-            let refreshes = chunk
-                .iter()
-                .map(|(id, owner)| self.refresh(id, owner, expires_at_ms));
-            out.extend(futures_util::future::join_all(refreshes).await);
-        }
-        out
+        in_chunks(items, |id, owner| self.refresh(id, owner, expires_at_ms)).await
     }
 
     /// The live registrations `matcher` matches, in no particular order.
