@@ -98,7 +98,8 @@ pub struct KeyError(String);
 
 /// Checks `token` credentials sent to one kite.
 ///
-/// A token is accepted when it is signed with RS256, RS384 or RS512 by the trusted Kontrol key,
+/// A token is accepted when it is signed with RS256, RS384 or RS512 by the trusted Kontrol key
+/// (or one of the keys a [`KeyLookup`] finds for its `kid`, [`TokenVerifier::with_key_lookup`]),
 /// was issued by the trusted Kontrol user (`iss`), is within its `exp`, `nbf` and `iat` (each
 /// with `leeway` seconds of clock skew), names a user (`sub`) and an audience that lets it
 /// call this kite (see [`kite_core::auth::check_audience`]). Other algorithms (`none`, HMAC,
@@ -110,7 +111,7 @@ pub struct KeyError(String);
 #[derive(Debug)]
 pub struct TokenVerifier {
     issuer: String,
-    key: DecodingKey,
+    keys: Keys,
     validation: Validation,
     local: Arc<KiteIdentity>,
     leeway: i64,
@@ -122,6 +123,9 @@ pub struct TokenVerifier {
     cache: Mutex<HashMap<[u8; 16], Verified>>,
     cache_limit: usize,
     verifications: AtomicU64,
+    /// Bumped by [`TokenVerifier::forget_all`]: a verification that began before is not
+    /// remembered.
+    generation: AtomicU64,
 }
 
 /// Decides whether a token's audience (`aud`, never empty: a token without one is refused
@@ -137,6 +141,32 @@ struct CustomAudience(AudienceCheck);
 impl std::fmt::Debug for CustomAudience {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AudienceCheck")
+    }
+}
+
+/// Finds the keys a token may be signed with from the key id (`kid`) of its header, `None` when
+/// it names none: for a verifier trusting several key pairs (Kontrol's key ring, a JWKS). An
+/// empty answer refuses the token as if its signature were bad (`token is expired`, which makes
+/// Go clients fetch a new token). The keys are tried in order until one verifies the signature,
+/// so a lookup should answer few (one for a known `kid`): each is an RSA verification a peer
+/// can make the verifier do.
+pub type KeyLookup = Arc<dyn Fn(Option<&str>) -> Vec<DecodingKey> + Send + Sync>;
+
+/// The keys a [`TokenVerifier`] checks signatures with.
+#[derive(Clone)]
+enum Keys {
+    /// One key, whatever the token's `kid`.
+    One(DecodingKey),
+    /// The keys a [`KeyLookup`] finds for the token's `kid`.
+    Lookup(KeyLookup),
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Keys::One(key) => f.debug_tuple("One").field(key).finish(),
+            Keys::Lookup(_) => f.write_str("Lookup"),
+        }
     }
 }
 
@@ -160,11 +190,26 @@ impl TokenVerifier {
     ) -> Result<TokenVerifier, KeyError> {
         let key = DecodingKey::from_rsa_pem(public_pem.trim().as_bytes())
             .map_err(|e| KeyError(e.to_string()))?;
+        Ok(Self::with_keys(issuer, Keys::One(key), local))
+    }
+
+    /// Trusts tokens issued by `issuer` and signed with one of the keys `lookup` finds for the
+    /// `kid` of their header (see [`KeyLookup`]), for calls to the kite `local`. Everything else
+    /// is checked as by [`TokenVerifier::new`].
+    pub fn with_key_lookup(
+        issuer: &str,
+        lookup: KeyLookup,
+        local: Arc<KiteIdentity>,
+    ) -> TokenVerifier {
+        Self::with_keys(issuer, Keys::Lookup(lookup), local)
+    }
+
+    fn with_keys(issuer: &str, keys: Keys, local: Arc<KiteIdentity>) -> TokenVerifier {
         // Claims are checked by kite_core::auth, with Go's wording.
         let validation = crate::kitekey::rsa_validation();
-        Ok(TokenVerifier {
+        TokenVerifier {
             issuer: issuer.to_owned(),
-            key,
+            keys,
             validation,
             local,
             leeway: 5,
@@ -173,7 +218,8 @@ impl TokenVerifier {
             cache: Mutex::new(HashMap::new()),
             cache_limit: CACHE_LIMIT,
             verifications: AtomicU64::new(0),
-        })
+            generation: AtomicU64::new(0),
+        }
     }
 
     /// Seconds of clock skew allowed on `exp`, `nbf` and `iat` (default 5).
@@ -207,7 +253,7 @@ impl TokenVerifier {
     pub(crate) fn with_audience(&self, check: Option<AudienceCheck>) -> TokenVerifier {
         TokenVerifier {
             issuer: self.issuer.clone(),
-            key: self.key.clone(),
+            keys: self.keys.clone(),
             validation: self.validation.clone(),
             local: self.local.clone(),
             leeway: self.leeway,
@@ -216,6 +262,7 @@ impl TokenVerifier {
             cache: Mutex::new(HashMap::new()),
             cache_limit: self.cache_limit,
             verifications: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -237,10 +284,26 @@ impl TokenVerifier {
         {
             return Ok((hit.username.clone(), hit.until));
         }
+        let generation = self.generation.load(Ordering::SeqCst);
         let verified = self.verify_fully(token, now)?;
         let answer = (verified.username.clone(), verified.until);
-        self.remember(token, verified, now);
+        self.remember(token, verified, now, generation);
         Ok(answer)
+    }
+
+    /// How many times [`TokenVerifier::forget_all`] was called: what a token remembered
+    /// elsewhere (a connection's last token) was verified under.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Forgets every token verified so far, and those being verified now: each is checked
+    /// again when next presented. For a verifier with a [`KeyLookup`] whose keys changed (a
+    /// pair deleted), so that tokens of a withdrawn key stop being accepted at once.
+    pub fn forget_all(&self) {
+        let mut cache = self.lock();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        cache.clear();
     }
 
     /// How many tokens were verified cryptographically (cache misses), for tests and metrics.
@@ -251,16 +314,33 @@ impl TokenVerifier {
     fn verify_fully(&self, token: &str, now: i64) -> Result<Verified, VerifyError> {
         self.verifications.fetch_add(1, Ordering::Relaxed);
         // The issuer decides which key to check with, so it is read before the signature.
-        let claims = rsa_claims(token, "token")?;
+        let (kid, claims) = rsa_claims(token, "token")?;
         if claims.iss != self.issuer {
             return Err(VerifyError::Issuer(claims.iss));
         }
-        jsonwebtoken::decode::<serde::de::IgnoredAny>(token, &self.key, &self.validation).map_err(
-            |e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => VerifyError::Signature(e),
-                _ => VerifyError::Jwt(e),
-            },
-        )?;
+        let check = |key: &DecodingKey| {
+            jsonwebtoken::decode::<serde::de::IgnoredAny>(token, key, &self.validation)
+                .map(drop)
+                .map_err(|e| match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::InvalidSignature => VerifyError::Signature(e),
+                    _ => VerifyError::Jwt(e),
+                })
+        };
+        match &self.keys {
+            Keys::One(key) => check(key)?,
+            Keys::Lookup(lookup) => {
+                let mut outcome = Err(VerifyError::Signature(
+                    jsonwebtoken::errors::ErrorKind::InvalidSignature.into(),
+                ));
+                for key in lookup(kid.as_deref()) {
+                    outcome = check(&key);
+                    if !matches!(outcome, Err(VerifyError::Signature(_))) {
+                        break;
+                    }
+                }
+                outcome?;
+            }
+        }
         check_times(&claims, now, self.leeway).map_err(VerifyError::Times)?;
         if claims.sub.is_empty() {
             return Err(VerifyError::NoUsername);
@@ -289,9 +369,12 @@ impl TokenVerifier {
         })
     }
 
-    fn remember(&self, token: &str, mut verified: Verified, now: i64) {
+    fn remember(&self, token: &str, mut verified: Verified, now: i64, generation: u64) {
         debug_assert_eq!(verified.token, token);
         let mut cache = self.lock();
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return;
+        }
         if cache.len() >= self.cache_limit {
             cache.retain(|_, v| v.until >= now);
             if cache.len() >= self.cache_limit {
@@ -319,10 +402,11 @@ fn cache_key(token: &str) -> [u8; 16] {
     key
 }
 
-/// The claims of a JWT whose header names an RSA algorithm (RS256/384/512), read before its
-/// signature is checked (they say which key to check it with); `invalid signing method` for
-/// `none`, HMAC or anything else, `malformed <what>` for what is not a JWT.
-fn rsa_claims(jwt: &str, what: &'static str) -> Result<Claims, VerifyError> {
+/// The key id (`kid`) of the header and the claims of a JWT whose header names an RSA algorithm
+/// (RS256/384/512), read before its signature is checked (they say which key to check it with);
+/// `invalid signing method` for `none`, HMAC or anything else, `malformed <what>` for what is
+/// not a JWT.
+fn rsa_claims(jwt: &str, what: &'static str) -> Result<(Option<String>, Claims), VerifyError> {
     let header = jsonwebtoken::decode_header(jwt).map_err(|source| {
         if names_an_algorithm(jwt) {
             // `none`, or an algorithm jsonwebtoken does not know.
@@ -338,7 +422,7 @@ fn rsa_claims(jwt: &str, what: &'static str) -> Result<Claims, VerifyError> {
         return Err(VerifyError::Algorithm(Some(header.alg)));
     }
     jsonwebtoken::dangerous::insecure_decode::<Claims>(jwt)
-        .map(|t| t.claims)
+        .map(|t| (header.kid, t.claims))
         .map_err(|source| VerifyError::Malformed { what, source })
 }
 
@@ -440,7 +524,7 @@ impl KiteKeyVerifier {
             return Ok(user.clone());
         }
         self.verifications.fetch_add(1, Ordering::Relaxed);
-        let claims = rsa_claims(kite_key, "kite key")?;
+        let (_, claims) = rsa_claims(kite_key, "kite key")?;
         let pem = claims.kontrol_key.trim();
         if pem.is_empty() {
             return Err(VerifyError::NoKontrolKey);
@@ -605,6 +689,78 @@ mod tests {
         // Without a kid, as before.
         let plain = pair.sign(&claims).unwrap();
         assert_eq!(jsonwebtoken::decode_header(&plain).unwrap().kid, None);
+    }
+
+    #[test]
+    fn a_key_lookup_is_asked_with_the_kid_and_its_keys_are_tried_in_order() {
+        let local = Arc::new(KiteIdentity {
+            username: "u".into(),
+            environment: "e".into(),
+            name: "n".into(),
+            ..KiteIdentity::default()
+        });
+        let right = DecodingKey::from_rsa_pem(KONTROL_PUB.as_bytes()).unwrap();
+        let other = KeyPair::generate(1024).unwrap();
+        let wrong = DecodingKey::from_rsa_pem(other.public_pem.as_bytes()).unwrap();
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let seen = asked.clone();
+        let lookup: KeyLookup = Arc::new(move |kid: Option<&str>| {
+            lock(&seen).push(kid.map(str::to_owned));
+            match kid {
+                Some("good") => vec![wrong.clone(), right.clone()],
+                Some("bad") => vec![wrong.clone()],
+                None => vec![right.clone()],
+                Some(_) => Vec::new(),
+            }
+        });
+        let v = TokenVerifier::with_key_lookup("kontrol", lookup, local);
+        let now = unix_now();
+        let claims = Claims {
+            iss: "kontrol".into(),
+            sub: "alice".into(),
+            aud: "/u/e/n".into(),
+            exp: Some(now + 60),
+            ..Claims::default()
+        };
+        let pair = KeyPair {
+            private_pem: KONTROL_PEM.to_owned(),
+            public_pem: KONTROL_PUB.to_owned(),
+        };
+        let signed = |kid: Option<&str>, jti: &str| {
+            let claims = Claims {
+                jti: jti.into(),
+                ..claims.clone()
+            };
+            match kid {
+                Some(kid) => pair.sign_with_kid(&claims, kid).unwrap(),
+                None => pair.sign(&claims).unwrap(),
+            }
+        };
+        // The second key of the answer verifies it; no kid is asked as `None`.
+        assert_eq!(v.verify(&signed(Some("good"), "1")).unwrap(), "alice");
+        assert_eq!(v.verify(&signed(None, "2")).unwrap(), "alice");
+        // Only wrong keys, or none: a bad signature, in Go's words.
+        for kid in ["bad", "unknown"] {
+            let err = v.verify(&signed(Some(kid), kid)).unwrap_err();
+            assert!(matches!(err, VerifyError::Signature(_)), "{kid}: {err:?}");
+            assert_eq!(err.to_string(), "token is expired");
+        }
+        assert_eq!(
+            *lock(&asked),
+            [Some("good"), None, Some("bad"), Some("unknown")].map(|k| k.map(str::to_owned))
+        );
+        // The issuer is checked before any key is looked up.
+        let foreign = pair
+            .sign_with_kid(
+                &Claims {
+                    iss: "mallory".into(),
+                    ..claims.clone()
+                },
+                "good",
+            )
+            .unwrap();
+        assert!(matches!(v.verify(&foreign), Err(VerifyError::Issuer(_))));
+        assert_eq!(lock(&asked).len(), 4);
     }
 
     #[test]

@@ -126,6 +126,8 @@ pub(crate) struct ClientInner {
 /// A verified token remembered by one connection.
 pub(crate) struct VerifiedToken {
     pub(crate) verifier: Arc<crate::auth::TokenVerifier>,
+    /// The verifier's [`crate::auth::TokenVerifier::generation`] when it was verified.
+    pub(crate) generation: u64,
     pub(crate) auth: Arc<Auth>,
     pub(crate) username: String,
     pub(crate) until: i64,

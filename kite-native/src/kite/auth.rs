@@ -174,15 +174,18 @@ impl KiteInner {
                 if let Some(m) = memo.as_ref()
                     && Arc::ptr_eq(&m.auth, auth)
                     && Arc::ptr_eq(&m.verifier, &verifier)
+                    && m.generation == verifier.generation()
                     && now <= m.until
                 {
                     return Ok(m.username.clone());
                 }
+                let generation = verifier.generation();
                 let (username, until) = verifier
                     .verify_until(&auth.key)
                     .map_err(|e| auth_error(format!("token: {e}")))?;
                 *memo = Some(crate::client::VerifiedToken {
                     verifier,
+                    generation,
                     auth: auth.clone(),
                     username: username.clone(),
                     until,
