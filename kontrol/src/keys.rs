@@ -21,10 +21,13 @@
 //! is answered by the first reload that began after it arrived, so a burst of unknown keys
 //! costs one storage read at a time.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use kite_native::auth::KeyPair;
+use jsonwebtoken::DecodingKey;
+
+use kite_native::auth::{KeyPair, TokenVerifier};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
@@ -128,7 +131,16 @@ pub(crate) struct RingState {
     pub(crate) signer: KeyRecord,
     /// Public keys of the options' retired pairs.
     retired: Arc<[String]>,
+    /// The live pairs' public keys, ready to verify signatures: by pair id, and the newest
+    /// [`KEYS_TRIED_WITHOUT_KID`] (the signer first) for tokens naming no pair.
+    verifying: HashMap<String, DecodingKey>,
+    unnamed: Vec<DecodingKey>,
 }
+
+/// How many live pairs a token whose header names no pair (`kid`; Go Kontrol's tokens, or ours
+/// from before pairs had ids) is checked against, newest first: each is an RSA verification
+/// that a peer sending such tokens makes Kontrol do.
+pub const KEYS_TRIED_WITHOUT_KID: usize = 4;
 
 impl RingState {
     fn build(mut records: Vec<KeyRecord>, configured: &KeyRecord, retired: Arc<[String]>) -> Self {
@@ -147,10 +159,38 @@ impl RingState {
         let signer = newest(records.iter().filter(|r| r.live() && r.signing).collect())
             .or_else(|| newest(records.iter().filter(|r| r.live()).collect()))
             .unwrap_or_else(|| configured.clone());
+        let decoding = |r: &KeyRecord| DecodingKey::from_rsa_pem(r.public_pem.as_bytes()).ok();
+        let mut live: Vec<&KeyRecord> = records.iter().filter(|r| r.live()).collect();
+        live.sort_by(|a, b| {
+            let signer_first = (b.id == signer.id).cmp(&(a.id == signer.id));
+            signer_first.then_with(|| (b.created_ms, &b.id).cmp(&(a.created_ms, &a.id)))
+        });
+        let verifying = live
+            .iter()
+            .filter_map(|r| Some((r.id.clone(), decoding(r)?)))
+            .collect();
+        let unnamed = live
+            .iter()
+            .filter_map(|r| decoding(r))
+            .take(KEYS_TRIED_WITHOUT_KID)
+            .collect();
         RingState {
             records,
             signer,
             retired,
+            verifying,
+            unnamed,
+        }
+    }
+
+    /// The keys a token naming pair `kid` in its header is checked with: that pair's if it is
+    /// live, none if it is deleted or unknown (the token is refused as expired, Go's answer to a
+    /// token of a key Kontrol no longer has, which makes clients fetch a new one); the newest
+    /// live pairs' when it names none (see [`KEYS_TRIED_WITHOUT_KID`]).
+    pub(crate) fn verifying_keys(&self, kid: Option<&str>) -> Vec<DecodingKey> {
+        match kid {
+            Some(kid) => self.verifying.get(kid).cloned().into_iter().collect(),
+            None => self.unnamed.clone(),
         }
     }
 
@@ -163,6 +203,18 @@ impl RingState {
             None if self.retired.iter().any(|k| k == pem) => Standing::Gone,
             None => Standing::Unknown,
         }
+    }
+
+    /// The live pairs' ids and public keys, in a stable order.
+    fn live_keys(&self) -> Vec<(&str, &str)> {
+        let mut keys: Vec<(&str, &str)> = self
+            .records
+            .iter()
+            .filter(|r| r.live())
+            .map(|r| (r.id.as_str(), r.public_pem.as_str()))
+            .collect();
+        keys.sort_unstable();
+        keys
     }
 
     /// The live pair `id`.
@@ -210,6 +262,8 @@ pub(crate) struct KeyRing {
     stored: AtomicBool,
     /// Set once the first reload has been tried.
     first: tokio::sync::OnceCell<()>,
+    /// Told to forget the tokens it verified when a read finds the live pairs changed.
+    tokens: std::sync::OnceLock<Arc<TokenVerifier>>,
 }
 
 impl KeyRing {
@@ -226,7 +280,15 @@ impl KeyRing {
             begun: AtomicU64::new(0),
             stored: AtomicBool::new(false),
             first: tokio::sync::OnceCell::new(),
+            tokens: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Makes `verifier` (whose keys are the ring's) forget the tokens it verified whenever a
+    /// read of the storage finds the live pairs changed: a token of a deleted pair is refused
+    /// from then on, not only once it is no longer remembered.
+    pub(crate) fn forget_tokens_on_change(&self, verifier: Arc<TokenVerifier>) {
+        let _ = self.tokens.set(verifier);
     }
 
     /// The pairs as last read.
@@ -297,8 +359,22 @@ impl KeyRing {
             }
             self.stored.store(has(&records), Ordering::SeqCst);
         }
-        let state = RingState::build(records, &self.configured, self.retired.clone());
-        *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(state);
+        let state = Arc::new(RingState::build(
+            records,
+            &self.configured,
+            self.retired.clone(),
+        ));
+        let before = std::mem::replace(
+            &mut *self.state.write().unwrap_or_else(|e| e.into_inner()),
+            state.clone(),
+        );
+        // After the swap, so that a verification that began before the forgetting used the old
+        // pairs and is not remembered, and one after it uses the new pairs.
+        if before.live_keys() != state.live_keys()
+            && let Some(tokens) = self.tokens.get()
+        {
+            tokens.forget_all();
+        }
         Ok(())
     }
 }

@@ -59,7 +59,11 @@
 //! pairs (and [`KontrolOptions::retired_keys`]) are accepted too, and `register` answers them
 //! with a new kite key of the current pair, `getKey` with the current public key. Tokens for a
 //! kite are signed by the pair of its registration while that pair is live, else by the current
-//! one; every JWT names its pair in the header's `kid`. `listKeyPairs`, `addKeyPair` and
+//! one; every JWT names its pair in the header's `kid`. Tokens presented to Kontrol itself are
+//! checked with the live pair their `kid` names (read from the storage first when the ring does
+//! not know that id: another Kontrol may have just added it), or with the newest live pairs when
+//! they name none ([`crate::keys::KEYS_TRIED_WITHOUT_KID`]); a deleted pair's are refused as
+//! expired, as Go refuses a token of a key it no longer has. `listKeyPairs`, `addKeyPair` and
 //! `deleteKeyPair` ([`crate::keys::AddKeyPairArgs`], [`crate::keys::DeleteKeyPairArgs`],
 //! answered with [`crate::keys::KeyPairInfo`]) are for the Kontrol's own user
 //! ([`KontrolOptions::username`]); anyone else gets an `authenticationError`.
@@ -69,7 +73,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kite_native::auth::{KeyPair, KiteKeyVerifier};
+use kite_native::auth::{KeyLookup, KeyPair, KiteKeyVerifier, TokenVerifier};
 use kite_native::core::Kite as KiteIdentity;
 use kite_native::core::auth::Claims;
 use kite_native::core::kontrol::{
@@ -110,7 +114,8 @@ pub struct KontrolOptions {
     pub retired_keys: Vec<String>,
     /// How often the key pairs are read from the storage again, so that pairs added or deleted
     /// through another Kontrol sharing it are used here (default 5 s). A kite key naming a
-    /// public key this Kontrol does not know makes it read them at once, before refusing it.
+    /// public key, or a token naming a pair id (`kid`), this Kontrol does not know makes it read
+    /// them at once, before refusing it.
     pub key_reload_interval: Duration,
     /// How long a token is valid (Go: 48 h).
     pub token_ttl: Duration,
@@ -262,6 +267,8 @@ pub(crate) struct Inner {
     /// Checks kite keys' signatures (trusting the ring's pairs, live or deleted, and the
     /// retired keys) and remembers the keys it accepted.
     verifier: Arc<KiteKeyVerifier>,
+    /// Checks tokens presented to this Kontrol against the ring's live pairs, by `kid`.
+    token_verifier: Arc<TokenVerifier>,
     /// The registrations made through this Kontrol, its connections and watchers, and the
     /// budgets.
     pub(crate) ledger: Ledger,
@@ -344,11 +351,25 @@ impl Kontrol {
         let verifier = kite
             .kite_key_verifier()
             .expect("the kite key verifier was just set");
+        // Tokens: checked with the pair their `kid` names, as the ring knows it now.
+        let ring = keys.clone();
+        let lookup: KeyLookup = Arc::new(move |kid| ring.state().verifying_keys(kid));
+        let token_verifier = TokenVerifier::with_key_lookup(
+            &options.username,
+            lookup,
+            Arc::new(kite.identity().clone()),
+        );
+        kite.set_token_verifier(token_verifier);
+        let token_verifier = kite
+            .token_verifier()
+            .expect("the token verifier was just set");
+        keys.forget_tokens_on_change(token_verifier.clone());
         let inner = Arc::new(Inner {
             options,
             storage,
             keys,
             verifier,
+            token_verifier,
             tokens: Mutex::default(),
             ledger,
             due: Mutex::default(),
@@ -541,6 +562,21 @@ impl Kontrol {
                     .unwrap_or_default();
                 inner
                     .verify_kite_key(&key, req.kite_key_verifier())
+                    .await
+                    .map_err(|m| KiteError::new(ErrorKind::Authentication, m))
+            }
+        });
+        // Tokens: checked by `kid` against the ring, read again first when it does not know it.
+        let weak = Arc::downgrade(&self.inner);
+        self.kite.authenticator("token", move |req: Request| {
+            let weak = weak.clone();
+            async move {
+                let Some(inner) = weak.upgrade() else {
+                    return Err(KiteError::generic("kontrol is closed"));
+                };
+                let token = req.auth.as_deref().map(|a| a.key.as_str()).unwrap_or("");
+                inner
+                    .verify_token(token)
                     .await
                     .map_err(|m| KiteError::new(ErrorKind::Authentication, m))
             }
@@ -826,6 +862,24 @@ impl Inner {
             }
         }
         verifier.verify(key).map_err(|e| e.to_string())
+    }
+
+    /// The user a token presented to this Kontrol authenticates, or why it is refused. A token
+    /// of this Kontrol's issuer naming a pair the ring does not know (neither live nor deleted)
+    /// makes it read the pairs first, as an unknown kite key does; reads take turns, so a flood
+    /// of made-up ids costs one storage read at a time.
+    pub(crate) async fn verify_token(&self, token: &str) -> Result<String, String> {
+        self.keys.ready(&*self.storage).await;
+        if let Ok(header) = jsonwebtoken::decode_header(token)
+            && let Some(kid) = header.kid
+            && self.keys.state().find(&kid).is_none()
+            && jsonwebtoken::dangerous::insecure_decode::<Claims>(token)
+                .is_ok_and(|t| t.claims.iss == self.options.username)
+            && let Err(e) = self.keys.reload(&*self.storage).await
+        {
+            debug!(error = %e, "reading the key pairs for a token of an unknown pair failed");
+        }
+        self.token_verifier.verify(token).map_err(|e| e.to_string())
     }
 
     /// What a kite key (already authenticated) comes to on `register`: for a live pair's, no

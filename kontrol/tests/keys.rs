@@ -340,3 +340,134 @@ async fn only_the_kontrols_user_manages_key_pairs() {
     alice.close();
     k.kite().close();
 }
+
+/// A token of `username` to call the Kontrol (user `kontrol`), signed with `private_pem` and
+/// naming `kid` in its header (none if `None`).
+fn kontrol_token(private_pem: &str, kid: Option<&str>) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = kite_native::core::auth::Claims {
+        iss: "kontrol".into(),
+        sub: "alice".into(),
+        aud: "/kontrol".into(),
+        exp: Some(now + 3600),
+        iat: Some(now - 5),
+        nbf: Some(now - 5),
+        jti: uuid::Uuid::new_v4().to_string(),
+        ..Default::default()
+    };
+    match kid {
+        Some(kid) => kite_native::auth::sign_with_kid(private_pem, &claims, kid).unwrap(),
+        None => kite_native::auth::sign(private_pem, &claims).unwrap(),
+    }
+}
+
+/// Calls `getKites` on the Kontrol at `addr` presenting `token`: the caller's username, or the
+/// refusal.
+async fn with_token(addr: std::net::SocketAddr, token: &str) -> Result<(), KiteError> {
+    let caller = Kite::with_config("caller", "1.0.0", local_config()).unwrap();
+    let client = caller.new_client(&format!("http://{addr}/kite"));
+    client.set_auth(Some(kite_native::core::Auth::new("token", token)));
+    within("dial", client.dial()).await.unwrap();
+    let query = serde_json::json!({"query": {"username": "alice", "name": "nothing"}});
+    let answer = within(
+        "getKites",
+        client.call::<serde_json::Value>("getKites", (query,)),
+    )
+    .await
+    .map(|_| ())
+    .map_err(KiteError::from);
+    client.close();
+    caller.close();
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_to_kontrol_are_checked_with_the_pair_their_kid_names_on_every_backend() {
+    let configured = KeyPair::generate(2048).unwrap();
+    let second = KeyPair::generate(2048).unwrap();
+    let stranger = KeyPair::generate(1024).unwrap();
+    for b in backends(2).await {
+        let what = b.name;
+        // Neither Kontrol reads the pairs on its own during the test.
+        let long = Duration::from_secs(600);
+        let (a, a_addr) = kontrol(&configured, b.storages[0].clone(), long).await;
+        let (bk, b_addr) = kontrol(&configured, b.storages[1].clone(), long).await;
+        // Both know the configured pair (stored by whichever started first).
+        assert_eq!(a.key_pairs().await.len(), 1, "{what}");
+        assert_eq!(bk.key_pairs().await.len(), 1, "{what}");
+        let default = kontrol_token(&configured.private_pem, Some("default"));
+        for addr in [a_addr, b_addr] {
+            with_token(addr, &default).await.unwrap();
+        }
+
+        // A second pair, added through A only: B has not read it.
+        let id = format!("second-{what}");
+        a.add_key_pair(AddKeyPairArgs::with_pair(Some(&id), &second, true))
+            .await
+            .unwrap();
+        let by_second = kontrol_token(&second.private_pem, Some(&id));
+        with_token(a_addr, &by_second)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: A refused its own pair's token: {e}"));
+        with_token(b_addr, &by_second)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: B refused a pair it had not read yet: {e}"));
+        // A token without a kid (Go Kontrol signs none) is checked against the live pairs.
+        for addr in [a_addr, b_addr] {
+            with_token(addr, &kontrol_token(&second.private_pem, None))
+                .await
+                .unwrap_or_else(|e| panic!("{what}: no kid: {e}"));
+        }
+        // The configured pair is still live, and still accepted.
+        for addr in [a_addr, b_addr] {
+            with_token(addr, &default).await.unwrap();
+        }
+
+        // Signatures that are not the named pair's, or of no pair at all: Go's `token is
+        // expired`, which makes a client fetch a new token.
+        for (token, case) in [
+            (
+                kontrol_token(&stranger.private_pem, Some(&id)),
+                "another key under a live pair's kid",
+            ),
+            (
+                kontrol_token(&configured.private_pem, Some(&id)),
+                "a live pair's key under another live pair's kid",
+            ),
+            (
+                kontrol_token(&stranger.private_pem, Some("nope")),
+                "an unknown kid",
+            ),
+            (kontrol_token(&stranger.private_pem, None), "no kid"),
+        ] {
+            for addr in [a_addr, b_addr] {
+                let err = with_token(addr, &token).await.unwrap_err();
+                assert_eq!(err.kind, ErrorKind::Authentication, "{what}: {case}: {err}");
+                assert_eq!(err.message, "token: token is expired", "{what}: {case}");
+            }
+        }
+
+        // The configured pair deleted (through A; B reads it when asked): its tokens are
+        // refused as expired, the live pair's still pass.
+        a.delete_key_pair("default").await.unwrap();
+        bk.reload_key_pairs().await.unwrap();
+        for addr in [a_addr, b_addr] {
+            let err = with_token(addr, &default).await.unwrap_err();
+            assert_eq!(err.message, "token: token is expired", "{what}: deleted");
+            let err = with_token(addr, &kontrol_token(&configured.private_pem, None))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                err.message, "token: token is expired",
+                "{what}: deleted, no kid"
+            );
+            with_token(addr, &by_second).await.unwrap();
+        }
+        for k in [a, bk] {
+            k.kite().close();
+        }
+    }
+}
