@@ -1331,10 +1331,12 @@ mod tests {
     }
 
     impl EtcdExt for Etcd {
+        /// Generous deadlines: on a loaded machine (CI runs the tests two at a time on two
+        /// cores) a healthy etcd can take more than a second to answer.
         fn options(&self) -> EtcdOptions {
             EtcdOptions {
-                connect_timeout: Duration::from_secs(1),
-                request_timeout: Duration::from_secs(1),
+                connect_timeout: Duration::from_secs(5),
+                request_timeout: Duration::from_secs(5),
                 ..EtcdOptions::new([self.url()])
             }
         }
@@ -2021,7 +2023,15 @@ mod tests {
         let Some(mut etcd) = Etcd::start().await else {
             return;
         };
-        let s = EtcdStorage::connect(etcd.options()).await.unwrap();
+        // Deadlines of a second; an operation is cut by one when it ends well before the
+        // operation could have ended by itself (never, for a frozen etcd), whatever the load.
+        let deadline = Duration::from_secs(1);
+        let options = EtcdOptions {
+            connect_timeout: deadline,
+            request_timeout: deadline,
+            ..etcd.options()
+        };
+        let s = EtcdStorage::connect(options.clone()).await.unwrap();
         let one = Registration::new(
             kite("/alice/prod/math/1.0.0/eu/h1/k1"),
             "http://one",
@@ -2031,7 +2041,7 @@ mod tests {
         s.upsert(&one).await.unwrap();
 
         etcd.kill();
-        let bound = Duration::from_millis(1500);
+        let bound = deadline * 8;
         let two = Registration::new(
             kite("/alice/prod/math/1.0.0/eu/h1/k2"),
             "http://two",
@@ -2058,7 +2068,7 @@ mod tests {
         unavailable_quickly!(s.refresh("k1", "alice", now_ms() + 60_000));
         unavailable_quickly!(s.delete("k1", "alice"));
         unavailable_quickly!(s.purge_expired());
-        unavailable_quickly!(EtcdStorage::connect(etcd.options()));
+        unavailable_quickly!(EtcdStorage::connect(options.clone()));
 
         // Back on the same ports and data: the same storage works again and lost nothing.
         etcd.run().await;
