@@ -27,7 +27,8 @@ use std::sync::{Arc, RwLock};
 
 use jsonwebtoken::DecodingKey;
 
-use kite_native::auth::{KeyPair, TokenVerifier};
+use kite_native::auth::{KeyError, KeyPair, SigningKey, TokenVerifier};
+use kite_native::core::auth::Claims;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
@@ -135,6 +136,8 @@ pub(crate) struct RingState {
     /// [`KEYS_TRIED_WITHOUT_KID`] (the signer first) for tokens naming no pair.
     verifying: HashMap<String, DecodingKey>,
     unnamed: Vec<DecodingKey>,
+    /// The live pairs' private keys, read once to sign: by pair id, with the public key.
+    signing: HashMap<String, (String, Arc<SigningKey>)>,
 }
 
 /// How many live pairs a token whose header names no pair (`kid`; Go Kontrol's tokens, or ours
@@ -174,12 +177,31 @@ impl RingState {
             .filter_map(|r| decoding(r))
             .take(KEYS_TRIED_WITHOUT_KID)
             .collect();
+        let signing = live
+            .iter()
+            .filter_map(|r| {
+                let key = SigningKey::from_pem(&r.private_pem).ok()?;
+                Some((r.id.clone(), (r.public_pem.clone(), Arc::new(key))))
+            })
+            .collect();
         RingState {
             records,
             signer,
             retired,
             verifying,
             unnamed,
+            signing,
+        }
+    }
+
+    /// `claims` signed by `pair` (RS256, its id in the header's `kid`), with the private key read
+    /// when the pairs were, if `pair` is a live one of them.
+    pub(crate) fn sign(&self, pair: &KeyRecord, claims: &Claims) -> Result<String, KeyError> {
+        match self.signing.get(&pair.id) {
+            Some((public_pem, key)) if *public_pem == pair.public_pem => {
+                key.sign(claims, Some(&pair.id))
+            }
+            _ => SigningKey::from_pem(&pair.private_pem)?.sign(claims, Some(&pair.id)),
         }
     }
 

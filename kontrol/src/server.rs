@@ -447,7 +447,8 @@ impl Kontrol {
     pub fn kite_key_for(&self, username: &str) -> Result<String, KiteError> {
         let o = &self.inner.options;
         let now = unix_now();
-        let signer = self.inner.keys.state().signer.clone();
+        let state = self.inner.keys.state();
+        let signer = &state.signer;
         let claims = Claims {
             iss: o.username.clone(),
             sub: username.to_owned(),
@@ -457,7 +458,9 @@ impl Kontrol {
             kontrol_key: signer.public_pem.clone(),
             ..Claims::default()
         };
-        sign(&signer, &claims).map_err(|e| internal("sign kite key", e))
+        state
+            .sign(signer, &claims)
+            .map_err(|e| internal("sign kite key", e))
     }
 
     /// The key pairs (deleted ones too, oldest first) as last read from the storage, and which
@@ -902,7 +905,9 @@ impl Inner {
             Standing::Gone => {}
         }
         claims.kontrol_key.clone_from(&signer.public_pem);
-        let new_key = sign(signer, &claims).map_err(|e| internal("re-sign kite key", e))?;
+        let new_key = state
+            .sign(signer, &claims)
+            .map_err(|e| internal("re-sign kite key", e))?;
         info!(username = %claims.sub, key_id = %signer.id, "kite key re-signed with the current key pair");
         Ok((new_key, signer.public_pem.clone(), signer.id.clone()))
     }
@@ -1252,7 +1257,9 @@ impl Inner {
             jti: uuid::Uuid::new_v4().to_string(),
             ..Claims::default()
         };
-        let token = sign(pair, &claims).map_err(|e| internal("sign token", e))?;
+        let token = state
+            .sign(pair, &claims)
+            .map_err(|e| internal("sign token", e))?;
         let reuse_for = o.token_ttl.saturating_sub(o.token_leeway);
         let mut tokens = lock(&self.tokens);
         if tokens.len() > 100_000 {
@@ -1385,11 +1392,6 @@ pub(crate) fn refusal(id: &str, r: Refusal) -> KiteError {
 /// What a user is told when the kite id is another user's.
 pub(crate) fn owned_message(id: &str) -> String {
     format!("kite id {id:?} is registered by another user")
-}
-
-/// Signs `claims` with `pair`, its id in the header.
-fn sign(pair: &KeyRecord, claims: &Claims) -> Result<String, kite_native::auth::KeyError> {
-    kite_native::auth::sign_with_kid(&pair.private_pem, claims, &pair.id)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
