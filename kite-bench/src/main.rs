@@ -145,8 +145,9 @@ enum Command {
         /// Where to listen.
         #[arg(long, default_value = "127.0.0.1:6000")]
         addr: SocketAddr,
-        /// Tungstenite read buffer size (echo servers: default tungstenite's 128 KiB; the kite:
-        /// `SockJsOptions::read_buffer_size`'s default).
+        /// Echo servers: tungstenite's read buffer size (default 128 KiB). The kite: the most
+        /// bytes a websocket reads per system call (`SockJsOptions::read_buffer_size`, default
+        /// 64 KiB; an idle websocket holds at most 1 KiB of it).
         #[arg(long)]
         read_buffer: Option<usize>,
         /// Kite: require tokens verified with this PEM public key.
@@ -167,7 +168,8 @@ enum Command {
         /// How many.
         #[arg(long, default_value_t = 10_000)]
         connections: usize,
-        /// The server's websocket read buffer (echo servers: 4 KiB; the kite: its default).
+        /// The server's websocket read buffer (echo servers: 4 KiB; the kite: its default), as
+        /// `serve --read-buffer`.
         #[arg(long)]
         read_buffer: Option<usize>,
     },

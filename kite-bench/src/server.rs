@@ -15,8 +15,9 @@ use crate::System;
 /// Options of a served system.
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
-    /// Tungstenite's read buffer size (`None`: the echo servers take tungstenite's default of
-    /// 128 KiB, the kite `SockJsOptions::read_buffer_size`'s default).
+    /// Echo servers: tungstenite's read buffer size (`None`: tungstenite's default of 128 KiB).
+    /// The kite: `SockJsOptions::read_buffer_size`, the most bytes a websocket reads per
+    /// system call (`None`: its default).
     pub read_buffer: Option<usize>,
     /// For the kite: require tokens and accept those verified with this PEM public key.
     pub token_public_key: Option<String>,

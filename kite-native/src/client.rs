@@ -104,9 +104,10 @@ pub(crate) struct ClientInner {
     state: watch::Sender<bool>,
     /// The session and the calls; never held while awaiting or running user code.
     driver: Mutex<Driver>,
-    /// How many dials the session asked for have finished, and the last one's error.
+    /// How many dials the session asked for have finished, and the last one's error; made by
+    /// the first dial (a watch channel is about 400 bytes, and accepted connections never dial).
     #[cfg(feature = "client")]
-    dials: watch::Sender<(u64, Option<ClientError>)>,
+    dials: std::sync::OnceLock<watch::Sender<(u64, Option<ClientError>)>>,
     options: Mutex<DialOptions>,
     hooks: Mutex<Hooks>,
     token_source: Mutex<Option<TokenSource>>,
@@ -195,7 +196,7 @@ impl Client {
                 timer: None,
             }),
             #[cfg(feature = "client")]
-            dials: watch::channel((0, None)).0,
+            dials: std::sync::OnceLock::new(),
             options: Mutex::new(options),
             hooks: Mutex::default(),
             token_source: Mutex::default(),
@@ -326,7 +327,7 @@ impl Client {
                 "this client has no URL to dial",
             )));
         }
-        let mut dials = self.0.dials.subscribe();
+        let mut dials = self.dials().subscribe();
         let before = dials.borrow_and_update().0;
         let state = self.drive(|d, now| {
             d.session.connect(now);
@@ -379,6 +380,12 @@ impl Client {
         let _ = connected.wait_for(|c| *c).await;
     }
 
+    /// How many dials have finished, and the last one's error.
+    #[cfg(feature = "client")]
+    fn dials(&self) -> &watch::Sender<(u64, Option<ClientError>)> {
+        self.0.dials.get_or_init(|| watch::channel((0, None)).0)
+    }
+
     /// One dial the session asked for.
     #[cfg(feature = "client")]
     async fn dial_once(self) {
@@ -400,7 +407,7 @@ impl Client {
                 Some(e)
             }
         };
-        self.0.dials.send_modify(|(n, last)| {
+        self.dials().send_modify(|(n, last)| {
             *n += 1;
             *last = outcome;
         });

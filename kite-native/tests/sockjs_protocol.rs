@@ -1363,3 +1363,190 @@ async fn broken_json_closes_the_websocket_with_3000() {
         );
     }
 }
+
+/// One request on a socket of its own, written as given; the status line, the headers (lower
+/// case) and the body (`Content-Length` bytes; none for a 101) of the answer.
+async fn raw_exchange(addr: &str, request: &str) -> (String, Vec<(String, String)>, String) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let stream = within("connect", tokio::net::TcpStream::connect(addr))
+        .await
+        .unwrap();
+    let mut io = tokio::io::BufReader::new(stream);
+    io.get_mut().write_all(request.as_bytes()).await.unwrap();
+    let mut status = String::new();
+    within("status", io.read_line(&mut status)).await.unwrap();
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        within("header", io.read_line(&mut line)).await.unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':').unwrap();
+        headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let length = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map_or(0, |(_, v)| v.parse().unwrap());
+    let mut body = vec![0; length];
+    within("body", io.read_exact(&mut body)).await.unwrap();
+    (
+        status.trim_end().to_owned(),
+        headers,
+        String::from_utf8(body).unwrap(),
+    )
+}
+
+/// The handshake is ours, not axum's: a request missing what an upgrade needs gets the answer
+/// axum's `WebSocketUpgrade` gave (same status, same text), on the SockJS and the raw
+/// websocket endpoints alike, and a good one gets the RFC 6455 accept key and no subprotocol.
+#[tokio::test]
+async fn websocket_upgrades_are_checked_as_before() {
+    let s = Services::start(|_| {}).await;
+    let addr = s.base.strip_prefix("http://").unwrap().to_owned();
+    const KEY: &str = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    const GOOD: &str = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n";
+    let cases: [(&str, String, &str, &str); 6] = [
+        (
+            "no Connection: upgrade",
+            format!(
+                "Connection: keep-alive\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n{KEY}"
+            ),
+            "HTTP/1.1 400 Bad Request",
+            "Connection header did not include 'upgrade'",
+        ),
+        (
+            "Upgrade: h2c",
+            format!("Connection: Upgrade\r\nUpgrade: h2c\r\nSec-WebSocket-Version: 13\r\n{KEY}"),
+            "HTTP/1.1 400 Bad Request",
+            "`Upgrade` header did not include 'websocket'",
+        ),
+        (
+            "no Upgrade",
+            format!("Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n{KEY}"),
+            "HTTP/1.1 400 Bad Request",
+            "`Upgrade` header did not include 'websocket'",
+        ),
+        (
+            "version 8",
+            format!(
+                "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 8\r\n{KEY}"
+            ),
+            "HTTP/1.1 400 Bad Request",
+            "`Sec-WebSocket-Version` header did not include '13'",
+        ),
+        (
+            "no version",
+            format!("Connection: Upgrade\r\nUpgrade: websocket\r\n{KEY}"),
+            "HTTP/1.1 400 Bad Request",
+            "`Sec-WebSocket-Version` header did not include '13'",
+        ),
+        (
+            "no key",
+            GOOD.to_owned(),
+            "HTTP/1.1 400 Bad Request",
+            "`Sec-WebSocket-Key` header missing",
+        ),
+    ];
+    let session = s.session("echo");
+    let sockjs_path = format!("{}/websocket", session.strip_prefix(&s.base).unwrap());
+    for path in [sockjs_path.as_str(), "/echo/websocket"] {
+        for (what, headers, status, body) in &cases {
+            let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}\r\n");
+            let (got, h, text) = raw_exchange(&addr, &request).await;
+            assert_eq!(
+                (got.as_str(), text.as_str()),
+                (*status, *body),
+                "{path}: {what}"
+            );
+            assert!(
+                h.iter()
+                    .any(|(n, v)| n == "content-type" && v == "text/plain; charset=utf-8"),
+                "{path}: {what}: {h:?}"
+            );
+        }
+        // Upper case is fine, and a subprotocol asked for is not taken.
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: keep-alive, UPGRADE\r\n\
+             Upgrade: WebSocket\r\nSec-WebSocket-Version: 13\r\n{KEY}\
+             Sec-WebSocket-Protocol: chat\r\n\r\n"
+        );
+        let (got, h, _) = raw_exchange(&addr, &request).await;
+        assert_eq!(got, "HTTP/1.1 101 Switching Protocols", "{path}");
+        // The headers axum's answer had, in its order (then CORS and the date).
+        let names: Vec<&str> = h.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names[..3],
+            ["connection", "upgrade", "sec-websocket-accept"],
+            "{path}"
+        );
+        assert!(!names.contains(&"sec-websocket-protocol"), "{path}");
+        assert!(h.contains(&("connection".to_owned(), "upgrade".to_owned())));
+        assert!(h.contains(&(
+            "sec-websocket-accept".to_owned(),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".to_owned()
+        )));
+        assert!(h.contains(&("upgrade".to_owned(), "websocket".to_owned())));
+    }
+    // POST is not routed to the handler at all (405 with `Allow`, as before).
+    let request = format!(
+        "POST /echo/websocket HTTP/1.1\r\nHost: {addr}\r\n{GOOD}{KEY}Content-Length: 0\r\n\r\n"
+    );
+    let (got, h, _) = raw_exchange(&addr, &request).await;
+    assert_eq!(got, "HTTP/1.1 405 Method Not Allowed");
+    assert!(h.iter().any(|(n, _)| n == "allow"));
+}
+
+/// Messages far larger than both the socket's read-ahead chunk (64 KiB) and tungstenite's
+/// frame buffer arrive whole, on both websocket endpoints, also with a chunk smaller than the
+/// frame buffer; past the frame budget a raw websocket is still closed with 1009.
+#[tokio::test]
+async fn large_frames_arrive_intact_through_the_read_ahead() {
+    for chunk in [64 * 1024, 512] {
+        let s = Services::start(|o| {
+            o.max_message_size = 1 << 20;
+            o.read_buffer_size = chunk;
+        })
+        .await;
+        let big: String = (0..300_000u32)
+            .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
+            .collect();
+        let mut raw = ws_connect(&s.url("echo", "/websocket")).await;
+        for _ in 0..3 {
+            raw.send(Message::text(big.clone())).await.unwrap();
+            assert_eq!(ws_next(&mut raw).await.as_deref(), Some(big.as_str()));
+            // Small messages in between still go (the read-ahead is freed after a burst).
+            raw.send(Message::text("small")).await.unwrap();
+            assert_eq!(ws_next(&mut raw).await.as_deref(), Some("small"));
+        }
+        let mut framed = ws_connect(&format!("{}/websocket", s.session("echo"))).await;
+        assert_eq!(ws_next(&mut framed).await.as_deref(), Some("o"));
+        framed
+            .send(Message::text(format!("[\"{big}\",\"x\"]")))
+            .await
+            .unwrap();
+        let got = ws_next(&mut framed).await.unwrap();
+        // The echo may come back in one frame or two.
+        let mut all = got.clone();
+        if !got.contains("\"x\"") {
+            all.push_str(&ws_next(&mut framed).await.unwrap());
+        }
+        assert!(all.starts_with("a[\""), "{}", &all[..10]);
+        assert!(all.contains(&big), "chunk {chunk}");
+        assert!(all.ends_with("\"x\"]"), "chunk {chunk}");
+
+        // One byte past the raw websocket's frame budget (max_message_size).
+        raw.send(Message::text("y".repeat((1 << 20) + 1)))
+            .await
+            .unwrap();
+        let close = loop {
+            match within("close", raw.next()).await {
+                Some(Ok(Message::Close(Some(close)))) => break close,
+                Some(Ok(_)) => {}
+                other => panic!("expected the websocket close, got {other:?}"),
+            }
+        };
+        assert_eq!(u16::from(close.code), 1009, "chunk {chunk}");
+    }
+}

@@ -63,10 +63,12 @@
 //!   its messages.
 
 mod budget;
+mod burst_io;
 mod http;
 mod receive;
 mod send;
 mod session;
+mod upgrade;
 mod websocket;
 
 pub use budget::Occupancy;
@@ -117,10 +119,12 @@ pub struct SockJsOptions {
     pub cookie_needed: bool,
     /// The SockJS client script the iframe page loads (the iframe-based transports need it).
     pub sockjs_url: String,
-    /// Bytes a websocket reads from its socket at a time (8 KiB). The buffer lives as long as
-    /// the connection, so it is most of an idle connection's memory (about 13 KiB in all);
-    /// tungstenite's default of 128 KiB would also be zeroed on every read. Larger buffers
-    /// take fewer system calls for large messages and batches.
+    /// The most bytes a websocket reads from its socket in one system call (64 KiB). Input
+    /// that streams in (a read filled tungstenite's 1 KiB frame buffer) is read ahead into a
+    /// buffer of this size, allocated then and freed once drained, so an idle websocket holds
+    /// at most 1 KiB for its input whatever this is (below 1 KiB, this is also tungstenite's
+    /// buffer, and nothing is read ahead). Larger values take fewer system calls for large
+    /// messages and batches; each byte read ahead is copied once more.
     pub read_buffer_size: usize,
     /// Bytes of messages queued for one session that its peer has not taken yet (16 MiB); past
     /// it the session is closed with [`crate::session::QUEUE_OVERFLOW`] and the queue dropped
@@ -159,7 +163,7 @@ impl Default for SockJsOptions {
             jsonp: true,
             cookie_needed: false,
             sockjs_url: kite_core::sockjs::DEFAULT_SOCKJS_URL.to_owned(),
-            read_buffer_size: 8 * 1024,
+            read_buffer_size: 64 * 1024,
             max_queued_bytes: limits.max_queued_bytes,
             max_sessions: limits.max_sessions,
             max_sessions_per_ip: limits.max_sessions_per_ip,

@@ -14,17 +14,19 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use axum::extract::State as AxState;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use kite_core::sockjs::{self, BROKEN_FRAME, MESSAGE_TOO_BIG};
 use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::debug;
 
 use super::http::RemoteAddr;
+use super::upgrade::{Socket, SocketOptions, WsUpgrade};
 use super::{SessionId, State};
 use crate::session::{
     self, Batch, Outbox, QUEUE_OVERFLOW, Session, SessionInfo, SessionReceiver, SessionSender,
@@ -45,11 +47,11 @@ fn frame_limit(max_message_size: usize, framed: bool) -> usize {
     }
 }
 
-fn upgrade(ws: WebSocketUpgrade, state: &State, framed: bool) -> WebSocketUpgrade {
-    let limit = frame_limit(state.options.max_message_size, framed);
-    ws.max_message_size(limit)
-        .max_frame_size(limit)
-        .read_buffer_size(state.options.read_buffer_size)
+fn socket_options(state: &State, framed: bool) -> SocketOptions {
+    SocketOptions {
+        max_size: frame_limit(state.options.max_message_size, framed),
+        read_chunk: state.options.read_buffer_size,
+    }
 }
 
 fn session_id() -> String {
@@ -60,7 +62,7 @@ fn session_id() -> String {
 pub(crate) async fn sockjs(
     // Websocket sessions ignore the id (one session per socket); the path must still be valid.
     _: SessionId,
-    ws: WebSocketUpgrade,
+    ws: WsUpgrade,
     AxState(state): AxState<State>,
     RemoteAddr(remote): RemoteAddr,
 ) -> Response {
@@ -71,14 +73,14 @@ pub(crate) async fn sockjs(
         Ok(h) => h,
         Err(refused) => return refused.into_response(),
     };
-    upgrade(ws, &state, true)
-        .on_upgrade(move |socket| serve(socket, state, remote, true, held))
-        .into_response()
+    ws.on_upgrade(socket_options(&state, true), move |socket| {
+        serve(socket, state, remote, true, held)
+    })
 }
 
 /// `GET /websocket`: Kite.js's plain websocket transport, one message per text frame.
 pub(crate) async fn raw(
-    ws: WebSocketUpgrade,
+    ws: WsUpgrade,
     AxState(state): AxState<State>,
     RemoteAddr(remote): RemoteAddr,
 ) -> Response {
@@ -92,16 +94,16 @@ pub(crate) async fn raw(
         Ok(h) => h,
         Err(refused) => return refused.into_response(),
     };
-    upgrade(ws, &state, false)
-        .on_upgrade(move |socket| serve(socket, state, remote, false, held))
-        .into_response()
+    ws.on_upgrade(socket_options(&state, false), move |socket| {
+        serve(socket, state, remote, false, held)
+    })
 }
 
 /// The reading half of a session, polled by the runtime.
 struct Reader {
     /// Taken back by the connection's task when the reader goes (see `Drop`).
-    stream: Option<SplitStream<WebSocket>>,
-    give_back: Option<oneshot::Sender<SplitStream<WebSocket>>>,
+    stream: Option<SplitStream<Socket>>,
+    give_back: Option<oneshot::Sender<SplitStream<Socket>>>,
     framed: bool,
     max: usize,
     tx: SessionSender,
@@ -158,13 +160,12 @@ impl Reader {
                     return Some(text.to_string());
                 }
                 Some(Ok(Message::Binary(_))) => return self.close(BROKEN_FRAME),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                 Some(Ok(Message::Close(_))) | None => return None,
                 Some(Err(e)) => {
                     debug!(session = %self.id, error = %e, "websocket read failed");
-                    // tungstenite reports oversized messages as a capacity error.
-                    let text = e.to_string().to_ascii_lowercase();
-                    if text.contains("too long") || text.contains("size") {
+                    // tungstenite reports oversized messages and frames as a capacity error.
+                    if matches!(e, WsError::Capacity(_)) {
                         return self.close(MESSAGE_TOO_BIG);
                     }
                     return None;
@@ -196,7 +197,7 @@ impl Drop for Live {
 }
 
 async fn serve(
-    socket: WebSocket,
+    socket: Socket,
     state: State,
     remote: Option<SocketAddr>,
     framed: bool,
@@ -254,10 +255,10 @@ async fn serve(
 /// not forever), and meanwhile reads and drops what the peer still sends, so that it is not
 /// stuck writing to us.
 async fn closing(
-    sink: &mut SplitSink<WebSocket, Message>,
+    sink: &mut SplitSink<Socket, Message>,
     framed: bool,
     (code, reason): (u16, String),
-    taken_back: oneshot::Receiver<SplitStream<WebSocket>>,
+    taken_back: oneshot::Receiver<SplitStream<Socket>>,
 ) {
     // SockJS clients take the code from the `c` frame; a peer past its output budget is told
     // on the websocket too (policy violation). Broken input ends the websocket with the code
@@ -274,7 +275,7 @@ async fn closing(
                 .await?;
         }
         sink.send(Message::Close(Some(CloseFrame {
-            code: ws_code,
+            code: ws_code.into(),
             reason: reason.into(),
         })))
         .await
@@ -294,7 +295,7 @@ const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reads and drops what the peer still sends after our close, until its close frame, the end
 /// of the stream, or [`CLOSE_GRACE`].
-async fn drain(taken_back: oneshot::Receiver<SplitStream<WebSocket>>) {
+async fn drain(taken_back: oneshot::Receiver<SplitStream<Socket>>) {
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
         let Ok(mut stream) = taken_back.await else {
             return;
@@ -311,7 +312,7 @@ async fn drain(taken_back: oneshot::Receiver<SplitStream<WebSocket>>) {
 /// Sends `message`, unless the queue goes over its budget first (`false` then, as for a failed
 /// write): a peer that does not read would hold the write, and the session, forever.
 async fn send_or_overflow(
-    sink: &mut SplitSink<WebSocket, Message>,
+    sink: &mut SplitSink<Socket, Message>,
     outbox: &Outbox,
     message: Message,
 ) -> Result<bool, ()> {
@@ -329,7 +330,7 @@ fn overflow() -> Option<(u16, String)> {
 /// (`Go away!`), the reader ends (the close it queued, if any), the queue goes over its budget
 /// ([`QUEUE_OVERFLOW`]) or a write fails (`None`).
 async fn write_loop(
-    sink: &mut SplitSink<WebSocket, Message>,
+    sink: &mut SplitSink<Socket, Message>,
     mut outbox: Outbox,
     state: &State,
     framed: bool,
@@ -387,7 +388,7 @@ async fn write_loop(
 }
 
 /// Raw websocket: one text message per message, flushed once.
-async fn write_each(sink: &mut SplitSink<WebSocket, Message>, messages: Vec<Text>) -> bool {
+async fn write_each(sink: &mut SplitSink<Socket, Message>, messages: Vec<Text>) -> bool {
     for m in messages {
         if sink.feed(Message::text(m.into_plain())).await.is_err() {
             return false;
