@@ -149,6 +149,15 @@ impl Etcd {
             .status()
             .unwrap();
         assert!(status.success(), "kill -{name} {pid}: {status}");
+        if name == "STOP" {
+            // The signal is delivered to each thread as it next enters the kernel: until all
+            // are stopped, one may still answer a request sent after `kill` returned.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !all_threads_stopped(&pid) {
+                assert!(Instant::now() < deadline, "etcd {pid} not stopped within 10 s");
+                std::thread::yield_now();
+            }
+        }
     }
 
     /// The last lines of its log.
@@ -366,4 +375,19 @@ impl Drop for Postgres {
         let _ = self.pg_ctl(&["-m", "immediate", "-w", "stop"]).output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in `/proc/<pid>/task/*/stat`).
+fn all_threads_stopped(pid: &str) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // `pid (comm) state ...`: the state follows the last `)`.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state == "T" || state == "t")
+        })
+    })
 }
