@@ -154,7 +154,10 @@ impl Etcd {
             // are stopped, one may still answer a request sent after `kill` returned.
             let deadline = Instant::now() + Duration::from_secs(10);
             while !all_threads_stopped(&pid) {
-                assert!(Instant::now() < deadline, "etcd {pid} not stopped within 10 s");
+                assert!(
+                    Instant::now() < deadline,
+                    "etcd {pid} not stopped within 10 s"
+                );
                 std::thread::yield_now();
             }
         }
