@@ -58,6 +58,9 @@ struct Entry {
     last_seen_ms: u64,
     /// When the heartbeat that asked for the last storage refresh came (0: refresh on the next).
     refreshed_ms: u64,
+    /// A storage refresh was asked for and has not come back: heartbeats ask for no other, so a
+    /// storage that falls behind holds one due refresh per kite, not one per refresh interval.
+    refresh_pending: bool,
     /// The expiry this Kontrol last wrote to the storage for it (what
     /// [`crate::storage::Storage::delete_written`] is given when it goes).
     written_ms: u64,
@@ -398,6 +401,7 @@ impl Ledger {
                 via,
                 last_seen_ms: now_ms,
                 refreshed_ms: now_ms,
+                refresh_pending: false,
                 written_ms,
             },
         );
@@ -414,11 +418,22 @@ impl Ledger {
             return Heard::Unknown;
         }
         e.last_seen_ms = now_ms;
-        if now_ms.saturating_sub(e.refreshed_ms) < self.refresh_gap_ms {
+        if e.refresh_pending || now_ms.saturating_sub(e.refreshed_ms) < self.refresh_gap_ms {
             return Heard::Alive;
         }
         e.refreshed_ms = now_ms;
+        e.refresh_pending = true;
         Heard::Refresh(e.kite.username.clone())
+    }
+
+    /// The storage refresh [`Ledger::heard`] asked for for `id` kept `via` came back, however it
+    /// went: the next heartbeat due may ask for another.
+    pub(crate) fn refresh_settled(&self, id: &str, via: Via) {
+        if let Some(e) = self.lock().kites.get_mut(id)
+            && e.via == via
+        {
+            e.refresh_pending = false;
+        }
     }
 
     /// The storage refresh of `id` kept `via` wrote expiry `written_ms`; `false` if the ledger
@@ -442,6 +457,7 @@ impl Ledger {
             && e.via == via
         {
             e.refreshed_ms = 0;
+            e.refresh_pending = false;
         }
     }
 
@@ -672,6 +688,25 @@ mod tests {
         assert_eq!(l.counts().users, 1);
         l.sweep(10_000);
         assert_eq!(l.counts(), Counts::default());
+    }
+
+    #[test]
+    fn one_refresh_at_a_time_per_kite_however_late_the_storage_is() {
+        let l = ledger(8, 8, 8);
+        register(&l, &kite("m", "a"), "k1", HERE, 0).unwrap();
+        assert_eq!(l.heard("a", HERE, 100), Heard::Refresh("m".into()));
+        // The refresh is still on its way several refresh gaps later: no second one.
+        for t in [200, 300, 400] {
+            assert_eq!(l.heard("a", HERE, t), Heard::Alive, "at {t}");
+        }
+        l.refresh_settled("a", HERE);
+        assert_eq!(l.heard("a", HERE, 410), Heard::Refresh("m".into()));
+        // A failed one is asked for again at once.
+        l.refresh_failed("a", HERE);
+        assert_eq!(l.heard("a", HERE, 420), Heard::Refresh("m".into()));
+        // Settling another way's refresh changes nothing.
+        l.refresh_settled("a", Via::Http(Some([127, 0, 0, 2].into())));
+        assert_eq!(l.heard("a", HERE, 600), Heard::Alive);
     }
 
     #[tokio::test]

@@ -282,7 +282,8 @@ pub(crate) struct Inner {
     origin: String,
 }
 
-/// The most refreshes written in one storage call.
+/// The most refreshes written in one storage call. (10,000 was tried: at 100,000 kites on the
+/// embedded store it raised Kontrol's RSS after the register burst from about 380 to 440–500 MiB.)
 const REFRESH_BATCH: usize = 1_000;
 
 /// The most deletes of registrations that went sent to the storage at once.
@@ -1116,6 +1117,7 @@ impl Inner {
         expires: u64,
         result: Result<bool, StorageError>,
     ) -> bool {
+        self.ledger.refresh_settled(id, via);
         match result {
             Ok(true) => {
                 if self.ledger.refreshed(id, via, expires) {
