@@ -79,7 +79,15 @@ pub struct EmbeddedStorage {
     /// Watch events between the Kontrols sharing this storage object (the file is one
     /// process's).
     changes: Bus,
+    /// One permit per operation running on a blocking thread ([`EMBEDDED_BLOCKING_OPERATIONS`]).
+    running: Arc<tokio::sync::Semaphore>,
 }
+
+/// The most operations of one store running at once, each on a blocking thread; the others wait
+/// their turn (in order) without a thread. redb runs one write at a time anyway: without this
+/// limit a burst of registers held one of tokio's blocking threads each (up to 512), every one
+/// with its stack and allocator cache.
+pub const EMBEDDED_BLOCKING_OPERATIONS: usize = 8;
 
 impl std::fmt::Debug for EmbeddedStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -138,6 +146,7 @@ impl EmbeddedStorage {
             db: Arc::new(db),
             path,
             changes: Bus::default(),
+            running: Arc::new(tokio::sync::Semaphore::new(EMBEDDED_BLOCKING_OPERATIONS)),
         })
     }
 
@@ -151,10 +160,19 @@ impl EmbeddedStorage {
         &self,
         f: impl FnOnce(&Database) -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
+        let permit = self
+            .running
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(unavailable)?
+            .map_err(unavailable)?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(&db)
+        })
+        .await
+        .map_err(unavailable)?
     }
 }
 
@@ -545,6 +563,40 @@ mod tests {
         let index = tx.open_multimap_table(INDEX).unwrap();
         assert_eq!(index.get((0, "alice", "")).unwrap().len(), 2);
         drop((index, tx, s));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// However many operations come at once, at most [`EMBEDDED_BLOCKING_OPERATIONS`] hold a blocking
+    /// thread; the rest wait for a permit, and all of them run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_operations_holds_a_bounded_number_of_threads() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = std::env::temp_dir().join(format!("kontrol-test-{}", uuid::Uuid::new_v4()));
+        let s = EmbeddedStorage::open(dir.join("kontrol.db")).unwrap();
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let ops = (0..EMBEDDED_BLOCKING_OPERATIONS * 8).map(|_| {
+            let (s, now, most) = (s.clone(), now.clone(), most.clone());
+            tokio::spawn(async move {
+                s.blocking(move |_| {
+                    let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(running, Ordering::SeqCst);
+                    // Work that takes a while, so that the burst overlaps.
+                    std::thread::sleep(Duration::from_millis(5));
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    Ok(())
+                })
+                .await
+            })
+        });
+        for op in futures_util::future::join_all(ops).await {
+            op.unwrap().unwrap();
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!(
+            (1..=EMBEDDED_BLOCKING_OPERATIONS).contains(&most),
+            "{most} operations ran at once"
+        );
+        drop(s);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -39,7 +39,7 @@ mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
 
-pub use embedded::EmbeddedStorage;
+pub use embedded::{EMBEDDED_BLOCKING_OPERATIONS, EmbeddedStorage};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdOptions, EtcdStorage};
 pub use memory::MemoryStorage;
