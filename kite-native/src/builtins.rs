@@ -42,6 +42,7 @@
 //! terminal stayed busy`.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kite_core::{Callback, KiteError};
@@ -97,16 +98,42 @@ pub fn system_info() -> SystemInfo {
     }
 }
 
+/// How long a `kite.systemInfo` answer is given again instead of computed.
+const SYSTEM_INFO_REUSE: Duration = Duration::from_secs(1);
+
+/// The last `kite.systemInfo` answer of a kite and when it was computed. Computing one reads
+/// `/proc` and the file system on a blocking thread: calls take turns (waiting without a
+/// thread), and those within [`SYSTEM_INFO_REUSE`] of the last computation share it, so a peer
+/// flooding the method holds at most one blocking thread, once a second.
+#[derive(Default)]
+struct Latest(tokio::sync::Mutex<Option<(tokio::time::Instant, SystemInfo)>>);
+
+impl Latest {
+    async fn get(&self, compute: fn() -> SystemInfo) -> Result<SystemInfo, KiteError> {
+        let mut latest = self.0.lock().await;
+        if let Some((at, info)) = latest.as_ref()
+            && at.elapsed() < SYSTEM_INFO_REUSE
+        {
+            return Ok(info.clone());
+        }
+        let info = tokio::task::spawn_blocking(compute)
+            .await
+            .map_err(|e| KiteError::generic(e.to_string()))?;
+        *latest = Some((tokio::time::Instant::now(), info.clone()));
+        Ok(info)
+    }
+}
+
 pub(crate) fn register(kite: &Kite) {
     kite.handle("kite.ping", |_req: Request| async {
         Ok::<_, KiteError>("pong")
     })
     .disable_authentication();
 
-    kite.handle("kite.systemInfo", |_req: Request| async {
-        tokio::task::spawn_blocking(system_info)
-            .await
-            .map_err(|e| KiteError::generic(e.to_string()))
+    let latest = Arc::new(Latest::default());
+    kite.handle("kite.systemInfo", move |_req: Request| {
+        let latest = latest.clone();
+        async move { latest.get(system_info).await }
     });
 
     let k = kite.clone();
@@ -186,4 +213,38 @@ pub(crate) fn register(kite: &Kite) {
 
     #[cfg(feature = "client")]
     crate::tunnel::register_builtin(kite);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static COMPUTED: AtomicUsize = AtomicUsize::new(0);
+
+    fn counted() -> SystemInfo {
+        COMPUTED.fetch_add(1, Ordering::SeqCst);
+        // Slow enough that the calls below overlap it.
+        std::thread::sleep(Duration::from_millis(20));
+        system_info()
+    }
+
+    /// A flood of `kite.systemInfo` computes one answer a second, on one blocking thread.
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_system_info_calls_computes_once_a_second() {
+        let latest = Arc::new(Latest::default());
+        let flood = |n| {
+            futures_util::future::join_all((0..n).map(|_| {
+                let latest = latest.clone();
+                tokio::spawn(async move { latest.get(counted).await.unwrap() })
+            }))
+        };
+        for answer in flood(64).await {
+            assert_eq!(answer.unwrap().state, "RUNNING");
+        }
+        assert_eq!(COMPUTED.load(Ordering::SeqCst), 1);
+        tokio::time::advance(SYSTEM_INFO_REUSE).await;
+        flood(8).await;
+        assert_eq!(COMPUTED.load(Ordering::SeqCst), 2);
+    }
 }
